@@ -1,0 +1,1 @@
+"""What runs on the device: bundles, the LiteRT interpreter and inference engines. No TensorFlow here."""

@@ -1,0 +1,98 @@
+"""The one description of a model's inputs and outputs that every stage reads.
+
+Training writes it next to ``model.keras`` (``metadata.json``), conversion copies it into the bundle, and the
+Pi runtime reads it from there. Crop geometry, input size, pixel scaling and label order therefore cannot
+disagree between training, calibration, evaluation and the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
+
+from edgeface import HEADS
+from edgeface.errors import ModelError
+
+# Fixed vocabularies of the two attribute heads. Identity labels are whatever people the user trained on.
+EMOTIONS: tuple[str, ...] = ("happy", "neutral")
+GENDERS: tuple[str, ...] = ("female", "male")
+ATTRIBUTE_LABELS: dict[str, tuple[str, ...]] = {"emotion": EMOTIONS, "gender": GENDERS}
+
+INPUT_NAME = "image"
+EMBEDDING_NAME = "embedding"
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """Where the eyes land in an aligned face crop, as fractions of the crop side.
+
+    The defaults leave room for the mouth (emotion) and some hair (gender) around the face, a little looser
+    than the usual 112x112 recognition template.
+    """
+
+    eye_distance: float = 0.30  # distance between the eye centres / crop width
+    eye_line: float = 0.40  # height of the eye line / crop height
+    detector: str = "blazeface"  # which detector made the keypoints the crop is aligned on
+    min_face: int = 20  # faces whose box is smaller than this (pixels) are ignored
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.eye_distance <= 0.8:
+            raise ModelError(f"crop eye_distance must be in [0.05, 0.8], got {self.eye_distance}")
+        if not 0.1 <= self.eye_line <= 0.7:
+            raise ModelError(f"crop eye_line must be in [0.1, 0.7], got {self.eye_line}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Inputs, outputs and preprocessing of a three-head face model."""
+
+    labels: Mapping[str, tuple[str, ...]]
+    input_size: int = 224
+    # The model takes RGB float pixels scaled to [0, 1]; the backbone's own preprocessing is inside the graph.
+    input_range: tuple[float, float] = (0.0, 1.0)
+    color: str = "RGB"
+    crop: CropSpec = field(default_factory=CropSpec)
+    backbone: str = "mobilenetv2"
+    embedding_size: int = 0  # 0 when the model has no embedding output
+
+    def __post_init__(self) -> None:
+        missing = [h for h in HEADS if h not in self.labels]
+        if missing:
+            raise ModelError(f"model spec has no labels for head(s) {', '.join(missing)}")
+        for head, labels in self.labels.items():
+            if len(labels) < 2:
+                raise ModelError(f"head {head!r} needs at least 2 labels, got {list(labels)}")
+            if len(set(labels)) != len(labels):
+                raise ModelError(f"head {head!r} has duplicate labels: {list(labels)}")
+        if not 32 <= self.input_size <= 1024:
+            raise ModelError(f"input_size must be in [32, 1024], got {self.input_size}")
+        if self.color != "RGB":
+            raise ModelError(f"only RGB input is supported, got {self.color!r}")
+
+    @property
+    def num_classes(self) -> dict[str, int]:
+        return {head: len(self.labels[head]) for head in HEADS}
+
+    def with_(self, **changes: Any) -> "ModelSpec":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["labels"] = {head: list(self.labels[head]) for head in HEADS}
+        data["input_range"] = list(self.input_range)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+        try:
+            return cls(
+                labels={head: tuple(data["labels"][head]) for head in HEADS},
+                input_size=int(data["input_size"]),
+                input_range=(float(data["input_range"][0]), float(data["input_range"][1])),
+                color=str(data.get("color", "RGB")),
+                crop=CropSpec(**data.get("crop", {})),
+                backbone=str(data.get("backbone", "unknown")),
+                embedding_size=int(data.get("embedding_size", 0)),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelError(f"invalid model spec: {type(exc).__name__}: {exc}") from exc
