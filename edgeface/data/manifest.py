@@ -151,7 +151,7 @@ def load_csv(path: Path) -> Dataset:
             image_path = Path(image) if Path(image).is_absolute() else path.parent / image
             image_path = Path(str(image_path.resolve()) if image_path.exists() else image_path.absolute())
             if image_path in seen:
-                problems.append(Problem("warning", where, f"duplicate of {seen[image_path]} ({image}); skipped"))
+                problems.append(Problem("error", where, f"duplicate row: {image} is already listed at {seen[image_path]}"))
                 continue
             seen[image_path] = where
             errors_before = len(problems)
@@ -278,7 +278,7 @@ class CheckReport:
     """What ``edgeface data check`` prints."""
 
     source: Path
-    rows: int
+    rows: int  # usable rows (rows with label errors are counted among the problems instead)
     readable: int
     problems: list[Problem] = field(default_factory=list)
     counts: dict[str, Counter[str]] = field(default_factory=dict)
@@ -300,8 +300,7 @@ def check_dataset(dataset: Dataset, min_photos: int = 2, read_images: bool = Tru
     from edgeface.imageio import read_image
     from edgeface.errors import ImageError
 
-    report = CheckReport(dataset.source, rows=len(dataset.samples) + sum(
-        1 for p in dataset.problems if p.level == "error" or "skipped" in p.message), readable=0)
+    report = CheckReport(dataset.source, rows=len(dataset.samples), readable=0)
     report.problems.extend(dataset.problems)
     samples: Iterable[Sample] = dataset.samples
     if read_images and progress:

@@ -1,0 +1,226 @@
+"""Convert, verify against Keras, and write bundles: what ``edgeface convert`` runs."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgeface import HEADS
+from edgeface.data.manifest import Dataset, Sample, load_dataset, split_dataset
+from edgeface.errors import DataError, EdgefaceError
+from edgeface.faces.crops import crop_samples
+from edgeface.runtime.bundle import SUFFIX, sha256_bytes, write_bundle
+from edgeface.runtime.engine import KerasEngine, LiteRTEngine
+from edgeface.spec import EMBEDDING_NAME, ModelSpec
+
+DEFAULT_REPRESENTATIVE_SIZE = 300
+DEFAULT_VERIFY_SIZE = 600
+DEFAULT_MIN_AGREEMENT = 0.90
+# When Keras itself is torn between two classes by less than two int8 output steps, a different argmax
+# after quantization is rounding, not damage: it counts as agreement.
+TIE_MARGIN = 2.0 / 256
+
+
+@dataclass
+class HeadCheck:
+    """How a converted head compares with Keras on the same held-out crops."""
+
+    agreement: float  # fraction of faces with the same argmax (ties within TIE_MARGIN count as the same)
+    max_prob_diff: float  # largest absolute difference of any class probability
+    keras_accuracy: float
+    tflite_accuracy: float
+    n: int  # faces compared (agreement); accuracy uses the labelled ones
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class ConversionResult:
+    precision: str
+    size_bytes: int
+    checks: dict[str, HeadCheck]
+    accepted: bool
+    reason: str = ""
+    bundle_path: Path | None = None
+    embedding_cosine: float | None = None  # mean cosine similarity of TFLite vs Keras embeddings
+    layer_errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+def select_representative(samples: Sequence[Sample], count: int, seed: int = 0) -> list[int]:
+    """Indices of ``count`` samples spread across people and label combinations.
+
+    Round-robin over (emotion, gender) groups and, within a group, over people, so calibration sees every
+    kind of face rather than mostly the best-photographed person.
+    """
+    rng = random.Random(seed)
+    groups: dict[tuple, dict[str | None, list[int]]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault((s.emotion, s.gender), {}).setdefault(s.identity, []).append(i)
+    queues = []
+    for people in groups.values():
+        for indices in people.values():
+            rng.shuffle(indices)
+        order = list(people)
+        rng.shuffle(order)
+        queues.append([people[p] for p in order])
+    chosen: list[int] = []
+    while len(chosen) < min(count, len(samples)):
+        progressed = False
+        for people in queues:
+            for indices in people:
+                if indices:
+                    chosen.append(indices.pop())
+                    progressed = True
+                    break
+            people.sort(key=len, reverse=True)  # next round starts with who has the most left
+            if len(chosen) >= count:
+                break
+        if not progressed:
+            break
+    return sorted(chosen)
+
+
+def _split_from_metadata(metadata: dict[str, Any]) -> tuple[Dataset, Dataset]:
+    """Rebuild the training and validation sets a model was trained with, from its metadata."""
+    info = metadata.get("dataset", {})
+    config = metadata.get("training", {}).get("config", {})
+    source = Path(info.get("source", ""))
+    if not source.exists():
+        raise DataError(f"the model's training data {source} is not here: pass --representative DATA "
+                        "(and --verify-data DATA)")
+    data = load_dataset(source)
+    if config.get("val"):
+        return data, load_dataset(config["val"])
+    return split_dataset(data, float(config.get("val_fraction", 0.15)), seed=int(config.get("seed", 0)))
+
+
+def _crops_for(dataset: Dataset, spec: ModelSpec, limit: int, seed: int, progress: bool):
+    dataset.raise_for_errors()
+    picked = select_representative(dataset.samples, limit, seed)
+    samples = [dataset.samples[i] for i in picked]
+    crops = crop_samples(samples, spec.crop, spec.input_size, progress=progress)
+    if len(crops.crops) == 0:
+        raise DataError(f"{dataset.source}: no faces found in the {len(samples)} photos used")
+    return crops
+
+
+def io_details(engine: LiteRTEngine) -> dict[str, Any]:
+    """Input and output dtypes and quantization parameters, as the interpreter reports them."""
+    def describe(details: dict[str, Any]) -> dict[str, Any]:
+        scale, zero_point = details.get("quantization", (0.0, 0))
+        return {"dtype": np.dtype(details["dtype"]).name, "scale": float(scale), "zero_point": int(zero_point)}
+
+    return {"input": describe(engine._input),
+            "outputs": {name: describe(d) for name, d in engine._outputs.items()}}
+
+
+def compare(keras_out: dict[str, np.ndarray], tflite_out: dict[str, np.ndarray], samples: Sequence[Sample],
+            spec: ModelSpec) -> dict[str, HeadCheck]:
+    from edgeface.eval.metrics import head_metrics
+
+    checks = {}
+    for head in HEADS:
+        k, t = keras_out[head], tflite_out[head]
+        rows = np.arange(len(k))
+        keras_top, tflite_top = k.argmax(1), t.argmax(1)
+        same = (keras_top == tflite_top) | (k[rows, keras_top] - k[rows, tflite_top] <= TIE_MARGIN)
+        checks[head] = HeadCheck(
+            agreement=float(np.mean(same)) if len(k) else 1.0,
+            max_prob_diff=float(np.abs(k - t).max()),
+            keras_accuracy=head_metrics(samples, k, spec.labels[head], head).accuracy,
+            tflite_accuracy=head_metrics(samples, t, spec.labels[head], head).accuracy,
+            n=len(k),
+        )
+    return checks
+
+
+def default_bundle_path(model_path: Path, precision: str, out: Path) -> Path:
+    if out.suffix == SUFFIX:
+        return out
+    stem = model_path.parent.name if model_path.name == "model.keras" else model_path.stem
+    return out / f"{stem}-{precision}{SUFFIX}"
+
+
+def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | Path,
+                  representative: str | Path | None = None, verify_data: str | Path | None = None,
+                  representative_size: int = DEFAULT_REPRESENTATIVE_SIZE, verify_size: int = DEFAULT_VERIFY_SIZE,
+                  io_type: str = "int8", min_agreement: float = DEFAULT_MIN_AGREEMENT, debug_layers: bool = False,
+                  identity_threshold: float = 0.5, seed: int = 0, progress: bool = True,
+                  on_log: Callable[[str], None] = print) -> list[ConversionResult]:
+    """Convert a trained ``model.keras`` into one bundle per precision, each verified against Keras.
+
+    A precision whose argmax agreement with Keras is below ``min_agreement`` on any head is refused: its
+    result says why and no bundle is written.
+    """
+    from convert.tflite import convert_keras, layer_errors
+
+    model_path = Path(model_path)
+    if model_path.is_dir():
+        model_path = model_path / "model.keras"
+    if len(set(precisions)) != len(precisions) or not precisions:
+        raise EdgefaceError(f"give each precision once: {', '.join(precisions) or 'none given'}")
+    out = Path(out)
+    if out.suffix == SUFFIX and len(precisions) > 1:
+        raise EdgefaceError(f"--out {out} names one file but {len(precisions)} precisions were asked for; "
+                            "give a folder")
+    keras_engine = KerasEngine(model_path)
+    spec = keras_engine.spec
+    if representative is None or verify_data is None:
+        train_part, val_part = _split_from_metadata(keras_engine.metadata)
+    rep_set = load_dataset(representative) if representative is not None else train_part
+    ver_set = load_dataset(verify_data) if verify_data is not None else val_part
+
+    on_log(f"representative set: up to {representative_size} photos from {rep_set.source}")
+    rep_crops = _crops_for(rep_set, spec, representative_size, seed, progress).crops
+    ver = _crops_for(ver_set, spec, verify_size, seed + 1, progress)
+    ver_samples = ver.cropped_samples
+    on_log(f"verification set: {len(ver_samples)} faces from {ver_set.source}")
+    keras_out = keras_engine.predict(np.asarray(ver.crops))
+    model_bytes_hash = sha256_bytes(model_path.read_bytes())
+
+    results = []
+    steps: Any = precisions
+    if progress:
+        from edgeface.progress import progress_bar
+        steps = progress_bar(precisions, desc="converting", unit="model")
+    for precision in steps:
+        flatbuffer = convert_keras(keras_engine.model, precision, spec, rep_crops if precision == "int8" else None,
+                                   io_type=io_type)
+        engine = LiteRTEngine(flatbuffer, spec, source=f"{precision} model")
+        tflite_out = engine.predict(np.asarray(ver.crops))
+        checks = compare(keras_out, tflite_out, ver_samples, spec)
+        cosine = None
+        if EMBEDDING_NAME in keras_out and EMBEDDING_NAME in tflite_out:
+            cosine = float(np.mean(np.sum(keras_out[EMBEDDING_NAME] * tflite_out[EMBEDDING_NAME], axis=1)))
+        low = [h for h, c in checks.items() if c.agreement < min_agreement]
+        result = ConversionResult(precision, len(flatbuffer), checks, accepted=not low, embedding_cosine=cosine)
+        if low:
+            result.reason = "; ".join(f"{h} agrees with Keras on {checks[h].agreement:.1%} of faces, below "
+                                      f"--min-agreement {min_agreement:.0%}" for h in low)
+        if debug_layers and precision == "int8":
+            result.layer_errors = layer_errors(keras_engine.model, spec, rep_crops, np.asarray(ver.crops[:64]),
+                                               csv_path=(out if out.suffix != SUFFIX else out.parent)
+                                               / f"{model_path.parent.name}-layer-errors.csv")
+        if result.accepted:
+            metadata = keras_engine.metadata
+            result.bundle_path = write_bundle(default_bundle_path(model_path, precision, out), flatbuffer, spec,
+                                              precision, extra={
+                "io": io_details(engine),
+                "identity_threshold": identity_threshold,
+                "source_model": {"path": str(model_path), "sha256": model_bytes_hash,
+                                 "backbone": metadata.get("backbone"), "weights": metadata.get("weights"),
+                                 "trained": metadata.get("created")},
+                "dataset_fingerprint": metadata.get("dataset", {}).get("fingerprint"),
+                "conversion": {"representative": str(rep_set.source), "representative_faces": len(rep_crops),
+                               "verification": str(ver_set.source), "io_type": io_type if precision == "int8"
+                               else "float32", "min_agreement": min_agreement},
+                "accuracy": {head: check.to_dict() for head, check in checks.items()},
+                "embedding_cosine": cosine,
+            })
+        results.append(result)
+    return results

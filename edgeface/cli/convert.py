@@ -1,0 +1,76 @@
+"""``edgeface convert``: Keras model -> verified TFLite bundles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgeface.cli.common import EXIT_CHECK_FAILED, friendly_errors, table
+
+ORDER = 30
+
+
+@friendly_errors
+def convert(
+    model: Path = typer.Argument(..., help="A model.keras (or the folder `edgeface train` wrote)."),
+    precision: List[str] = typer.Option(["int8"], "--precision", "-p",
+                                        help="float32, float16, dynamic or int8; repeat for several, or 'all'."),
+    out: Path = typer.Option(Path("bundles"), help="Folder for NAME-PRECISION.edgeface, or a .edgeface file path."),
+    representative: Optional[Path] = typer.Option(
+        None, help="Photos for int8 calibration (CSV or folder). Default: the model's own training split."),
+    representative_size: int = typer.Option(300, help="How many faces calibrate int8, spread over people and labels."),
+    verify_data: Optional[Path] = typer.Option(
+        None, help="Held-out photos to compare Keras and TFLite on. Default: the model's validation split."),
+    verify_size: int = typer.Option(600, help="How many held-out faces to compare on."),
+    io_type: str = typer.Option("int8", help="int8 model input/output type: int8 (XNNPACK's native), uint8 or float32."),
+    min_agreement: float = typer.Option(0.90, help="Refuse a precision whose argmax agrees with Keras on fewer faces "
+                                                   "than this, on any head."),
+    identity_threshold: float = typer.Option(0.5, help="Identity confidence below which the device says 'unknown'."),
+    debug_layers: bool = typer.Option(False, help="Report per-layer int8 error (TFLite quantization debugger)."),
+) -> None:
+    """Convert a trained model to TFLite bundles and verify each against Keras.
+
+    Each bundle carries the model, labels, input size and scaling, crop geometry, quantization parameters,
+    the source model's checksum and the accuracy measured here. Exit 1 when a precision is refused.
+    """
+    from convert.pipeline import convert_model
+    from convert.tflite import PRECISIONS
+
+    precisions = list(PRECISIONS) if precision == ["all"] else precision
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise typer.BadParameter(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)} or all",
+                                 param_hint="--precision")
+    results = convert_model(model, precisions, out, representative=representative, verify_data=verify_data,
+                            representative_size=representative_size, verify_size=verify_size, io_type=io_type,
+                            min_agreement=min_agreement, debug_layers=debug_layers,
+                            identity_threshold=identity_threshold, on_log=lambda s: typer.echo(s, err=True))
+    float_size = next((r.size_bytes for r in results if r.precision == "float32"), None)
+    rows = []
+    for r in results:
+        for head, check in r.checks.items():
+            rows.append([r.precision if head == "identity" else "", head, check.keras_accuracy, check.tflite_accuracy,
+                         check.agreement, check.max_prob_diff,
+                         f"{r.size_bytes / 1e6:.2f} MB" if head == "identity" else "",
+                         (f"{r.size_bytes / float_size:.0%}" if float_size and head == "identity" else "")])
+    typer.echo(table(rows, ["precision", "head", "keras acc", "tflite acc", "agreement", "max |dp|", "size",
+                            "vs float32"]))
+    for r in results:
+        if r.layer_errors:
+            typer.echo(f"\nworst int8 layers (rmse / scale; ~0.29 is plain rounding):")
+            for row in r.layer_errors:
+                typer.echo(f"  {row['rmse_over_scale']:8.2f}  {row['op']:<18s} {row['layer']}")
+    refused = [r for r in results if not r.accepted]
+    for r in results:
+        if r.accepted:
+            typer.echo(f"wrote {r.bundle_path}")
+    for r in refused:
+        typer.echo(f"refused {r.precision}: {r.reason}", err=True)
+    if refused:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("convert")(convert)

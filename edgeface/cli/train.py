@@ -1,0 +1,61 @@
+"""``edgeface train``: photos -> face crops -> three-head Keras model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeface.cli.common import friendly_errors
+
+ORDER = 20
+
+
+@friendly_errors
+def train(
+    data: Path = typer.Option(..., help="Training photos: CSV manifest or folder (see `edgeface data check -h`)."),
+    out: Path = typer.Option(..., help="Output folder: model.keras, metadata.json, history.json, history.png."),
+    val: Optional[Path] = typer.Option(None, help="Validation photos. Default: a seeded per-person split of --data."),
+    backbone: str = typer.Option("mobilenetv2", help="mobilenetv2 (edge default), resnet50, vgg16, or tiny (tests)."),
+    weights: str = typer.Option("imagenet", help="imagenet (download, or $EDGEFACE_WEIGHTS_DIR), none, or a .h5 path."),
+    input_size: int = typer.Option(224, help="Side of the square face crop fed to the model."),
+    epochs: int = typer.Option(10, help="Epochs of fine-tuning (or of training from scratch); early stopping applies."),
+    frozen_epochs: int = typer.Option(3, help="Epochs training only the heads on a frozen pretrained backbone."),
+    batch_size: int = typer.Option(32),
+    learning_rate: float = typer.Option(1e-3, help="Adam learning rate for the heads (and from-scratch training)."),
+    fine_tune_learning_rate: float = typer.Option(1e-4, help="Adam learning rate while fine-tuning the backbone."),
+    fine_tune_from: str = typer.Option("default", help="First backbone layer to unfreeze; 'all' for the whole backbone."),
+    val_fraction: float = typer.Option(0.15, help="Share of each person's photos held out when --val is not given."),
+    patience: int = typer.Option(3, help="Early-stopping patience in epochs (validation loss)."),
+    detector: str = typer.Option("blazeface", help="Face detector for crops: blazeface, blazeface-full or haar."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Rotation, translation, zoom, flip, contrast."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train the three-head model (identity, emotion, gender) on labelled photos.
+
+    Faces are detected, aligned and cached once; unknown labels are left out of their head's loss.
+    Pretrained backbones train the heads first, then fine-tune. Writes OUT/model.keras and OUT/metadata.json.
+    """
+    from edgeface.spec import CropSpec
+    from edgeface.train.trainer import TrainConfig, train as run_training
+
+    config = TrainConfig(
+        data=data, out=out, val=val, backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
+        frozen_epochs=frozen_epochs, batch_size=batch_size, learning_rate=learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate,
+        fine_tune_from=None if fine_tune_from == "all" else fine_tune_from, val_fraction=val_fraction,
+        patience=patience, detector=detector, crop=CropSpec(detector=detector), augment=augment, seed=seed,
+    )
+    result = run_training(config, on_log=lambda line: typer.echo(line, err=True))
+    metrics = result.metadata["metrics"]["validation"]
+    typer.echo(f"model: {result.model_path}")
+    for head, values in metrics.items():
+        typer.echo(f"  {head:8s} validation accuracy {values['accuracy']:.3f} "
+                   f"(balanced {values['balanced_accuracy']:.3f}, n={values['n']})")
+    speed = result.metadata["training"]["images_per_second"]
+    typer.echo(f"  {result.metadata['training']['epochs_run']} epochs, {speed} images/s")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

@@ -1,0 +1,873 @@
+"""A labelled face set the project draws itself, so the whole pipeline runs with no data at all.
+
+Faces are painted procedurally with numpy and OpenCV: a shaded head with eyes, brows, nose, lips, ears, hair,
+neck and shoulders. Each person (``PersonLook``) keeps a fixed face shape, skin tone, hair, eye colour, brows,
+nose, glasses and beard across all their photos, so identity is learnable; the expression (happy: open smile with
+teeth, raised cheeks, narrowed eyes; neutral: closed straight mouth) and the photo (position, scale, rotation,
+yaw, lighting, background clutter, noise, blur, JPEG) vary per photo. Gender shows in several cues at once (hair
+length, beard or stubble, brow weight, jaw width, lip colour), none of them certain on its own.
+
+The faces are drawn to be found by BlazeFace, the project's real detector, with its eye keypoints on the drawn
+eyes; ``tests/test_synthetic.py`` checks both.
+
+Public functions: ``make_people``, ``render_face`` / ``render_photo``, ``render_head``, ``composite_frame``,
+``make_synthetic_dataset`` and ``write_synthetic_video``. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from edgeface.errors import EdgefaceError
+
+EMOTIONS = ("happy", "neutral")
+GENDERS = ("female", "male")
+
+# The original project's people come first, so demos and docs can name them; then plausible first names of
+# both genders, alternating, so any prefix of the list is mixed.
+_NAMES: tuple[tuple[str, str], ...] = (
+    ("Jimmy", "male"), ("Maya", "female"), ("Moataz", "male"), ("Mona", "female"),
+    ("Lena", "female"), ("Omar", "male"), ("Priya", "female"), ("Kenji", "male"),
+    ("Sofia", "female"), ("Lucas", "male"), ("Amara", "female"), ("Tomasz", "male"),
+    ("Ines", "female"), ("Diego", "male"), ("Hana", "female"), ("Kwame", "male"),
+    ("Elif", "female"), ("Ravi", "male"), ("Chloe", "female"), ("Mateo", "male"),
+    ("Yara", "female"), ("Jonas", "male"), ("Aiko", "female"), ("Samuel", "male"),
+    ("Nadia", "female"), ("Felix", "male"), ("Zara", "female"), ("Andrei", "male"),
+    ("Leila", "female"), ("Hugo", "male"), ("Mei", "female"), ("Tariq", "male"),
+)
+
+# Skin tones from light to dark (RGB), interpolated; hair and eye palettes (RGB).
+_SKIN = np.array([(243, 210, 186), (232, 188, 156), (214, 163, 124), (192, 138, 98), (165, 110, 74),
+                  (128, 82, 54), (96, 62, 44)], np.float32)
+_HAIR = {
+    "black": (28, 24, 22), "dark brown": (58, 40, 28), "brown": (98, 66, 42), "auburn": (122, 58, 34),
+    "blonde": (186, 148, 92), "light blonde": (214, 186, 136), "grey": (148, 146, 142), "red": (150, 72, 38),
+}
+_EYES = {
+    "dark brown": (58, 36, 22), "brown": (96, 60, 32), "hazel": (122, 96, 52), "green": (78, 112, 72),
+    "blue": (72, 112, 156), "grey": (112, 122, 132),
+}
+_LIPS_FEMALE = ((178, 52, 62), (196, 86, 98), (150, 48, 60), (204, 110, 110), (160, 70, 80))
+_MALE_HAIR = ("buzz", "short", "side", "curly")
+_FEMALE_HAIR = ("long", "bob", "parted", "bun")
+_LONG_HAIR = ("long", "bob", "parted")
+# Some people wear the other gender's usual hair, so hair alone does not decide gender.
+_CROSS_HAIR = {"male": ("bob", "parted"), "female": ("short", "side")}
+_CROSS_RATE = 0.15
+
+# The head is drawn on a sprite of this design size (w, h); every length below is relative to it, so a sprite
+# can be drawn at any width. The shirt reaches the bottom edge, and pasting extends it downwards.
+_SPRITE = (320.0, 330.0)
+
+
+@dataclass(frozen=True)
+class PersonLook:
+    """What stays the same across one person's photos. Colours are RGB 0-255; shape factors are near 1."""
+
+    name: str
+    gender: str  # "male" or "female"
+    skin: tuple[float, float, float]
+    face_width: float
+    face_length: float
+    jaw: float  # 0 = narrow pointed chin, 1 = wide square jaw
+    hair_color: tuple[float, float, float]
+    hair_style: str  # buzz, short, side, curly (short); long, bob, parted (long); bun
+    hairline: float  # forehead height factor
+    eye_color: tuple[float, float, float]
+    eye_spacing: float
+    eye_size: float
+    brow_thickness: float
+    brow_arch: float
+    nose_width: float
+    nose_length: float
+    lip_color: tuple[float, float, float]
+    lip_fullness: float
+    beard: str  # none, stubble, beard
+    glasses: bool
+    shirt_color: tuple[float, float, float]
+
+
+class Sprite(NamedTuple):
+    """A drawn head and shoulders, ready to paste: RGB, coverage and where the face parts are (sprite pixels)."""
+
+    rgb: np.ndarray  # (h, w, 3) uint8
+    alpha: np.ndarray  # (h, w) float32 in [0, 1]
+    eyes: tuple[tuple[float, float], tuple[float, float]]  # image-left eye, image-right eye
+    box: tuple[float, float, float, float]  # face x0, y0, x1, y1 (brow to chin, ear to ear excluded)
+
+
+class Photo(NamedTuple):
+    """One synthetic photo and where its face is, in image pixels."""
+
+    image: np.ndarray  # (h, w, 3) RGB uint8
+    eyes: tuple[tuple[float, float], tuple[float, float]]
+    box: tuple[float, float, float, float]
+
+
+# === People ================================================================================================
+
+def _mix(palette: np.ndarray, t: float) -> tuple[float, float, float]:
+    """A colour at position t in [0, 1] along a palette of colours."""
+    pos = float(np.clip(t, 0.0, 1.0)) * (len(palette) - 1)
+    i = min(int(pos), len(palette) - 2)
+    colour = palette[i] * (1 - (pos - i)) + palette[i + 1] * (pos - i)
+    return tuple(float(c) for c in colour)  # type: ignore[return-value]
+
+
+def _sample_look(name: str, gender: str, rng: np.random.Generator, skin_t: float, style_index: int
+                 ) -> PersonLook:
+    male = gender == "male"
+    skin = _mix(_SKIN, skin_t)
+    # Hair colour depends loosely on skin tone: dark skin gets dark hair, light skin any colour.
+    hair_names = list(_HAIR)
+    weights = np.array([3, 3, 2, 1, 1, 1, 0.6, 0.6]) if skin_t < 0.45 else np.array([6, 4, 1, 0.3, 0, 0, 0.5, 0])
+    hair_name = hair_names[rng.choice(len(hair_names), p=weights / weights.sum())]
+    eye_names = list(_EYES)
+    eye_w = np.array([2, 3, 2, 1, 1.5, 1]) if skin_t < 0.45 else np.array([5, 3, 1, 0.2, 0.1, 0.1])
+    eye_name = eye_names[rng.choice(len(eye_names), p=eye_w / eye_w.sum())]
+    styles = _MALE_HAIR if male else _FEMALE_HAIR
+    style = styles[style_index % len(styles)]
+    if rng.random() < _CROSS_RATE:
+        style = str(rng.choice(_CROSS_HAIR[gender]))
+    if male:
+        lip = tuple(float(c) for c in np.array(skin) * np.array([0.82, 0.62, 0.6]))
+        beard = str(rng.choice(["none", "stubble", "stubble", "beard"]))
+    else:
+        lip = _LIPS_FEMALE[int(rng.integers(len(_LIPS_FEMALE)))]
+        beard = "none"
+    shirt = tuple(float(c) for c in rng.integers(25, 230, size=3))
+    return PersonLook(
+        name=name, gender=gender, skin=skin,
+        face_width=float(rng.uniform(1.0, 1.1) if male else rng.uniform(0.92, 1.02)),
+        face_length=float(rng.uniform(0.96, 1.08)),
+        jaw=float(np.clip(rng.normal(0.7 if male else 0.3, 0.15), 0.0, 1.0)),
+        hair_color=_HAIR[hair_name], hair_style=style,
+        hairline=float(rng.uniform(0.9, 1.1)),
+        eye_color=_EYES[eye_name], eye_spacing=float(rng.uniform(0.93, 1.07)),
+        eye_size=float(rng.uniform(0.92, 1.08)),
+        brow_thickness=float(rng.uniform(1.2, 1.6) if male else rng.uniform(0.7, 1.0)),
+        brow_arch=float(rng.uniform(0.1, 0.4) if male else rng.uniform(0.5, 0.9)),
+        nose_width=float(rng.uniform(0.85, 1.2)), nose_length=float(rng.uniform(0.9, 1.1)),
+        lip_color=lip, lip_fullness=float(rng.uniform(0.8, 1.0) if male else rng.uniform(1.0, 1.25)),
+        beard=beard, glasses=bool(rng.random() < 0.3), shirt_color=shirt,  # type: ignore[arg-type]
+    )
+
+
+def make_people(n: int = 8, seed: int = 0) -> list[PersonLook]:
+    """``n`` distinct people: Jimmy, Maya, Moataz, Mona, then other first names, both genders mixed.
+
+    Skin tones and hair styles are spread over the set rather than drawn independently, so even a small set
+    has people who are easy to tell apart. Names repeat with a numeric suffix past the built-in list.
+    """
+    if n < 1:
+        raise EdgefaceError(f"need at least one person, got {n}")
+    rng = np.random.default_rng([seed, 7919])
+    skin_ts = (rng.permutation(n) + rng.uniform(0.1, 0.9, size=n)) / n  # stratified over the tone range
+    style_offset = {"male": int(rng.integers(4)), "female": int(rng.integers(4))}
+    seen = {"male": 0, "female": 0}
+    people = []
+    for i in range(n):
+        name, gender = _NAMES[i % len(_NAMES)]
+        if i >= len(_NAMES):
+            name = f"{name}{i // len(_NAMES) + 1}"
+        style = style_offset[gender] + seen[gender]
+        seen[gender] += 1
+        people.append(_sample_look(name, gender, np.random.default_rng([seed, i]), float(skin_ts[i]), style))
+    return people
+
+
+# === Drawing helpers ========================================================================================
+
+_SHIFT = 3  # sub-pixel bits for cv2 drawing
+_ONE = 1 << _SHIFT
+
+
+def _poly_mask(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
+    import cv2
+
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(points * _ONE).astype(np.int32)], 255, cv2.LINE_AA, _SHIFT)
+    return mask.astype(np.float32) * (1.0 / 255.0)
+
+
+def _ellipse_mask(shape: tuple[int, int], centre: tuple[float, float], axes: tuple[float, float],
+                  angle: float = 0.0) -> np.ndarray:
+    import cv2
+
+    mask = np.zeros(shape, np.uint8)
+    cv2.ellipse(mask, (round(centre[0] * _ONE), round(centre[1] * _ONE)),
+                (max(1, round(axes[0] * _ONE)), max(1, round(axes[1] * _ONE))), angle, 0, 360, 255, -1,
+                cv2.LINE_AA, _SHIFT)
+    return mask.astype(np.float32) * (1.0 / 255.0)
+
+
+def _polyline_mask(shape: tuple[int, int], points: np.ndarray, thickness: float) -> np.ndarray:
+    import cv2
+
+    mask = np.zeros(shape, np.uint8)
+    cv2.polylines(mask, [np.round(points * _ONE).astype(np.int32)], False, 255, max(1, round(thickness)),
+                  cv2.LINE_AA, _SHIFT)
+    return mask.astype(np.float32) * (1.0 / 255.0)
+
+
+def _soften(mask: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+
+    if sigma <= 0.3:
+        return mask
+    return cv2.GaussianBlur(mask, (0, 0), sigma)
+
+
+def _blend(img: np.ndarray, mask: np.ndarray, colour: np.ndarray | Sequence[float], opacity: float = 1.0,
+           light: np.ndarray | None = None) -> None:
+    """Paint ``colour`` (one colour or an image), times an optional 2-D ``light`` map, where ``mask`` is."""
+    # Only the mask's bounding box is touched: most parts are small, and full-canvas passes dominate the time.
+    rows = np.flatnonzero(mask.max(axis=1) > 1e-3)
+    if rows.size == 0:
+        return
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].max(axis=0) > 1e-3)
+    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    colour = np.asarray(colour, np.float32)
+    if colour.ndim == 3:
+        colour = colour[window]
+    if light is not None:
+        colour = colour * light[window][..., None]
+    target = img[window]
+    target += (colour - target) * (mask[window] * opacity)[..., None]
+
+
+def _gauss(grid: tuple[np.ndarray, np.ndarray], cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
+    """A separable Gaussian bump of peak 1 (cheap: one outer product)."""
+    xs, ys = grid
+    return np.outer(np.exp(-0.5 * ((ys - cy) / sy) ** 2), np.exp(-0.5 * ((xs - cx) / sx) ** 2)).astype(np.float32)
+
+
+def _shade(img: np.ndarray, amount: np.ndarray, where: np.ndarray | None = None) -> None:
+    """Darken (amount < 0) or lighten (amount > 0) multiplicatively, in place."""
+    factor = amount if where is None else amount * where
+    rows = np.flatnonzero(np.abs(factor).max(axis=1) > 1e-3)
+    if rows.size == 0:
+        return
+    window = slice(rows[0], rows[-1] + 1)
+    img[window] *= (1.0 + factor[window])[..., None]
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, int], cell: float, stretch: tuple[float, float] = (1, 1)
+             ) -> np.ndarray:
+    """Smooth noise of unit spread: random values on a coarse grid, resized up (streaky when stretched)."""
+    import cv2
+
+    gh = max(2, int(shape[0] / (cell * stretch[1])))
+    gw = max(2, int(shape[1] / (cell * stretch[0])))
+    small = rng.standard_normal((gh, gw)).astype(np.float32)
+    return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def _curve(x0: float, x1: float, y: float, bend: float, n: int = 24, power: float = 2.0) -> np.ndarray:
+    """Points along a symmetric arc from x0 to x1 whose middle sits ``bend`` above (negative: below) ``y``."""
+    t = np.linspace(-1.0, 1.0, n)
+    xs = (x0 + x1) / 2 + t * (x1 - x0) / 2
+    ys = y - bend * (1 - np.abs(t) ** power)
+    return np.stack([xs, ys], axis=1)
+
+
+# === The head ===============================================================================================
+
+class _Geometry(NamedTuple):
+    cx: float  # face centre (x) of the skull
+    fx: float  # centre line of the features (moves with yaw)
+    cy: float  # face centre (y), about the lower eyelid
+    a: float  # face half-width
+    b: float  # face half-height
+    eye_y: float
+    eye_dx: float
+    eye_w: float
+    brow_y: float
+    nose_y: float
+    mouth_y: float
+    chin_y: float
+
+
+def _face_outline(g: _Geometry, jaw: float, n: int = 96) -> np.ndarray:
+    """Egg-shaped outline: round skull, cheeks, and a jaw that is wider and squarer as ``jaw`` grows."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    c, s = np.cos(t), np.sin(t)
+    lower = np.clip(s, 0, None)
+    # Lower half: the cheek-to-chin line narrows; a square jaw keeps its width longer, then turns sharply.
+    exponent = 1.0 - 0.35 * jaw * lower
+    width = np.sign(c) * np.abs(c) ** exponent * (1 - (0.28 - 0.12 * jaw) * lower ** 2)
+    xs = g.cx + g.a * width
+    ys = g.cy + g.b * s
+    return np.stack([xs, ys], axis=1)
+
+
+def render_head(look: PersonLook, emotion: str, rng: np.random.Generator, width: int = 320,
+                yaw: float = 0.0, light: tuple[float, float] = (0.0, -0.3)) -> Sprite:
+    """Draw one person's head and shoulders with an expression, on a transparent sprite ``width`` pixels wide.
+
+    ``yaw`` in [-1, 1] turns the features sideways (the caller squashes the sprite to match); ``light`` is the
+    direction light comes from in the image plane (x right, y down), which shades the skin and hair.
+    Per-photo detail (gaze, smile strength, skin texture) comes from ``rng``.
+    """
+    import cv2
+
+    if emotion not in EMOTIONS:
+        raise EdgefaceError(f"emotion must be one of {EMOTIONS}, got {emotion!r}")
+    s = width / _SPRITE[0]
+    h, w = round(_SPRITE[1] * s), round(width)
+    shape = (h, w)
+    grid = (np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    xs, ys = np.meshgrid(*grid)
+    male = look.gender == "male"
+    happy = emotion == "happy"
+    smile = float(rng.uniform(0.7, 1.0)) if happy else 0.0
+
+    a = 58 * s * look.face_width
+    b = 80 * s * look.face_length
+    cx, cy = w / 2, 125 * s
+    fx = cx + yaw * 0.2 * a
+    g = _Geometry(cx=cx, fx=fx, cy=cy, a=a, b=b, eye_y=cy - 0.12 * b, eye_dx=0.43 * a * look.eye_spacing,
+                  eye_w=0.21 * a * look.eye_size, brow_y=cy - 0.34 * b, nose_y=cy + 0.3 * b * look.nose_length,
+                  mouth_y=cy + 0.56 * b, chin_y=cy + b)
+    img = np.zeros((h, w, 3), np.float32)
+    alpha = np.zeros(shape, np.float32)
+    skin = np.array(look.skin, np.float32)
+    hair = np.array(look.hair_color, np.float32)
+    lx, ly = light
+    lz = float(np.sqrt(max(0.2, 1 - lx * lx - ly * ly)))
+
+    def lit(cxx: float, cyy: float, rx: float, ry: float, depth: float = 1.0) -> np.ndarray:
+        # Lambert shading of an ellipsoid (rx, ry) under the photo's light: gives the face its roundness.
+        u = (xs - cxx) / rx
+        v = (ys - cyy) / ry
+        z = np.sqrt(np.clip(1 - u * u - v * v, 0.02, None)) * depth
+        norm = np.sqrt(u * u + 0.5 * v * v + z * z)
+        return np.clip((u * lx + 0.7 * v * ly + z * lz) / norm, 0, 1)
+
+    # --- Hair behind the head (long styles) and the body ---------------------------------------------------
+    hair_tex = 1 + 0.16 * _texture(rng, shape, 5 * s, (0.35, 3.0)) + 0.06 * _texture(rng, shape, 2 * s)
+    hair_light = (0.55 + 0.55 * lit(cx, cy - 0.3 * b, 1.35 * a, 1.5 * b)) * hair_tex
+    if look.hair_style in _LONG_HAIR:
+        bottom = g.chin_y + (0.1 * b if look.hair_style == "bob" else 0.95 * b)
+        back = np.array([[cx - 1.3 * a, cy - 0.2 * b], [cx - 1.38 * a, bottom - 0.2 * b],
+                         [cx - 1.1 * a, bottom], [cx + 1.1 * a, bottom], [cx + 1.38 * a, bottom - 0.2 * b],
+                         [cx + 1.3 * a, cy - 0.2 * b]])
+        mask = np.maximum(_poly_mask(shape, back), _ellipse_mask(shape, (cx, cy - 0.25 * b), (1.3 * a, 1.2 * b)))
+        _blend(img, mask, hair * 0.8, light=hair_light)
+        alpha = np.maximum(alpha, mask)
+
+    neck_w = (0.5 + 0.12 * male) * a
+    shoulder_y = g.chin_y + 0.55 * b
+    body = np.array([[cx + neck_w * 1.05, shoulder_y], [cx + 2.2 * a, shoulder_y + 0.3 * b],
+                     [cx + 2.55 * a, h + 2], [cx - 2.55 * a, h + 2], [cx - 2.2 * a, shoulder_y + 0.3 * b],
+                     [cx - neck_w * 1.05, shoulder_y]])
+    neck = _poly_mask(shape, np.array([[cx - neck_w, cy + 0.4 * b], [cx + neck_w, cy + 0.4 * b],
+                                       [cx + neck_w * 1.1, h + 2], [cx - neck_w * 1.1, h + 2]]))
+    _blend(img, neck, skin, light=0.55 + 0.35 * lit(cx, shoulder_y, 2 * a, 2 * b))
+    # The chin throws a shadow on the neck.
+    _shade(img, -0.45 * _gauss(grid, fx, g.chin_y + 0.08 * b, 0.7 * a, 0.16 * b), neck)
+    shirt = np.array(look.shirt_color, np.float32)
+    clothes = _poly_mask(shape, body)
+    collar = _poly_mask(shape, np.array([[cx - neck_w * 1.1, shoulder_y - 2 * s], [cx, shoulder_y + 0.45 * b],
+                                         [cx + neck_w * 1.1, shoulder_y - 2 * s]]))
+    clothes = clothes * (1 - collar)
+    fold = 1 + 0.08 * _texture(rng, shape, 14 * s)
+    _blend(img, clothes, shirt, light=(0.6 + 0.5 * lit(cx, h, 3 * a, 2.2 * b)) * fold)
+    alpha = np.maximum(alpha, np.maximum(neck, clothes))
+
+    # --- Ears ----------------------------------------------------------------------------------------------
+    ear_y = (g.eye_y + g.nose_y) / 2
+    for side in (-1, 1):
+        visible = 1.0 - max(0.0, side * yaw) * 1.2  # the ear on the far side turns away
+        if visible <= 0.2:
+            continue
+        ex = cx + side * (a * 0.97 - yaw * 0.1 * a)
+        ear = _ellipse_mask(shape, (ex, ear_y), (0.17 * a * visible, 0.3 * b), side * 12)
+        _blend(img, ear, skin * 0.82)
+        inner = _ellipse_mask(shape, (ex + side * 0.03 * a, ear_y), (0.08 * a * visible, 0.19 * b), side * 12)
+        _blend(img, _soften(inner, 1.5 * s), skin * 0.55, 0.7)
+        alpha = np.maximum(alpha, ear)
+
+    # --- Face skin -----------------------------------------------------------------------------------------
+    outline = _face_outline(g, look.jaw)
+    face = _poly_mask(shape, outline)
+    shading = 0.42 + 0.68 * lit(cx, cy - 0.05 * b, 1.05 * a, 1.1 * b)
+    # Light scattered under the skin keeps shadows warm rather than grey: red fades slower than blue.
+    warm = np.array([1.06, 1.0, 0.96], np.float32)
+    _blend(img, face, skin * warm, light=shading * (1 + 0.025 * _texture(rng, shape, 3 * s)))
+    _blend(img, face, skin, 0.5, light=shading)
+    alpha = np.maximum(alpha, face)
+
+    # Relief: eye sockets, brow ridge, cheeks, nose, mouth and chin, as soft darkening and lightening.
+    relief = np.zeros(shape, np.float32)
+    for side in (-1, 1):
+        ex = fx + side * g.eye_dx
+        relief -= 0.3 * _gauss(grid, ex - side * 0.05 * a, g.eye_y - 0.02 * b, 0.2 * a, 0.1 * b)
+        relief += 0.1 * _gauss(grid, ex, g.brow_y - 0.12 * b, 0.22 * a, 0.08 * b)
+        cheek_y = g.nose_y - (0.06 * b if happy else -0.02 * b)
+        relief += (0.08 + 0.1 * smile) * _gauss(grid, ex + side * 0.05 * a, cheek_y, 0.2 * a, 0.12 * b)
+        relief -= 0.16 * _gauss(grid, cx + side * 0.88 * a, g.nose_y, 0.15 * a, 0.45 * b)  # cheek hollows
+    nose_fx = fx + yaw * 0.08 * a
+    away = 1 if lx <= 0 else -1  # the side of the nose turned away from the light
+    relief -= 0.22 * _gauss(grid, nose_fx + away * 0.12 * a, (g.eye_y + g.nose_y) / 2, 0.05 * a, 0.22 * b)
+    relief += 0.16 * _gauss(grid, nose_fx - away * 0.03 * a, (g.eye_y + g.nose_y) / 2, 0.04 * a, 0.25 * b)
+    relief += 0.18 * _gauss(grid, nose_fx, g.nose_y - 0.04 * b, 0.08 * a, 0.06 * b)
+    relief -= 0.32 * _gauss(grid, nose_fx, g.nose_y + 0.1 * b, 0.16 * a, 0.04 * b)  # shadow under the nose
+    relief -= 0.12 * _gauss(grid, fx, g.mouth_y + 0.2 * b, 0.2 * a, 0.05 * b)  # under the lower lip
+    relief += 0.1 * _gauss(grid, fx, g.chin_y - 0.15 * b, 0.2 * a, 0.08 * b)
+    _shade(img, relief, face)
+    # Rosy cheeks, stronger when smiling.
+    for side in (-1, 1):
+        blush = _gauss(grid, fx + side * 0.5 * a, g.nose_y - 0.05 * b * smile, 0.18 * a, 0.1 * b) * face
+        _blend(img, blush, np.array([200, 90, 90], np.float32), 0.12 + 0.1 * smile + 0.08 * (not male),
+               light=shading)
+
+    # --- Beard and stubble ---------------------------------------------------------------------------------
+    if look.beard != "none":
+        lower = face * np.clip((ys - (g.nose_y + 0.02 * b)) / (0.15 * b), 0, 1)
+        cheek_line = np.clip((np.abs(xs - fx) - 0.25 * a) / (0.2 * a), 0, 1)
+        lower = lower * np.maximum(cheek_line, np.clip((ys - g.nose_y - 0.1 * b) / (0.1 * b), 0, 1))
+        lower = np.maximum(lower, face * _ellipse_mask(shape, (fx, g.chin_y - 0.1 * b), (0.5 * a, 0.35 * b)))
+        if look.beard == "stubble":
+            grain = np.clip(0.75 + 0.5 * rng.standard_normal(shape).astype(np.float32), 0, 1.4)
+            _blend(img, _soften(lower, 2 * s) * grain, hair * 0.35 + skin * 0.25 + np.array([8, 10, 16], np.float32),
+                   0.42)
+        else:
+            _blend(img, _soften(lower, 1.2 * s), hair * 0.85, 0.9, light=hair_light)
+
+    # --- Mouth ---------------------------------------------------------------------------------------------
+    mouth_w = (0.36 + 0.1 * smile) * a
+    lips = np.array(look.lip_color, np.float32)
+    my = g.mouth_y
+    mx = fx + yaw * 0.04 * a
+    full = look.lip_fullness
+    if happy:
+        lift = 0.09 * b * smile  # the corners rise
+        open_h = (0.1 + 0.1 * smile) * b
+        top = _curve(mx - mouth_w, mx + mouth_w, my - lift, -lift * 0.6, power=2.5)
+        bottom = _curve(mx - mouth_w, mx + mouth_w, my - lift, -open_h - lift, power=2.2)[::-1]
+        opening = np.concatenate([top, bottom])
+        lip_ring = _polyline_mask(shape, opening, 0.075 * b * full)
+        _blend(img, lip_ring, lips * 0.95, light=shading)
+        inside = _poly_mask(shape, opening)
+        _blend(img, inside, np.array([70, 22, 26], np.float32))
+        # Tongue at the bottom, upper teeth filling the top half of the opening, with faint gaps between teeth.
+        _blend(img, inside * _gauss(grid, mx, my + open_h * 0.8, 0.5 * mouth_w, 0.3 * open_h),
+               np.array([150, 60, 62], np.float32), 0.8)
+        top_y = np.interp(xs, top[:, 0], top[:, 1])
+        depth = np.sqrt(np.clip(1 - ((xs - mx) / mouth_w) ** 2, 0, 1))
+        teeth = inside * np.clip((top_y + 0.5 * open_h * depth - ys) / (0.02 * b), 0, 1)
+        gaps = 1 - 0.25 * np.clip(np.cos((xs - mx) / (0.09 * a) * np.pi) * 4 - 3, 0, 1)
+        _blend(img, teeth, np.array([238, 232, 220], np.float32), 0.95, light=shading * gaps)
+        # Laugh lines from the nose wings to the mouth corners.
+        for side in (-1, 1):
+            t = np.linspace(0, 1, 12)
+            fold = np.stack([mx + side * (0.28 * a + 0.22 * a * t - 0.06 * a * t * t),
+                             g.nose_y + 0.02 * b + t * (my - g.nose_y + 0.02 * b - lift)], axis=1)
+            _shade(img, -0.22 * _soften(_polyline_mask(shape, fold, 2.2 * s), 1.6 * s), face)
+    else:
+        upper = np.concatenate([
+            _curve(mx - mouth_w, mx, my, 0.05 * b * full, 12, 1.4),
+            _curve(mx, mx + mouth_w, my, 0.05 * b * full, 12, 1.4)[1:],
+            _curve(mx - mouth_w, mx + mouth_w, my, 0.0)[::-1]])
+        lower_lip = np.concatenate([_curve(mx - mouth_w, mx + mouth_w, my, 0.0),
+                                    _curve(mx - mouth_w * 0.95, mx + mouth_w * 0.95, my, -0.085 * b * full)[::-1]])
+        _blend(img, _poly_mask(shape, upper), lips * 0.85, light=shading)
+        _blend(img, _poly_mask(shape, lower_lip), lips, light=shading)
+        # A highlight on the lower lip and the dark line where the lips meet.
+        _shade(img, 0.15 * _gauss(grid, mx, my + 0.045 * b * full, 0.15 * a, 0.02 * b))
+        line = _curve(mx - mouth_w * 1.02, mx + mouth_w * 1.02, my, -0.01 * b)
+        _blend(img, _polyline_mask(shape, line, 1.6 * s), np.array([60, 25, 25], np.float32), 0.75)
+
+    # --- Eyes ----------------------------------------------------------------------------------------------
+    eye_open = (0.42 - 0.1 * smile) * float(rng.uniform(0.92, 1.08))
+    gaze = rng.uniform(-0.25, 0.25, size=2) + np.array([yaw * 0.3, 0])
+    eyes = []
+    for side in (-1, 1):
+        ex, ey, ew = fx + side * g.eye_dx, g.eye_y, g.eye_w * (1 - 0.25 * max(0.0, side * yaw))
+        upper_h, lower_h = eye_open * ew * 1.25, eye_open * ew * (0.55 - 0.25 * smile)
+        upper = _curve(ex - ew, ex + ew, ey, upper_h, 20, 2.2)
+        upper[:, 1] += side * np.linspace(1, -1, len(upper)) * 0.05 * ew  # the outer corner sits higher
+        lower = _curve(ex - ew, ex + ew, ey, -lower_h, 20, 2.0)[::-1]
+        outline_eye = np.concatenate([upper, lower])
+        white = _poly_mask(shape, outline_eye)
+        _blend(img, white, np.array([232, 226, 220], np.float32), light=0.78 + 0.22 * shading)
+        # Corners of the white are in shadow.
+        _shade(img, -0.3 * (1 - _gauss(grid, ex, ey, 0.55 * ew, 10 * ew)), white)
+        ix, iy = ex + gaze[0] * ew * 0.35, ey + gaze[1] * ew * 0.1
+        iris_r = 0.5 * ew
+        iris = _ellipse_mask(shape, (ix, iy), (iris_r, iris_r)) * white
+        iris_col = np.array(look.eye_color, np.float32)
+        radial = np.sqrt(np.add.outer((grid[1] - iy) ** 2, (grid[0] - ix) ** 2)) / iris_r
+        _blend(img, iris, iris_col, light=1.15 - 0.5 * np.clip(radial, 0, 1) ** 2)
+        _blend(img, _ellipse_mask(shape, (ix, iy), (0.45 * iris_r, 0.45 * iris_r)) * white,
+               np.array([12, 10, 10], np.float32))
+        # The upper lid shades the top of the eye.
+        _shade(img, -0.35 * np.clip((ey - upper_h * 0.2 - ys) / (upper_h * 0.8 + 1e-3), 0, 1), white)
+        hx, hy = ix - 0.25 * iris_r + lx * 0.2 * iris_r, iy - 0.3 * iris_r
+        _blend(img, _ellipse_mask(shape, (hx, hy), (0.16 * iris_r, 0.16 * iris_r)), np.array([255, 255, 255]), 0.9)
+        lash = 0.11 * ew * (1.35 if not male else 1.0)
+        _blend(img, _polyline_mask(shape, upper, lash), np.array([25, 18, 16], np.float32), 0.95)
+        _blend(img, _polyline_mask(shape, lower, 0.04 * ew + 0.6 * s), skin * 0.5, 0.55)
+        crease = _curve(ex - ew * 0.85, ex + ew * 0.9, ey - upper_h * 0.55, upper_h * 0.75, 16, 2.0)
+        _shade(img, -0.28 * _soften(_polyline_mask(shape, crease, 1.4 * s), 0.8 * s))
+        if happy:  # raised cheeks push a crease under the eye
+            under = _curve(ex - ew * 0.8, ex + ew * 0.8, ey + lower_h + 0.04 * b, -0.03 * b, 12)
+            _shade(img, -0.18 * _soften(_polyline_mask(shape, under, 1.6 * s), 1.2 * s))
+        eyes.append((ex, ey))
+
+    # --- Brows ---------------------------------------------------------------------------------------------
+    brow_col = hair * 0.75 if look.hair_color[0] < 150 else hair * 0.55
+    for side in (-1, 1):
+        ex = fx + side * g.eye_dx
+        inner, outer = ex - side * 1.05 * g.eye_w, ex + side * 1.3 * g.eye_w
+        t = np.linspace(0, 1, 16)
+        bx = inner + (outer - inner) * t
+        arch = look.brow_arch * 0.08 * b + (0.02 * b if happy else 0)
+        by = g.brow_y + 0.03 * b * (1 - t) - arch * np.sin(np.pi * np.clip(t * 1.15, 0, 1))
+        thick = (0.06 * b * look.brow_thickness) * (1.0 - 0.55 * t)
+        top = np.stack([bx, by - thick / 2], 1)
+        bottom = np.stack([bx, by + thick / 2], 1)[::-1]
+        brow = _soften(_poly_mask(shape, np.concatenate([top, bottom])), 0.7 * s)
+        _blend(img, brow, brow_col, 0.9)
+
+    # --- Nose ----------------------------------------------------------------------------------------------
+    nw = 0.2 * a * look.nose_width
+    for side in (-1, 1):
+        nostril = _ellipse_mask(shape, (nose_fx + side * 0.45 * nw, g.nose_y + 0.04 * b), (0.22 * nw, 0.1 * nw),
+                                side * -15)
+        _blend(img, _soften(nostril, 0.8 * s), skin * 0.3, 0.8)
+        wing = _curve(nose_fx + side * 0.6 * nw, nose_fx + side * 1.0 * nw, g.nose_y, 0.06 * b, 8)
+        _shade(img, -0.25 * _soften(_polyline_mask(shape, wing, 1.5 * s), 1.0 * s))
+
+    # --- Hair on top -----------------------------------------------------------------------------------------
+    style = look.hair_style
+    volume = {"buzz": 1.03, "short": 1.08, "side": 1.1, "curly": 1.16, "long": 1.12, "bob": 1.12, "parted": 1.1,
+              "bun": 1.04}[style]
+    skull = _ellipse_mask(shape, (cx, cy - 0.3 * b), (a * volume, b * (0.95 + 0.8 * (volume - 1))))
+    hairline = g.brow_y - (0.45 if style in ("buzz", "short", "side", "curly") else 0.3) * b * look.hairline
+    # Hairline: lower at the temples; a fringe or side part changes its shape.
+    rel = (xs - fx) / a
+    line = hairline + 0.18 * b * np.abs(rel) ** 2
+    if style == "side":
+        line = line + 0.08 * b * np.clip(rel + 0.3, 0, 1) - 0.05 * b
+    elif style in ("long", "bob"):  # a straight fringe
+        line = hairline + 0.04 * b - 0.04 * b * np.cos(rel * 2.2)
+    elif style == "parted":  # a middle parting: the forehead shows, the hair falls away to both sides
+        line = g.brow_y - 0.5 * b + 0.5 * b * np.clip(np.abs(rel) - 0.05, 0, None) ** 1.5
+    elif style == "curly":
+        line = line + 0.03 * b * np.sin(xs / (4 * s))
+    above = np.clip((line - ys) / (1.5 * s) + 0.5, 0, 1)
+    temples = np.clip((np.abs(xs - cx) - 0.86 * a) / (2 * s), 0, 1) * np.clip((g.eye_y - ys) / (3 * s), 0, 1)
+    cap = _soften(skull * np.maximum(above, temples), 0.7 * s)
+    if style == "buzz":
+        _blend(img, cap, hair, 0.75, light=hair_light)
+    else:
+        _blend(img, cap, hair, light=hair_light)
+    alpha = np.maximum(alpha, cap)
+    if style in _LONG_HAIR:  # side locks falling over the cheeks and ears
+        bottom = g.chin_y + (0.05 * b if style == "bob" else 0.8 * b)
+        for side in (-1, 1):
+            lock = np.array([[cx + side * 0.8 * a, hairline + 0.1 * b], [cx + side * 1.22 * a, cy - 0.2 * b],
+                             [cx + side * 1.32 * a, bottom], [cx + side * 1.05 * a, bottom],
+                             [cx + side * 0.93 * a, g.nose_y], [cx + side * 0.88 * a, g.eye_y - 0.1 * b]])
+            mask = _poly_mask(shape, lock)
+            _blend(img, mask, hair, light=hair_light)
+            alpha = np.maximum(alpha, mask)
+    elif style == "bun":  # hair pulled back into a bun on top
+        bun = _ellipse_mask(shape, (cx, cy - 1.25 * b), (0.42 * a, 0.3 * b)) * (1 - cap)
+        _blend(img, bun, hair * 0.9, light=hair_light)
+        alpha = np.maximum(alpha, bun)
+
+    # --- Glasses -------------------------------------------------------------------------------------------
+    if look.glasses:
+        frame_col = np.array([30, 28, 30], np.float32)
+        for side in (-1, 1):
+            ex = fx + side * g.eye_dx
+            rim_w, rim_h = 1.45 * g.eye_w, 0.95 * g.eye_w
+            lens = _ellipse_mask(shape, (ex, g.eye_y + 0.02 * b), (rim_w, rim_h))
+            _shade(img, 0.05 * lens)  # a faint reflection
+            rim = _ellipse_mask(shape, (ex, g.eye_y + 0.02 * b), (rim_w + 1.6 * s, rim_h + 1.6 * s)) - lens
+            _blend(img, np.clip(rim, 0, 1), frame_col, 0.9)
+            arm = np.array([[ex + side * rim_w, g.eye_y], [cx + side * 0.98 * a, g.eye_y - 0.02 * b]])
+            _blend(img, _polyline_mask(shape, arm, 2 * s), frame_col, 0.9)
+        bridge = _curve(fx - g.eye_dx + 1.45 * g.eye_w, fx + g.eye_dx - 1.45 * g.eye_w, g.eye_y - 0.02 * b,
+                        0.03 * b, 8)
+        _blend(img, _polyline_mask(shape, bridge, 2 * s), frame_col, 0.9)
+
+    rgb = np.clip(img, 0, 255).astype(np.uint8)
+    box = (fx - a, g.brow_y - 0.12 * b, fx + a, g.chin_y)
+    return Sprite(rgb, alpha, (eyes[0], eyes[1]), box)
+
+
+# === Photos =================================================================================================
+
+def _background(rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
+    """A cluttered indoor-ish background: a gradient wall plus random shapes, slightly out of focus."""
+    import cv2
+
+    h, w = hw
+    c0, c1 = rng.uniform(30, 230, size=3), rng.uniform(30, 230, size=3)
+    angle = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = ((xs / w - 0.5) * np.cos(angle) + (ys / h - 0.5) * np.sin(angle) + 0.5)[..., None]
+    img = (c0 * (1 - t) + c1 * t).astype(np.float32)
+    img = np.ascontiguousarray(img)
+    for _ in range(int(rng.integers(6, 16))):
+        colour = tuple(float(c) for c in rng.uniform(10, 245, size=3))
+        kind = rng.integers(4)
+        x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+        size = float(rng.uniform(0.05, 0.4)) * max(h, w)
+        if kind == 0:
+            cv2.rectangle(img, (int(x), int(y)), (int(x + size * rng.uniform(0.3, 1.5)), int(y + size)), colour, -1)
+        elif kind == 1:
+            cv2.circle(img, (int(x), int(y)), int(size / 2), colour, -1, cv2.LINE_AA)
+        elif kind == 2:
+            end = (int(x + rng.normal(0, size)), int(y + rng.normal(0, size)))
+            cv2.line(img, (int(x), int(y)), end, colour, int(rng.integers(2, 10)), cv2.LINE_AA)
+        else:
+            pts = (np.array([x, y]) + rng.normal(0, size / 2, size=(int(rng.integers(3, 6)), 2))).astype(np.int32)
+            cv2.fillPoly(img, [pts], colour, cv2.LINE_AA)
+    img *= 1 + 0.04 * _texture(rng, hw, 6)[..., None]
+    return cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.8, 2.5)))
+
+
+def _sprite_matrix(sprite: Sprite, eye_centre: tuple[float, float], face_width: float, angle_deg: float,
+                   squash: float) -> np.ndarray:
+    """The 2x3 transform putting a sprite's eye centre at ``eye_centre``, face ``face_width`` px wide."""
+    (x0, _, x1, _) = sprite.box
+    scale = face_width / (x1 - x0)
+    src = np.mean(np.array(sprite.eyes), axis=0)
+    theta = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    linear = rot @ np.diag([scale * squash, scale])
+    offset = np.asarray(eye_centre) - linear @ src
+    return np.hstack([linear, offset[:, None]])
+
+
+def _paste(canvas: np.ndarray, sprite: Sprite, matrix: np.ndarray) -> None:
+    """Alpha-blend a sprite into a float canvas through an affine transform, in place."""
+    import cv2
+
+    h, w = canvas.shape[:2]
+    # Repeat the bottom rows (the shirt) so the body reaches the bottom of the frame whatever the scale.
+    extra = sprite.rgb.shape[0]
+    rgb = cv2.copyMakeBorder(sprite.rgb, 0, extra, 0, 0, cv2.BORDER_REPLICATE)
+    alpha = cv2.copyMakeBorder(sprite.alpha, 0, extra, 0, 0, cv2.BORDER_REPLICATE)
+    m = matrix.copy()
+    # warpAffine samples bilinearly; shrinking more than 2x that way aliases thin lines, so halve first.
+    while np.hypot(m[0, 0], m[1, 0]) < 0.5 and min(rgb.shape[:2]) > 16:
+        rgb, alpha = cv2.pyrDown(rgb), cv2.pyrDown(alpha)
+        m[:, :2] *= 2.0
+    warped = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    cover = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    canvas += (warped.astype(np.float32) - canvas) * cover[..., None]
+
+
+def _apply(matrix: np.ndarray, point: tuple[float, float]) -> tuple[float, float]:
+    x, y = matrix @ np.array([point[0], point[1], 1.0])
+    return float(x), float(y)
+
+
+def _camera(rng: np.random.Generator, img: np.ndarray, jpeg: bool = True) -> np.ndarray:
+    """What a cheap camera does: uneven light, exposure, colour cast, noise, sometimes blur, JPEG."""
+    import cv2
+
+    h, w = img.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (xs / w - 0.5) * np.cos(angle) + (ys / h - 0.5) * np.sin(angle)
+    img = img * (1 + rng.uniform(0.1, 0.45) * ramp)[..., None]
+    contrast = rng.uniform(0.75, 1.2)
+    img = (img - 128) * contrast + 128 + rng.uniform(-25, 25)
+    img = img * rng.uniform(0.9, 1.1, size=3).astype(np.float32)  # white balance
+    if rng.random() < 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.6, 1.4)))
+    img = img + rng.normal(0, rng.uniform(1.5, 6), size=img.shape).astype(np.float32)
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    if jpeg:
+        ok, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 95))])
+        if ok:
+            out = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return out
+
+
+def render_photo(look: PersonLook, emotion: str, rng: np.random.Generator, size: tuple[int, int] = (320, 256)
+                 ) -> Photo:
+    """One photo (``size`` = (h, w)) of a person with an expression, plus where the drawn eyes and face are.
+
+    The face varies in position, scale, in-plane rotation (±15°) and yaw; the photo in lighting, background,
+    noise, blur and JPEG quality. All randomness comes from ``rng``.
+    """
+    h, w = size
+    face_w = float(rng.uniform(0.32, 0.52)) * min(w, 0.8 * h)
+    angle = float(rng.uniform(-15, 15))
+    yaw = float(rng.uniform(-0.35, 0.35))
+    light = (float(rng.uniform(-0.6, 0.6)), float(rng.uniform(-0.6, 0.1)))
+    # Draw at about the size it will appear (a little larger), so pasting never enlarges much.
+    sprite = render_head(look, emotion, rng, width=int(np.clip(face_w / 116 * 320 * 1.1, 120, 400)),
+                         yaw=yaw, light=light)
+    centre = (float(rng.uniform(0.5 * face_w + 4, w - 0.5 * face_w - 4)),
+              float(rng.uniform(0.25 * h + 0.1 * face_w, 0.55 * h)))
+    matrix = _sprite_matrix(sprite, centre, face_w, angle, 1 - 0.18 * abs(yaw))
+    canvas = _background(rng, size)
+    _paste(canvas, sprite, matrix)
+    image = _camera(rng, canvas)
+    eyes = (_apply(matrix, sprite.eyes[0]), _apply(matrix, sprite.eyes[1]))
+    corners = np.array([_apply(matrix, (x, y)) for x in sprite.box[::2] for y in sprite.box[1::2]])
+    box = (float(corners[:, 0].min()), float(corners[:, 1].min()), float(corners[:, 0].max()),
+           float(corners[:, 1].max()))
+    return Photo(image, eyes, box)
+
+
+def render_face(look: PersonLook, emotion: str, rng: np.random.Generator, size: tuple[int, int] = (320, 256)
+                ) -> np.ndarray:
+    """One RGB uint8 photo (``size`` = (h, w)) of a person with an expression; see ``render_photo``."""
+    return render_photo(look, emotion, rng, size).image
+
+
+# === Data sets ==============================================================================================
+
+def make_synthetic_dataset(out_dir: str | Path, people: int | Sequence[PersonLook] = 8,
+                           photos_per_person: int = 24, image_size: tuple[int, int] = (320, 256), seed: int = 0,
+                           progress: bool = False) -> Path:
+    """Write ``out_dir/images/*.jpg`` and ``out_dir/labels.csv`` (image,identity,emotion,gender); return the CSV.
+
+    Each person gets as many happy as neutral photos (one more neutral when the count is odd). The same seed
+    gives the same files. Every photo has its own random stream, so a set with more photos per person starts
+    with the same photos as a smaller one.
+    """
+    from edgeface.progress import progress_bar
+    from edgeface.imageio import write_image
+
+    out = Path(out_dir)
+    looks = make_people(people, seed) if isinstance(people, int) else list(people)
+    if photos_per_person < 1:
+        raise EdgefaceError(f"photos_per_person must be at least 1, got {photos_per_person}")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for p, look in enumerate(looks):
+        order = np.random.default_rng([seed, p, 1]).permutation(photos_per_person)
+        for k in range(photos_per_person):
+            jobs.append((p, k, look, EMOTIONS[int(order[k] % 2)]))
+    rows = []
+    for p, k, look, emotion in progress_bar(jobs, desc="drawing faces", unit="img", enabled=progress or None):
+        image = render_face(look, emotion, np.random.default_rng([seed, p, 2, k]), image_size)
+        name = f"images/{look.name.lower()}_{k:03d}.jpg"
+        write_image(out / name, image, quality=92)
+        rows.append((name, look.name, emotion, look.gender))
+    csv_path = out / "labels.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("image", "identity", "emotion", "gender"))
+        writer.writerows(rows)
+    return csv_path
+
+
+# === Video ==================================================================================================
+
+def composite_frame(background: np.ndarray | tuple[int, int], faces: Sequence[tuple[Sprite, tuple[float, float, float]]],
+                    rng: np.random.Generator | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Paste heads onto a frame; return the RGB uint8 frame and where each face landed.
+
+    ``background`` is an RGB image or an (h, w) size (a cluttered background is drawn with ``rng``). Each face
+    is a sprite and ``(x, y, w)``: the centre between the eyes in frame pixels and the face width in pixels.
+    Per face, the result lists ``{"box": [x0, y0, x1, y1], "eyes": [[x, y], [x, y]]}`` in pasting order.
+    With ``rng`` the frame also gets camera noise (no JPEG: the video codec compresses).
+    """
+    if isinstance(background, tuple):
+        canvas = _background(rng or np.random.default_rng(0), background)
+    else:
+        canvas = background.astype(np.float32)
+    placed = []
+    for sprite, (x, y, width) in faces:
+        matrix = _sprite_matrix(sprite, (x, y), width, 0.0, 1.0)
+        _paste(canvas, sprite, matrix)
+        corners = np.array([_apply(matrix, (sprite.box[0], sprite.box[1])), _apply(matrix, (sprite.box[2], sprite.box[3]))])
+        placed.append({"box": [round(float(v), 1) for v in corners.reshape(-1)],
+                       "eyes": [[round(v, 1) for v in _apply(matrix, e)] for e in sprite.eyes]})
+    if rng is not None:
+        noise = rng.normal(0, 2.0, size=canvas.shape).astype(np.float32)
+        canvas = canvas + noise
+    return np.clip(canvas, 0, 255).astype(np.uint8), placed
+
+
+def _fourcc(path: Path) -> str:
+    # opencv-python-headless writes MPEG-4 part 2 (mp4v) into .mp4 and Motion JPEG into .avi; H.264 needs a
+    # codec library that the wheel does not ship.
+    return {".mp4": "mp4v", ".avi": "MJPG"}.get(path.suffix.lower(), "")
+
+
+def write_synthetic_video(path: str | Path, people: int | Sequence[PersonLook] = 3, seconds: float = 3.0,
+                          fps: int = 10, faces_per_frame: int = 2, seed: int = 0,
+                          frame_size: tuple[int, int] = (480, 640)) -> Path:
+    """Write a short video of synthetic people drifting across a room, and a JSON ground-truth sidecar.
+
+    ``faces_per_frame`` (1 to 3) people are on screen throughout; each keeps one expression for the first half
+    and may change it for the second. The sidecar (``path`` with ``.json``) lists, per frame, each face's
+    identity, emotion, gender, box and eye centres. ``path`` must end in ``.mp4`` (mp4v) or ``.avi`` (MJPG).
+    Returns the sidecar path.
+    """
+    import cv2
+
+    path = Path(path)
+    fourcc = _fourcc(path)
+    if not fourcc:
+        raise EdgefaceError(f"{path}: video must be .mp4 or .avi")
+    if not 1 <= faces_per_frame <= 3:
+        raise EdgefaceError(f"faces_per_frame must be 1 to 3, got {faces_per_frame}")
+    looks = make_people(max(people, faces_per_frame) if isinstance(people, int) else len(people), seed) \
+        if isinstance(people, int) else list(people)
+    rng = np.random.default_rng([seed, 31337])
+    chosen = [looks[int(i)] for i in rng.choice(len(looks), size=min(faces_per_frame, len(looks)), replace=False)]
+    h, w = frame_size
+    n_frames = max(1, round(seconds * fps))
+    background = _background(rng, frame_size)
+    # Each person: one lane across the frame, a slow drift, two expressions (one sprite each, drawn once).
+    tracks = []
+    lane_w = w / len(chosen)
+    for i, look in enumerate(chosen):
+        face_w = float(rng.uniform(0.12, 0.18)) * w
+        emotions = [str(rng.choice(EMOTIONS)), str(rng.choice(EMOTIONS))]
+        sprite_w = int(face_w / 116 * 320 * 1.2)
+        sprites = {e: render_head(look, e, np.random.default_rng([seed, i, 5, j]), width=sprite_w)
+                   for j, e in enumerate(dict.fromkeys(emotions))}
+        x0 = lane_w * (i + 0.5) + rng.uniform(-0.15, 0.15) * lane_w
+        y0 = float(rng.uniform(0.3, 0.5)) * h
+        vx = float(rng.uniform(-0.25, 0.25)) * lane_w / max(n_frames, 1)
+        tracks.append((look, face_w, emotions, sprites, x0, y0, vx))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
+    if not writer.isOpened():
+        raise EdgefaceError(f"{path}: OpenCV cannot write {fourcc} video here")
+    frames = []
+    try:
+        for f in range(n_frames):
+            layers, meta = [], []
+            for look, face_w, emotions, sprites, x0, y0, vx in tracks:
+                emotion = emotions[0] if f < n_frames / 2 else emotions[1]
+                bob = 0.02 * h * np.sin(f / max(fps, 1) * 2.0 + x0)
+                layers.append((sprites[emotion], (x0 + vx * f, y0 + bob, face_w)))
+                meta.append({"identity": look.name, "emotion": emotion, "gender": look.gender})
+            frame, placed = composite_frame(background, layers, np.random.default_rng([seed, 99, f]))
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            frames.append({"index": f, "faces": [dict(m, **p) for m, p in zip(meta, placed)]})
+    finally:
+        writer.release()
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(json.dumps({
+        "video": path.name, "fps": fps, "frame_count": n_frames, "size": [w, h], "codec": fourcc,
+        "people": [{"identity": t[0].name, "gender": t[0].gender} for t in tracks],
+        "frames": frames,
+    }, indent=1))
+    return sidecar
+
+
+def look_to_dict(look: PersonLook) -> dict:
+    """A person's look as plain JSON-able data (for sidecars and debugging)."""
+    return asdict(look)

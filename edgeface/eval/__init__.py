@@ -1,0 +1,1 @@
+"""Measuring models: accuracy per head, latency, reports."""

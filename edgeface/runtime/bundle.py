@@ -1,0 +1,159 @@
+"""The bundle: one file that carries a TFLite model and everything the device needs to use it.
+
+A bundle (``*.edgeface``) is a zip archive with two members:
+
+* ``model.tflite``: the converted model, with the signature ``serving_default`` whose input is ``image`` and
+  whose outputs are named ``identity``, ``emotion``, ``gender`` (and ``embedding`` when present);
+* ``bundle.json``: the manifest, described by :class:`Bundle` (format version, model spec with labels, input
+  size, scaling and crop geometry, precision and quantization parameters, the source model's fingerprint,
+  the accuracy measured at conversion, and the SHA-256 of ``model.tflite``).
+
+Reading a bundle needs only the standard library: no TensorFlow, no LiteRT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from edgeface import __version__
+from edgeface.errors import BundleError, ModelError
+from edgeface.spec import ModelSpec
+
+BUNDLE_FORMAT = "edgeface-bundle"
+BUNDLE_VERSION = 1  # bump when a reader of the old version could misread the new one
+SUFFIX = ".edgeface"
+MODEL_MEMBER = "model.tflite"
+MANIFEST_MEMBER = "bundle.json"
+PRECISIONS = ("float32", "float16", "dynamic", "int8")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, verified bundle."""
+
+    path: Path
+    spec: ModelSpec
+    precision: str
+    model_bytes: bytes = field(repr=False)
+    manifest: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def model_sha256(self) -> str:
+        return str(self.manifest["model_sha256"])
+
+    @property
+    def accuracy(self) -> Mapping[str, Any]:
+        return self.manifest.get("accuracy", {})
+
+    @property
+    def identity_threshold(self) -> float:
+        return float(self.manifest.get("identity_threshold", 0.5))
+
+    @property
+    def model_size(self) -> int:
+        return len(self.model_bytes)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_bundle(path: str | Path, model_bytes: bytes, spec: ModelSpec, precision: str,
+                 extra: Mapping[str, Any] | None = None) -> Path:
+    """Write a bundle atomically (a reader never sees half a file). ``extra`` adds manifest fields."""
+    if precision not in PRECISIONS:
+        raise BundleError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    path = Path(path)
+    manifest: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "edgeface_version": __version__,
+        "precision": precision,
+        "spec": spec.to_dict(),
+        "model_file": MODEL_MEMBER,
+        "model_sha256": sha256_bytes(model_bytes),
+        "model_bytes": len(model_bytes),
+    }
+    manifest.update(extra or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(MANIFEST_MEMBER, json.dumps(manifest, indent=2, sort_keys=True))
+            archive.writestr(MODEL_MEMBER, model_bytes)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the service user on the Pi must read it
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Only the manifest, checked for format and version (cheap: the model is not read)."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return _parse_manifest(path, archive)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: bundle not found") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a folder, not a bundle file") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise BundleError(f"{path}: not a readable bundle (truncated or not an edgeface bundle: {exc})") from None
+
+
+def _parse_manifest(path: Path, archive: zipfile.ZipFile) -> dict[str, Any]:
+    try:
+        raw = archive.read(MANIFEST_MEMBER)
+    except KeyError:
+        raise BundleError(f"{path}: no {MANIFEST_MEMBER} inside: not an edgeface bundle") from None
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: {MANIFEST_MEMBER} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: {MANIFEST_MEMBER} is not an edgeface bundle manifest")
+    version = manifest.get("format_version")
+    if version != BUNDLE_VERSION:
+        raise BundleError(f"{path}: bundle format version {version} is not supported by edgeface {__version__} "
+                          f"(it reads version {BUNDLE_VERSION}); convert the model again with this version")
+    return manifest
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Open and verify a bundle: format, version, checksum. Every failure is one ``BundleError`` line."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            manifest = _parse_manifest(path, archive)
+            member = manifest.get("model_file", MODEL_MEMBER)
+            try:
+                model_bytes = archive.read(member)
+            except KeyError:
+                raise BundleError(f"{path}: {member} is missing from the bundle") from None
+    except FileNotFoundError:
+        raise BundleError(f"{path}: bundle not found") from None
+    except IsADirectoryError:
+        raise BundleError(f"{path}: is a folder, not a bundle file") from None
+    except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as exc:
+        raise BundleError(f"{path}: not a readable bundle (truncated or not an edgeface bundle: {exc})") from None
+    if sha256_bytes(model_bytes) != manifest.get("model_sha256"):
+        raise BundleError(f"{path}: {member} does not match its checksum: the bundle is corrupt or was modified")
+    try:
+        spec = ModelSpec.from_dict(manifest["spec"])
+    except (KeyError, ModelError) as exc:
+        raise BundleError(f"{path}: bad model spec in {MANIFEST_MEMBER}: {exc}") from None
+    precision = str(manifest.get("precision", ""))
+    if precision not in PRECISIONS:
+        raise BundleError(f"{path}: unknown precision {precision!r} in {MANIFEST_MEMBER}")
+    return Bundle(path=path, spec=spec, precision=precision, model_bytes=model_bytes, manifest=manifest)

@@ -1,0 +1,141 @@
+"""Inference engines behind one interface: aligned uint8 crops in, per-head probabilities out.
+
+``LiteRTEngine`` runs a bundle's TFLite model (the device); ``KerasEngine`` runs a ``model.keras`` (the
+workstation, for comparisons). Both take the same crops, so any difference between them is the model's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgeface.errors import ModelError
+from edgeface.spec import INPUT_NAME, ModelSpec
+
+SIGNATURE = "serving_default"
+
+
+class InferenceEngine(Protocol):
+    """Runs the three-head model on a batch of aligned crops."""
+
+    spec: ModelSpec
+
+    def predict(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """``crops``: uint8 (N, S, S, 3) RGB. Returns float32 probabilities (N, C) per head, plus
+        ``embedding`` (N, D) when the model has one."""
+        ...
+
+
+def to_model_input(crops: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """uint8 pixels -> the float range the model was trained on (the one definition of scaling)."""
+    low, high = spec.input_range
+    return crops.astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)
+
+
+def _check_crops(crops: np.ndarray, spec: ModelSpec) -> None:
+    size = spec.input_size
+    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
+        raise ModelError(f"expected uint8 crops of shape (N, {size}, {size}, 3), got {crops.dtype} {crops.shape}")
+
+
+class LiteRTEngine:
+    """A TFLite model run by LiteRT (or tflite-runtime), read by signature names, never output positions."""
+
+    def __init__(self, model_bytes: bytes, spec: ModelSpec, num_threads: int | None = None,
+                 source: str = "model") -> None:
+        from edgeface.runtime.litert import make_interpreter
+
+        self.spec = spec
+        self.source = source
+        self._interpreter = make_interpreter(model_bytes, num_threads=num_threads, source=source)
+        signatures = self._interpreter.get_signature_list()
+        if SIGNATURE not in signatures:
+            raise ModelError(f"{source}: no {SIGNATURE!r} signature (has {list(signatures) or 'none'})")
+        self._runner = self._interpreter.get_signature_runner(SIGNATURE)
+        inputs = self._runner.get_input_details()
+        if INPUT_NAME not in inputs:
+            raise ModelError(f"{source}: signature input {INPUT_NAME!r} missing (has {list(inputs)})")
+        self._input = inputs[INPUT_NAME]
+        self._outputs = self._runner.get_output_details()
+        missing = [h for h in spec.labels if h not in self._outputs]
+        if missing:
+            raise ModelError(f"{source}: output(s) {', '.join(missing)} missing (has {', '.join(self._outputs)})")
+        for head, labels in spec.labels.items():
+            if int(self._outputs[head]["shape"][-1]) != len(labels):
+                raise ModelError(f"{source}: output {head!r} has {self._outputs[head]['shape'][-1]} classes "
+                                 f"but the bundle lists {len(labels)} labels")
+
+    @classmethod
+    def from_bundle(cls, bundle: Any, num_threads: int | None = None) -> "LiteRTEngine":
+        from edgeface.runtime.bundle import Bundle, load_bundle
+
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle)
+        return cls(bundle.model_bytes, bundle.spec, num_threads=num_threads, source=str(bundle.path))
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self._input["dtype"])
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    def _quantize_input(self, crops: np.ndarray) -> np.ndarray:
+        x = to_model_input(crops, self.spec)
+        dtype = self.input_dtype
+        if dtype == np.float32:
+            return x
+        scale, zero_point = self._input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+    def predict(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        _check_crops(crops, self.spec)
+        if len(crops) == 0:
+            return {name: np.zeros((0, int(d["shape"][-1])), np.float32) for name, d in self._outputs.items()}
+        raw = self._runner(**{INPUT_NAME: self._quantize_input(crops)})
+        out: dict[str, np.ndarray] = {}
+        for name, value in raw.items():
+            details = self._outputs[name]
+            if np.dtype(details["dtype"]) != np.float32:
+                scale, zero_point = details["quantization"]
+                value = (value.astype(np.float32) - zero_point) * np.float32(scale)
+            out[name] = np.asarray(value, dtype=np.float32)
+        return out
+
+
+class KerasEngine:
+    """A ``model.keras`` with its ``metadata.json``. Imports Keras (TensorFlow) when created."""
+
+    def __init__(self, model_path: str | Path) -> None:
+        from edgeface.modelio import load_keras_model, read_metadata
+
+        self.path = Path(model_path)
+        self.metadata = read_metadata(self.path)
+        self.spec = ModelSpec.from_dict(self.metadata["spec"])
+        self.model = load_keras_model(self.path)
+
+    def predict(self, crops: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+        _check_crops(crops, self.spec)
+        outputs: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(crops), batch_size):
+            batch = to_model_input(crops[start:start + batch_size], self.spec)
+            result = self.model(batch, training=False)
+            for name, value in result.items():
+                outputs.setdefault(name, []).append(np.asarray(value, dtype=np.float32))
+        if not outputs:
+            return {}
+        return {name: np.concatenate(parts) for name, parts in outputs.items()}
+
+
+def load_engine(path: str | Path, num_threads: int | None = None) -> InferenceEngine:
+    """An engine for a bundle (``.edgeface``) or a Keras model (``.keras``, or a training output folder)."""
+    path = Path(path)
+    if path.is_dir() and (path / "model.keras").is_file():
+        path = path / "model.keras"
+    if path.suffix == ".keras":
+        return KerasEngine(path)
+    return LiteRTEngine.from_bundle(path, num_threads=num_threads)

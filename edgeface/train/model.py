@@ -1,0 +1,160 @@
+"""The three-head model: a shared backbone, then Dense heads named ``identity``, ``emotion``, ``gender``.
+
+Input is RGB in [0, 1] at ``spec.input_size``; the backbone's own preprocessing is the first layer, so
+every consumer feeds the same thing. A fourth output, ``embedding``, is the L2-normalised layer under the
+identity softmax: it lets the Pi enroll new people without retraining.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeface.errors import ModelError
+from edgeface.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    keras_name: str  # attribute of keras.applications ("" for the built-in tiny CNN)
+    preprocess: str  # BackbonePreprocess mode
+    imagenet_files: tuple[str, ...]  # file names of local ImageNet weights, searched in $EDGEFACE_WEIGHTS_DIR
+    fine_tune_from: str | None  # first layer unfrozen in the fine-tuning phase (None: the whole backbone)
+
+
+BACKBONES: dict[str, BackboneInfo] = {
+    "mobilenetv2": BackboneInfo("MobileNetV2", "tf", ("mobilenet_v2_1.0_224_imagenet_notop.weights.h5",
+                                                      "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+                                "block_6_expand"),
+    "resnet50": BackboneInfo("ResNet50", "caffe", ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",),
+                             "conv4_block1_1_conv"),
+    "vgg16": BackboneInfo("VGG16", "caffe", ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",), "block4_conv1"),
+    # A few conv layers: for tests, benchmarks' small tier and the synthetic demo. Trains in seconds.
+    "tiny": BackboneInfo("", "tf", (), None),
+}
+
+
+def backbone_names() -> list[str]:
+    return list(BACKBONES)
+
+
+def resolve_weights(backbone: str, weights: str) -> str | None:
+    """``imagenet`` / ``none`` / a path -> what keras.applications takes.
+
+    ``imagenet`` first looks for a local file in ``$EDGEFACE_WEIGHTS_DIR`` (machines without internet), then
+    lets Keras download it.
+    """
+    info = BACKBONES[backbone]
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        if not info.keras_name:
+            raise ModelError(f"backbone {backbone!r} has no ImageNet weights; use --weights none")
+        local_dir = os.environ.get("EDGEFACE_WEIGHTS_DIR")
+        if local_dir:
+            for name in info.imagenet_files:
+                if (Path(local_dir) / name).is_file():
+                    return str(Path(local_dir) / name)
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelError(f"--weights {weights}: no such file (use imagenet, none or a path to a .h5 weights file)")
+    return str(path)
+
+
+def _tiny_backbone(input_shape: tuple[int, int, int]):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for filters in (16, 32, 64, 96):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU(6.0)(x)
+        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU(6.0)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, x, name="tiny")
+
+
+def build_backbone(backbone: str, weights: str, input_size: int):
+    """The feature extractor (pooled features) with weights loaded."""
+    import keras
+
+    if backbone not in BACKBONES:
+        raise ModelError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    info = BACKBONES[backbone]
+    shape = (input_size, input_size, 3)
+    if not info.keras_name:
+        if weights not in ("none",):
+            raise ModelError(f"backbone {backbone!r} trains from scratch: use --weights none")
+        return _tiny_backbone(shape)
+    source = resolve_weights(backbone, weights)
+    constructor = getattr(keras.applications, info.keras_name)
+    try:
+        if source is None or source == "imagenet":
+            return constructor(include_top=False, weights=source, input_shape=shape, pooling="avg")
+        model = constructor(include_top=False, weights=None, input_shape=shape, pooling="avg")
+        model.load_weights(source)
+        return model
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = (" (no internet? put the file in $EDGEFACE_WEIGHTS_DIR or pass --weights PATH)"
+                if source == "imagenet" else "")
+        raise ModelError(f"cannot load {weights} weights for {backbone}: {first}{hint}") from None
+
+
+def build_model(spec: ModelSpec, weights: str = "imagenet", dropout: float = 0.3):
+    """The full three-head (plus embedding) Keras model. Returns (model, backbone)."""
+    import keras
+    from keras import layers
+
+    from edgeface.train.layers import BackbonePreprocess
+
+    info = BACKBONES[spec.backbone]
+    backbone = build_backbone(spec.backbone, weights, spec.input_size)
+    pretrained = weights != "none"
+    inputs = keras.Input((spec.input_size, spec.input_size, 3), name=INPUT_NAME)
+    x = BackbonePreprocess(info.preprocess, name="preprocess")(inputs)
+    # A pretrained backbone keeps its BatchNorm statistics (inference mode) while it is fine-tuned on a small
+    # face set; a backbone trained from scratch must update them.
+    features = backbone(x, training=False) if pretrained else backbone(x)
+    features = layers.Dropout(dropout, name="dropout")(features)
+    embedding = layers.Dense(spec.embedding_size, name="embedding_dense")(features)
+    embedding = layers.BatchNormalization(name="embedding_bn")(embedding)
+    outputs = {
+        "identity": layers.Dense(spec.num_classes["identity"], activation="softmax", name="identity")(
+            layers.Dropout(dropout / 2, name="identity_dropout")(embedding)),
+        "emotion": layers.Dense(spec.num_classes["emotion"], activation="softmax", name="emotion")(features),
+        "gender": layers.Dense(spec.num_classes["gender"], activation="softmax", name="gender")(features),
+        EMBEDDING_NAME: layers.UnitNormalization(name=EMBEDDING_NAME)(embedding),
+    }
+    model = keras.Model(inputs, outputs, name=f"edgeface_{spec.backbone}")
+    return model, backbone
+
+
+def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None) -> int:
+    """Freeze the backbone, or unfreeze it from ``fine_tune_from`` on (BatchNorm layers stay frozen).
+
+    Returns how many backbone layers are trainable.
+    """
+    import keras
+
+    if not fine_tune:
+        backbone.trainable = False
+        return 0
+    backbone.trainable = True
+    reached = fine_tune_from is None
+    count = 0
+    names = {layer.name for layer in backbone.layers}
+    if fine_tune_from is not None and fine_tune_from not in names:
+        raise ModelError(f"layer {fine_tune_from!r} is not in the backbone {backbone.name}")
+    for layer in backbone.layers:
+        if layer.name == fine_tune_from:
+            reached = True
+        layer.trainable = reached and not isinstance(layer, keras.layers.BatchNormalization)
+        count += int(layer.trainable)
+    return count

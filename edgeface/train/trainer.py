@@ -1,0 +1,344 @@
+"""Training: labelled photos -> aligned face crops -> the three-head Keras model, with its metadata.
+
+Unknown labels are masked out of their head's loss and metrics (sample weight 0); the attribute heads are
+class-weighted; augmentation (rotation, translation, zoom, flip) touches training batches only. Pretrained
+backbones train in two phases: heads on a frozen backbone, then fine-tuning from a named layer at a lower
+learning rate. Both phases stop early on validation loss and keep the best weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeface import HEADS, __version__
+from edgeface.data.manifest import Dataset, load_dataset, split_dataset
+from edgeface.errors import DataError, ModelError
+from edgeface.faces.crops import CropSet, crop_samples
+from edgeface.modelio import MODEL_NAME, write_metadata
+from edgeface.spec import CropSpec, ModelSpec
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    out: Path
+    val: Path | None = None
+    backbone: str = "mobilenetv2"
+    weights: str = "imagenet"
+    input_size: int = 224
+    batch_size: int = 32
+    epochs: int = 10  # fine-tuning (or from-scratch) epochs, with early stopping
+    frozen_epochs: int = 3  # heads-only epochs on a frozen pretrained backbone
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    fine_tune_from: str | None = "default"  # "default": the backbone's usual point; None: whole backbone
+    patience: int = 3
+    val_fraction: float = 0.15
+    seed: int = 0
+    embedding_size: int = 128
+    label_smoothing: float = 0.1
+    augment: bool = True
+    detector: str = "blazeface"
+    crop: CropSpec = field(default_factory=CropSpec)
+    cache_dir: Path | None = None
+    verbose: int = 1
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    metadata: dict[str, Any]
+    history: dict[str, list[float]]
+
+
+@dataclass(frozen=True)
+class HeadArrays:
+    """Per-head one-hot targets and sample weights; an unknown label is a zero row with weight 0."""
+
+    targets: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]
+    class_weights: dict[str, dict[str, float]]
+
+
+def encode_labels(samples, spec: ModelSpec, class_weighted: tuple[str, ...] = ("emotion", "gender"),
+                  reference_counts: dict[str, dict[str, int]] | None = None) -> HeadArrays:
+    """One-hot targets with masks, and inverse-frequency class weights for the attribute heads."""
+    targets: dict[str, np.ndarray] = {}
+    weights: dict[str, np.ndarray] = {}
+    class_weights: dict[str, dict[str, float]] = {}
+    for head in HEADS:
+        labels = spec.labels[head]
+        lookup = {label: i for i, label in enumerate(labels)}
+        onehot = np.zeros((len(samples), len(labels)), dtype=np.float32)
+        mask = np.zeros(len(samples), dtype=np.float32)
+        for row, sample in enumerate(samples):
+            label = sample.label(head)
+            if label is not None and label in lookup:
+                onehot[row, lookup[label]] = 1.0
+                mask[row] = 1.0
+        counts = onehot.sum(0) if reference_counts is None else np.array(
+            [reference_counts[head].get(label, 0) for label in labels], dtype=np.float32)
+        per_class = np.ones(len(labels), dtype=np.float32)
+        if head in class_weighted and counts.sum() > 0:
+            present = counts > 0
+            per_class[present] = counts.sum() / (present.sum() * counts[present])
+        class_weights[head] = {label: float(w) for label, w in zip(labels, per_class)}
+        targets[head] = onehot
+        weights[head] = mask * (onehot @ per_class if head in class_weighted else 1.0)
+    return HeadArrays(targets, weights, class_weights)
+
+
+def _augmenter(seed: int):
+    import keras
+
+    # Rotation is a fraction of a full turn: 0.04 is about +-15 degrees.
+    return keras.Sequential([
+        keras.layers.RandomRotation(0.04, fill_mode="reflect", seed=seed),
+        keras.layers.RandomTranslation(0.08, 0.08, fill_mode="reflect", seed=seed + 1),
+        keras.layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed + 2),
+        keras.layers.RandomFlip("horizontal", seed=seed + 3),
+        keras.layers.RandomContrast(0.2, seed=seed + 4),
+    ], name="augment")
+
+
+def make_tf_dataset(crops: np.ndarray, heads: HeadArrays, batch_size: int, training: bool, seed: int = 0,
+                    augment: bool = True):
+    """uint8 crops -> batches of ([0, 1] float image, targets, sample weights); augmented when training."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((crops, heads.targets, heads.weights))
+    if training:
+        data = data.shuffle(len(crops), seed=seed, reshuffle_each_iteration=True)
+    data = data.batch(batch_size)
+    augmenter = _augmenter(seed) if (training and augment) else None
+
+    def to_float(images, targets, weights):
+        images = tf.cast(images, tf.float32) / 255.0
+        if augmenter is not None:
+            images = tf.clip_by_value(augmenter(images, training=True), 0.0, 1.0)
+        return images, targets, weights
+
+    return data.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def distribution_strategy():
+    """MirroredStrategy over all GPUs when there is more than one; the default strategy otherwise.
+
+    For several machines, use TensorFlow's MultiWorkerMirroredStrategy with TF_CONFIG (see the README).
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _compile(model, learning_rate: float, label_smoothing: float) -> None:
+    import keras
+
+    losses = {head: keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing if head == "identity"
+                                                         else 0.0) for head in HEADS}
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=losses,
+        weighted_metrics={head: [keras.metrics.CategoricalAccuracy(name="accuracy")] for head in HEADS},
+    )
+
+
+def load_crops(dataset: Dataset, spec: ModelSpec, cache_dir: Path | None, progress: bool = True) -> CropSet:
+    return crop_samples(dataset.samples, spec.crop, spec.input_size, cache_dir=cache_dir, progress=progress)
+
+
+def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainResult:
+    """Train and write ``model.keras``, ``metadata.json``, ``history.json`` and ``history.png`` to ``out``."""
+    import keras
+
+    from edgeface.train.model import BACKBONES, build_model, resolve_weights, set_backbone_trainable
+
+    started = time.time()
+    if config.backbone not in BACKBONES:
+        raise ModelError(f"unknown backbone {config.backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if BACKBONES[config.backbone].keras_name:
+        resolve_weights(config.backbone, config.weights)  # a bad --weights fails before any face is cropped
+    keras.utils.set_random_seed(config.seed)
+    data = load_dataset(config.data)
+    data.raise_for_errors()
+    if config.val is not None:
+        val = load_dataset(config.val)
+        val.raise_for_errors()
+        train_set = data
+    else:
+        train_set, val = split_dataset(data, config.val_fraction, seed=config.seed)
+    if len(train_set) == 0 or len(val) == 0:
+        raise DataError(f"{config.data}: need photos for both training ({len(train_set)}) and validation ({len(val)})")
+
+    labels = {head: data.labels(head) for head in HEADS}
+    if config.val is not None:
+        strangers = sorted({s.identity for s in val.samples if s.identity} - set(labels["identity"]))
+        if strangers:
+            on_log(f"note: {len(strangers)} people in --val are not in --data (e.g. {strangers[0]!r}); "
+                   "they count only for emotion and gender")
+    spec = ModelSpec(labels=labels, input_size=config.input_size, crop=config.crop, backbone=config.backbone,
+                     embedding_size=config.embedding_size)
+    if config.crop.detector != config.detector:
+        spec = spec.with_(crop=CropSpec(**{**asdict(config.crop), "detector": config.detector}))
+
+    on_log(f"data: {len(train_set)} training and {len(val)} validation photos, "
+           f"{len(labels['identity'])} people")
+    train_crops = load_crops(train_set, spec, config.cache_dir, progress=config.verbose > 0)
+    val_crops = load_crops(val, spec, config.cache_dir, progress=config.verbose > 0)
+    for name, crops in (("training", train_crops), ("validation", val_crops)):
+        summary = crops.summary()
+        on_log(f"faces in {name} photos: {summary.get('ok', 0)} one face, {summary.get('multiple', 0)} several "
+               f"(largest used), {summary.get('no_face', 0)} none, {summary.get('unreadable', 0)} unreadable")
+    train_samples = train_crops.cropped_samples
+    val_samples = val_crops.cropped_samples
+    if not train_samples or not val_samples:
+        raise DataError(f"{config.data}: no faces found in the training or validation photos")
+    train_heads = encode_labels(train_samples, spec)
+    val_heads = encode_labels(val_samples, spec, reference_counts={
+        h: {k: int(v) for k, v in zip(spec.labels[h], train_heads.targets[h].sum(0))} for h in HEADS})
+
+    strategy = distribution_strategy()
+    with strategy.scope():
+        model, backbone = build_model(spec, weights=config.weights)
+        # Trained on the three heads; the embedding output shares their layers and is saved with them.
+        head_model = keras.Model(model.inputs, {head: model.get_layer(head).output for head in HEADS})
+    train_data = make_tf_dataset(train_crops.crops, train_heads, config.batch_size, True, config.seed, config.augment)
+    val_data = make_tf_dataset(val_crops.crops, val_heads, config.batch_size, False)
+
+    history: dict[str, list[float]] = {}
+    phases = []
+    pretrained = config.weights != "none"
+    info = BACKBONES[config.backbone]
+    if pretrained and config.frozen_epochs > 0:
+        phases.append(("heads", False, config.frozen_epochs, config.learning_rate))
+    if config.epochs > 0:
+        phases.append(("fine-tune" if pretrained else "train", True, config.epochs,
+                       config.fine_tune_learning_rate if pretrained else config.learning_rate))
+    fine_tune_from = info.fine_tune_from if config.fine_tune_from == "default" else config.fine_tune_from
+    verbose = 1 if config.verbose > 0 and _is_tty() else (2 if config.verbose > 0 else 0)
+    images_seen = 0
+    fit_seconds = 0.0
+    for name, fine_tune, epochs, learning_rate in phases:
+        with strategy.scope():
+            trainable = set_backbone_trainable(backbone, fine_tune, fine_tune_from if pretrained else None)
+            _compile(head_model, learning_rate, config.label_smoothing)
+        on_log(f"phase {name}: {epochs} epoch(s) at lr {learning_rate:g}, {trainable} backbone layers trainable")
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                                   restore_best_weights=True)]
+        fit_start = time.time()
+        result = head_model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
+                           verbose=verbose)
+        fit_seconds += time.time() - fit_start
+        images_seen += len(train_samples) * len(result.history["loss"])
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        history.setdefault("phase", []).extend([name] * len(result.history["loss"]))  # type: ignore[list-item]
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / MODEL_NAME
+    model.save(model_path)
+
+    from edgeface.eval.metrics import head_metrics
+
+    probabilities = _predict(model, val_crops.crops, spec)
+
+    metrics = {head: head_metrics(val_samples, probabilities[head], spec.labels[head], head).to_dict()
+               for head in HEADS}
+    skipped = [{"image": str(s.image), "where": s.where, "reason": why}
+               for crops in (train_crops, val_crops) for s, why in crops.skipped()]
+    metadata = {
+        "format": "edgeface-model",
+        "format_version": 1,
+        "edgeface_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "spec": spec.to_dict(),
+        "backbone": config.backbone,
+        "weights": config.weights,
+        "dataset": {
+            "source": str(config.data),
+            "fingerprint": data.fingerprint(),
+            "validation": str(config.val) if config.val else f"split {config.val_fraction:g} per person, seed {config.seed}",
+            "train_photos": len(train_set),
+            "val_photos": len(val),
+            "train_faces": len(train_samples),
+            "val_faces": len(val_samples),
+            "skipped": skipped,
+        },
+        "class_weights": train_heads.class_weights,
+        "training": {
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+            "epochs_run": len(history.get("loss", [])),
+            "seconds": round(time.time() - started, 1),
+            "images_per_second": round(images_seen / fit_seconds, 2) if fit_seconds else None,
+        },
+        "metrics": {"validation": metrics},
+    }
+    write_metadata(model_path, metadata)
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    plot_history(history, out / "history.png")
+    return TrainResult(model_path, metadata, history)
+
+
+def _predict(model, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -> dict[str, np.ndarray]:
+    from edgeface.runtime.engine import to_model_input
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(crops), batch_size):
+        out = model(to_model_input(np.asarray(crops[start:start + batch_size]), spec), training=False)
+        for name, value in out.items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def _is_tty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def plot_history(history: dict[str, list], path: Path) -> Path | None:
+    """Loss and per-head accuracy per epoch, training vs validation, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    if len(epochs) == 0:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    axes[0].plot(epochs, history["loss"], label="train")
+    if "val_loss" in history:
+        axes[0].plot(epochs, history["val_loss"], label="validation")
+    axes[0].set_title("loss")
+    for ax, head in zip(axes[1:], HEADS):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            key = f"{prefix}{head}_accuracy"
+            if key in history:
+                ax.plot(epochs, history[key], style, label="validation" if prefix else "train")
+        ax.set_title(f"{head} accuracy")
+        ax.set_ylim(0, 1)
+    phases = history.get("phase", [])
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
