@@ -36,8 +36,9 @@ def write_image(path: str | Path, image_rgb: np.ndarray, quality: int = 90) -> N
     import cv2
 
     path = Path(path)
-    ok, encoded = cv2.imencode(path.suffix or ".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, quality])
+    suffix = path.suffix.lower() or ".jpg"
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(suffix, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise ImageError(f"{path}: cannot encode image as {path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -236,7 +236,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                                    restore_best_weights=True)]
         fit_start = time.time()
-        result = head_model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks,
+        result = head_model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, shuffle=False,
                            verbose=verbose)
         fit_seconds += time.time() - fit_start
         images_seen += len(train_samples) * len(result.history["loss"])

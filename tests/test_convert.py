@@ -1,0 +1,69 @@
+"""Conversion: four precisions, verified against Keras, named outputs, refusal below the threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.pipeline import TIE_MARGIN, compare, convert_model, select_representative
+from edgeface.data.manifest import Sample
+from edgeface.runtime.bundle import load_bundle
+from edgeface.runtime.engine import KerasEngine, LiteRTEngine
+
+
+def test_every_precision_converts_and_agrees_with_keras(tiny_bundles: dict[str, Path], tiny_model: Path) -> None:
+    sizes = {p: load_bundle(b).model_size for p, b in tiny_bundles.items()}
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    assert sizes["int8"] < 0.4 * sizes["float32"] and sizes["dynamic"] < 0.4 * sizes["float32"]
+    keras = KerasEngine(tiny_model)
+    crops = np.random.default_rng(1).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
+    reference = keras.predict(crops)
+    tolerance = {"float32": 1e-5, "float16": 0.02, "dynamic": 0.1, "int8": 0.15}
+    for precision, path in tiny_bundles.items():
+        out = LiteRTEngine.from_bundle(path).predict(crops)
+        for head in ("identity", "emotion", "gender"):
+            assert np.abs(out[head] - reference[head]).max() <= tolerance[precision], (precision, head)
+        checks = load_bundle(path).accuracy
+        assert set(checks) == {"identity", "emotion", "gender"}
+        assert all(0.0 <= c["agreement"] <= 1.0 and c["n"] > 0 for c in checks.values())
+    float_checks = load_bundle(tiny_bundles["float32"]).accuracy
+    assert all(c["agreement"] == 1.0 and c["max_prob_diff"] < 1e-5 for c in float_checks.values())
+
+
+def test_conversion_is_refused_below_the_agreement_threshold(tiny_model: Path, tmp_path: Path) -> None:
+    (result,) = convert_model(tiny_model, ["dynamic"], tmp_path, min_agreement=1.01, progress=False,
+                              on_log=lambda _: None)
+    assert not result.accepted and result.bundle_path is None
+    assert "agrees with Keras on" in result.reason and "below --min-agreement 101%" in result.reason
+    assert not list(tmp_path.glob("*.edgeface"))
+
+
+def test_uint8_io_on_request(tiny_model: Path, tmp_path: Path) -> None:
+    (result,) = convert_model(tiny_model, ["int8"], tmp_path / "u8.edgeface", io_type="uint8", min_agreement=0.0,
+                              representative_size=40, verify_size=40, progress=False, on_log=lambda _: None)
+    bundle = load_bundle(result.bundle_path)
+    assert bundle.manifest["io"]["input"]["dtype"] == "uint8"
+    assert LiteRTEngine.from_bundle(bundle).input_dtype == np.uint8
+
+
+def test_agreement_ignores_ties_within_quantization_step() -> None:
+    spec = type("S", (), {"labels": {"identity": ("a", "b"), "emotion": ("happy", "neutral"),
+                                     "gender": ("female", "male")}})()
+    keras = {h: np.array([[0.5 + TIE_MARGIN / 4, 0.5 - TIE_MARGIN / 4], [0.9, 0.1]]) for h in spec.labels}
+    tflite = {h: np.array([[0.49, 0.51], [0.2, 0.8]]) for h in spec.labels}
+    samples = [Sample(Path("x"), "a", "happy", "female"), Sample(Path("y"), "a", "happy", "female")]
+    checks = compare(keras, tflite, samples, spec)
+    assert checks["identity"].agreement == 0.5  # the tie counts as agreement, the real flip does not
+    assert checks["identity"].keras_accuracy == 1.0 and checks["identity"].tflite_accuracy == 0.0
+
+
+def test_representative_set_spreads_over_people_and_labels() -> None:
+    samples = [Sample(Path(f"{p}{i}"), p, e, g) for p, g in (("a", "male"), ("b", "female"), ("c", "female"))
+               for i, e in enumerate(["happy"] * 20 + ["neutral"] * 2)]
+    picked = [samples[i] for i in select_representative(samples, 12, seed=0)]
+    assert len(picked) == 12
+    assert {s.identity for s in picked} == {"a", "b", "c"}
+    assert sum(s.emotion == "neutral" for s in picked) >= 4  # rare label is not crowded out
+    assert select_representative(samples, 12, seed=0) == select_representative(samples, 12, seed=0)
