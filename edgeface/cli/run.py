@@ -1,0 +1,69 @@
+"""``edgeface run``: the labelling daemon (camera -> labels), for the Pi, a laptop or a video file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from edgeface.cli.common import friendly_errors
+
+ORDER = 60
+
+
+def _abs(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(path.expanduser().resolve())
+
+
+@friendly_errors
+def run(
+    bundle: Optional[Path] = typer.Option(None, help="The model bundle (.edgeface). Overrides the config's bundle."),
+    source: Optional[str] = typer.Option(None, help="Camera index (0), /dev/videoN, picamera2[:N], a video file, "
+                                                    "a folder of images, or an rtsp:// / http:// stream URL."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A TOML config file; flags override it."),
+    threads: Optional[int] = typer.Option(None, help="Inference threads (default 2)."),
+    loop: Optional[bool] = typer.Option(None, "--loop/--no-loop", help="Restart a video file or folder at its end."),
+    fps: Optional[float] = typer.Option(None, help="Camera frame rate to ask for; for a file, play at this rate."),
+    identity_threshold: Optional[float] = typer.Option(None, help="Identity confidence below which a face is "
+                                                                  "'unknown' (default: the bundle's)."),
+    jsonl: Optional[str] = typer.Option(None, help="Write JSON lines to this file ('-' for stdout)."),
+    publish: Optional[str] = typer.Option(None, help="JSON lines: 'every' frame with faces or on 'change'."),
+    mqtt_host: Optional[str] = typer.Option(None, help="Publish to this MQTT broker."),
+    mqtt_port: Optional[int] = typer.Option(None, help="MQTT broker port (default 1883)."),
+    http: Optional[bool] = typer.Option(None, "--http/--no-http", help="Serve /healthz, /labels, /metrics."),
+    http_host: Optional[str] = typer.Option(None, help="HTTP address (default 127.0.0.1)."),
+    http_port: Optional[int] = typer.Option(None, help="HTTP port (default 8321; 0 picks a free one)."),
+    snapshots: Optional[Path] = typer.Option(None, help="Save frames with faces in this folder (off by default: "
+                                                        "no image is ever written unless you ask)."),
+    max_frames: Optional[int] = typer.Option(None, help="Stop after this many processed frames."),
+    log_level: Optional[str] = typer.Option(None, help="debug, info, warning or error."),
+) -> None:
+    """Label faces from a camera, file or stream until stopped; a video file or folder ends the run.
+
+    With no sink configured, one JSON line per frame with faces goes to stdout; logs go to stderr. SIGTERM or
+    SIGINT stop cleanly. Exit codes: 0 source ended or clean stop; 1 unexpected failure; 2 bad config, bundle,
+    source or address. See docs/daemon.md.
+    """
+    from edgeface.daemon.config import load_config
+    from edgeface.daemon.pipeline import run_daemon
+    from edgeface.daemon.service import setup_logging
+
+    if source is not None and Path(source).expanduser().exists():
+        source = _abs(Path(source))
+    overrides: dict[str, Any] = {
+        "bundle": _abs(bundle), "source": source, "threads": threads, "identity_threshold": identity_threshold,
+        "capture.loop": loop, "capture.fps": fps,
+        "jsonl.path": jsonl if jsonl in (None, "-") else _abs(Path(jsonl)), "jsonl.publish": publish,
+        "jsonl.enabled": True if jsonl else None,
+        "mqtt.host": mqtt_host, "mqtt.port": mqtt_port,
+        "http.enabled": http, "http.host": http_host, "http.port": http_port,
+        "snapshots.dir": _abs(snapshots), "service.max_frames": max_frames, "service.log_level": log_level,
+    }
+    settings = load_config(config, overrides)
+    setup_logging(settings.service.log_level)
+    raise typer.Exit(run_daemon(settings))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,306 @@
+"""Daemon configuration: a TOML file plus flag overrides, checked once, before anything starts.
+
+Every problem is one ``ConfigError`` line naming the file, the section and the key. Relative paths in the file
+(``bundle``, ``source``, ``[jsonl] path``, ``[snapshots] dir``) are resolved against the file's folder; relative
+paths given as flags against the working directory. ``docs/daemon.md`` is the reference; ``example.toml`` beside
+this module shows every key with its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from edgeface.errors import ConfigError
+
+PUBLISH_MODES = ("every", "change")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _opt(default: Any, check: Callable[[Any], str | None] | None = None, help: str = "") -> Any:
+    return field(default=default, metadata={"check": check, "help": help})
+
+
+def _range(low: float, high: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v is None or low <= v <= high else f"must be in [{low:g}, {high:g}]"
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    loop: bool = _opt(False, help="restart a video file or folder at its end (demos, deploy health checks)")
+    width: int = _opt(0, _range(0, 8192), "camera frame width; 0 keeps the camera's default")
+    height: int = _opt(0, _range(0, 8192), "camera frame height; 0 keeps the camera's default")
+    fps: float = _opt(0.0, _range(0, 240), "camera frame rate to ask for; for files, play at this rate (0: as fast "
+                                          "as the pipeline takes frames)")
+    drop_stale: str = _opt("auto", _one_of(("auto", "yes", "no")),
+                           "auto: live sources keep only the newest frame, files and folders hand over every frame")
+    retry_max: float = _opt(10.0, _range(0.1, 3600), "longest wait between reconnection attempts, seconds")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    detector: str = _opt("", help="face detector; empty: the one the bundle was trained with")
+    min_score: float = _opt(0.5, _range(0.05, 1.0), "detector confidence below which a face is ignored")
+    min_face: int = _opt(0, _range(0, 4096), "ignore faces smaller than this (pixels); 0: the bundle's value")
+    max_faces: int = _opt(8, _range(1, 64), "at most this many faces per frame (the largest), one batch")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    iou: float = _opt(0.3, _range(0.01, 0.99), "a detection continues a track when their boxes overlap this much")
+    max_missed: int = _opt(5, _range(0, 1000), "frames a track survives without a detection")
+    smoothing: float = _opt(0.6, _range(0.0, 0.99), "weight of a track's history in its smoothed outputs (0: off)")
+
+
+@dataclass(frozen=True)
+class JsonlConfig:
+    enabled: bool | None = _opt(None, help="default: on (to stdout) when no other sink is configured")
+    path: str = _opt("-", help="'-' for stdout, or a file (rotated by size)")
+    publish: str = _opt("every", _one_of(PUBLISH_MODES), "every frame with faces, or only when labels change")
+    max_bytes: int = _opt(10_000_000, _range(1000, 1 << 40), "rotate the file when it grows past this")
+    backups: int = _opt(3, _range(0, 100), "rotated files to keep")
+    queue: int = _opt(256, _range(1, 100_000), "records held while the output is slow; older ones are dropped")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool | None = _opt(None, help="default: on when host is set")
+    host: str = _opt("", help="broker host name")
+    port: int = _opt(1883, _range(1, 65535), "broker port")
+    username: str = _opt("", help="")
+    password: str = _opt("", help="")
+    client_id: str = _opt("", help="default: edgeface-<device>")
+    device: str = _opt("", help="device id in topics; default: the host name")
+    topic: str = _opt("edgeface", help="topic prefix: <topic>/<device>/...")
+    qos: int = _opt(0, _range(0, 2), "QoS of label messages")
+    publish: str = _opt("change", _one_of(PUBLISH_MODES), "every frame with faces, or only when labels change")
+    keepalive: int = _opt(30, _range(5, 3600), "seconds")
+    tls: bool = _opt(False, help="connect with TLS (system CA certificates)")
+    discovery: bool = _opt(False, help="publish Home Assistant MQTT discovery configs")
+    discovery_prefix: str = _opt("homeassistant", help="Home Assistant discovery prefix")
+    queue: int = _opt(1000, _range(1, 1_000_000), "messages held while the broker is away; more are dropped")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    enabled: bool = _opt(True, help="serve /healthz, /labels and /metrics")
+    host: str = _opt("127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network")
+    port: int = _opt(8321, _range(0, 65535), "port (0: any free port, logged at start)")
+    stale_after: float = _opt(10.0, _range(0.5, 3600), "/healthz is 503 when no frame was processed this long")
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    dir: str = _opt("", help="write frames with faces here; empty (the default): never write any image")
+    interval: float = _opt(10.0, _range(0.0, 86400), "seconds between snapshots")
+    max_files: int = _opt(100, _range(1, 1_000_000), "oldest snapshots are deleted past this count")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    log_level: str = _opt("info", _one_of(LOG_LEVELS), "")
+    status_interval: float = _opt(60.0, _range(0.0, 86400), "seconds between status lines in the log (0: never)")
+    max_frames: int = _opt(0, _range(0, 1 << 40), "stop after this many processed frames (0: never)")
+
+
+SECTIONS: dict[str, type] = {
+    "capture": CaptureConfig, "detect": DetectConfig, "tracking": TrackingConfig, "jsonl": JsonlConfig,
+    "mqtt": MqttConfig, "http": HttpConfig, "snapshots": SnapshotConfig, "service": ServiceConfig,
+}
+TOP_LEVEL = ("bundle", "source", "threads", "identity_threshold")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    bundle: Path
+    source: str
+    threads: int = 2
+    identity_threshold: float | None = None  # None: the bundle's
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    jsonl: JsonlConfig = field(default_factory=JsonlConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    origin: str = "flags"  # where the settings came from, for messages
+
+    @property
+    def mqtt_on(self) -> bool:
+        return self.mqtt.enabled if self.mqtt.enabled is not None else bool(self.mqtt.host)
+
+    @property
+    def jsonl_on(self) -> bool:
+        return self.jsonl.enabled if self.jsonl.enabled is not None else not self.mqtt_on
+
+    @property
+    def device(self) -> str:
+        return self.mqtt.device or socket.gethostname().split(".")[0] or "edgeface"
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10 (tomli is a dependency there)
+        import tomli as tomllib
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> DaemonConfig:
+    """The file at ``path`` (optional), with ``overrides`` on top: keys ``"bundle"`` or ``"http.port"``.
+
+    Values from the file have their relative paths resolved against its folder; override values are used as
+    given (the CLI passes absolute paths).
+    """
+    raw: dict[str, Any] = {}
+    base: Path | None = None
+    origin = "flags"
+    if path is not None:
+        path = Path(path)
+        raw = read_toml(path)
+        base = path.resolve().parent
+        origin = str(path)
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    _check_keys(raw, origin)
+    if base is not None:
+        _resolve_paths(raw, base)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        target = raw.setdefault(section, {}) if section else raw
+        target[name] = value
+    return _build(raw, origin)
+
+
+def _check_keys(raw: Mapping[str, Any], origin: str) -> None:
+    for key, value in raw.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin}: [{key}] must be a table (a [{key}] section)")
+            known = [f.name for f in dataclasses.fields(SECTIONS[key])]
+            for name in value:
+                if name not in known:
+                    raise ConfigError(f"{origin}: unknown key {name!r} in [{key}] (known: {', '.join(known)})")
+        elif key not in TOP_LEVEL:
+            raise ConfigError(f"{origin}: unknown key {key!r} (known: {', '.join(TOP_LEVEL + tuple(SECTIONS))})")
+
+
+def looks_like_path(source: str) -> bool:
+    """A source that names a file or folder (not a camera index, URL or picamera2)."""
+    return not (source.isdigit() or "://" in source or source.split(":")[0] == "picamera2")
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str) and value and value != "-" and not Path(value).expanduser().is_absolute():
+            return str(base / value)
+        return value
+
+    if "bundle" in raw:
+        raw["bundle"] = resolve(raw["bundle"])
+    if isinstance(raw.get("source"), str) and looks_like_path(raw["source"]) and not raw["source"].startswith("/dev/"):
+        raw["source"] = resolve(raw["source"])
+    for section, key in (("jsonl", "path"), ("snapshots", "dir")):
+        if key in raw.get(section, {}):
+            raw[section][key] = resolve(raw[section][key])
+
+
+def _type_name(kind: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Check ``value`` against a field's type; int is accepted for float, nothing else is converted."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is Path and isinstance(value, (str, Path)):
+        return Path(value).expanduser()
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where} must be {_type_name(kind)}, got {value!r}")
+
+
+def _make(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        label = f"{where} {f.name}"
+        value = _coerce(values[f.name], hints[f.name], label)
+        check = f.metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"{label} {problem}, got {value!r}")
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def _build(raw: Mapping[str, Any], origin: str) -> DaemonConfig:
+    if not raw.get("bundle"):
+        raise ConfigError(f"{origin}: no bundle given (set bundle = \"model.edgeface\" or pass --bundle)")
+    if raw.get("source") in (None, ""):
+        raise ConfigError(f"{origin}: no source given (set source = 0, a device, file, folder or URL, or pass --source)")
+    source = raw["source"]
+    if isinstance(source, bool) or not isinstance(source, (int, str)):
+        raise ConfigError(f"{origin}: source must be a camera index, a path or a URL, got {source!r}")
+    if isinstance(source, int) and source < 0:
+        raise ConfigError(f"{origin}: camera index must be 0 or more, got {source}")
+    sections = {name: _make(cls, raw.get(name, {}), f"{origin}: [{name}]") for name, cls in SECTIONS.items()}
+    top = _make(_Top, {k: raw[k] for k in ("bundle", "threads", "identity_threshold") if k in raw}, f"{origin}:")
+    config = DaemonConfig(bundle=top.bundle, source=str(source), threads=top.threads,
+                          identity_threshold=top.identity_threshold, origin=origin, **sections)
+    if config.mqtt_on and not config.mqtt.host:
+        raise ConfigError(f"{origin}: [mqtt] is enabled but has no host")
+    if config.jsonl_on and config.jsonl.path != "-" and Path(config.jsonl.path).is_dir():
+        raise ConfigError(f"{origin}: [jsonl] path {config.jsonl.path} is a folder; give a file name")
+    return config
+
+
+@dataclass(frozen=True)
+class _Top:
+    bundle: Path = _opt(Path())
+    threads: int = _opt(2, _range(1, 64), "")
+    identity_threshold: float | None = _opt(None, _range(0.0, 1.0), "")
+
+
+def describe(config: DaemonConfig) -> str:
+    """One line for the log: what runs, from where, to where."""
+    sinks = [name for name, on in (("jsonl", config.jsonl_on), ("mqtt", config.mqtt_on),
+                                   ("http", config.http.enabled)) if on]
+    return (f"bundle {config.bundle}, source {config.source}, {config.threads} threads, "
+            f"sinks {', '.join(sinks) or 'none'} (config: {config.origin})")
+
+
+def environ_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,0 +1,126 @@
+"""Living under systemd: readiness and watchdog over the notify socket, signals, journald-friendly logs.
+
+The notify protocol is a datagram of ``KEY=value`` lines sent to the ``AF_UNIX`` socket named by
+``$NOTIFY_SOCKET`` (a leading ``@`` means the abstract namespace); it needs no package. With ``WatchdogSec=``
+systemd sets ``$WATCHDOG_USEC`` and expects ``WATCHDOG=1`` at least that often: the run loop pings at half the
+interval, so a loop that hangs gets the service restarted.
+
+Exit codes of ``edgeface run``: 0 a finite source ended or a clean stop (SIGTERM, SIGINT); 1 an unexpected
+failure at run time (logged with its traceback); 2 bad configuration, bundle, source or listen address;
+130 a second SIGTERM/SIGINT during the stop (immediate exit, buffers not flushed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Callable, Mapping
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130  # a second SIGTERM/SIGINT while stopping: immediate exit
+
+# journald reads a "<N>" prefix on each stderr line as the syslog priority (SyslogLevelPrefix=yes, the default).
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class SystemdNotifier:
+    """sd_notify without libsystemd. Does nothing when not started by systemd."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        environ = os.environ if environ is None else environ
+        address = environ.get("NOTIFY_SOCKET", "")
+        self.address = "\0" + address[1:] if address.startswith("@") else address
+        self._socket: socket.socket | None = None
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        self.watchdog_interval = 0.0
+        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+            self.watchdog_interval = int(usec) / 1e6 / 2
+        self._last_ping = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def notify(self, *fields: str) -> bool:
+        if not self.address:
+            return False
+        try:
+            if self._socket is None:
+                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._socket.sendto("\n".join(fields).encode(), self.address)
+            return True
+        except OSError:  # systemd gone or the socket unreachable: nothing to tell, nothing to fail
+            return False
+
+    def ready(self, status: str = "") -> None:
+        self.notify("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
+        self._last_ping = time.monotonic()
+
+    def status(self, text: str) -> None:
+        self.notify(f"STATUS={text}")
+
+    def stopping(self) -> None:
+        self.notify("STOPPING=1")
+
+    def watchdog(self) -> None:
+        """Ping if half the watchdog interval has passed (cheap to call every loop turn)."""
+        if self.watchdog_interval and time.monotonic() - self._last_ping >= self.watchdog_interval:
+            self.notify("WATCHDOG=1")
+            self._last_ping = time.monotonic()
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+def install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
+    """SIGTERM and SIGINT set ``stop`` (the loop finishes its frame and shuts down). Returns an undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals only reach the main thread; a caller elsewhere stops the run itself
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():  # asked twice: the user wants out now, unflushed
+            os._exit(EXIT_INTERRUPTED)
+        logging.getLogger("edgeface.daemon").info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def undo() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return undo
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def setup_logging(level: str = "info") -> logging.Logger:
+    """Log to stderr (stdout carries JSON lines): plain lines with priorities under journald, timestamps
+    otherwise. Idempotent."""
+    logger = logging.getLogger("edgeface.daemon")
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        if getattr(handler, "_edgeface", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._edgeface = True  # type: ignore[attr-defined]
+    if os.environ.get("JOURNAL_STREAM"):  # journald adds time and unit itself
+        handler.setFormatter(_JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger.addHandler(handler)
+    return logger
