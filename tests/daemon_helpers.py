@@ -26,9 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 class DaemonProcess:
     """``python -m edgeface run ARGS``; stdout and stderr are collected line by line on threads."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, read_stdout: bool = True) -> None:
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, read_stdout: bool = True,
+                 cwd: Path = REPO) -> None:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgeface", "run", *args], cwd=REPO, env=full_env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeface", "run", *args], cwd=cwd, env=full_env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.stdout: list[str] = []
         self.stderr: list[str] = []
