@@ -2,10 +2,10 @@
 
 Faces are painted procedurally with numpy and OpenCV: a shaded head with eyes, brows, nose, lips, ears, hair,
 neck and shoulders. Each person (``PersonLook``) keeps a fixed face shape, skin tone, hair, eye colour, brows,
-nose, glasses and beard across all their photos, so identity is learnable; the expression (happy: open smile with
-teeth, raised cheeks, narrowed eyes; neutral: closed straight mouth) and the photo (position, scale, rotation,
-yaw, lighting, background clutter, noise, blur, JPEG) vary per photo. Gender shows in several cues at once (hair
-length, beard or stubble, brow weight, jaw width, lip colour), none of them certain on its own.
+nose, glasses and beard across all their photos, so identity is learnable; the expression (happy: open smile
+with teeth, raised cheeks, narrowed eyes; neutral: closed straight mouth) and the photo (position, scale,
+rotation, yaw, lighting, background clutter, noise, blur, JPEG) vary per photo. Gender shows in several cues
+at once (hair length, beard or stubble, brow weight, jaw width, lip colour), none of them certain on its own.
 
 The faces are drawn to be found by BlazeFace, the project's real detector, with its eye keypoints on the drawn
 eyes; ``tests/test_synthetic.py`` checks both.
@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from edgeface.errors import EdgefaceError
-
-EMOTIONS = ("happy", "neutral")
-GENDERS = ("female", "male")
+from edgeface.spec import EMOTIONS, GENDERS
 
 # The original project's people come first, so demos and docs can name them; then plausible first names of
 # both genders, alternating, so any prefix of the list is mixed.
@@ -64,6 +62,7 @@ _CROSS_RATE = 0.15
 # The head is drawn on a sprite of this design size (w, h); every length below is relative to it, so a sprite
 # can be drawn at any width. The shirt reaches the bottom edge, and pasting extends it downwards.
 _SPRITE = (320.0, 330.0)
+_FACE_W = 116.0  # face width (cheek to cheek) on a design-size sprite, for a face_width of 1
 
 
 @dataclass(frozen=True)
@@ -94,12 +93,12 @@ class PersonLook:
 
 
 class Sprite(NamedTuple):
-    """A drawn head and shoulders, ready to paste: RGB, coverage and where the face parts are (sprite pixels)."""
+    """A drawn head and shoulders, ready to paste: colour, coverage, and where the face is (sprite pixels)."""
 
     rgb: np.ndarray  # (h, w, 3) uint8
     alpha: np.ndarray  # (h, w) float32 in [0, 1]
     eyes: tuple[tuple[float, float], tuple[float, float]]  # image-left eye, image-right eye
-    box: tuple[float, float, float, float]  # face x0, y0, x1, y1 (brow to chin, ear to ear excluded)
+    box: tuple[float, float, float, float]  # the face, x0, y0, x1, y1: cheek to cheek, brows to chin
 
 
 class Photo(NamedTuple):
@@ -107,7 +106,7 @@ class Photo(NamedTuple):
 
     image: np.ndarray  # (h, w, 3) RGB uint8
     eyes: tuple[tuple[float, float], tuple[float, float]]
-    box: tuple[float, float, float, float]
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 around the (possibly rotated) face
 
 
 # === People ================================================================================================
@@ -126,10 +125,11 @@ def _sample_look(name: str, gender: str, rng: np.random.Generator, skin_t: float
     skin = _mix(_SKIN, skin_t)
     # Hair colour depends loosely on skin tone: dark skin gets dark hair, light skin any colour.
     hair_names = list(_HAIR)
-    weights = np.array([3, 3, 2, 1, 1, 1, 0.6, 0.6]) if skin_t < 0.45 else np.array([6, 4, 1, 0.3, 0, 0, 0.5, 0])
+    light_skin = skin_t < 0.45
+    weights = np.array([3, 3, 2, 1, 1, 1, 0.6, 0.6]) if light_skin else np.array([6, 4, 1, 0.3, 0, 0, 0.5, 0])
     hair_name = hair_names[rng.choice(len(hair_names), p=weights / weights.sum())]
     eye_names = list(_EYES)
-    eye_w = np.array([2, 3, 2, 1, 1.5, 1]) if skin_t < 0.45 else np.array([5, 3, 1, 0.2, 0.1, 0.1])
+    eye_w = np.array([2, 3, 2, 1, 1.5, 1]) if light_skin else np.array([5, 3, 1, 0.2, 0.1, 0.1])
     eye_name = eye_names[rng.choice(len(eye_names), p=eye_w / eye_w.sum())]
     styles = _MALE_HAIR if male else _FEMALE_HAIR
     style = styles[style_index % len(styles)]
@@ -245,7 +245,8 @@ def _blend(img: np.ndarray, mask: np.ndarray, colour: np.ndarray | Sequence[floa
 def _gauss(grid: tuple[np.ndarray, np.ndarray], cx: float, cy: float, sx: float, sy: float) -> np.ndarray:
     """A separable Gaussian bump of peak 1 (cheap: one outer product)."""
     xs, ys = grid
-    return np.outer(np.exp(-0.5 * ((ys - cy) / sy) ** 2), np.exp(-0.5 * ((xs - cx) / sx) ** 2)).astype(np.float32)
+    column = np.exp(-0.5 * ((ys - cy) / sy) ** 2)
+    return np.outer(column, np.exp(-0.5 * ((xs - cx) / sx) ** 2)).astype(np.float32)
 
 
 def _shade(img: np.ndarray, amount: np.ndarray, where: np.ndarray | None = None) -> None:
@@ -258,8 +259,8 @@ def _shade(img: np.ndarray, amount: np.ndarray, where: np.ndarray | None = None)
     img[window] *= (1.0 + factor[window])[..., None]
 
 
-def _texture(rng: np.random.Generator, shape: tuple[int, int], cell: float, stretch: tuple[float, float] = (1, 1)
-             ) -> np.ndarray:
+def _texture(rng: np.random.Generator, shape: tuple[int, int], cell: float,
+             stretch: tuple[float, float] = (1, 1)) -> np.ndarray:
     """Smooth noise of unit spread: random values on a coarse grid, resized up (streaky when stretched)."""
     import cv2
 
@@ -280,8 +281,11 @@ def _curve(x0: float, x1: float, y: float, bend: float, n: int = 24, power: floa
 # === The head ===============================================================================================
 
 class _Geometry(NamedTuple):
-    cx: float  # face centre (x) of the skull
+    """Where the parts of a face go, in sprite pixels."""
+
+    cx: float  # centre line of the skull
     fx: float  # centre line of the features (moves with yaw)
+    nose_x: float  # the nose sticks out, so it moves further with yaw
     cy: float  # face centre (y), about the lower eyelid
     a: float  # face half-width
     b: float  # face half-height
@@ -292,6 +296,50 @@ class _Geometry(NamedTuple):
     nose_y: float
     mouth_y: float
     chin_y: float
+
+
+class _Painter:
+    """The state shared by the drawing steps of one head: canvas, coverage, geometry, light and expression."""
+
+    def __init__(self, look: PersonLook, emotion: str, rng: np.random.Generator, width: int, yaw: float,
+                 light: tuple[float, float]) -> None:
+        self.look, self.rng, self.yaw = look, rng, yaw
+        self.s = s = width / _SPRITE[0]
+        self.shape = h, w = round(_SPRITE[1] * s), round(width)
+        self.grid = (np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        self.xs, self.ys = np.meshgrid(*self.grid)
+        self.male = look.gender == "male"
+        self.happy = emotion == "happy"
+        self.smile = float(rng.uniform(0.7, 1.0)) if self.happy else 0.0
+        a, b = _FACE_W / 2 * s * look.face_width, 80 * s * look.face_length
+        cx, cy = w / 2, 125 * s
+        fx = cx + yaw * 0.2 * a
+        self.g = _Geometry(cx=cx, fx=fx, nose_x=fx + yaw * 0.08 * a, cy=cy, a=a, b=b, eye_y=cy - 0.12 * b,
+                           eye_dx=0.43 * a * look.eye_spacing, eye_w=0.21 * a * look.eye_size,
+                           brow_y=cy - 0.34 * b, nose_y=cy + 0.3 * b * look.nose_length,
+                           mouth_y=cy + 0.56 * b, chin_y=cy + b)
+        self.img = np.zeros((h, w, 3), np.float32)
+        self.alpha = np.zeros(self.shape, np.float32)
+        self.skin = np.array(look.skin, np.float32)
+        self.hair = np.array(look.hair_color, np.float32)
+        self.light = (light[0], light[1], float(np.sqrt(max(0.2, 1 - light[0] ** 2 - light[1] ** 2))))
+        # Filled in by the drawing steps that make them, read by later ones.
+        self.hair_light = np.ones(self.shape, np.float32)
+        self.face = np.zeros(self.shape, np.float32)
+        self.shading = np.ones(self.shape, np.float32)
+
+    def lit(self, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+        """Lambert shading of an ellipsoid (rx, ry) under the photo's light: what makes a part look round."""
+        lx, ly, lz = self.light
+        u = (self.xs - cx) / rx
+        v = (self.ys - cy) / ry
+        z = np.sqrt(np.clip(1 - u * u - v * v, 0.02, None))
+        norm = np.sqrt(u * u + 0.5 * v * v + z * z)
+        return np.clip((u * lx + 0.7 * v * ly + z * lz) / norm, 0, 1)
+
+    def cover(self, mask: np.ndarray) -> None:
+        """Mark a drawn part as opaque in the sprite's coverage."""
+        np.maximum(self.alpha, mask, out=self.alpha)
 
 
 def _face_outline(g: _Geometry, jaw: float, n: int = 96) -> np.ndarray:
@@ -307,102 +355,66 @@ def _face_outline(g: _Geometry, jaw: float, n: int = 96) -> np.ndarray:
     return np.stack([xs, ys], axis=1)
 
 
-def render_head(look: PersonLook, emotion: str, rng: np.random.Generator, width: int = 320,
-                yaw: float = 0.0, light: tuple[float, float] = (0.0, -0.3)) -> Sprite:
-    """Draw one person's head and shoulders with an expression, on a transparent sprite ``width`` pixels wide.
-
-    ``yaw`` in [-1, 1] turns the features sideways (the caller squashes the sprite to match); ``light`` is the
-    direction light comes from in the image plane (x right, y down), which shades the skin and hair.
-    Per-photo detail (gaze, smile strength, skin texture) comes from ``rng``.
-    """
-    import cv2
-
-    if emotion not in EMOTIONS:
-        raise EdgefaceError(f"emotion must be one of {EMOTIONS}, got {emotion!r}")
-    s = width / _SPRITE[0]
-    h, w = round(_SPRITE[1] * s), round(width)
-    shape = (h, w)
-    grid = (np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    xs, ys = np.meshgrid(*grid)
-    male = look.gender == "male"
-    happy = emotion == "happy"
-    smile = float(rng.uniform(0.7, 1.0)) if happy else 0.0
-
-    a = 58 * s * look.face_width
-    b = 80 * s * look.face_length
-    cx, cy = w / 2, 125 * s
-    fx = cx + yaw * 0.2 * a
-    g = _Geometry(cx=cx, fx=fx, cy=cy, a=a, b=b, eye_y=cy - 0.12 * b, eye_dx=0.43 * a * look.eye_spacing,
-                  eye_w=0.21 * a * look.eye_size, brow_y=cy - 0.34 * b, nose_y=cy + 0.3 * b * look.nose_length,
-                  mouth_y=cy + 0.56 * b, chin_y=cy + b)
-    img = np.zeros((h, w, 3), np.float32)
-    alpha = np.zeros(shape, np.float32)
-    skin = np.array(look.skin, np.float32)
-    hair = np.array(look.hair_color, np.float32)
-    lx, ly = light
-    lz = float(np.sqrt(max(0.2, 1 - lx * lx - ly * ly)))
-
-    def lit(cxx: float, cyy: float, rx: float, ry: float, depth: float = 1.0) -> np.ndarray:
-        # Lambert shading of an ellipsoid (rx, ry) under the photo's light: gives the face its roundness.
-        u = (xs - cxx) / rx
-        v = (ys - cyy) / ry
-        z = np.sqrt(np.clip(1 - u * u - v * v, 0.02, None)) * depth
-        norm = np.sqrt(u * u + 0.5 * v * v + z * z)
-        return np.clip((u * lx + 0.7 * v * ly + z * lz) / norm, 0, 1)
-
-    # --- Hair behind the head (long styles) and the body ---------------------------------------------------
-    hair_tex = 1 + 0.16 * _texture(rng, shape, 5 * s, (0.35, 3.0)) + 0.06 * _texture(rng, shape, 2 * s)
-    hair_light = (0.55 + 0.55 * lit(cx, cy - 0.3 * b, 1.35 * a, 1.5 * b)) * hair_tex
-    if look.hair_style in _LONG_HAIR:
-        bottom = g.chin_y + (0.1 * b if look.hair_style == "bob" else 0.95 * b)
+def _draw_back_hair_and_body(p: _Painter) -> None:
+    g, s, shape, h = p.g, p.s, p.shape, p.shape[0]
+    cx, cy, a, b = g.cx, g.cy, g.a, g.b
+    hair_tex = 1 + 0.16 * _texture(p.rng, shape, 5 * s, (0.35, 3.0)) + 0.06 * _texture(p.rng, shape, 2 * s)
+    p.hair_light = (0.55 + 0.55 * p.lit(cx, cy - 0.3 * b, 1.35 * a, 1.5 * b)) * hair_tex
+    if p.look.hair_style in _LONG_HAIR:
+        bottom = g.chin_y + (0.1 * b if p.look.hair_style == "bob" else 0.95 * b)
         back = np.array([[cx - 1.3 * a, cy - 0.2 * b], [cx - 1.38 * a, bottom - 0.2 * b],
                          [cx - 1.1 * a, bottom], [cx + 1.1 * a, bottom], [cx + 1.38 * a, bottom - 0.2 * b],
                          [cx + 1.3 * a, cy - 0.2 * b]])
-        mask = np.maximum(_poly_mask(shape, back), _ellipse_mask(shape, (cx, cy - 0.25 * b), (1.3 * a, 1.2 * b)))
-        _blend(img, mask, hair * 0.8, light=hair_light)
-        alpha = np.maximum(alpha, mask)
+        crown = _ellipse_mask(shape, (cx, cy - 0.25 * b), (1.3 * a, 1.2 * b))
+        mask = np.maximum(_poly_mask(shape, back), crown)
+        _blend(p.img, mask, p.hair * 0.8, light=p.hair_light)
+        p.cover(mask)
 
-    neck_w = (0.5 + 0.12 * male) * a
+    neck_w = (0.5 + 0.12 * p.male) * a
     shoulder_y = g.chin_y + 0.55 * b
     body = np.array([[cx + neck_w * 1.05, shoulder_y], [cx + 2.2 * a, shoulder_y + 0.3 * b],
                      [cx + 2.55 * a, h + 2], [cx - 2.55 * a, h + 2], [cx - 2.2 * a, shoulder_y + 0.3 * b],
                      [cx - neck_w * 1.05, shoulder_y]])
     neck = _poly_mask(shape, np.array([[cx - neck_w, cy + 0.4 * b], [cx + neck_w, cy + 0.4 * b],
                                        [cx + neck_w * 1.1, h + 2], [cx - neck_w * 1.1, h + 2]]))
-    _blend(img, neck, skin, light=0.55 + 0.35 * lit(cx, shoulder_y, 2 * a, 2 * b))
+    _blend(p.img, neck, p.skin, light=0.55 + 0.35 * p.lit(cx, shoulder_y, 2 * a, 2 * b))
     # The chin throws a shadow on the neck.
-    _shade(img, -0.45 * _gauss(grid, fx, g.chin_y + 0.08 * b, 0.7 * a, 0.16 * b), neck)
-    shirt = np.array(look.shirt_color, np.float32)
-    clothes = _poly_mask(shape, body)
+    _shade(p.img, -0.45 * _gauss(p.grid, g.fx, g.chin_y + 0.08 * b, 0.7 * a, 0.16 * b), neck)
     collar = _poly_mask(shape, np.array([[cx - neck_w * 1.1, shoulder_y - 2 * s], [cx, shoulder_y + 0.45 * b],
                                          [cx + neck_w * 1.1, shoulder_y - 2 * s]]))
-    clothes = clothes * (1 - collar)
-    fold = 1 + 0.08 * _texture(rng, shape, 14 * s)
-    _blend(img, clothes, shirt, light=(0.6 + 0.5 * lit(cx, h, 3 * a, 2.2 * b)) * fold)
-    alpha = np.maximum(alpha, np.maximum(neck, clothes))
+    clothes = _poly_mask(shape, body) * (1 - collar)
+    fold = 1 + 0.03 * _texture(p.rng, shape, 30 * s)
+    _blend(p.img, clothes, np.array(p.look.shirt_color, np.float32),
+           light=(0.6 + 0.5 * p.lit(cx, h, 3 * a, 2.2 * b)) * fold)
+    p.cover(np.maximum(neck, clothes))
 
-    # --- Ears ----------------------------------------------------------------------------------------------
+
+def _draw_ears(p: _Painter) -> None:
+    g, yaw = p.g, p.yaw
     ear_y = (g.eye_y + g.nose_y) / 2
     for side in (-1, 1):
         visible = 1.0 - max(0.0, side * yaw) * 1.2  # the ear on the far side turns away
         if visible <= 0.2:
             continue
-        ex = cx + side * (a * 0.97 - yaw * 0.1 * a)
-        ear = _ellipse_mask(shape, (ex, ear_y), (0.17 * a * visible, 0.3 * b), side * 12)
-        _blend(img, ear, skin * 0.82)
-        inner = _ellipse_mask(shape, (ex + side * 0.03 * a, ear_y), (0.08 * a * visible, 0.19 * b), side * 12)
-        _blend(img, _soften(inner, 1.5 * s), skin * 0.55, 0.7)
-        alpha = np.maximum(alpha, ear)
+        ex = g.cx + side * (g.a * 0.97 - yaw * 0.1 * g.a)
+        ear = _ellipse_mask(p.shape, (ex, ear_y), (0.17 * g.a * visible, 0.3 * g.b), side * 12)
+        _blend(p.img, ear, p.skin * 0.82)
+        inner = _ellipse_mask(p.shape, (ex + side * 0.03 * g.a, ear_y), (0.08 * g.a * visible, 0.19 * g.b),
+                              side * 12)
+        _blend(p.img, _soften(inner, 1.5 * p.s), p.skin * 0.55, 0.7)
+        p.cover(ear)
 
-    # --- Face skin -----------------------------------------------------------------------------------------
-    outline = _face_outline(g, look.jaw)
-    face = _poly_mask(shape, outline)
-    shading = 0.42 + 0.68 * lit(cx, cy - 0.05 * b, 1.05 * a, 1.1 * b)
+
+def _draw_skin(p: _Painter) -> None:
+    g, grid, shape = p.g, p.grid, p.shape
+    fx, a, b = g.fx, g.a, g.b
+    p.face = face = _poly_mask(shape, _face_outline(g, p.look.jaw))
+    p.shading = 0.42 + 0.68 * p.lit(g.cx, g.cy - 0.05 * b, 1.05 * a, 1.1 * b)
     # Light scattered under the skin keeps shadows warm rather than grey: red fades slower than blue.
     warm = np.array([1.06, 1.0, 0.96], np.float32)
-    _blend(img, face, skin * warm, light=shading * (1 + 0.025 * _texture(rng, shape, 3 * s)))
-    _blend(img, face, skin, 0.5, light=shading)
-    alpha = np.maximum(alpha, face)
+    _blend(p.img, face, p.skin * warm, light=p.shading * (1 + 0.025 * _texture(p.rng, shape, 3 * p.s)))
+    _blend(p.img, face, p.skin, 0.5, light=p.shading)
+    p.cover(face)
 
     # Relief: eye sockets, brow ridge, cheeks, nose, mouth and chin, as soft darkening and lightening.
     relief = np.zeros(shape, np.float32)
@@ -410,150 +422,164 @@ def render_head(look: PersonLook, emotion: str, rng: np.random.Generator, width:
         ex = fx + side * g.eye_dx
         relief -= 0.3 * _gauss(grid, ex - side * 0.05 * a, g.eye_y - 0.02 * b, 0.2 * a, 0.1 * b)
         relief += 0.1 * _gauss(grid, ex, g.brow_y - 0.12 * b, 0.22 * a, 0.08 * b)
-        cheek_y = g.nose_y - (0.06 * b if happy else -0.02 * b)
-        relief += (0.08 + 0.1 * smile) * _gauss(grid, ex + side * 0.05 * a, cheek_y, 0.2 * a, 0.12 * b)
-        relief -= 0.16 * _gauss(grid, cx + side * 0.88 * a, g.nose_y, 0.15 * a, 0.45 * b)  # cheek hollows
-    nose_fx = fx + yaw * 0.08 * a
-    away = 1 if lx <= 0 else -1  # the side of the nose turned away from the light
-    relief -= 0.22 * _gauss(grid, nose_fx + away * 0.12 * a, (g.eye_y + g.nose_y) / 2, 0.05 * a, 0.22 * b)
-    relief += 0.16 * _gauss(grid, nose_fx - away * 0.03 * a, (g.eye_y + g.nose_y) / 2, 0.04 * a, 0.25 * b)
-    relief += 0.18 * _gauss(grid, nose_fx, g.nose_y - 0.04 * b, 0.08 * a, 0.06 * b)
-    relief -= 0.32 * _gauss(grid, nose_fx, g.nose_y + 0.1 * b, 0.16 * a, 0.04 * b)  # shadow under the nose
+        cheek_y = g.nose_y - (0.06 * b if p.happy else -0.02 * b)
+        relief += (0.08 + 0.1 * p.smile) * _gauss(grid, ex + side * 0.05 * a, cheek_y, 0.2 * a, 0.12 * b)
+        relief -= 0.16 * _gauss(grid, g.cx + side * 0.88 * a, g.nose_y, 0.15 * a, 0.45 * b)  # cheek hollows
+    nx = g.nose_x
+    away = 1 if p.light[0] <= 0 else -1  # the side of the nose turned away from the light
+    relief -= 0.22 * _gauss(grid, nx + away * 0.12 * a, (g.eye_y + g.nose_y) / 2, 0.05 * a, 0.22 * b)
+    relief += 0.16 * _gauss(grid, nx - away * 0.03 * a, (g.eye_y + g.nose_y) / 2, 0.04 * a, 0.25 * b)
+    relief += 0.18 * _gauss(grid, nx, g.nose_y - 0.04 * b, 0.08 * a, 0.06 * b)
+    relief -= 0.32 * _gauss(grid, nx, g.nose_y + 0.1 * b, 0.16 * a, 0.04 * b)  # shadow under the nose
     relief -= 0.12 * _gauss(grid, fx, g.mouth_y + 0.2 * b, 0.2 * a, 0.05 * b)  # under the lower lip
     relief += 0.1 * _gauss(grid, fx, g.chin_y - 0.15 * b, 0.2 * a, 0.08 * b)
-    _shade(img, relief, face)
+    _shade(p.img, relief, face)
     # Rosy cheeks, stronger when smiling.
     for side in (-1, 1):
-        blush = _gauss(grid, fx + side * 0.5 * a, g.nose_y - 0.05 * b * smile, 0.18 * a, 0.1 * b) * face
-        _blend(img, blush, np.array([200, 90, 90], np.float32), 0.12 + 0.1 * smile + 0.08 * (not male),
-               light=shading)
+        blush = _gauss(grid, fx + side * 0.5 * a, g.nose_y - 0.05 * b * p.smile, 0.18 * a, 0.1 * b) * face
+        _blend(p.img, blush, np.array([200, 90, 90], np.float32), 0.12 + 0.1 * p.smile + 0.08 * (not p.male),
+               light=p.shading)
 
-    # --- Beard and stubble ---------------------------------------------------------------------------------
-    if look.beard != "none":
-        lower = face * np.clip((ys - (g.nose_y + 0.02 * b)) / (0.15 * b), 0, 1)
-        cheek_line = np.clip((np.abs(xs - fx) - 0.25 * a) / (0.2 * a), 0, 1)
-        lower = lower * np.maximum(cheek_line, np.clip((ys - g.nose_y - 0.1 * b) / (0.1 * b), 0, 1))
-        lower = np.maximum(lower, face * _ellipse_mask(shape, (fx, g.chin_y - 0.1 * b), (0.5 * a, 0.35 * b)))
-        if look.beard == "stubble":
-            grain = np.clip(0.75 + 0.5 * rng.standard_normal(shape).astype(np.float32), 0, 1.4)
-            _blend(img, _soften(lower, 2 * s) * grain, hair * 0.35 + skin * 0.25 + np.array([8, 10, 16], np.float32),
-                   0.42)
-        else:
-            _blend(img, _soften(lower, 1.2 * s), hair * 0.85, 0.9, light=hair_light)
 
-    # --- Mouth ---------------------------------------------------------------------------------------------
+def _draw_beard(p: _Painter) -> None:
+    if p.look.beard == "none":
+        return
+    g, xs, ys, face = p.g, p.xs, p.ys, p.face
+    lower = face * np.clip((ys - (g.nose_y + 0.02 * g.b)) / (0.15 * g.b), 0, 1)
+    cheek_line = np.clip((np.abs(xs - g.fx) - 0.25 * g.a) / (0.2 * g.a), 0, 1)
+    lower = lower * np.maximum(cheek_line, np.clip((ys - g.nose_y - 0.1 * g.b) / (0.1 * g.b), 0, 1))
+    chin = _ellipse_mask(p.shape, (g.fx, g.chin_y - 0.1 * g.b), (0.5 * g.a, 0.35 * g.b))
+    lower = np.maximum(lower, face * chin)
+    if p.look.beard == "stubble":
+        grain = np.clip(0.75 + 0.5 * p.rng.standard_normal(p.shape).astype(np.float32), 0, 1.4)
+        shadow = p.hair * 0.35 + p.skin * 0.25 + np.array([8, 10, 16], np.float32)  # bluish, as stubble is
+        _blend(p.img, _soften(lower, 2 * p.s) * grain, shadow, 0.42)
+    else:
+        _blend(p.img, _soften(lower, 1.2 * p.s), p.hair * 0.85, 0.9, light=p.hair_light)
+
+
+def _draw_mouth(p: _Painter) -> None:
+    g, grid, shape, img, xs, ys, s = p.g, p.grid, p.shape, p.img, p.xs, p.ys, p.s
+    a, b, smile = g.a, g.b, p.smile
     mouth_w = (0.36 + 0.1 * smile) * a
-    lips = np.array(look.lip_color, np.float32)
+    lips = np.array(p.look.lip_color, np.float32)
     my = g.mouth_y
-    mx = fx + yaw * 0.04 * a
-    full = look.lip_fullness
-    if happy:
+    mx = g.fx + p.yaw * 0.04 * a
+    full = p.look.lip_fullness
+    if p.happy:
         lift = 0.09 * b * smile  # the corners rise
         open_h = (0.1 + 0.1 * smile) * b
         top = _curve(mx - mouth_w, mx + mouth_w, my - lift, -lift * 0.6, power=2.5)
         bottom = _curve(mx - mouth_w, mx + mouth_w, my - lift, -open_h - lift, power=2.2)[::-1]
         opening = np.concatenate([top, bottom])
-        lip_ring = _polyline_mask(shape, opening, 0.075 * b * full)
-        _blend(img, lip_ring, lips * 0.95, light=shading)
+        _blend(img, _polyline_mask(shape, opening, 0.075 * b * full), lips * 0.95, light=p.shading)
         inside = _poly_mask(shape, opening)
         _blend(img, inside, np.array([70, 22, 26], np.float32))
-        # Tongue at the bottom, upper teeth filling the top half of the opening, with faint gaps between teeth.
+        # Tongue at the bottom, upper teeth filling the top half of the opening, with faint gaps.
         _blend(img, inside * _gauss(grid, mx, my + open_h * 0.8, 0.5 * mouth_w, 0.3 * open_h),
                np.array([150, 60, 62], np.float32), 0.8)
         top_y = np.interp(xs, top[:, 0], top[:, 1])
         depth = np.sqrt(np.clip(1 - ((xs - mx) / mouth_w) ** 2, 0, 1))
         teeth = inside * np.clip((top_y + 0.5 * open_h * depth - ys) / (0.02 * b), 0, 1)
         gaps = 1 - 0.25 * np.clip(np.cos((xs - mx) / (0.09 * a) * np.pi) * 4 - 3, 0, 1)
-        _blend(img, teeth, np.array([238, 232, 220], np.float32), 0.95, light=shading * gaps)
+        _blend(img, teeth, np.array([238, 232, 220], np.float32), 0.95, light=p.shading * gaps)
         # Laugh lines from the nose wings to the mouth corners.
         for side in (-1, 1):
             t = np.linspace(0, 1, 12)
             fold = np.stack([mx + side * (0.28 * a + 0.22 * a * t - 0.06 * a * t * t),
                              g.nose_y + 0.02 * b + t * (my - g.nose_y + 0.02 * b - lift)], axis=1)
-            _shade(img, -0.22 * _soften(_polyline_mask(shape, fold, 2.2 * s), 1.6 * s), face)
+            _shade(img, -0.22 * _soften(_polyline_mask(shape, fold, 2.2 * s), 1.6 * s), p.face)
     else:
         upper = np.concatenate([
             _curve(mx - mouth_w, mx, my, 0.05 * b * full, 12, 1.4),
             _curve(mx, mx + mouth_w, my, 0.05 * b * full, 12, 1.4)[1:],
             _curve(mx - mouth_w, mx + mouth_w, my, 0.0)[::-1]])
-        lower_lip = np.concatenate([_curve(mx - mouth_w, mx + mouth_w, my, 0.0),
-                                    _curve(mx - mouth_w * 0.95, mx + mouth_w * 0.95, my, -0.085 * b * full)[::-1]])
-        _blend(img, _poly_mask(shape, upper), lips * 0.85, light=shading)
-        _blend(img, _poly_mask(shape, lower_lip), lips, light=shading)
+        lip_bottom = _curve(mx - mouth_w * 0.95, mx + mouth_w * 0.95, my, -0.085 * b * full)
+        lower_lip = np.concatenate([_curve(mx - mouth_w, mx + mouth_w, my, 0.0), lip_bottom[::-1]])
+        _blend(img, _poly_mask(shape, upper), lips * 0.85, light=p.shading)
+        _blend(img, _poly_mask(shape, lower_lip), lips, light=p.shading)
         # A highlight on the lower lip and the dark line where the lips meet.
         _shade(img, 0.15 * _gauss(grid, mx, my + 0.045 * b * full, 0.15 * a, 0.02 * b))
         line = _curve(mx - mouth_w * 1.02, mx + mouth_w * 1.02, my, -0.01 * b)
         _blend(img, _polyline_mask(shape, line, 1.6 * s), np.array([60, 25, 25], np.float32), 0.75)
 
-    # --- Eyes ----------------------------------------------------------------------------------------------
-    eye_open = (0.42 - 0.1 * smile) * float(rng.uniform(0.92, 1.08))
-    gaze = rng.uniform(-0.25, 0.25, size=2) + np.array([yaw * 0.3, 0])
-    eyes = []
+
+def _draw_eyes(p: _Painter) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Both eyes; returns their centres (image-left first), where a detector's keypoints should land."""
+    g, grid, shape, img, ys, s = p.g, p.grid, p.shape, p.img, p.ys, p.s
+    eye_open = (0.42 - 0.1 * p.smile) * float(p.rng.uniform(0.92, 1.08))
+    gaze = p.rng.uniform(-0.25, 0.25, size=2) + np.array([p.yaw * 0.3, 0])
+    centres = []
     for side in (-1, 1):
-        ex, ey, ew = fx + side * g.eye_dx, g.eye_y, g.eye_w * (1 - 0.25 * max(0.0, side * yaw))
-        upper_h, lower_h = eye_open * ew * 1.25, eye_open * ew * (0.55 - 0.25 * smile)
+        ex, ey, ew = g.fx + side * g.eye_dx, g.eye_y, g.eye_w * (1 - 0.25 * max(0.0, side * p.yaw))
+        upper_h, lower_h = eye_open * ew * 1.25, eye_open * ew * (0.55 - 0.25 * p.smile)
         upper = _curve(ex - ew, ex + ew, ey, upper_h, 20, 2.2)
         upper[:, 1] += side * np.linspace(1, -1, len(upper)) * 0.05 * ew  # the outer corner sits higher
         lower = _curve(ex - ew, ex + ew, ey, -lower_h, 20, 2.0)[::-1]
-        outline_eye = np.concatenate([upper, lower])
-        white = _poly_mask(shape, outline_eye)
-        _blend(img, white, np.array([232, 226, 220], np.float32), light=0.78 + 0.22 * shading)
+        white = _poly_mask(shape, np.concatenate([upper, lower]))
+        _blend(img, white, np.array([232, 226, 220], np.float32), light=0.78 + 0.22 * p.shading)
         # Corners of the white are in shadow.
         _shade(img, -0.3 * (1 - _gauss(grid, ex, ey, 0.55 * ew, 10 * ew)), white)
         ix, iy = ex + gaze[0] * ew * 0.35, ey + gaze[1] * ew * 0.1
         iris_r = 0.5 * ew
         iris = _ellipse_mask(shape, (ix, iy), (iris_r, iris_r)) * white
-        iris_col = np.array(look.eye_color, np.float32)
         radial = np.sqrt(np.add.outer((grid[1] - iy) ** 2, (grid[0] - ix) ** 2)) / iris_r
-        _blend(img, iris, iris_col, light=1.15 - 0.5 * np.clip(radial, 0, 1) ** 2)
+        iris_light = 1.15 - 0.5 * np.clip(radial, 0, 1) ** 2  # darker towards the rim
+        _blend(img, iris, np.array(p.look.eye_color, np.float32), light=iris_light)
         _blend(img, _ellipse_mask(shape, (ix, iy), (0.45 * iris_r, 0.45 * iris_r)) * white,
                np.array([12, 10, 10], np.float32))
         # The upper lid shades the top of the eye.
         _shade(img, -0.35 * np.clip((ey - upper_h * 0.2 - ys) / (upper_h * 0.8 + 1e-3), 0, 1), white)
-        hx, hy = ix - 0.25 * iris_r + lx * 0.2 * iris_r, iy - 0.3 * iris_r
-        _blend(img, _ellipse_mask(shape, (hx, hy), (0.16 * iris_r, 0.16 * iris_r)), np.array([255, 255, 255]), 0.9)
-        lash = 0.11 * ew * (1.35 if not male else 1.0)
+        hx, hy = ix - 0.25 * iris_r + p.light[0] * 0.2 * iris_r, iy - 0.3 * iris_r
+        glint = _ellipse_mask(shape, (hx, hy), (0.16 * iris_r, 0.16 * iris_r))
+        _blend(img, glint, np.array([255, 255, 255], np.float32), 0.9)
+        lash = 0.11 * ew * (1.35 if not p.male else 1.0)
         _blend(img, _polyline_mask(shape, upper, lash), np.array([25, 18, 16], np.float32), 0.95)
-        _blend(img, _polyline_mask(shape, lower, 0.04 * ew + 0.6 * s), skin * 0.5, 0.55)
+        _blend(img, _polyline_mask(shape, lower, 0.04 * ew + 0.6 * s), p.skin * 0.5, 0.55)
         crease = _curve(ex - ew * 0.85, ex + ew * 0.9, ey - upper_h * 0.55, upper_h * 0.75, 16, 2.0)
         _shade(img, -0.28 * _soften(_polyline_mask(shape, crease, 1.4 * s), 0.8 * s))
-        if happy:  # raised cheeks push a crease under the eye
-            under = _curve(ex - ew * 0.8, ex + ew * 0.8, ey + lower_h + 0.04 * b, -0.03 * b, 12)
+        if p.happy:  # raised cheeks push a crease under the eye
+            under = _curve(ex - ew * 0.8, ex + ew * 0.8, ey + lower_h + 0.04 * g.b, -0.03 * g.b, 12)
             _shade(img, -0.18 * _soften(_polyline_mask(shape, under, 1.6 * s), 1.2 * s))
-        eyes.append((ex, ey))
+        centres.append((ex, ey))
+    return centres[0], centres[1]
 
-    # --- Brows ---------------------------------------------------------------------------------------------
-    brow_col = hair * 0.75 if look.hair_color[0] < 150 else hair * 0.55
+
+def _draw_brows_and_nose(p: _Painter) -> None:
+    g, look, b = p.g, p.look, p.g.b
+    brow_col = p.hair * 0.75 if look.hair_color[0] < 150 else p.hair * 0.55  # fair hair, darker brows
     for side in (-1, 1):
-        ex = fx + side * g.eye_dx
+        ex = g.fx + side * g.eye_dx
         inner, outer = ex - side * 1.05 * g.eye_w, ex + side * 1.3 * g.eye_w
         t = np.linspace(0, 1, 16)
         bx = inner + (outer - inner) * t
-        arch = look.brow_arch * 0.08 * b + (0.02 * b if happy else 0)
+        arch = look.brow_arch * 0.08 * b + (0.02 * b if p.happy else 0)
         by = g.brow_y + 0.03 * b * (1 - t) - arch * np.sin(np.pi * np.clip(t * 1.15, 0, 1))
         thick = (0.06 * b * look.brow_thickness) * (1.0 - 0.55 * t)
         top = np.stack([bx, by - thick / 2], 1)
         bottom = np.stack([bx, by + thick / 2], 1)[::-1]
-        brow = _soften(_poly_mask(shape, np.concatenate([top, bottom])), 0.7 * s)
-        _blend(img, brow, brow_col, 0.9)
+        brow = _soften(_poly_mask(p.shape, np.concatenate([top, bottom])), 0.7 * p.s)
+        _blend(p.img, brow, brow_col, 0.9)
 
-    # --- Nose ----------------------------------------------------------------------------------------------
-    nw = 0.2 * a * look.nose_width
+    nw = 0.2 * g.a * look.nose_width
     for side in (-1, 1):
-        nostril = _ellipse_mask(shape, (nose_fx + side * 0.45 * nw, g.nose_y + 0.04 * b), (0.22 * nw, 0.1 * nw),
-                                side * -15)
-        _blend(img, _soften(nostril, 0.8 * s), skin * 0.3, 0.8)
-        wing = _curve(nose_fx + side * 0.6 * nw, nose_fx + side * 1.0 * nw, g.nose_y, 0.06 * b, 8)
-        _shade(img, -0.25 * _soften(_polyline_mask(shape, wing, 1.5 * s), 1.0 * s))
+        nostril = _ellipse_mask(p.shape, (g.nose_x + side * 0.45 * nw, g.nose_y + 0.04 * b),
+                                (0.22 * nw, 0.1 * nw), side * -15)
+        _blend(p.img, _soften(nostril, 0.8 * p.s), p.skin * 0.3, 0.8)
+        wing = _curve(g.nose_x + side * 0.6 * nw, g.nose_x + side * 1.0 * nw, g.nose_y, 0.06 * b, 8)
+        _shade(p.img, -0.25 * _soften(_polyline_mask(p.shape, wing, 1.5 * p.s), 1.0 * p.s))
 
-    # --- Hair on top -----------------------------------------------------------------------------------------
-    style = look.hair_style
-    volume = {"buzz": 1.03, "short": 1.08, "side": 1.1, "curly": 1.16, "long": 1.12, "bob": 1.12, "parted": 1.1,
-              "bun": 1.04}[style]
+
+def _draw_hair(p: _Painter) -> None:
+    g, shape, xs, ys, s = p.g, p.shape, p.xs, p.ys, p.s
+    cx, cy, a, b = g.cx, g.cy, g.a, g.b
+    style = p.look.hair_style
+    volume = {"buzz": 1.03, "short": 1.08, "side": 1.1, "curly": 1.16, "long": 1.12, "bob": 1.12,
+              "parted": 1.1, "bun": 1.04}[style]
     skull = _ellipse_mask(shape, (cx, cy - 0.3 * b), (a * volume, b * (0.95 + 0.8 * (volume - 1))))
-    hairline = g.brow_y - (0.45 if style in ("buzz", "short", "side", "curly") else 0.3) * b * look.hairline
+    hairline = g.brow_y - (0.45 if style in _MALE_HAIR else 0.3) * b * p.look.hairline
     # Hairline: lower at the temples; a fringe or side part changes its shape.
-    rel = (xs - fx) / a
+    rel = (xs - g.fx) / a
     line = hairline + 0.18 * b * np.abs(rel) ** 2
     if style == "side":
         line = line + 0.08 * b * np.clip(rel + 0.3, 0, 1) - 0.05 * b
@@ -565,12 +591,13 @@ def render_head(look: PersonLook, emotion: str, rng: np.random.Generator, width:
         line = line + 0.03 * b * np.sin(xs / (4 * s))
     above = np.clip((line - ys) / (1.5 * s) + 0.5, 0, 1)
     temples = np.clip((np.abs(xs - cx) - 0.86 * a) / (2 * s), 0, 1) * np.clip((g.eye_y - ys) / (3 * s), 0, 1)
-    cap = _soften(skull * np.maximum(above, temples), 0.7 * s)
-    if style == "buzz":
-        _blend(img, cap, hair, 0.75, light=hair_light)
+    # Hair covers the skull above the hairline, at the temples, and wherever the skull is not face.
+    cap = _soften(skull * np.maximum(np.maximum(above, temples), 1 - p.face), 0.7 * s)
+    if style == "buzz":  # thin enough for the skin to show through on the face, opaque elsewhere
+        _blend(p.img, cap * (1 - 0.25 * p.face), p.hair, light=p.hair_light)
     else:
-        _blend(img, cap, hair, light=hair_light)
-    alpha = np.maximum(alpha, cap)
+        _blend(p.img, cap, p.hair, light=p.hair_light)
+    p.cover(cap)
     if style in _LONG_HAIR:  # side locks falling over the cheeks and ears
         bottom = g.chin_y + (0.05 * b if style == "bob" else 0.8 * b)
         for side in (-1, 1):
@@ -578,35 +605,69 @@ def render_head(look: PersonLook, emotion: str, rng: np.random.Generator, width:
                              [cx + side * 1.32 * a, bottom], [cx + side * 1.05 * a, bottom],
                              [cx + side * 0.93 * a, g.nose_y], [cx + side * 0.88 * a, g.eye_y - 0.1 * b]])
             mask = _poly_mask(shape, lock)
-            _blend(img, mask, hair, light=hair_light)
-            alpha = np.maximum(alpha, mask)
+            _blend(p.img, mask, p.hair, light=p.hair_light)
+            p.cover(mask)
     elif style == "bun":  # hair pulled back into a bun on top
         bun = _ellipse_mask(shape, (cx, cy - 1.25 * b), (0.42 * a, 0.3 * b)) * (1 - cap)
-        _blend(img, bun, hair * 0.9, light=hair_light)
-        alpha = np.maximum(alpha, bun)
+        _blend(p.img, bun, p.hair * 0.9, light=p.hair_light)
+        p.cover(bun)
 
-    # --- Glasses -------------------------------------------------------------------------------------------
-    if look.glasses:
-        frame_col = np.array([30, 28, 30], np.float32)
-        for side in (-1, 1):
-            ex = fx + side * g.eye_dx
-            rim_w, rim_h = 1.45 * g.eye_w, 0.95 * g.eye_w
-            lens = _ellipse_mask(shape, (ex, g.eye_y + 0.02 * b), (rim_w, rim_h))
-            _shade(img, 0.05 * lens)  # a faint reflection
-            rim = _ellipse_mask(shape, (ex, g.eye_y + 0.02 * b), (rim_w + 1.6 * s, rim_h + 1.6 * s)) - lens
-            _blend(img, np.clip(rim, 0, 1), frame_col, 0.9)
-            arm = np.array([[ex + side * rim_w, g.eye_y], [cx + side * 0.98 * a, g.eye_y - 0.02 * b]])
-            _blend(img, _polyline_mask(shape, arm, 2 * s), frame_col, 0.9)
-        bridge = _curve(fx - g.eye_dx + 1.45 * g.eye_w, fx + g.eye_dx - 1.45 * g.eye_w, g.eye_y - 0.02 * b,
-                        0.03 * b, 8)
-        _blend(img, _polyline_mask(shape, bridge, 2 * s), frame_col, 0.9)
 
-    rgb = np.clip(img, 0, 255).astype(np.uint8)
-    box = (fx - a, g.brow_y - 0.12 * b, fx + a, g.chin_y)
-    return Sprite(rgb, alpha, (eyes[0], eyes[1]), box)
+def _draw_glasses(p: _Painter) -> None:
+    if not p.look.glasses:
+        return
+    g, shape, s = p.g, p.shape, p.s
+    frame_col = np.array([30, 28, 30], np.float32)
+    rim_w, rim_h = 1.45 * g.eye_w, 0.95 * g.eye_w
+    for side in (-1, 1):
+        ex = g.fx + side * g.eye_dx
+        lens = _ellipse_mask(shape, (ex, g.eye_y + 0.02 * g.b), (rim_w, rim_h))
+        _shade(p.img, 0.05 * lens)  # a faint reflection
+        rim = _ellipse_mask(shape, (ex, g.eye_y + 0.02 * g.b), (rim_w + 1.6 * s, rim_h + 1.6 * s)) - lens
+        _blend(p.img, np.clip(rim, 0, 1), frame_col, 0.9)
+        arm = np.array([[ex + side * rim_w, g.eye_y], [g.cx + side * 0.98 * g.a, g.eye_y - 0.02 * g.b]])
+        _blend(p.img, _polyline_mask(shape, arm, 2 * s), frame_col, 0.9)
+    bridge = _curve(g.fx - g.eye_dx + rim_w, g.fx + g.eye_dx - rim_w, g.eye_y - 0.02 * g.b, 0.03 * g.b, 8)
+    _blend(p.img, _polyline_mask(shape, bridge, 2 * s), frame_col, 0.9)
+
+
+def render_head(look: PersonLook, emotion: str, rng: np.random.Generator, width: int = 320,
+                yaw: float = 0.0, light: tuple[float, float] = (0.0, -0.3)) -> Sprite:
+    """Draw one person's head and shoulders with an expression, on a transparent sprite ``width`` pixels wide.
+
+    ``yaw`` in [-1, 1] turns the features sideways (the caller squashes the sprite to match); ``light`` is the
+    direction light comes from in the image plane (x right, y down), which shades the skin and hair.
+    Per-photo detail (gaze, smile strength, skin texture) comes from ``rng``.
+    """
+    if emotion not in EMOTIONS:
+        raise EdgefaceError(f"emotion must be one of {EMOTIONS}, got {emotion!r}")
+    if look.gender not in GENDERS:
+        raise EdgefaceError(f"{look.name}: gender must be one of {GENDERS}, got {look.gender!r}")
+    p = _Painter(look, emotion, rng, width, yaw, light)
+    # Back to front: what is drawn later covers what is drawn earlier.
+    _draw_back_hair_and_body(p)
+    _draw_ears(p)
+    _draw_skin(p)
+    _draw_beard(p)
+    _draw_mouth(p)
+    eyes = _draw_eyes(p)
+    _draw_brows_and_nose(p)
+    _draw_hair(p)
+    _draw_glasses(p)
+    g = p.g
+    box = (g.fx - g.a, g.brow_y - 0.12 * g.b, g.fx + g.a, g.chin_y)
+    return Sprite(np.clip(p.img, 0, 255).astype(np.uint8), p.alpha, eyes, box)
 
 
 # === Photos =================================================================================================
+
+def _ramp(hw: tuple[int, int], angle: float) -> np.ndarray:
+    """A linear ramp from -0.5 to 0.5 (about) across an image, in direction ``angle``."""
+    h, w = hw
+    xs = (np.arange(w, dtype=np.float32) / w - 0.5) * np.float32(np.cos(angle))
+    ys = (np.arange(h, dtype=np.float32) / h - 0.5) * np.float32(np.sin(angle))
+    return ys[:, None] + xs[None, :]
+
 
 def _background(rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
     """A cluttered indoor-ish background: a gradient wall plus random shapes, slightly out of focus."""
@@ -615,24 +676,24 @@ def _background(rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
     h, w = hw
     c0, c1 = rng.uniform(30, 230, size=3), rng.uniform(30, 230, size=3)
     angle = rng.uniform(0, 2 * np.pi)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    t = ((xs / w - 0.5) * np.cos(angle) + (ys / h - 0.5) * np.sin(angle) + 0.5)[..., None]
-    img = (c0 * (1 - t) + c1 * t).astype(np.float32)
-    img = np.ascontiguousarray(img)
+    t = _ramp(hw, angle)[..., None] + 0.5
+    img = np.ascontiguousarray(c0 * (1 - t) + c1 * t, dtype=np.float32)
     for _ in range(int(rng.integers(6, 16))):
         colour = tuple(float(c) for c in rng.uniform(10, 245, size=3))
         kind = rng.integers(4)
         x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
         size = float(rng.uniform(0.05, 0.4)) * max(h, w)
         if kind == 0:
-            cv2.rectangle(img, (int(x), int(y)), (int(x + size * rng.uniform(0.3, 1.5)), int(y + size)), colour, -1)
+            corner = (int(x + size * rng.uniform(0.3, 1.5)), int(y + size))
+            cv2.rectangle(img, (int(x), int(y)), corner, colour, -1)
         elif kind == 1:
             cv2.circle(img, (int(x), int(y)), int(size / 2), colour, -1, cv2.LINE_AA)
         elif kind == 2:
             end = (int(x + rng.normal(0, size)), int(y + rng.normal(0, size)))
             cv2.line(img, (int(x), int(y)), end, colour, int(rng.integers(2, 10)), cv2.LINE_AA)
         else:
-            pts = (np.array([x, y]) + rng.normal(0, size / 2, size=(int(rng.integers(3, 6)), 2))).astype(np.int32)
+            corners = rng.normal(0, size / 2, size=(int(rng.integers(3, 6)), 2))
+            pts = (np.array([x, y]) + corners).astype(np.int32)
             cv2.fillPoly(img, [pts], colour, cv2.LINE_AA)
     img *= 1 + 0.04 * _texture(rng, hw, 6)[..., None]
     return cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.8, 2.5)))
@@ -660,14 +721,25 @@ def _paste(canvas: np.ndarray, sprite: Sprite, matrix: np.ndarray) -> None:
     extra = sprite.rgb.shape[0]
     rgb = cv2.copyMakeBorder(sprite.rgb, 0, extra, 0, 0, cv2.BORDER_REPLICATE)
     alpha = cv2.copyMakeBorder(sprite.alpha, 0, extra, 0, 0, cv2.BORDER_REPLICATE)
+    # Warp only into the part of the canvas the sprite covers.
+    sh, sw = rgb.shape[:2]
+    corners = np.array([_apply(matrix, (x, y)) for x in (0, sw) for y in (0, sh)])
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int).clip(0, None)
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int)
+    x1, y1 = min(int(x1), w), min(int(y1), h)
+    if x1 <= x0 or y1 <= y0:
+        return
     m = matrix.copy()
+    m[:, 2] -= (x0, y0)
     # warpAffine samples bilinearly; shrinking more than 2x that way aliases thin lines, so halve first.
     while np.hypot(m[0, 0], m[1, 0]) < 0.5 and min(rgb.shape[:2]) > 16:
         rgb, alpha = cv2.pyrDown(rgb), cv2.pyrDown(alpha)
         m[:, :2] *= 2.0
-    warped = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    cover = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    canvas += (warped.astype(np.float32) - canvas) * cover[..., None]
+    size = (int(x1 - x0), int(y1 - y0))
+    warped = cv2.warpAffine(rgb, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    cover = cv2.warpAffine(alpha, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    target = canvas[y0:y1, x0:x1]
+    target += (warped.astype(np.float32) - target) * cover[..., None]
 
 
 def _apply(matrix: np.ndarray, point: tuple[float, float]) -> tuple[float, float]:
@@ -675,27 +747,21 @@ def _apply(matrix: np.ndarray, point: tuple[float, float]) -> tuple[float, float
     return float(x), float(y)
 
 
-def _camera(rng: np.random.Generator, img: np.ndarray, jpeg: bool = True) -> np.ndarray:
+def _camera(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """What a cheap camera does: uneven light, exposure, colour cast, noise, sometimes blur, JPEG."""
     import cv2
 
-    h, w = img.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    ramp = (xs / w - 0.5) * np.cos(angle) + (ys / h - 0.5) * np.sin(angle)
-    img = img * (1 + rng.uniform(0.1, 0.45) * ramp)[..., None]
+    ramp = _ramp(img.shape[:2], float(rng.uniform(0, 2 * np.pi)))
+    img = img * (1 + float(rng.uniform(0.1, 0.45)) * ramp)[..., None]
     contrast = rng.uniform(0.75, 1.2)
     img = (img - 128) * contrast + 128 + rng.uniform(-25, 25)
     img = img * rng.uniform(0.9, 1.1, size=3).astype(np.float32)  # white balance
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.6, 1.4)))
-    img = img + rng.normal(0, rng.uniform(1.5, 6), size=img.shape).astype(np.float32)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * float(rng.uniform(1.5, 6))
     out = np.clip(img, 0, 255).astype(np.uint8)
-    if jpeg:
-        ok, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 95))])
-        if ok:
-            out = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    return out
+    _, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 95))])
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
 
 
 def render_photo(look: PersonLook, emotion: str, rng: np.random.Generator, size: tuple[int, int] = (320, 256)
@@ -710,9 +776,10 @@ def render_photo(look: PersonLook, emotion: str, rng: np.random.Generator, size:
     angle = float(rng.uniform(-15, 15))
     yaw = float(rng.uniform(-0.35, 0.35))
     light = (float(rng.uniform(-0.6, 0.6)), float(rng.uniform(-0.6, 0.1)))
-    # Draw at about the size it will appear (a little larger), so pasting never enlarges much.
-    sprite = render_head(look, emotion, rng, width=int(np.clip(face_w / 116 * 320 * 1.1, 120, 400)),
-                         yaw=yaw, light=light)
+    # Draw at about the size the face will appear: drawing costs by the pixel, and enlarging by 10% on
+    # pasting does not show.
+    sprite_w = int(np.clip(face_w / _FACE_W * _SPRITE[0] * 0.9, 120, 400))
+    sprite = render_head(look, emotion, rng, width=sprite_w, yaw=yaw, light=light)
     centre = (float(rng.uniform(0.5 * face_w + 4, w - 0.5 * face_w - 4)),
               float(rng.uniform(0.25 * h + 0.1 * face_w, 0.55 * h)))
     matrix = _sprite_matrix(sprite, centre, face_w, angle, 1 - 0.18 * abs(yaw))
@@ -735,13 +802,12 @@ def render_face(look: PersonLook, emotion: str, rng: np.random.Generator, size: 
 # === Data sets ==============================================================================================
 
 def make_synthetic_dataset(out_dir: str | Path, people: int | Sequence[PersonLook] = 8,
-                           photos_per_person: int = 24, image_size: tuple[int, int] = (320, 256), seed: int = 0,
-                           progress: bool = False) -> Path:
-    """Write ``out_dir/images/*.jpg`` and ``out_dir/labels.csv`` (image,identity,emotion,gender); return the CSV.
+                           photos_per_person: int = 24, image_size: tuple[int, int] = (320, 256),
+                           seed: int = 0, progress: bool = False) -> Path:
+    """Write ``images/*.jpg`` and ``labels.csv`` (image,identity,emotion,gender) in ``out_dir``: the CSV path.
 
-    Each person gets as many happy as neutral photos (one more neutral when the count is odd). The same seed
-    gives the same files. Every photo has its own random stream, so a set with more photos per person starts
-    with the same photos as a smaller one.
+    Each person gets as many happy as neutral photos (one more happy when the count is odd), in a shuffled
+    order. The same arguments give the same files.
     """
     from edgeface.progress import progress_bar
     from edgeface.imageio import write_image
@@ -757,7 +823,7 @@ def make_synthetic_dataset(out_dir: str | Path, people: int | Sequence[PersonLoo
         for k in range(photos_per_person):
             jobs.append((p, k, look, EMOTIONS[int(order[k] % 2)]))
     rows = []
-    for p, k, look, emotion in progress_bar(jobs, desc="drawing faces", unit="img", enabled=progress or None):
+    for p, k, look, emotion in progress_bar(jobs, desc="drawing faces", unit="img", enabled=progress):
         image = render_face(look, emotion, np.random.default_rng([seed, p, 2, k]), image_size)
         name = f"images/{look.name.lower()}_{k:03d}.jpg"
         write_image(out / name, image, quality=92)
@@ -772,7 +838,8 @@ def make_synthetic_dataset(out_dir: str | Path, people: int | Sequence[PersonLoo
 
 # === Video ==================================================================================================
 
-def composite_frame(background: np.ndarray | tuple[int, int], faces: Sequence[tuple[Sprite, tuple[float, float, float]]],
+def composite_frame(background: np.ndarray | tuple[int, int],
+                    faces: Sequence[tuple[Sprite, tuple[float, float, float]]],
                     rng: np.random.Generator | None = None) -> tuple[np.ndarray, list[dict]]:
     """Paste heads onto a frame; return the RGB uint8 frame and where each face landed.
 
@@ -789,12 +856,11 @@ def composite_frame(background: np.ndarray | tuple[int, int], faces: Sequence[tu
     for sprite, (x, y, width) in faces:
         matrix = _sprite_matrix(sprite, (x, y), width, 0.0, 1.0)
         _paste(canvas, sprite, matrix)
-        corners = np.array([_apply(matrix, (sprite.box[0], sprite.box[1])), _apply(matrix, (sprite.box[2], sprite.box[3]))])
-        placed.append({"box": [round(float(v), 1) for v in corners.reshape(-1)],
+        corners = [_apply(matrix, sprite.box[0:2]), _apply(matrix, sprite.box[2:4])]
+        placed.append({"box": [round(v, 1) for corner in corners for v in corner],
                        "eyes": [[round(v, 1) for v in _apply(matrix, e)] for e in sprite.eyes]})
     if rng is not None:
-        noise = rng.normal(0, 2.0, size=canvas.shape).astype(np.float32)
-        canvas = canvas + noise
+        canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * np.float32(2.0)
     return np.clip(canvas, 0, 255).astype(np.uint8), placed
 
 
@@ -825,22 +891,25 @@ def write_synthetic_video(path: str | Path, people: int | Sequence[PersonLook] =
     looks = make_people(max(people, faces_per_frame) if isinstance(people, int) else len(people), seed) \
         if isinstance(people, int) else list(people)
     rng = np.random.default_rng([seed, 31337])
-    chosen = [looks[int(i)] for i in rng.choice(len(looks), size=min(faces_per_frame, len(looks)), replace=False)]
+    picks = rng.choice(len(looks), size=min(faces_per_frame, len(looks)), replace=False)
+    chosen = [looks[int(i)] for i in picks]
     h, w = frame_size
     n_frames = max(1, round(seconds * fps))
     background = _background(rng, frame_size)
-    # Each person: one lane across the frame, a slow drift, two expressions (one sprite each, drawn once).
+    # Each person: one lane across the frame and a slow drift within it, so faces never cover each other;
+    # two expressions, one sprite each, drawn once (drawing is the expensive part).
     tracks = []
     lane_w = w / len(chosen)
     for i, look in enumerate(chosen):
-        face_w = float(rng.uniform(0.12, 0.18)) * w
+        face_w = float(rng.uniform(0.12, 0.17)) * w
         emotions = [str(rng.choice(EMOTIONS)), str(rng.choice(EMOTIONS))]
-        sprite_w = int(face_w / 116 * 320 * 1.2)
-        sprites = {e: render_head(look, e, np.random.default_rng([seed, i, 5, j]), width=sprite_w)
+        sprite_w = int(face_w / _FACE_W * _SPRITE[0])
+        light = (float(rng.uniform(-0.5, 0.5)), float(rng.uniform(-0.5, 0.0)))
+        sprites = {e: render_head(look, e, np.random.default_rng([seed, i, 5, j]), sprite_w, light=light)
                    for j, e in enumerate(dict.fromkeys(emotions))}
-        x0 = lane_w * (i + 0.5) + rng.uniform(-0.15, 0.15) * lane_w
-        y0 = float(rng.uniform(0.3, 0.5)) * h
-        vx = float(rng.uniform(-0.25, 0.25)) * lane_w / max(n_frames, 1)
+        x0 = lane_w * (i + 0.5 + rng.uniform(-0.08, 0.08))
+        y0 = float(rng.uniform(0.36, 0.44)) * h
+        vx = float(rng.uniform(-0.12, 0.12)) * lane_w / max(n_frames, 1)
         tracks.append((look, face_w, emotions, sprites, x0, y0, vx))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
     if not writer.isOpened():
@@ -867,7 +936,3 @@ def write_synthetic_video(path: str | Path, people: int | Sequence[PersonLook] =
     }, indent=1))
     return sidecar
 
-
-def look_to_dict(look: PersonLook) -> dict:
-    """A person's look as plain JSON-able data (for sidecars and debugging)."""
-    return asdict(look)
