@@ -22,7 +22,8 @@ os.environ.setdefault("EDGEFACE_PROGRESS", "0")
 
 def pytest_configure(config: pytest.Config) -> None:
     # Crops and downloads go to a per-run folder, so tests never read a stale cache from an earlier run.
-    cache = Path(config.cache.mkdir("edgeface-cache")) if config.cache else Path("/tmp/edgeface-test-cache")
+    cache_plugin = getattr(config, "cache", None)  # absent under `-p no:cacheprovider`
+    cache = Path(cache_plugin.mkdir("edgeface-cache")) if cache_plugin else Path("/tmp/edgeface-test-cache")
     os.environ.setdefault("EDGEFACE_CACHE", str(cache))
     if WEIGHTS.is_dir():
         os.environ.setdefault("EDGEFACE_WEIGHTS_DIR", str(WEIGHTS))
