@@ -1,0 +1,75 @@
+"""``edgeface deploy``: copy a bundle and config to Pis over ssh, restart, check /healthz, roll back on failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgeface.cli.common import EXIT_CHECK_FAILED, echo_err, friendly_errors
+
+ORDER = 70
+
+
+@friendly_errors
+def deploy(
+    hosts: List[str] = typer.Argument(..., help="Pis to deploy to: [user@]host[:port], several at once."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b",
+                                          help="The .edgeface bundle. Default: the one the config names."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c",
+                                          help="Daemon config (TOML) for the Pi. Default: camera 0, HTTP on "
+                                               "127.0.0.1:8321. Its bundle line is set to the copied bundle."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n",
+                                 help="Connect and say what would be done; change nothing."),
+    user: Optional[str] = typer.Option(None, "--user", "-l", help="ssh login for hosts given without user@."),
+    port: Optional[int] = typer.Option(None, "--port", "-p", help="ssh port for hosts given without :port."),
+    identity: Optional[Path] = typer.Option(None, "--identity", "-i", help="ssh private key."),
+    known_hosts: Optional[Path] = typer.Option(
+        None, help="known_hosts file to check host keys against (default: ssh's own). Unknown keys are refused."),
+    ssh_option: List[str] = typer.Option([], "--ssh-option", "-o", help="Extra ssh option Key=Value; repeatable."),
+    copy: str = typer.Option("rsync", help="How files travel: rsync or scp."),
+    prefix: str = typer.Option("/", help="Root on the host that holds opt/edgeface (a test or staging root)."),
+    restart_cmd: str = typer.Option("sudo -n systemctl restart edgeface",
+                                    help="Run on the host after switching ($EDGEFACE_ROOT, $EDGEFACE_RELEASE set)."),
+    health_url: Optional[str] = typer.Option(
+        None, help="URL fetched on the host until it answers 2xx. Default: /healthz at the config's [http] port."),
+    health_cmd: Optional[str] = typer.Option(None, help="Instead of a URL: a command on the host that succeeds "
+                                                        "when the service is healthy."),
+    health_timeout: float = typer.Option(60.0, help="Seconds to wait for a healthy answer after a restart."),
+    keep: int = typer.Option(3, help="Releases to keep on each host, the current one included."),
+    jobs: int = typer.Option(8, help="Hosts to deploy to at once."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step on stderr."),
+) -> None:
+    """Deploy a bundle to Raspberry Pis prepared by firmware_scripts/install.sh.
+
+    Per host: copy bundle + config into /opt/edgeface/releases/<id> (id = hash of both), switch
+    /opt/edgeface/current atomically, restart the service, wait for /healthz. When the restart or the check
+    fails, the previous release is made current and restarted again. The same bundle and config twice is a
+    no-op ("unchanged"). One result line per host; exit 1 when any host failed, was rolled back or
+    unreachable. Host keys are checked: add each Pi to known_hosts first (ssh to it once).
+    """
+    from edgeface.deploy import DeployOptions, deploy as run_deploy, prepare_release
+
+    options = DeployOptions(prefix=prefix, restart_cmd=restart_cmd, health_url=health_url, health_cmd=health_cmd,
+                            health_timeout=health_timeout, user=user, port=port, identity=identity,
+                            known_hosts=known_hosts, ssh_options=tuple(ssh_option), copy=copy, keep=keep,
+                            dry_run=dry_run, jobs=jobs)
+    options.check()
+    release = prepare_release(bundle, config)
+    if dry_run:
+        echo_err(f"dry run: release {release.id} ({release.bundle}); nothing will be changed")
+
+    def show(result) -> None:  # type: ignore[no-untyped-def]
+        typer.echo(result.line())
+        for step in result.steps:
+            typer.echo(f"    {step}")
+
+    log = (lambda host, message: echo_err(f"{host}: {message}")) if verbose else None
+    results = run_deploy(hosts, release, options, on_result=show, on_log=log)
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy)
