@@ -133,3 +133,38 @@ def match_truth(record: dict, truth: list[dict]) -> list[tuple[dict, dict | None
                 best, best_d = t, d
         pairs.append((face, best))
     return pairs
+
+
+def recognised_photos(photos: dict[str, list[FacePhoto]], bundle: Path, face_width: float = 120.0,
+                      min_score: float = 0.7) -> dict[str, list[FacePhoto]]:
+    """Only the photos the bundle names correctly as they will appear in the video (pasted at ``face_width``
+    on the backdrop, then detect, align, infer: the daemon's own steps).
+
+    The labels test checks the daemon's plumbing and tracking, not how well a small test model generalises, so
+    it composites photos whose right answer the model is known to give.
+    """
+    from edgeface.faces.align import align_faces
+    from edgeface.faces.detect import create_detector
+    from edgeface.runtime.bundle import load_bundle
+    from edgeface.runtime.engine import LiteRTEngine
+    from edgeface.runtime.labeler import Labeler
+
+    loaded = load_bundle(bundle)
+    spec = loaded.spec
+    engine = LiteRTEngine.from_bundle(loaded, num_threads=1)
+    labeler = Labeler(spec, loaded.identity_threshold)
+    detector = create_detector(spec.crop.detector, shared=True)
+    height, width = FRAME_SIZE
+    backdrop = _background(np.random.default_rng(0), height, width)
+    kept: dict[str, list[FacePhoto]] = {}
+    for person, items in photos.items():
+        for photo in items:
+            canvas = backdrop.copy()
+            _paste(canvas, photo, (width / 2, height / 2), face_width)
+            faces = detector.detect(canvas)
+            if len(faces) != 1:
+                continue
+            (labels,) = labeler(engine.predict(align_faces(canvas, faces, spec.crop, spec.input_size)))
+            if labels.identity.label == person and labels.identity.score >= min_score:
+                kept.setdefault(person, []).append(photo)
+    return kept

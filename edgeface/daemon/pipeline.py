@@ -8,6 +8,7 @@ thread), the pipeline and the sinks together, answers health and metrics, and st
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import threading
@@ -123,6 +124,7 @@ class RunStats:
         self.faces = 0
         self.faces_current = 0
         self.stage_sum = dict.fromkeys(STAGES, 0.0)
+        self.first_processed: float | None = None
         self.last_processed: float | None = None
         self._recent: collections.deque[float] = collections.deque(maxlen=30)
 
@@ -133,8 +135,20 @@ class RunStats:
         self.faces_current = len(result.faces)
         for stage, seconds in result.timings.items():
             self.stage_sum[stage] = self.stage_sum.get(stage, 0.0) + seconds
+        if self.first_processed is None:
+            self.first_processed = now
         self.last_processed = now
         self._recent.append(now)
+
+    def summary(self) -> dict[str, Any]:
+        """The run in numbers: mean fps from first to last frame, mean milliseconds per stage."""
+        span = (self.last_processed or 0.0) - (self.first_processed or 0.0)
+        return {
+            "frames": self.processed, "faces": self.faces,
+            "fps": round((self.processed - 1) / span, 2) if span > 0 else None,
+            "stage_ms": {s: round(1000 * v / self.processed, 2) for s, v in self.stage_sum.items()}
+            if self.processed else {},
+        }
 
     @property
     def fps(self) -> float:
@@ -277,7 +291,9 @@ class Daemon:
         for key, kind, help in (("sent", "counter", "Records delivered (HTTP: requests answered)."),
                                 ("dropped", "counter", "Records dropped: buffer full or undelivered at stop."),
                                 ("errors", "counter", "Failed deliveries (retried)."),
-                                ("queued", "gauge", "Records waiting in the buffer.")):
+                                ("queued", "gauge", "Records waiting in the buffer."),
+                                ("connected", "gauge", "1 while connected (MQTT)."),
+                                ("connects", "counter", "Connections made (MQTT).")):
             values = {f'sink="{name}"': m[key] for name, m in per_sink.items() if key in m}
             if values:
                 suffix = "_total" if kind == "counter" else ""
@@ -330,6 +346,9 @@ class Daemon:
             undo_signals()
             notifier.close()
             log.info("stopped: %s", self.status_line())
+            log.info("summary %s", json.dumps({**self.stats.summary(), **process_status(),
+                                                "dropped": self.capture.stats.dropped,
+                                                "corrupt": self.capture.stats.corrupt}))
 
     def _handle(self, frame: "Frame", published_type: type) -> None:
         result = self.pipeline.process(frame.image, frame.index, frame.time, frame.capture_s)

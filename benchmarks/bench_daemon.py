@@ -1,0 +1,159 @@
+"""Benchmarks of ``edgeface run``: end-to-end FPS, per-stage latency and peak RSS on 640x480 video, and a soak.
+
+The videos composite real faces from ../shared onto 640x480 frames (1 and 3 faces; ``tests/video_fixtures``).
+The model is MobileNetV2 (the shared ImageNet weights) with untrained heads, converted to full int8 with
+``convert_model``: latency does not depend on head weights. The daemon runs as a real subprocess with 2
+inference threads, JSON lines to /dev/null; its own end-of-run summary gives fps (first to last frame), mean
+milliseconds per stage (capture runs on its own thread, in parallel), and peak RSS (VmHWM).
+
+    pytest benchmarks/bench_daemon.py -m "not slow"              # 96x96 input, 1 and 3 faces (about 2 min)
+    pytest benchmarks/bench_daemon.py -m slow -k throughput      # 224x224 input (builds the 224 model, ~4 min)
+    pytest benchmarks/bench_daemon.py -m slow -k soak -s         # 10 minutes at full speed (EDGEFACE_SOAK_SECONDS)
+
+Built models are cached in pytest's cache folder (``.pytest_cache``, never committed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGEFACE_SHARED", REPO.parent / "shared"))
+CELEBA = SHARED / "data" / "celeba-299" / "labels.csv"
+WEIGHTS = SHARED / "weights"
+sys.path.insert(0, str(REPO / "tests"))  # the video helpers live with the tests
+
+pytestmark = pytest.mark.skipif(not (CELEBA.is_file() and WEIGHTS.is_dir()),
+                                reason=f"shared data and weights not found at {SHARED} (set EDGEFACE_SHARED)")
+
+VIDEO_FRAMES = 100
+RUN_FRAMES = 300
+
+
+@pytest.fixture(scope="module")
+def people_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 6 people with the most photos (as the tests' ``celeba_people_csv``)."""
+    from edgeface.data.manifest import load_dataset, write_csv
+
+    data = load_dataset(CELEBA)
+    counts = data.counts("identity")
+    people = sorted(counts, key=lambda p: (-counts[p], p))[:6]
+    return write_csv([s for s in data.samples if s.identity in people], tmp_path_factory.mktemp("bench") / "six.csv")
+
+
+@pytest.fixture(scope="module")
+def videos(people_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    from video_fixtures import face_photos, write_face_video
+
+    photos = face_photos(people_csv, per_person=6)
+    people = sorted(photos, key=lambda p: (-len(photos[p]), p))
+    folder = tmp_path_factory.mktemp("bench-videos")
+    out = {}
+    for faces in (1, 3):
+        out[faces] = folder / f"faces-{faces}.mp4"
+        write_face_video(out[faces], photos, people[:faces], frames=VIDEO_FRAMES, hold=20)
+    return out
+
+
+def mobilenet_bundle(size: int, people_csv: Path, cache: Path) -> Path:
+    """MobileNetV2 at ``size`` x ``size`` with untrained heads, full int8; built once and cached."""
+    bundle = cache / f"mobilenetv2-{size}-int8.edgeface"
+    if bundle.is_file():
+        return bundle
+    os.environ.setdefault("EDGEFACE_WEIGHTS_DIR", str(WEIGHTS))
+    from convert.pipeline import convert_model
+    from edgeface.train.trainer import TrainConfig, train
+
+    model = train(TrainConfig(data=people_csv, out=cache / f"model-{size}", backbone="mobilenetv2",
+                              weights="imagenet", input_size=size, frozen_epochs=0, epochs=0, embedding_size=64,
+                              verbose=0), on_log=lambda _: None).model_path
+    (result,) = convert_model(model, ["int8"], bundle, min_agreement=0.0, representative_size=100, verify_size=30,
+                              progress=False, on_log=lambda _: None)
+    return result.bundle_path
+
+
+def run_daemon(bundle: Path, video: Path, frames: int = RUN_FRAMES, threads: int = 2) -> dict:
+    """Run ``edgeface run`` over ``frames`` frames of the looping video; return its end-of-run summary."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-m", "edgeface", "run", "--bundle", str(bundle), "--source", str(video),
+                           "--loop", "--max-frames", str(frames), "--threads", str(threads), "--no-http"],
+                          env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(line for line in proc.stderr.splitlines() if " summary {" in line)
+    return json.loads(line.split(" summary ", 1)[1])
+
+
+@pytest.mark.parametrize("faces", [1, 3])
+@pytest.mark.parametrize("size", [96, pytest.param(224, marks=pytest.mark.slow)])
+def test_throughput(benchmark, request: pytest.FixtureRequest, people_csv: Path, videos: dict[int, Path],
+                    size: int, faces: int) -> None:
+    bundle = mobilenet_bundle(size, people_csv, Path(request.config.cache.mkdir("edgeface-bench")))
+    summary = benchmark.pedantic(run_daemon, args=(bundle, videos[faces]), rounds=1, iterations=1)
+    benchmark.extra_info.update({"input": size, "faces": faces, **summary})
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in summary["stage_ms"].items())
+    print(f"\nMobileNetV2-{size} int8, 2 threads, {faces} face(s): {summary['fps']} fps; ms/frame: {stages}; "
+          f"peak RSS {summary['peak_rss_bytes'] / 2**20:.0f} MiB; threads {summary['threads']}")
+    assert summary["frames"] == RUN_FRAMES and summary["faces"] >= 0.9 * faces * RUN_FRAMES
+
+
+@pytest.mark.slow
+def test_soak(benchmark, request: pytest.FixtureRequest, people_csv: Path, videos: dict[int, Path],
+              tmp_path: Path) -> None:
+    """Full speed for EDGEFACE_SOAK_SECONDS (600): RSS grows under 5% after warm-up, threads and open files
+    stay constant. /metrics and /healthz are scraped every 5 s, as Prometheus and a health check would."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from daemon_helpers import DaemonProcess, http_get
+
+    from edgeface.daemon.pipeline import process_status
+
+    seconds = float(os.environ.get("EDGEFACE_SOAK_SECONDS", "600"))
+    warm_up = min(60.0, seconds / 5)
+    bundle = mobilenet_bundle(96, people_csv, Path(request.config.cache.mkdir("edgeface-bench")))
+    jsonl = tmp_path / "labels.jsonl"
+    daemon = DaemonProcess(["--bundle", str(bundle), "--source", str(videos[3]), "--loop", "--threads", "2",
+                            "--http-port", "0", "--jsonl", str(jsonl)])
+    samples = []
+
+    def soak() -> None:
+        port = daemon.http_port()
+        start = time.monotonic()
+        next_sample = start
+        while time.monotonic() - start < seconds:
+            status = process_status(daemon.proc.pid)  # read before the scrape, so no request thread is counted
+            if time.monotonic() >= next_sample:
+                samples.append({"t": round(time.monotonic() - start, 1), **status})
+                next_sample += 10
+            assert http_get(port, "/healthz")[0] == 200
+            http_get(port, "/metrics")
+            time.sleep(5)
+        samples.append({"t": round(time.monotonic() - start, 1), **process_status(daemon.proc.pid)})
+
+    try:
+        benchmark.pedantic(soak, rounds=1, iterations=1)
+        metrics = http_get(daemon.http_port(), "/metrics")[1]
+        code, _ = daemon.stop()
+    finally:
+        daemon.kill()
+    assert code == 0
+    summary = json.loads(next(line for line in daemon.stderr if " summary {" in line).split(" summary ", 1)[1])
+    base = next(s for s in samples if s["t"] >= warm_up)
+    end = samples[-1]
+    growth = (end["rss_bytes"] - base["rss_bytes"]) / base["rss_bytes"]
+    result = {"seconds": seconds, "frames": summary["frames"], "fps": summary["fps"],
+              "rss_base_mib": round(base["rss_bytes"] / 2**20, 1), "rss_end_mib": round(end["rss_bytes"] / 2**20, 1),
+              "rss_growth": round(growth, 4), "peak_rss_mib": round(summary["peak_rss_bytes"] / 2**20, 1),
+              "threads": (base["threads"], end["threads"]), "open_fds": (base["open_fds"], end["open_fds"]),
+              "jsonl_lines": sum(1 for _ in jsonl.open())}
+    benchmark.extra_info.update(result)
+    print(f"\nsoak: {json.dumps(result)}\n" + "\n".join(json.dumps(s) for s in samples))
+    assert "edgeface_frames_processed_total" in metrics
+    assert growth < 0.05, result
+    assert end["threads"] == base["threads"] and end["open_fds"] == base["open_fds"], result
