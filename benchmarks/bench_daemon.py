@@ -6,9 +6,9 @@ The model is MobileNetV2 (the shared ImageNet weights) with untrained heads, con
 inference threads, JSON lines to /dev/null; its own end-of-run summary gives fps (first to last frame), mean
 milliseconds per stage (capture runs on its own thread, in parallel), and peak RSS (VmHWM).
 
-    pytest benchmarks/bench_daemon.py -m "not slow"              # 96x96 input, 1 and 3 faces (about 2 min)
-    pytest benchmarks/bench_daemon.py -m slow -k throughput      # 224x224 input (builds the 224 model, ~4 min)
-    pytest benchmarks/bench_daemon.py -m slow -k soak -s         # 10 minutes at full speed (EDGEFACE_SOAK_SECONDS)
+    pytest benchmarks -k bench_daemon -m "not slow" -s             # 96x96 input, 1 and 3 faces (about 2 min)
+    pytest benchmarks -k "bench_daemon and throughput" -m slow -s  # 224x224 input (builds the 224 model)
+    pytest benchmarks -k "bench_daemon and soak" -m slow -s        # 10 minutes at full speed (EDGEFACE_SOAK_SECONDS)
 
 Built models are cached in pytest's cache folder (``.pytest_cache``, never committed).
 """
@@ -79,6 +79,12 @@ def mobilenet_bundle(size: int, people_csv: Path, cache: Path) -> Path:
     return result.bundle_path
 
 
+@pytest.fixture(scope="module")
+def model_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = getattr(request.config, "cache", None)
+    return Path(cache.mkdir("edgeface-bench-daemon")) if cache else tmp_path_factory.mktemp("bench-models")
+
+
 def run_daemon(bundle: Path, video: Path, frames: int = RUN_FRAMES, threads: int = 2) -> dict:
     """Run ``edgeface run`` over ``frames`` frames of the looping video; return its end-of-run summary."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -93,9 +99,9 @@ def run_daemon(bundle: Path, video: Path, frames: int = RUN_FRAMES, threads: int
 
 @pytest.mark.parametrize("faces", [1, 3])
 @pytest.mark.parametrize("size", [96, pytest.param(224, marks=pytest.mark.slow)])
-def test_throughput(benchmark, request: pytest.FixtureRequest, people_csv: Path, videos: dict[int, Path],
-                    size: int, faces: int) -> None:
-    bundle = mobilenet_bundle(size, people_csv, Path(request.config.cache.mkdir("edgeface-bench")))
+def test_throughput(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, Path], size: int,
+                    faces: int) -> None:
+    bundle = mobilenet_bundle(size, people_csv, model_cache)
     summary = benchmark.pedantic(run_daemon, args=(bundle, videos[faces]), rounds=1, iterations=1)
     benchmark.extra_info.update({"input": size, "faces": faces, **summary})
     stages = ", ".join(f"{k} {v:.2f}" for k, v in summary["stage_ms"].items())
@@ -105,8 +111,7 @@ def test_throughput(benchmark, request: pytest.FixtureRequest, people_csv: Path,
 
 
 @pytest.mark.slow
-def test_soak(benchmark, request: pytest.FixtureRequest, people_csv: Path, videos: dict[int, Path],
-              tmp_path: Path) -> None:
+def test_soak(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, Path], tmp_path: Path) -> None:
     """Full speed for EDGEFACE_SOAK_SECONDS (600): RSS grows under 5% after warm-up, threads and open files
     stay constant. /metrics and /healthz are scraped every 5 s, as Prometheus and a health check would."""
     sys.path.insert(0, str(REPO / "tests"))
@@ -116,7 +121,7 @@ def test_soak(benchmark, request: pytest.FixtureRequest, people_csv: Path, video
 
     seconds = float(os.environ.get("EDGEFACE_SOAK_SECONDS", "600"))
     warm_up = min(60.0, seconds / 5)
-    bundle = mobilenet_bundle(96, people_csv, Path(request.config.cache.mkdir("edgeface-bench")))
+    bundle = mobilenet_bundle(96, people_csv, model_cache)
     jsonl = tmp_path / "labels.jsonl"
     daemon = DaemonProcess(["--bundle", str(bundle), "--source", str(videos[3]), "--loop", "--threads", "2",
                             "--http-port", "0", "--jsonl", str(jsonl)])

@@ -9,7 +9,6 @@ this module shows every key with its default.
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 import sys
 import types
@@ -292,15 +291,3 @@ class _Top:
     bundle: Path = _opt(Path())
     threads: int = _opt(2, _range(1, 64), "")
     identity_threshold: float | None = _opt(None, _range(0.0, 1.0), "")
-
-
-def describe(config: DaemonConfig) -> str:
-    """One line for the log: what runs, from where, to where."""
-    sinks = [name for name, on in (("jsonl", config.jsonl_on), ("mqtt", config.mqtt_on),
-                                   ("http", config.http.enabled)) if on]
-    return (f"bundle {config.bundle}, source {config.source}, {config.threads} threads, "
-            f"sinks {', '.join(sinks) or 'none'} (config: {config.origin})")
-
-
-def environ_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

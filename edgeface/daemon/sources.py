@@ -360,10 +360,15 @@ class Capture:
                 opened = False
                 self._unavailable(str(exc), 0.0)
                 continue
-            except Exception as exc:  # a driver error we do not know: treat as a lost source, not a crash
+            except Exception as exc:  # a driver error we do not know: a lost camera, or a file that cannot work
                 self.source.close()
                 opened = False
-                self._unavailable(f"{self.source.name}: {type(exc).__name__}: {exc}", 0.0)
+                message = f"{self.source.name}: {type(exc).__name__}: {exc}"
+                if not self.source.live:
+                    self._fail(SourceError(message))
+                    return
+                self._unavailable(message, 0.0)
+                self._stop.wait(delay)
                 continue
             if image is None:
                 self._put(Capture.END)
