@@ -1,4 +1,9 @@
-"""Per-head classification metrics, computed with numpy (no scikit-learn on the device)."""
+"""Per-head classification metrics, computed with numpy (no scikit-learn on the device).
+
+A photo the model could not answer (no face found, or a true label the model was not trained on) counts as
+wrong: accuracy is over every labelled photo, not only over the faces that were found. A photo without a
+face still belongs to its true class, so it also lowers that class's recall (balanced accuracy, macro-F1).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgeface.data.manifest import Sample
+from edgeface.errors import EdgefaceError
 
 
 @dataclass(frozen=True)
 class HeadMetrics:
     """Metrics of one head over the photos that have a label for it.
 
-    ``n`` counts labelled photos; ``missed`` of them had no usable prediction (for example no face was
-    detected) and count as wrong, so accuracy is over all ``n``.
+    ``n`` counts labelled photos; ``missed`` of them had no usable prediction and count as wrong, so accuracy
+    is over all ``n``. ``unknown_labels`` of the misses have a true label outside the model's label list (a
+    person it was not trained on); they are in no class of the confusion matrix.
     """
 
     labels: tuple[str, ...]
@@ -25,6 +32,19 @@ class HeadMetrics:
     balanced_accuracy: float
     macro_f1: float
     confusion: np.ndarray  # (C, C): rows true label, columns predicted; misses are not in it
+    unknown_labels: int = 0
+
+    @property
+    def correct(self) -> int:
+        return int(np.trace(self.confusion))
+
+    def most_confused(self, top: int = 5) -> list[tuple[str, str, int]]:
+        """The largest off-diagonal cells: (true label, predicted label, count), largest first."""
+        off = self.confusion.copy()
+        np.fill_diagonal(off, 0)
+        flat = np.argsort(-off, axis=None, kind="stable")[:top]
+        rows, cols = np.unravel_index(flat, off.shape)
+        return [(self.labels[r], self.labels[c], int(off[r, c])) for r, c in zip(rows, cols) if off[r, c] > 0]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,6 +53,7 @@ class HeadMetrics:
             "macro_f1": round(self.macro_f1, 4),
             "n": self.n,
             "missed": self.missed,
+            "unknown_labels": self.unknown_labels,
             "labels": list(self.labels),
             "confusion": self.confusion.tolist(),
         }
@@ -40,50 +61,57 @@ class HeadMetrics:
 
 def classification_metrics(true: Sequence[int], predicted: Sequence[int], num_classes: int,
                            labels: Sequence[str], missed: int = 0) -> HeadMetrics:
-    """Metrics from class indices. ``predicted`` may hold -1 for a miss (counted wrong)."""
+    """Metrics from class indices.
+
+    ``predicted`` may hold -1 for a miss: counted wrong, and in its true class's support. ``missed`` adds
+    misses whose true class is unknown (they count in ``n`` and accuracy only).
+    """
     true = np.asarray(true, dtype=np.int64)
     predicted = np.asarray(predicted, dtype=np.int64)
+    if true.shape != predicted.shape:
+        raise EdgefaceError(f"metrics: {len(true)} true labels but {len(predicted)} predictions")
     hit = predicted >= 0
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (true[hit], predicted[hit]), 1)
     n = len(true) + missed
     correct = int(np.trace(confusion))
-    support = np.bincount(true, minlength=num_classes) + 0  # misses of class c still count in its support
-    per_class_recall = np.divide(np.diag(confusion), support, out=np.zeros(num_classes), where=support > 0)
+    support = np.bincount(true, minlength=num_classes)  # includes this class's misses
+    recall = np.divide(np.diag(confusion), support, out=np.zeros(num_classes), where=support > 0)
     present = support > 0
-    balanced = float(per_class_recall[present].mean()) if present.any() else 0.0
+    balanced = float(recall[present].mean()) if present.any() else 0.0
     predicted_count = confusion.sum(0)
     precision = np.divide(np.diag(confusion), predicted_count, out=np.zeros(num_classes), where=predicted_count > 0)
-    f1 = np.divide(2 * precision * per_class_recall, precision + per_class_recall,
-                   out=np.zeros(num_classes), where=(precision + per_class_recall) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(num_classes),
+                   where=(precision + recall) > 0)
+    # Classes absent from the truth are left out of the mean, as scikit-learn does with labels=present ones.
     macro_f1 = float(f1[present].mean()) if present.any() else 0.0
     return HeadMetrics(tuple(labels), n, missed + int((~hit).sum()), correct / n if n else 0.0, balanced, macro_f1,
-                       confusion)
+                       confusion, unknown_labels=missed)
 
 
 def head_metrics(samples: Sequence[Sample], probabilities: np.ndarray | None, labels: Sequence[str],
                  head: str, missed_samples: Sequence[Sample] = ()) -> HeadMetrics:
     """Metrics of ``head`` for samples with a known label; rows of ``probabilities`` follow ``samples``.
 
-    ``missed_samples`` are labelled photos with no prediction (no face found): they count as wrong.
-    Labels the model does not know (a person absent from training) also count as wrong.
+    ``missed_samples`` are photos with no prediction (no face found, unreadable): those with a label for
+    ``head`` count as wrong. Labels the model does not know (a person absent from training) also count as
+    wrong. ``probabilities=None`` means no prediction for any sample.
     """
+    if probabilities is not None and len(probabilities) != len(samples):
+        raise EdgefaceError(f"metrics: {len(samples)} samples but {len(probabilities)} rows of probabilities")
     lookup = {label: i for i, label in enumerate(labels)}
     true: list[int] = []
     predicted: list[int] = []
-    for row, sample in enumerate(samples):
+    unknown = 0
+    rows = [(s, int(np.argmax(probabilities[i])) if probabilities is not None else -1) for i, s in enumerate(samples)]
+    rows += [(s, -1) for s in missed_samples]
+    for sample, guess in rows:
         label = sample.label(head)
         if label is None:
             continue
         if label not in lookup:
-            true.append(-1)
-        else:
-            true.append(lookup[label])
-        predicted.append(int(np.argmax(probabilities[row])) if probabilities is not None else -1)
-    missed = sum(1 for s in missed_samples if s.label(head) is not None)
-    true_arr = np.asarray(true, dtype=np.int64)
-    pred_arr = np.asarray(predicted, dtype=np.int64)
-    unknown_truth = true_arr < 0
-    # A true label outside the model's vocabulary can never be predicted: count it as a miss.
-    return classification_metrics(true_arr[~unknown_truth], pred_arr[~unknown_truth], len(labels), labels,
-                                  missed=missed + int(unknown_truth.sum()))
+            unknown += 1  # can never be predicted: a miss outside every class
+            continue
+        true.append(lookup[label])
+        predicted.append(guess)
+    return classification_metrics(true, predicted, len(labels), labels, missed=unknown)
