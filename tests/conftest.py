@@ -94,7 +94,7 @@ def celeba_model(celeba_people_csv: Path, tmp_path_factory: pytest.TempPathFacto
 
     out = tmp_path_factory.mktemp("celeba-model")
     result = train(TrainConfig(data=celeba_people_csv, out=out, backbone="mobilenetv2", weights="imagenet",
-                               input_size=96, frozen_epochs=8, epochs=0, patience=8, embedding_size=64,
+                               input_size=96, frozen_epochs=40, epochs=0, patience=8, embedding_size=64,
                                verbose=0), on_log=lambda _: None)
     return result.model_path
 

@@ -21,7 +21,8 @@ def train(
     weights: str = typer.Option("imagenet", help="imagenet (download, or $EDGEFACE_WEIGHTS_DIR), none, or a .h5 path."),
     input_size: int = typer.Option(224, help="Side of the square face crop fed to the model."),
     epochs: int = typer.Option(10, help="Epochs of fine-tuning (or of training from scratch); early stopping applies."),
-    frozen_epochs: int = typer.Option(3, help="Epochs training only the heads on a frozen pretrained backbone."),
+    frozen_epochs: int = typer.Option(30, help="Epochs training only the heads on a frozen pretrained backbone "
+                                            "(fast: its features are computed once)."),
     batch_size: int = typer.Option(32),
     learning_rate: float = typer.Option(1e-3, help="Adam learning rate for the heads (and from-scratch training)."),
     fine_tune_learning_rate: float = typer.Option(1e-4, help="Adam learning rate while fine-tuning the backbone."),

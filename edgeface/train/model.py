@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeface.errors import ModelError
 from edgeface.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
@@ -107,10 +108,44 @@ def build_backbone(backbone: str, weights: str, input_size: int):
         raise ModelError(f"cannot load {weights} weights for {backbone}: {first}{hint}") from None
 
 
-def build_model(spec: ModelSpec, weights: str = "imagenet", dropout: float = 0.3):
-    """The full three-head (plus embedding) Keras model. Returns (model, backbone)."""
+@dataclass
+class BuiltModel:
+    """The parts of a three-head model.
+
+    ``model`` maps image -> {identity, emotion, gender, embedding} and is what gets saved and converted;
+    ``heads`` maps pooled backbone features -> the same outputs (trained alone while the backbone is frozen);
+    ``training_model`` is ``model`` restricted to the three supervised heads.
+    """
+
+    model: Any
+    training_model: Any
+    backbone: Any
+    heads: Any
+    heads_training: Any
+
+
+def build_heads(spec: ModelSpec, feature_size: int, dropout: float = 0.3):
+    """The Dense heads on pooled features, as their own small model (shared weights with the full one)."""
     import keras
     from keras import layers
+
+    features = keras.Input((feature_size,), name="features")
+    x = layers.Dropout(dropout, name="dropout")(features)
+    embedding = layers.Dense(spec.embedding_size, name="embedding_dense")(x)
+    embedding = layers.BatchNormalization(name="embedding_bn")(embedding)
+    outputs = {
+        "identity": layers.Dense(spec.num_classes["identity"], activation="softmax", name="identity")(
+            layers.Dropout(dropout / 2, name="identity_dropout")(embedding)),
+        "emotion": layers.Dense(spec.num_classes["emotion"], activation="softmax", name="emotion")(x),
+        "gender": layers.Dense(spec.num_classes["gender"], activation="softmax", name="gender")(x),
+        EMBEDDING_NAME: layers.UnitNormalization(name=EMBEDDING_NAME)(embedding),
+    }
+    return keras.Model(features, outputs, name="heads")
+
+
+def build_model(spec: ModelSpec, weights: str = "imagenet", dropout: float = 0.3) -> BuiltModel:
+    """The full three-head (plus embedding) Keras model and its parts."""
+    import keras
 
     from edgeface.train.layers import BackbonePreprocess
 
@@ -122,18 +157,16 @@ def build_model(spec: ModelSpec, weights: str = "imagenet", dropout: float = 0.3
     # A pretrained backbone keeps its BatchNorm statistics (inference mode) while it is fine-tuned on a small
     # face set; a backbone trained from scratch must update them.
     features = backbone(x, training=False) if pretrained else backbone(x)
-    features = layers.Dropout(dropout, name="dropout")(features)
-    embedding = layers.Dense(spec.embedding_size, name="embedding_dense")(features)
-    embedding = layers.BatchNormalization(name="embedding_bn")(embedding)
-    outputs = {
-        "identity": layers.Dense(spec.num_classes["identity"], activation="softmax", name="identity")(
-            layers.Dropout(dropout / 2, name="identity_dropout")(embedding)),
-        "emotion": layers.Dense(spec.num_classes["emotion"], activation="softmax", name="emotion")(features),
-        "gender": layers.Dense(spec.num_classes["gender"], activation="softmax", name="gender")(features),
-        EMBEDDING_NAME: layers.UnitNormalization(name=EMBEDDING_NAME)(embedding),
-    }
-    model = keras.Model(inputs, outputs, name=f"edgeface_{spec.backbone}")
-    return model, backbone
+    heads = build_heads(spec, int(features.shape[-1]), dropout)
+    outputs = heads(features)
+    supervised = ("identity", "emotion", "gender")
+    return BuiltModel(
+        model=keras.Model(inputs, outputs, name=f"edgeface_{spec.backbone}"),
+        training_model=keras.Model(inputs, {head: outputs[head] for head in supervised}),
+        backbone=backbone,
+        heads=heads,
+        heads_training=keras.Model(heads.input, {head: heads.output[head] for head in supervised}),
+    )
 
 
 def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None) -> int:

@@ -35,7 +35,7 @@ class TrainConfig:
     input_size: int = 224
     batch_size: int = 32
     epochs: int = 10  # fine-tuning (or from-scratch) epochs, with early stopping
-    frozen_epochs: int = 3  # heads-only epochs on a frozen pretrained backbone
+    frozen_epochs: int = 30  # heads-only epochs on a frozen pretrained backbone (cheap: cached features)
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
     fine_tune_from: str | None = "default"  # "default": the backbone's usual point; None: whole backbone
@@ -110,7 +110,10 @@ def _augmenter(seed: int):
 
 def make_tf_dataset(crops: np.ndarray, heads: HeadArrays, batch_size: int, training: bool, seed: int = 0,
                     augment: bool = True):
-    """uint8 crops -> batches of ([0, 1] float image, targets, sample weights); augmented when training."""
+    """uint8 crops (or float features) -> batches of (input, targets, sample weights); augmented when training.
+
+    Images are scaled to [0, 1] floats here; feature vectors pass through unchanged.
+    """
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices((crops, heads.targets, heads.weights))
@@ -119,7 +122,11 @@ def make_tf_dataset(crops: np.ndarray, heads: HeadArrays, batch_size: int, train
     data = data.batch(batch_size)
     augmenter = _augmenter(seed) if (training and augment) else None
 
+    is_image = crops.ndim == 4
+
     def to_float(images, targets, weights):
+        if not is_image:
+            return images, targets, weights
         images = tf.cast(images, tf.float32) / 255.0
         if augmenter is not None:
             images = tf.clip_by_value(augmenter(images, training=True), 0.0, 1.0)
@@ -209,40 +216,54 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
 
     strategy = distribution_strategy()
     with strategy.scope():
-        model, backbone = build_model(spec, weights=config.weights)
-        # Trained on the three heads; the embedding output shares their layers and is saved with them.
-        head_model = keras.Model(model.inputs, {head: model.get_layer(head).output for head in HEADS})
-    train_data = make_tf_dataset(train_crops.crops, train_heads, config.batch_size, True, config.seed, config.augment)
-    val_data = make_tf_dataset(val_crops.crops, val_heads, config.batch_size, False)
+        built = build_model(spec, weights=config.weights)
+    model, backbone = built.model, built.backbone
 
     history: dict[str, list[float]] = {}
-    phases = []
-    pretrained = config.weights != "none"
-    info = BACKBONES[config.backbone]
-    if pretrained and config.frozen_epochs > 0:
-        phases.append(("heads", False, config.frozen_epochs, config.learning_rate))
-    if config.epochs > 0:
-        phases.append(("fine-tune" if pretrained else "train", True, config.epochs,
-                       config.fine_tune_learning_rate if pretrained else config.learning_rate))
-    fine_tune_from = info.fine_tune_from if config.fine_tune_from == "default" else config.fine_tune_from
     verbose = 1 if config.verbose > 0 and _is_tty() else (2 if config.verbose > 0 else 0)
-    images_seen = 0
-    fit_seconds = 0.0
-    for name, fine_tune, epochs, learning_rate in phases:
-        with strategy.scope():
-            trainable = set_backbone_trainable(backbone, fine_tune, fine_tune_from if pretrained else None)
-            _compile(head_model, learning_rate, config.label_smoothing)
-        on_log(f"phase {name}: {epochs} epoch(s) at lr {learning_rate:g}, {trainable} backbone layers trainable")
-        callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
-                                                   restore_best_weights=True)]
-        fit_start = time.time()
-        result = head_model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, shuffle=False,
-                           verbose=verbose)
-        fit_seconds += time.time() - fit_start
-        images_seen += len(train_samples) * len(result.history["loss"])
+    pretrained = config.weights != "none"
+
+    def record(name: str, result) -> None:
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
         history.setdefault("phase", []).extend([name] * len(result.history["loss"]))  # type: ignore[list-item]
+
+    def early_stopping():
+        return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)]
+
+    if pretrained and config.frozen_epochs > 0:
+        # Phase 1: the backbone is frozen, so its features never change: compute them once and train the heads
+        # on them, many epochs in seconds. (No augmentation here; the fine-tuning phase augments.)
+        on_log(f"phase heads: up to {config.frozen_epochs} epoch(s) at lr {config.learning_rate:g} on frozen "
+               "backbone features")
+        set_backbone_trainable(backbone, False, None)
+        train_features = _features(built, train_crops.crops, spec)
+        val_features = _features(built, val_crops.crops, spec)
+        with strategy.scope():
+            _compile(built.heads_training, config.learning_rate, config.label_smoothing)
+        record("heads", built.heads_training.fit(
+            make_tf_dataset(train_features, train_heads, config.batch_size, True, config.seed, augment=False),
+            validation_data=make_tf_dataset(val_features, val_heads, config.batch_size, False),
+            epochs=config.frozen_epochs, callbacks=early_stopping(), shuffle=False, verbose=verbose))
+
+    images_per_second = None
+    if config.epochs > 0:
+        info = BACKBONES[config.backbone]
+        fine_tune_from = info.fine_tune_from if config.fine_tune_from == "default" else config.fine_tune_from
+        learning_rate = config.fine_tune_learning_rate if pretrained else config.learning_rate
+        name = "fine-tune" if pretrained else "train"
+        with strategy.scope():
+            trainable = set_backbone_trainable(backbone, True, fine_tune_from if pretrained else None)
+            _compile(built.training_model, learning_rate, config.label_smoothing)
+        on_log(f"phase {name}: up to {config.epochs} epoch(s) at lr {learning_rate:g}, "
+               f"{trainable} backbone layers trainable, augmented")
+        fit_start = time.time()
+        result = built.training_model.fit(
+            make_tf_dataset(train_crops.crops, train_heads, config.batch_size, True, config.seed, config.augment),
+            validation_data=make_tf_dataset(val_crops.crops, val_heads, config.batch_size, False),
+            epochs=config.epochs, callbacks=early_stopping(), shuffle=False, verbose=verbose)
+        images_per_second = len(train_samples) * len(result.history["loss"]) / (time.time() - fit_start)
+        record(name, result)
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -280,7 +301,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "epochs_run": len(history.get("loss", [])),
             "seconds": round(time.time() - started, 1),
-            "images_per_second": round(images_seen / fit_seconds, 2) if fit_seconds else None,
+            "images_per_second": round(images_per_second, 2) if images_per_second else None,
         },
         "metrics": {"validation": metrics},
     }
@@ -288,6 +309,18 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     (out / "history.json").write_text(json.dumps(history, indent=2))
     plot_history(history, out / "history.png")
     return TrainResult(model_path, metadata, history)
+
+
+def _features(built, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -> np.ndarray:
+    """Pooled backbone features of uint8 crops (backbone in inference mode)."""
+    from edgeface.runtime.engine import to_model_input
+
+    preprocess = built.model.get_layer("preprocess")
+    parts = []
+    for start in range(0, len(crops), batch_size):
+        batch = to_model_input(np.asarray(crops[start:start + batch_size]), spec)
+        parts.append(np.asarray(built.backbone(preprocess(batch), training=False)))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 def _predict(model, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -> dict[str, np.ndarray]:

@@ -1,0 +1,78 @@
+"""The CLI's data, train and convert commands through typer's CliRunner: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeface.cli import app
+
+runner = CliRunner()
+
+
+def test_help_teaches_the_workflow() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for word in ("edgeface demo", "data check", "train", "convert", "Exit codes"):
+        assert word in result.output
+
+
+def test_data_check_clean_and_dirty(synthetic_csv: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "check", str(synthetic_csv)])
+    assert result.exit_code == 0, result.output
+    assert "clean" in result.output and "people: 6" in result.output
+    dirty = tmp_path / "dirty.csv"
+    lines = synthetic_csv.read_text().splitlines()
+    image = str(synthetic_csv.parent / lines[1].split(",")[0])
+    dirty.write_text("\n".join([lines[0], f"{image},Jimmy,grinning,male", f"{tmp_path / 'gone.jpg'},Jimmy,happy,male"]))
+    result = runner.invoke(app, ["data", "check", str(dirty)])
+    assert result.exit_code == 1
+    assert "error: dirty.csv:2: unknown emotion label 'grinning'" in result.output
+    assert "dirty.csv:3: " in result.output and "gone.jpg: file not found" in result.output
+
+
+def test_data_split_writes_two_manifests(synthetic_csv: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "split", str(synthetic_csv), "--out", str(tmp_path), "--fraction", "0.25"])
+    assert result.exit_code == 0, result.output
+    train = (tmp_path / "train.csv").read_text().splitlines()
+    test = (tmp_path / "test.csv").read_text().splitlines()
+    assert len(train) - 1 == 90 and len(test) - 1 == 30
+
+
+def test_train_refuses_bad_data_and_bad_options(synthetic_csv: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,identity,emotion,gender\nx.jpg,A,happy,robot\n")
+    result = runner.invoke(app, ["train", "--data", str(bad), "--out", str(tmp_path / "o"), "--backbone", "tiny",
+                                 "--weights", "none"])
+    assert result.exit_code == 2
+    assert "error: bad.csv:2: unknown gender label 'robot'" in result.output
+    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
+                                 "--backbone", "alexnet"])
+    assert result.exit_code == 2 and "unknown backbone 'alexnet'" in result.output
+    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
+                                 "--weights", str(tmp_path / "nope.h5")])
+    assert result.exit_code == 2 and "nope.h5: no such file" in result.output
+
+
+def test_train_and_convert_end_to_end(synthetic_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(out), "--backbone", "tiny",
+                                 "--weights", "none", "--input-size", "48", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert (out / "model.keras").is_file() and (out / "metadata.json").is_file() and (out / "history.png").is_file()
+    assert "identity validation accuracy" in result.output
+    result = runner.invoke(app, ["convert", str(out), "-p", "float32", "-p", "int8", "--out", str(tmp_path / "b"),
+                                 "--min-agreement", "0", "--representative-size", "30", "--verify-size", "30"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "b" / "run-int8.edgeface").is_file() and (tmp_path / "b" / "run-float32.edgeface").is_file()
+    assert "agreement" in result.output and "vs float32" in result.output
+    result = runner.invoke(app, ["convert", str(out), "-p", "int4"])
+    assert result.exit_code == 2 and "unknown precision 'int4'" in result.output
+
+
+def test_convert_names_a_missing_model(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["convert", str(tmp_path / "nothing" / "model.keras")])
+    assert result.exit_code == 2
+    assert "metadata.json: missing" in result.output or "model file not found" in result.output

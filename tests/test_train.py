@@ -1,0 +1,80 @@
+"""Training: label masking, class weights, backbones, and real training on real faces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeface.data.manifest import Sample
+from edgeface.errors import ModelError
+from edgeface.spec import ModelSpec
+from edgeface.train.trainer import encode_labels
+
+SPEC = ModelSpec(labels={"identity": ("Jimmy", "Maya", "Mona"), "emotion": ("happy", "neutral"),
+                         "gender": ("female", "male")}, input_size=64, backbone="tiny")
+
+
+def test_unknown_labels_are_masked_out_of_their_head() -> None:
+    samples = [Sample(Path("a"), "Jimmy", "happy", "male"), Sample(Path("b"), "Maya", None, "female"),
+               Sample(Path("c"), None, "neutral", "female")]
+    heads = encode_labels(samples, SPEC)
+    np.testing.assert_array_equal(heads.targets["emotion"], [[1, 0], [0, 0], [0, 1]])
+    assert heads.weights["emotion"][1] == 0.0 and heads.weights["identity"][2] == 0.0
+    assert heads.weights["identity"][0] == 1.0
+
+
+def test_attribute_heads_are_class_weighted() -> None:
+    samples = [Sample(Path(str(i)), "Jimmy", "happy" if i < 3 else "neutral", "male") for i in range(4)]
+    heads = encode_labels(samples, SPEC)
+    # 3 happy, 1 neutral: weights n / (classes * count) = 4/6 and 4/2.
+    assert heads.class_weights["emotion"] == pytest.approx({"happy": 4 / 6, "neutral": 2.0})
+    np.testing.assert_allclose(heads.weights["emotion"], [4 / 6, 4 / 6, 4 / 6, 2.0])
+    # A head with a single present class keeps weight 1 for the absent one rather than dividing by zero.
+    assert heads.class_weights["gender"] == {"female": 1.0, "male": 1.0}
+
+
+def test_weights_argument_is_checked(tmp_path: Path) -> None:
+    from edgeface.train.model import resolve_weights
+
+    with pytest.raises(ModelError, match="no such file"):
+        resolve_weights("mobilenetv2", str(tmp_path / "missing.h5"))
+    assert resolve_weights("vgg16", "none") is None
+
+
+def test_imagenet_weights_come_from_the_local_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from edgeface.train.model import resolve_weights
+
+    local = tmp_path / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
+    local.write_bytes(b"x")
+    monkeypatch.setenv("EDGEFACE_WEIGHTS_DIR", str(tmp_path))
+    assert resolve_weights("mobilenetv2", "imagenet") == str(local)
+    monkeypatch.setenv("EDGEFACE_WEIGHTS_DIR", str(tmp_path / "empty"))
+    assert resolve_weights("resnet50", "imagenet") == "imagenet"  # Keras' own download, for users online
+
+
+@pytest.mark.parametrize("backbone,size", [("vgg16", 32), ("resnet50", 32), ("mobilenetv2", 32), ("tiny", 32)])
+def test_every_backbone_builds_with_named_outputs(backbone: str, size: int) -> None:
+    from edgeface.train.model import build_model
+
+    spec = SPEC.with_(backbone=backbone, input_size=size, embedding_size=16)
+    out = build_model(spec, weights="none").model(np.zeros((2, size, size, 3), np.float32))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "identity": (2, 3), "emotion": (2, 2), "gender": (2, 2), "embedding": (2, 16)}
+
+
+@pytest.mark.shared
+def test_real_training_beats_chance_on_every_head(celeba_model: Path) -> None:
+    """MobileNetV2 from ImageNet weights, heads trained on 6 real people (the `celeba_model` fixture)."""
+    metadata = json.loads(celeba_model.with_name("metadata.json").read_text())
+    metrics = metadata["metrics"]["validation"]
+    assert metrics["identity"]["accuracy"] > 2 / 6  # chance is 1/6
+    assert metrics["emotion"]["balanced_accuracy"] > 0.6
+    assert metrics["gender"]["balanced_accuracy"] > 0.6
+    assert metadata["dataset"]["val_faces"] > 20
+    for name in ("model.keras", "history.json", "history.png"):
+        assert celeba_model.with_name(name).stat().st_size > 0
+    history = json.loads(celeba_model.with_name("history.json").read_text())
+    assert history["loss"][-1] < history["loss"][0]
