@@ -276,6 +276,7 @@ class Release:
 
 _BUNDLE_LINE = re.compile(r"^[ \t]*bundle[ \t]*=.*$", re.MULTILINE)
 _TABLE_LINE = re.compile(r"^[ \t]*\[", re.MULTILINE)
+_FIRST_KEY = re.compile(r"^[ \t]*[^#\s]", re.MULTILINE)
 
 
 def _device_config(text: str, origin: str) -> tuple[str, dict]:
@@ -297,8 +298,11 @@ def _device_config(text: str, origin: str) -> tuple[str, dict]:
     line = f'bundle = "{BUNDLE_NAME}"'
     if "bundle" in original:
         head, count = _BUNDLE_LINE.subn(line, head, count=1)
-    else:
-        head, count = f"{line}\n{head}", 1
+    else:  # before the first key, below the comments that open the file
+        first = _FIRST_KEY.search(head)
+        at = first.start() if first else len(head)
+        before = head[:at] if head[:at].endswith("\n") or at == 0 else head[:at] + "\n"
+        head, count = f"{before}{line}\n{head[at:]}", 1
     device_text = head + tail
     device = parse(device_text) if count else {}
     if device.get("bundle") != BUNDLE_NAME or {k: v for k, v in device.items() if k != "bundle"} != {

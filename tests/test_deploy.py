@@ -445,3 +445,10 @@ def _listing(root: Path) -> dict[str, tuple[str, int]]:
             st = path.stat()
             out[str(path)] = (f"{st.st_size}:{st.st_mtime_ns}", st.st_mode)
     return out
+
+
+def test_example_pi_config_is_valid(tiny_bundles: dict[str, Path]) -> None:
+    release = prepare_release(tiny_bundles["int8"], REPO / "firmware_scripts" / "edgeface.toml")
+    assert release.config_text.startswith("# The daemon config for a Pi")
+    assert 'bundle = "model.edgeface"\nsource = "picamera2"' in release.config_text
+    assert release.health_url == "http://127.0.0.1:8321/healthz"
