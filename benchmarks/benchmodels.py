@@ -1,0 +1,97 @@
+"""The models the benchmarks time: built (not trained) and converted with the project's own converter.
+
+Latency does not depend on the weight values, so the heads stay untrained; the architecture, input size and
+conversion settings are the real ones (``edgeface.train.model.build_model`` and ``convert.tflite``). Full
+int8 still needs a calibration set: real face crops from ``../shared`` when it is there, the project's
+synthetic faces otherwise.
+
+Tiers:
+
+* ``small`` (default, CI): MobileNetV2 (alpha 1.0) at 96x96, ImageNet weights when ``$EDGEFACE_WEIGHTS_DIR``
+  has them. Big enough that int8 shows XNNPACK's real speed-up (a toy CNN is dominated by call overhead and
+  shows none), small enough to convert four precisions in about half a minute.
+* ``full`` (``pytest benchmarks --full`` or ``EDGEFACE_BENCH_FULL=1``): MobileNetV2, ResNet50 and VGG16 at
+  224x224, the backbones of the real models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeface.spec import ATTRIBUTE_LABELS, ModelSpec
+
+PRECISIONS = ("float32", "float16", "dynamic", "int8")
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    backbone: str
+    input_size: int
+    people: int  # identity classes
+    calibration: int  # faces for int8 calibration
+
+    @property
+    def key(self) -> str:
+        return f"{self.backbone}-{self.input_size}"
+
+
+TIERS: dict[str, tuple[BenchModel, ...]] = {
+    "small": (BenchModel("mobilenetv2", 96, 6, 64),),
+    "full": (BenchModel("mobilenetv2", 224, 299, 100), BenchModel("resnet50", 224, 299, 100),
+             BenchModel("vgg16", 224, 299, 100)),
+}
+
+
+def _weights(backbone: str) -> str:
+    """ImageNet weights when a local file exists (no downloads on these machines), else random ones."""
+    import os
+
+    from edgeface.train.model import BACKBONES
+
+    folder = os.environ.get("EDGEFACE_WEIGHTS_DIR")
+    if folder and any((Path(folder) / name).is_file() for name in BACKBONES[backbone].imagenet_files):
+        return "imagenet"
+    return "none"
+
+
+def calibration_faces(size: int, count: int, shared_csv: Path | None, workdir: Path) -> tuple[np.ndarray, str]:
+    """Aligned face crops for int8 calibration, and where they came from."""
+    from convert.pipeline import select_representative
+    from edgeface.data.manifest import load_dataset
+    from edgeface.faces.crops import crop_samples
+    from edgeface.spec import CropSpec
+
+    if shared_csv is not None and shared_csv.is_file():
+        source = shared_csv
+    else:
+        from edgeface.data.synthetic import make_synthetic_dataset
+
+        source = make_synthetic_dataset(workdir / "synthetic", people=6, photos_per_person=max(count // 6 + 2, 4))
+    data = load_dataset(source)
+    # A few spare photos: some have no detectable face.
+    picked = [data.samples[i] for i in select_representative(data.samples, int(count * 1.25) + 4)]
+    crops = crop_samples(picked, CropSpec(), size).crops[:count]
+    if len(crops) == 0:
+        raise RuntimeError(f"no faces found in {source} for int8 calibration")
+    return np.asarray(crops), str(source)
+
+
+def build_bundles(model: BenchModel, out: Path, calibration: np.ndarray) -> dict[str, Path]:
+    """Build the model and write one bundle per precision: {precision: path}."""
+    from convert.tflite import convert_keras
+    from edgeface.runtime.bundle import write_bundle
+    from edgeface.train.model import build_model
+
+    labels = {"identity": tuple(f"person_{i:03d}" for i in range(model.people)), **ATTRIBUTE_LABELS}
+    spec = ModelSpec(labels=labels, input_size=model.input_size, backbone=model.backbone, embedding_size=128)
+    weights = _weights(model.backbone)
+    keras_model, _ = build_model(spec, weights=weights)
+    bundles = {}
+    for precision in PRECISIONS:
+        flatbuffer = convert_keras(keras_model, precision, spec, calibration if precision == "int8" else None)
+        bundles[precision] = write_bundle(out / f"{model.key}-{precision}.edgeface", flatbuffer, spec, precision,
+                                          extra={"benchmark_model": {"weights": weights, "trained": False}})
+    return bundles
