@@ -64,6 +64,7 @@ current_id() {
 
 set_current() {
     [ -d "$releases/$1" ] || fail "release $1 is missing from $releases"
+    touch "$releases/$1"  # the newest mtime: prune keeps the releases used last
     ln -sfn "releases/$1" "$base/.current.tmp"
     mv -T "$base/.current.tmp" "$base/current"
 }
@@ -87,12 +88,12 @@ case $cmd in
 status)
     [ -d "$base" ] || fail "$base does not exist: run firmware_scripts/install.sh on this host first"
     [ -w "$base" ] || fail "$base is not writable by $(id -un): run install.sh with --deploy-user $(id -un)"
-    id=$(current_id)
-    echo "current=$id"
-    if [ -n "$id" ] && (cd "$base/current" && sha256sum --status -c SHA256SUMS) 2>/dev/null; then
-        echo "intact=yes"
+    echo "current=$(current_id)"
+    # The wanted release, if already here and intact (an earlier deploy, or the one running now).
+    if (cd "$releases/$1" && sha256sum --status -c SHA256SUMS) 2>/dev/null; then
+        echo "stored=yes"
     else
-        echo "intact=no"
+        echo "stored=no"
     fi
     ;;
 prepare)
@@ -472,7 +473,9 @@ class _Remote:
             raise _StepFailed(_ssh_reason(lines, self.host), connection=True)
         reason = lines[-1] if lines else f"exit status {done.returncode}"
         if step == "restart" and len(lines) >= 2 and lines[-1].startswith("exit status"):
-            reason = f"{lines[-2]} ({lines[-1]})"
+            # The restart command's own output, on one line (systemctl says why in two).
+            output = " ".join(lines[:-1])
+            reason = f"{output[:300]}{'...' if len(output) > 300 else ''} ({lines[-1]})"
         raise _StepFailed(reason)
 
 
@@ -509,22 +512,26 @@ def _deploy_host(remote: _Remote, release: Release, options: DeployOptions,
     host = remote.host
     name = str(host)
     try:
-        status = _parse_status(remote.run("status", timeout=options.connect_timeout + 30))
+        status = _parse_status(remote.run("status", release.id, timeout=options.connect_timeout + 30))
     except _StepFailed as exc:
         return HostResult(name, "unreachable" if exc.connection else "failed", detail=str(exc))
     current = status.get("current", "")
-    if current == release.id and status.get("intact") == "yes":
+    stored = status.get("stored") == "yes"
+    if current == release.id and stored:
         return HostResult(name, "unchanged", release=release.id)
     if options.dry_run:
         return HostResult(name, "would deploy", release=release.id,
                           detail=f"replacing {current}" if current else "first release",
-                          steps=tuple(_plan(host, release, options, current)))
+                          steps=tuple(_plan(host, release, options, current, stored)))
     try:
-        with tempfile.TemporaryDirectory(prefix="edgeface-deploy-") as tmp:
-            stage = _stage(release, Path(tmp))
-            remote.run("prepare", release.id)
-            remote.copy(stage, f"{_base(options)}/releases/.incoming-{release.id}")
-        remote.run("activate", release.id)
+        if stored:  # deployed here before (going back to it): no copy, just switch
+            remote.run("switch", release.id)
+        else:
+            with tempfile.TemporaryDirectory(prefix="edgeface-deploy-") as tmp:
+                stage = _stage(release, Path(tmp))
+                remote.run("prepare", release.id)
+                remote.copy(stage, f"{_base(options)}/releases/.incoming-{release.id}")
+            remote.run("activate", release.id)
     except _StepFailed as exc:
         prefix = "lost the connection while copying: " if exc.connection else ""
         return HostResult(name, "failed", release=current, detail=f"{prefix}{exc} (nothing was switched)")
@@ -586,11 +593,13 @@ def _stage(release: Release, folder: Path) -> Path:
     return folder
 
 
-def _plan(host: Host, release: Release, options: DeployOptions, current: str) -> list[str]:
+def _plan(host: Host, release: Release, options: DeployOptions, current: str, stored: bool) -> list[str]:
     base = _base(options)
     check = options.health_cmd or f"GET {options.health_url or release.health_url}"
-    return [f"copy {release.bundle} and the config to {host.destination}:{base}/releases/{release.id} "
-            f"({options.copy})",
+    copy = (f"{base}/releases/{release.id} is already on the host: nothing to copy" if stored else
+            f"copy {release.bundle} and the config to {host.destination}:{base}/releases/{release.id} "
+            f"({options.copy})")
+    return [copy,
             f"switch {base}/current to releases/{release.id}",
             f"run: {options.restart_cmd}",
             f"check health: {check} (up to {options.health_timeout:g}s)",

@@ -420,7 +420,15 @@ def test_scp_and_a_health_command(sshd: SshServer, tiny_bundles: dict[str, Path]
         current = tmp_path / "opt" / "edgeface" / "current"
         assert (current / BUNDLE_NAME).read_bytes() == tiny_bundles[precision].read_bytes()
     assert marker.read_text().split() == ids
-    assert sorted(p.name for p in (tmp_path / "opt" / "edgeface" / "releases").iterdir()) == sorted(ids[1:])
+    releases = tmp_path / "opt" / "edgeface" / "releases"
+    assert sorted(p.name for p in releases.iterdir()) == sorted(ids[1:])
+    # Back to the previous one, still on the host: switched to and restarted, not copied again.
+    inode = (releases / ids[1]).stat().st_ino
+    (result,) = deploy([sshd.host], prepare_release(tiny_bundles["float16"]), options)
+    assert result.line() == f"{sshd.host}: deployed {ids[1]} (replacing {ids[2]})"
+    assert os.readlink(tmp_path / "opt" / "edgeface" / "current") == f"releases/{ids[1]}"
+    assert (releases / ids[1]).stat().st_ino == inode
+    assert marker.read_text().split() == ids + [ids[1]]
 
 
 @pytest.mark.system
