@@ -199,7 +199,7 @@ def parse_host(text: str) -> Host:
     """``pi@kitchen.local:2222`` -> Host(name="kitchen.local", user="pi", port=2222)."""
     match = _HOST_RE.match(text.strip())
     if not match or text.strip().startswith("-"):
-        raise ConfigError(f"host {text!r}: expected [user@]host[:port]")
+        raise ConfigError(f"host {text!r}: expected [user@]host[:port] (an IPv6 address in brackets)")
     port = int(match["port"]) if match["port"] else None
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"host {text!r}: port {port} is out of range")
@@ -428,6 +428,8 @@ class _Remote:
         # First value wins in ssh, so ours come before the user's extras.
         args = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"ConnectTimeout={o.connect_timeout}", "-o", "LogLevel=ERROR",
+                # A Pi that drops off the network mid-deploy is noticed within a minute, not never.
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
                 "-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_dir}/%C", "-o", "ControlPersist=120"]
         if o.known_hosts:
             args += ["-o", f"UserKnownHostsFile={o.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
@@ -618,6 +620,12 @@ def deploy(hosts: Iterable[str | Host], release: Release, options: DeployOptions
     parsed = [h if isinstance(h, Host) else parse_host(h) for h in hosts]
     if not parsed:
         raise ConfigError("no hosts given")
+    seen: set[tuple[str, int | None]] = set()
+    for host in parsed:
+        key = (host.name, host.port or options.port)
+        if key in seen:  # two deploys into one folder at once would trip over each other
+            raise ConfigError(f"host {host} is given twice")
+        seen.add(key)
     if not (release.health_url or options.health_url or options.health_cmd):
         raise ConfigError("the config turns the HTTP server off, so there is no /healthz to check after a "
                           "restart: enable [http] or pass --health-cmd")

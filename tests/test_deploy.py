@@ -101,6 +101,8 @@ def test_deploy_refuses_unsafe_or_unusable_options(tiny_bundles: dict[str, Path]
         deploy(["pi"], no_http, DeployOptions())
     with pytest.raises(ConfigError, match="--prefix"):
         deploy(["pi"], release, DeployOptions(prefix="relative/root"))
+    with pytest.raises(ConfigError, match="host pi@kitchen:22 is given twice"):
+        deploy(["kitchen:22", "pi@kitchen:22"], release, DeployOptions())
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
