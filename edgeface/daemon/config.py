@@ -117,7 +117,7 @@ SECTIONS: dict[str, type] = {
     "capture": CaptureConfig, "detect": DetectConfig, "tracking": TrackingConfig, "jsonl": JsonlConfig,
     "mqtt": MqttConfig, "http": HttpConfig, "snapshots": SnapshotConfig, "service": ServiceConfig,
 }
-TOP_LEVEL = ("bundle", "source", "threads", "identity_threshold")
+TOP_LEVEL = ("bundle", "source", "threads", "identity_threshold", "gallery", "similarity_threshold")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,9 @@ class DaemonConfig:
     bundle: Path
     source: str
     threads: int = 2
-    identity_threshold: float | None = None  # None: the bundle's
+    identity_threshold: float | None = None  # None: the gallery's calibrated one, else the bundle's
+    gallery: str = ""  # enrolled people: "" the bundle's gallery in the state dir, "none" off, or a file
+    similarity_threshold: float | None = None  # None: the gallery's calibrated one, else the default
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -222,6 +224,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
 
     if "bundle" in raw:
         raw["bundle"] = resolve(raw["bundle"])
+    if isinstance(raw.get("gallery"), str) and raw["gallery"] != "none":
+        raw["gallery"] = resolve(raw["gallery"])
     if isinstance(raw.get("source"), str) and looks_like_path(raw["source"]) and not raw["source"].startswith("/dev/"):
         raw["source"] = resolve(raw["source"])
     for section, key in (("jsonl", "path"), ("snapshots", "dir")):
@@ -276,9 +280,11 @@ def _build(raw: Mapping[str, Any], origin: str) -> DaemonConfig:
     if isinstance(source, int) and source < 0:
         raise ConfigError(f"{origin}: camera index must be 0 or more, got {source}")
     sections = {name: _make(cls, raw.get(name, {}), f"{origin}: [{name}]") for name, cls in SECTIONS.items()}
-    top = _make(_Top, {k: raw[k] for k in ("bundle", "threads", "identity_threshold") if k in raw}, f"{origin}:")
+    top = _make(_Top, {k: raw[k] for k in ("bundle", "threads", "identity_threshold", "gallery",
+                                           "similarity_threshold") if k in raw}, f"{origin}:")
     config = DaemonConfig(bundle=top.bundle, source=str(source), threads=top.threads,
-                          identity_threshold=top.identity_threshold, origin=origin, **sections)
+                          identity_threshold=top.identity_threshold, gallery=top.gallery,
+                          similarity_threshold=top.similarity_threshold, origin=origin, **sections)
     if config.mqtt_on and not config.mqtt.host:
         raise ConfigError(f"{origin}: [mqtt] is enabled but has no host")
     if config.jsonl_on and config.jsonl.path != "-" and Path(config.jsonl.path).is_dir():
@@ -291,3 +297,5 @@ class _Top:
     bundle: Path = _opt(Path())
     threads: int = _opt(2, _range(1, 64), "")
     identity_threshold: float | None = _opt(None, _range(0.0, 1.0), "")
+    gallery: str = _opt("", help="")
+    similarity_threshold: float | None = _opt(None, _range(-1.0, 1.0), "")

@@ -68,7 +68,8 @@ class FacePipeline:
     """Detector, engine, tracker and labeler for one bundle; ``process`` one frame at a time."""
 
     def __init__(self, bundle: "Bundle", threads: int = 2, detect: DetectConfig = DetectConfig(),
-                 tracking: TrackingConfig = TrackingConfig(), identity_threshold: float | None = None) -> None:
+                 tracking: TrackingConfig = TrackingConfig(), identity_threshold: float | None = None,
+                 gallery: str = "", similarity_threshold: float | None = None) -> None:
         from edgeface.daemon.tracking import Tracker
         from edgeface.faces.detect import create_detector
         from edgeface.runtime.engine import LiteRTEngine
@@ -81,8 +82,8 @@ class FacePipeline:
         self.min_face = detect.min_face or bundle.spec.crop.min_face
         self.max_faces = detect.max_faces
         self.engine = LiteRTEngine.from_bundle(bundle, num_threads=threads)
-        threshold = bundle.identity_threshold if identity_threshold is None else identity_threshold
-        self.labeler = Labeler(bundle.spec, threshold)
+        # Enrolled people and thresholds: flags, then the gallery's calibration, then the bundle (docs/identity.md).
+        self.labeler = Labeler.for_bundle(bundle, identity_threshold, similarity_threshold, gallery)
         self.tracker = Tracker(tracking.iou, tracking.max_missed, tracking.smoothing)
 
     def warm_up(self) -> None:
@@ -207,7 +208,7 @@ class Daemon:
         latest_only = self.source.live if drop == "auto" else drop == "yes"
         self.capture = Capture(self.source, latest_only, config.capture.retry_max, pace_fps=config.capture.fps)
         self.pipeline = FacePipeline(self.bundle, config.threads, config.detect, config.tracking,
-                                     config.identity_threshold)
+                                     config.identity_threshold, config.gallery, config.similarity_threshold)
         self.runtime = runtime_name()
         self.stats = RunStats()
         self.sinks: list[Sink] = []

@@ -1,25 +1,155 @@
 """From a batch's model outputs to labels per face: the one place the identity rule lives.
 
-The softmax identity head always names somebody; below ``identity_threshold`` the face is ``unknown``.
-(Enrolled people and open-set matching plug in here, so the daemon, ``evaluate`` and ``enroll`` agree.)
+The daemon, ``evaluate``, ``calibrate`` and the open-set benchmark all call this, so they cannot disagree.
+The rule (docs/identity.md), for each face:
+
+1. **enrolled person**: if the gallery's best cosine similarity with the face's embedding is at least
+   ``similarity_threshold``, the face is that person (score: the similarity);
+2. **trained person**: else if the identity head's top probability is at least ``identity_threshold``, the
+   face is that person (score: the probability);
+3. else ``unknown`` (score: the identity head's top probability).
+
+The gallery is asked first because it holds the people added after training, about whom the identity head
+knows nothing: the head always names one of its trained people, so an enrolled person would otherwise be
+named as whichever trained person looks most alike.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
-from edgeface.runtime.results import FaceLabels, decode_outputs
-from edgeface.spec import ModelSpec
+from edgeface.runtime.gallery import DEFAULT_SIMILARITY_THRESHOLD, Gallery, GalleryError
+from edgeface.runtime.results import FaceLabels, Prediction, decode_outputs
+from edgeface.spec import EMBEDDING_NAME, ModelSpec
+
+log = logging.getLogger("edgeface.identity")
+
+GALLERY_OFF = "none"  # ``gallery = "none"`` in the daemon config: identity head only
+RELOAD_CHECK_SECONDS = 2.0
 
 
 class Labeler:
-    """Turns model outputs (N faces) into ``FaceLabels``."""
+    """Turns model outputs (N faces) into ``FaceLabels``.
 
-    def __init__(self, spec: ModelSpec, identity_threshold: float = 0.5) -> None:
+    ``gallery``: enrolled people (optional). ``similarity_threshold``: None takes the gallery's calibrated
+    value, else ``DEFAULT_SIMILARITY_THRESHOLD``. ``identity_threshold`` is used as given; ``for_bundle`` picks
+    it from the flags, the gallery's calibration or the bundle, in that order.
+    """
+
+    def __init__(self, spec: ModelSpec, identity_threshold: float = 0.5, gallery: Gallery | None = None,
+                 similarity_threshold: float | None = None) -> None:
         self.spec = spec
         self.identity_threshold = identity_threshold
+        self._explicit_similarity = similarity_threshold
+        self._explicit_identity: float | None = identity_threshold
+        self._bundle_identity = identity_threshold
+        self._watch: tuple[Path, str, Any] | None = None  # (path, model sha, last stat) when reloading
+        self._next_check = 0.0
+        self.gallery: Gallery | None = None
+        self.similarity_threshold = DEFAULT_SIMILARITY_THRESHOLD
+        self._set_gallery(gallery)
+
+    @classmethod
+    def for_bundle(cls, bundle: Any, identity_threshold: float | None = None,
+                   similarity_threshold: float | None = None, gallery: str | Path | None = "",
+                   state_dir: str | Path | None = None, reload: bool = True) -> "Labeler":
+        """The labeler the device uses for a bundle.
+
+        ``gallery``: "" (default) the bundle's gallery in the state directory, if one exists; ``"none"`` or
+        None: no gallery; else a gallery file, which must exist. With ``reload``, a gallery file that changes
+        (``edgeface enroll`` / ``people remove`` / ``calibrate`` while the daemon runs) is read again, at most
+        every ``RELOAD_CHECK_SECONDS``. Thresholds given here win over the gallery's calibrated ones, which win
+        over the bundle's ``identity_threshold`` and ``DEFAULT_SIMILARITY_THRESHOLD``.
+        """
+        from edgeface.runtime.gallery import default_gallery_path, read_gallery
+
+        labeler = cls(bundle.spec, bundle.identity_threshold if identity_threshold is None else identity_threshold,
+                      similarity_threshold=similarity_threshold)
+        labeler._explicit_identity = identity_threshold
+        labeler._bundle_identity = bundle.identity_threshold
+        if gallery is None or str(gallery) == GALLERY_OFF:
+            return labeler
+        if bundle.spec.embedding_size <= 0:
+            if gallery:
+                raise GalleryError(f"{bundle.path}: the model has no embedding output, so it cannot use gallery "
+                                   f"{gallery}")
+            return labeler
+        path = Path(gallery) if gallery else default_gallery_path(bundle.model_sha256, state_dir)
+        if gallery and not path.is_file():
+            raise GalleryError(f"{path}: gallery not found")
+        if path.is_file():
+            labeler._set_gallery(read_gallery(path, bundle.model_sha256))
+        if reload:
+            labeler._watch = (path, bundle.model_sha256, _stat(path))
+            labeler._next_check = time.monotonic() + RELOAD_CHECK_SECONDS
+        return labeler
+
+    def _set_gallery(self, gallery: Gallery | None) -> None:
+        if gallery is not None and gallery.embedding_size != self.spec.embedding_size:
+            raise GalleryError(f"{gallery.path or 'gallery'}: embeddings of size {gallery.embedding_size}, the "
+                               f"model makes {self.spec.embedding_size}")
+        self.gallery = gallery if gallery is not None and len(gallery) else None
+        calibrated = gallery.similarity_threshold if gallery is not None else None
+        if self._explicit_similarity is not None:
+            self.similarity_threshold = self._explicit_similarity
+        else:
+            self.similarity_threshold = calibrated if calibrated is not None else DEFAULT_SIMILARITY_THRESHOLD
+        if self._explicit_identity is None:
+            gallery_identity = gallery.identity_threshold if gallery is not None else None
+            self.identity_threshold = (gallery_identity if gallery_identity is not None
+                                       else float(self._bundle_identity or 0.0))
+        if gallery is not None:
+            log.info("gallery %s: %d people, similarity threshold %.3f (%s), identity threshold %.3f",
+                     gallery.path, len(gallery), self.similarity_threshold,
+                     "given" if self._explicit_similarity is not None else
+                     ("calibrated" if calibrated is not None else "default"), self.identity_threshold)
+
+    def _maybe_reload(self) -> None:
+        from edgeface.runtime.gallery import read_gallery
+
+        now = time.monotonic()
+        if self._watch is None or now < self._next_check:
+            return
+        self._next_check = now + RELOAD_CHECK_SECONDS
+        path, sha, seen = self._watch
+        current = _stat(path)
+        if current == seen:
+            return
+        self._watch = (path, sha, current)
+        if current is None:
+            log.warning("gallery %s was removed: identity head only from now on", path)
+            self._set_gallery(None)
+            return
+        try:
+            self._set_gallery(read_gallery(path, sha))
+        except GalleryError as exc:  # keep labelling with the gallery we have
+            log.warning("gallery not reloaded: %s", exc)
 
     def __call__(self, outputs: Mapping[str, np.ndarray]) -> list[FaceLabels]:
-        return decode_outputs(outputs, self.spec, self.identity_threshold)
+        self._maybe_reload()
+        labels = decode_outputs(outputs, self.spec, self.identity_threshold)
+        gallery = self.gallery
+        if gallery is None or not labels or EMBEDDING_NAME not in outputs:
+            return labels
+        match = gallery.match(outputs[EMBEDDING_NAME])
+        names = gallery.names
+        for i, (index, similarity) in enumerate(zip(match.index, match.similarity)):
+            if index >= 0 and similarity >= self.similarity_threshold:
+                labels[i] = FaceLabels(Prediction(names[index], float(similarity)), labels[i].emotion,
+                                       labels[i].gender)
+        return labels
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    """What tells that a file was replaced: inode, size and modification time (None: no file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns

@@ -1,0 +1,371 @@
+"""Enroll people from photos, and calibrate the open-set threshold, on the device (numpy, OpenCV, LiteRT).
+
+Every photo goes through the same steps as a camera frame (detect, align with the bundle's crop geometry,
+embed with the bundle's model). Enrollment photos must also pass quality checks, because one bad enrolled
+photo makes a person match strangers:
+
+* **no face**: the detector finds none;
+* **several faces**: two or more faces with detector score >= ``CONFIDENT_SCORE`` (ambiguous: whose is it?);
+  weaker extra detections are mostly false positives on real photos and are ignored;
+* **too small**: the face box is under ``MIN_FACE_PX`` pixels tall (it would be magnified into the crop);
+* **blurry**: the variance of the Laplacian of the grey aligned face (the central 80x80 of a 112x112 crop,
+  whatever the model's input size) is under ``MIN_SHARPNESS``.
+
+The two thresholds were measured on 800 celeba-299 photos (docs/identity.md): about 1% of the photos are under
+40 px or 50 sharpness; Gaussian blur of sigma 2 px pushes about 75% of faces under 40, sigma 3 px 95%.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from edgeface.errors import DataError, ImageError
+from edgeface.faces.detect import Face, FaceDetector
+from edgeface.runtime.gallery import (Gallery, GalleryError, check_name, default_gallery_path, locked,
+                                      open_gallery)
+from edgeface.spec import EMBEDDING_NAME, CropSpec
+
+MIN_FACE_PX = 40
+MIN_SHARPNESS = 40.0
+CONFIDENT_SCORE = 0.75
+SHARPNESS_SIZE = 112
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+PhotoStatus = Literal["ok", "unreadable", "no_face", "several_faces", "too_small", "blurry", "duplicate"]
+
+
+@dataclass(frozen=True)
+class PhotoCheck:
+    """What became of one photo: ``status`` ``ok`` with its face and crop, or why not (``message``)."""
+
+    path: Path
+    status: PhotoStatus
+    message: str = ""
+    face: Face | None = None
+    sharpness: float | None = None
+    crop: np.ndarray | None = field(default=None, repr=False)  # aligned model-input crop (S, S, 3) uint8
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def sharpness(image: np.ndarray, face: Face, crop: CropSpec) -> float:
+    """Variance of the Laplacian of the grey aligned face, measured at a fixed size so it does not depend on the
+    model's input size; the crop's border (hair, background) is left out."""
+    import cv2
+
+    from edgeface.faces.align import align_face
+
+    grey = cv2.cvtColor(align_face(image, face, crop, SHARPNESS_SIZE), cv2.COLOR_RGB2GRAY)
+    margin = (SHARPNESS_SIZE - 80) // 2
+    centre = grey[margin + 4:margin + 84, margin:margin + 80]  # eyes to chin: shifted down a little
+    return float(cv2.Laplacian(centre, cv2.CV_64F).var())
+
+
+def pick_face(faces: Sequence[Face]) -> tuple[Face | None, int]:
+    """The face a photo is about (the most confident) and how many confident faces it has."""
+    if not faces:
+        return None, 0
+    confident = sum(f.score >= CONFIDENT_SCORE for f in faces)
+    return max(faces, key=lambda f: (f.score, f.area)), confident
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FaceEmbedder:
+    """A bundle's detector and model: photos in, checked faces and embeddings out."""
+
+    def __init__(self, bundle: Any, num_threads: int | None = None, detector: FaceDetector | None = None) -> None:
+        from edgeface.faces.detect import create_detector
+        from edgeface.runtime.bundle import Bundle, load_bundle
+        from edgeface.runtime.engine import LiteRTEngine
+
+        self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.spec = self.bundle.spec
+        if self.spec.embedding_size <= 0:
+            raise GalleryError(f"{self.bundle.path}: the model has no embedding output, so nobody can be enrolled "
+                               "(train and convert it again with this edgeface version)")
+        self.detector = detector or create_detector(self.spec.crop.detector)
+        self.engine = LiteRTEngine.from_bundle(self.bundle, num_threads=num_threads)
+
+    def check_photo(self, path: str | Path, quality: bool = True) -> PhotoCheck:
+        """Detect and align the photo's face; with ``quality``, apply the enrollment checks too."""
+        from edgeface.faces.align import align_face
+        from edgeface.imageio import read_image
+
+        path = Path(path)
+        try:
+            image = read_image(path)
+        except ImageError as exc:
+            return PhotoCheck(path, "unreadable", str(exc))
+        face, confident = pick_face(self.detector.detect(image))
+        if face is None:
+            return PhotoCheck(path, "no_face", f"{path}: no face found")
+        if quality:
+            if confident > 1:
+                return PhotoCheck(path, "several_faces", f"{path}: {confident} faces; use a photo of the person alone",
+                                  face)
+            if face.height < MIN_FACE_PX:
+                return PhotoCheck(path, "too_small", f"{path}: face too small ({face.height:.0f} px tall, "
+                                                     f"need {MIN_FACE_PX})", face)
+        sharp = sharpness(image, face, self.spec.crop)
+        if quality and sharp < MIN_SHARPNESS:
+            return PhotoCheck(path, "blurry", f"{path}: face too blurry (sharpness {sharp:.0f}, need "
+                                              f"{MIN_SHARPNESS:.0f})", face, sharp)
+        crop = align_face(image, face, self.spec.crop, self.spec.input_size)
+        return PhotoCheck(path, "ok", "", face, sharp, crop)
+
+    def predict(self, crops: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Model outputs (probabilities per head and ``embedding``) for crops, in batches."""
+        size = self.spec.input_size
+        crops = np.asarray(crops, np.uint8).reshape(-1, size, size, 3)
+        parts = [self.engine.predict(crops[i:i + batch_size]) for i in range(0, max(len(crops), 1), batch_size)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def photos(self, paths: Sequence[Path], quality: bool = True) -> tuple[list[PhotoCheck], dict[str, np.ndarray]]:
+        """Check every photo; model outputs for those that passed, in order."""
+        checks = [self.check_photo(p, quality) for p in paths]
+        ok = [c.crop for c in checks if c.ok]
+        size = self.spec.input_size
+        outputs = self.predict(np.stack(ok) if ok else np.zeros((0, size, size, 3), np.uint8))
+        return checks, outputs
+
+
+def expand_photos(items: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders replaced by the images inside them (recursively, sorted)."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise DataError(f"{path}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def gallery_for(bundle: Any, gallery_path: str | Path | None = None, state_dir: str | Path | None = None
+                ) -> tuple[Gallery, Path]:
+    """The bundle's gallery (empty when there is none yet) and where it is stored."""
+    from edgeface.runtime.bundle import Bundle, load_bundle
+
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    path = Path(gallery_path) if gallery_path else default_gallery_path(bundle.model_sha256, state_dir)
+    return open_gallery(bundle.model_sha256, bundle.spec.embedding_size, path), path
+
+
+# --- enroll ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EnrollResult:
+    name: str
+    checks: tuple[PhotoCheck, ...]
+    enrolled: int  # photos added now
+    gallery: Gallery
+    path: Path
+    trained_name: bool  # the name is also a person of the model's identity head
+
+    @property
+    def rejected(self) -> list[PhotoCheck]:
+        return [c for c in self.checks if not c.ok]
+
+
+def enroll(bundle: Any, name: str, photos: Sequence[str | Path], gallery_path: str | Path | None = None,
+           state_dir: str | Path | None = None, replace_existing: bool = False,
+           embedder: FaceEmbedder | None = None) -> EnrollResult:
+    """Add a person (or more photos of them) to the bundle's gallery. Photos that fail a check are reported in
+    the result and not enrolled; the gallery is written only when at least one photo passed."""
+    name = check_name(name)
+    embedder = embedder or FaceEmbedder(bundle)
+    paths = expand_photos(photos)
+    if not paths:
+        raise DataError("no photos given")
+    checks, outputs = embedder.photos(paths)
+    gallery, path = gallery_for(embedder.bundle, gallery_path, state_dir)
+    with locked(path):
+        gallery, _ = gallery_for(embedder.bundle, path)  # again, under the lock: another enroll may have written
+        person = gallery.get(name)
+        known = set() if person is None or replace_existing else {p.get("sha256") for p in person.photos}
+        keep: list[int] = []
+        records: list[dict[str, str]] = []
+        final: list[PhotoCheck] = []
+        row = 0
+        for check in checks:
+            if not check.ok:
+                final.append(check)
+                continue
+            digest = file_sha256(check.path)
+            if digest in known:
+                final.append(PhotoCheck(check.path, "duplicate", f"{check.path}: already enrolled for {name}",
+                                        check.face, check.sharpness))
+            else:
+                known.add(digest)
+                keep.append(row)
+                records.append({"file": check.path.name, "sha256": digest})
+                final.append(check)
+            row += 1
+        if keep:
+            gallery = gallery.with_person(name, outputs[EMBEDDING_NAME][keep], records, replace_existing)
+            gallery.save(path)
+    trained = name.casefold() in {n.casefold() for n in embedder.spec.labels["identity"]}
+    return EnrollResult(name, tuple(final), len(keep), gallery, path, trained)
+
+
+def remove_person(bundle: Any, name: str, gallery_path: str | Path | None = None,
+                  state_dir: str | Path | None = None) -> Gallery:
+    gallery, path = gallery_for(bundle, gallery_path, state_dir)
+    with locked(path):
+        gallery, _ = gallery_for(bundle, path)
+        gallery = gallery.without(name)
+        gallery.save(path)
+    return gallery
+
+
+# --- calibrate ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Thresholds:
+    similarity: float
+    identity: float | None  # None when only the gallery was calibrated
+    accepted: int  # calibration faces the combined rule accepts at these thresholds
+    total: int
+
+    @property
+    def far(self) -> float:
+        return self.accepted / self.total if self.total else 0.0
+
+
+def _above(sorted_desc: np.ndarray, k: int) -> float:
+    """A threshold that accepts the ``k`` highest scores and not the next: halfway between them."""
+    if k >= len(sorted_desc):
+        return float(sorted_desc[-1])
+    if k == 0:
+        return float(np.nextafter(np.float32(sorted_desc[0]), np.float32(np.inf)))
+    return float((sorted_desc[k - 1] + sorted_desc[k]) / 2)
+
+
+def choose_thresholds(similarity: np.ndarray, confidence: np.ndarray | None, far: float) -> Thresholds:
+    """Thresholds at which the combined rule accepts at most ``far`` of these strangers' faces.
+
+    ``similarity``: each stranger face's best gallery similarity; ``confidence``: its top identity-head
+    probability (None to calibrate the gallery alone). Both paths are allowed the same number ``k`` of the
+    strangers, and ``k`` is the largest for which their union stays within the target.
+    """
+    similarity = np.asarray(similarity, np.float64)
+    total = len(similarity)
+    if total == 0:
+        raise DataError("no stranger faces to calibrate on")
+    allowed = int(np.floor(far * total + 1e-9))
+    s_sorted = np.sort(similarity)[::-1]
+    p_sorted = None if confidence is None else np.sort(np.asarray(confidence, np.float64))[::-1]
+
+    def at(k: int) -> Thresholds:
+        t_s = _above(s_sorted, k)
+        accepted = similarity >= t_s
+        t_p = None
+        if p_sorted is not None:
+            t_p = _above(p_sorted, k)
+            accepted |= np.asarray(confidence) >= t_p
+        return Thresholds(t_s, t_p, int(accepted.sum()), total)
+
+    best = at(0)
+    for k in range(1, allowed + 1):  # accepted grows with k: stop at the first k over the target
+        candidate = at(k)
+        if candidate.accepted > allowed:
+            break
+        best = candidate
+    return best
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    thresholds: Thresholds
+    far_target: float
+    gallery: Gallery
+    path: Path
+    photos: int
+    faces: int
+    skipped: tuple[str, ...]  # why photos were not used (no face, enrolled or trained person, unreadable)
+    gallery_far: float  # strangers accepted by the gallery path alone
+    model_far: float | None  # ... by the identity head alone
+    warnings: tuple[str, ...] = ()
+
+
+def read_impostors(items: Sequence[str | Path], exclude: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Photos of strangers from files, folders and CSV manifests; CSV rows of excluded people (enrolled or
+    trained, compared without case) are skipped, with the reason."""
+    from edgeface.data.manifest import load_dataset
+
+    excluded = {n.casefold() for n in exclude}
+    paths: list[Path] = []
+    skipped: list[str] = []
+    for item in items:
+        item = Path(item)
+        if item.suffix.lower() == ".csv":
+            data = load_dataset(item)
+            data.raise_for_errors()
+            for sample in data.samples:
+                if sample.identity and sample.identity.casefold() in excluded:
+                    skipped.append(f"{sample.where}: {sample.identity} is enrolled or trained, not a stranger")
+                else:
+                    paths.append(sample.image)
+        else:
+            paths.extend(expand_photos([item]))
+    return paths, skipped
+
+
+def calibrate(bundle: Any, impostors: Sequence[str | Path], far: float = 0.01,
+              gallery_path: str | Path | None = None, state_dir: str | Path | None = None,
+              calibrate_identity: bool = True, embedder: FaceEmbedder | None = None) -> CalibrationResult:
+    """Pick the thresholds for a false-accept rate ``far`` on photos of people who are neither enrolled nor
+    trained, and store them in the gallery (the daemon and ``Labeler.for_bundle`` use them)."""
+    if not 0.0 <= far < 1.0:
+        raise DataError(f"--far must be in [0, 1), got {far}")
+    embedder = embedder or FaceEmbedder(bundle)
+    gallery, path = gallery_for(embedder.bundle, gallery_path, state_dir)
+    if not len(gallery):
+        raise GalleryError(f"{path}: nobody is enrolled for this bundle; enroll people first (the threshold "
+                           "depends on who is enrolled)")
+    trained = embedder.spec.labels["identity"]
+    paths, skipped = read_impostors(impostors, list(gallery.names) + list(trained))
+    if not paths:
+        raise DataError("no stranger photos left to calibrate on" + (f" ({skipped[0]})" if skipped else ""))
+    checks, outputs = embedder.photos(paths, quality=False)
+    skipped += [c.message for c in checks if not c.ok]
+    faces = len(outputs[EMBEDDING_NAME])
+    if faces == 0:
+        raise DataError(f"no face found in any of the {len(paths)} stranger photos")
+    similarity = gallery.match(outputs[EMBEDDING_NAME]).similarity
+    confidence = outputs["identity"].max(1) if calibrate_identity else None
+    thresholds = choose_thresholds(similarity, confidence, far)
+    warnings = []
+    if faces * far < 5:
+        warnings.append(f"{faces} stranger faces measure a false-accept rate of {far:.2%} poorly "
+                        f"(at least {int(np.ceil(5 / max(far, 1e-9)))} faces advised)")
+    gallery_far = float(np.mean(similarity >= thresholds.similarity))
+    model_far = None if confidence is None else float(np.mean(confidence >= thresholds.identity))
+    details: dict[str, Any] = {"far_target": far, "far_measured": thresholds.far, "faces": faces,
+                               "photos": len(paths), "gallery_far": gallery_far, "model_far": model_far}
+    with locked(path):
+        current, _ = gallery_for(embedder.bundle, path)
+        if current.names != gallery.names:
+            raise GalleryError(f"{path}: the people enrolled changed while calibrating; run calibrate again")
+        gallery = current.calibrated(thresholds.similarity, thresholds.identity, details)
+        gallery.save(path)
+    return CalibrationResult(thresholds, far, gallery, path, len(paths), faces, tuple(skipped), gallery_far,
+                             model_far, tuple(warnings))
+

@@ -1,0 +1,323 @@
+"""The gallery: enrolled people's face embeddings, stored on the device, matched by cosine similarity.
+
+A gallery belongs to one model: embeddings of another model live in another space, so a gallery records the
+``model_sha256`` of the bundle it was made with, and one made with another model is refused. By default each
+model has its own gallery file in the state directory (:func:`default_gallery_path`), so a new bundle starts
+with an empty gallery instead of a meaningless one.
+
+The file is one JSON document, written atomically (a reader never sees half a file; the daemon reloads it when
+it changes)::
+
+    {"format": "edgeface-gallery", "format_version": 1, "model_sha256": "...", "embedding_size": 128,
+     "similarity_threshold": 0.62, "identity_threshold": 0.71, "calibration": {...},
+     "people": [{"name": "Maya", "added": "2025-01-01T10:00:00+00:00",
+                 "photos": [{"file": "maya1.jpg", "sha256": "..."}], "embeddings": [[...], ...]}]}
+
+No image is stored: only embeddings and the names of the photos they came from. Reading and matching need
+numpy only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import unicodedata
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from edgeface.errors import ConfigError, EdgefaceError
+from edgeface.runtime.results import UNKNOWN
+
+GALLERY_FORMAT = "edgeface-gallery"
+GALLERY_VERSION = 1
+# Used until `edgeface calibrate` stores a measured one. Chosen on celeba-299 (docs/identity.md): for the
+# MobileNetV2 96x96 model it lets about 1% of strangers through with a 50-person gallery.
+DEFAULT_SIMILARITY_THRESHOLD = 0.75
+MAX_NAME_LENGTH = 64
+
+
+class GalleryError(EdgefaceError):
+    """A gallery file is unreadable, of another model, or a request on it is invalid."""
+
+
+def default_state_dir() -> Path:
+    """Where the device keeps its state: ``$EDGEFACE_STATE_DIR``, else systemd's ``$STATE_DIRECTORY`` (set by
+    ``StateDirectory=`` in a unit), else ``$XDG_STATE_HOME/edgeface``, else ``~/.local/state/edgeface``."""
+    if os.environ.get("EDGEFACE_STATE_DIR"):
+        return Path(os.environ["EDGEFACE_STATE_DIR"]).expanduser()
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base).expanduser() / "edgeface"
+
+
+def default_gallery_path(model_sha256: str, state_dir: str | Path | None = None) -> Path:
+    """``<state dir>/galleries/<first 16 hex digits of the model's SHA-256>.json``: one gallery per model."""
+    return Path(state_dir or default_state_dir()) / "galleries" / f"{model_sha256[:16]}.json"
+
+
+def check_name(name: str) -> str:
+    """A person's name as stored: trimmed, NFC; refused when empty, too long, reserved or with control codes."""
+    cleaned = unicodedata.normalize("NFC", name.strip())
+    if not cleaned:
+        raise GalleryError("the name is empty")
+    if len(cleaned) > MAX_NAME_LENGTH:
+        raise GalleryError(f"name {cleaned[:20]!r}... is longer than {MAX_NAME_LENGTH} characters")
+    if any(unicodedata.category(c).startswith("C") for c in cleaned):
+        raise GalleryError(f"name {cleaned!r} contains control characters")
+    if cleaned.lower() == UNKNOWN:
+        raise GalleryError(f"{cleaned!r} is reserved for faces nobody matches; choose another name")
+    return cleaned
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
+    return embeddings / np.maximum(norms, 1e-12)
+
+
+@dataclass(frozen=True)
+class Person:
+    """One enrolled person: unit-length embeddings (K, D) and the photos they came from."""
+
+    name: str
+    embeddings: np.ndarray = field(repr=False)
+    photos: tuple[Mapping[str, str], ...] = ()  # {"file": name, "sha256": digest of the file}
+    added: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "added": self.added, "photos": [dict(p) for p in self.photos],
+                "embeddings": np.round(self.embeddings.astype(np.float64), 6).tolist()}
+
+
+@dataclass(frozen=True)
+class Match:
+    """The best gallery match of each face: index into ``Gallery.names`` (-1: empty gallery) and cosine."""
+
+    index: np.ndarray  # (N,) int
+    similarity: np.ndarray  # (N,) float32, -1 for an empty gallery
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Enrolled people for one model, plus the thresholds ``edgeface calibrate`` measured for them.
+
+    Immutable: ``with_person``, ``without`` and ``calibrated`` return a new gallery; ``save`` writes it.
+    """
+
+    model_sha256: str
+    embedding_size: int
+    people: tuple[Person, ...] = ()
+    similarity_threshold: float | None = None  # None: not calibrated, DEFAULT_SIMILARITY_THRESHOLD applies
+    identity_threshold: float | None = None  # None: not calibrated, the bundle's applies
+    calibration: Mapping[str, Any] | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    # --- questions -------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.people)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.people)
+
+    def get(self, name: str) -> Person | None:
+        key = unicodedata.normalize("NFC", name.strip()).casefold()
+        return next((p for p in self.people if p.name.casefold() == key), None)
+
+    @property
+    def calibration_is_stale(self) -> bool:
+        """Calibrated for other people than those enrolled now (the threshold depends on the gallery)."""
+        if self.calibration is None:
+            return False
+        return sorted(self.calibration.get("people", [])) != sorted(self.names)
+
+    @cached_property
+    def _matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """All embeddings stacked (M, D), person by person, and the first row of each person (P,)."""
+        if not self.people:
+            return np.zeros((0, self.embedding_size), np.float32), np.zeros(0, np.int64)
+        rows = _unit_rows(np.concatenate([p.embeddings for p in self.people]))
+        starts = np.cumsum([0] + [len(p.embeddings) for p in self.people[:-1]])
+        return rows, starts
+
+    def similarities(self, embeddings: np.ndarray) -> np.ndarray:
+        """Cosine similarity of each face (N, D) with each person (N, P): the best of that person's photos.
+
+        The best single photo, not the mean of the photos: it tolerates one enrolled photo in another pose or
+        light, which the per-person mean blurs (measured on celeba-299, docs/identity.md).
+        """
+        faces = _unit_rows(np.asarray(embeddings).reshape(-1, self.embedding_size))
+        rows, starts = self._matrix
+        if not len(rows) or not len(faces):
+            return np.zeros((len(faces), len(self.people)), np.float32)
+        return np.maximum.reduceat(faces @ rows.T, starts, axis=1)
+
+    def match(self, embeddings: np.ndarray) -> Match:
+        """The most similar person for each face."""
+        sims = self.similarities(embeddings)
+        if sims.shape[1] == 0:
+            return Match(np.full(len(sims), -1, np.int64), np.full(len(sims), -1.0, np.float32))
+        index = sims.argmax(1)
+        return Match(index, sims[np.arange(len(sims)), index])
+
+    # --- changes ---------------------------------------------------------------------------------------
+
+    def with_person(self, name: str, embeddings: np.ndarray, photos: Sequence[Mapping[str, str]] = (),
+                    replace_existing: bool = False) -> "Gallery":
+        """Add a person, or more photos of one already enrolled (``replace_existing``: start them afresh)."""
+        name = check_name(name)
+        embeddings = np.asarray(embeddings, np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_size or not len(embeddings):
+            raise GalleryError(f"{name}: expected embeddings of shape (K, {self.embedding_size}), "
+                               f"got {embeddings.shape}")
+        existing = self.get(name)
+        people = list(self.people)
+        if existing is not None and not replace_existing:
+            merged = Person(existing.name, np.concatenate([existing.embeddings, _unit_rows(embeddings)]),
+                            tuple(existing.photos) + tuple(photos), existing.added)
+            people[people.index(existing)] = merged
+        else:
+            person = Person(name, _unit_rows(embeddings), tuple(photos), _now())
+            if existing is not None:
+                people[people.index(existing)] = person
+            else:
+                people.append(person)
+        return replace(self, people=tuple(people))
+
+    def without(self, name: str) -> "Gallery":
+        person = self.get(name)
+        if person is None:
+            known = ", ".join(self.names) or "nobody is enrolled"
+            raise GalleryError(f"{name!r} is not enrolled ({known})")
+        return replace(self, people=tuple(p for p in self.people if p is not person))
+
+    def calibrated(self, similarity_threshold: float, identity_threshold: float | None,
+                   details: Mapping[str, Any]) -> "Gallery":
+        return replace(self, similarity_threshold=float(similarity_threshold),
+                       identity_threshold=None if identity_threshold is None else float(identity_threshold),
+                       calibration={**details, "people": list(self.names), "date": _now()})
+
+    # --- files -----------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": GALLERY_FORMAT, "format_version": GALLERY_VERSION, "model_sha256": self.model_sha256,
+                "embedding_size": self.embedding_size, "similarity_threshold": self.similarity_threshold,
+                "identity_threshold": self.identity_threshold, "calibration": self.calibration,
+                "people": [p.to_dict() for p in self.people]}
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write atomically (temporary file + rename), readable by the service user (mode 0644)."""
+        path = Path(path or self.path or "")
+        if not path.name:
+            raise GalleryError("no path to save the gallery to")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.to_dict(), handle, separators=(",", ":"))
+                handle.flush()
+                os.fsync(handle.fileno())  # a power cut on the Pi leaves the old or the new file, never zeros
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def empty_gallery(model_sha256: str, embedding_size: int, path: Path | None = None) -> Gallery:
+    if embedding_size <= 0:
+        raise GalleryError("this bundle's model has no embedding output, so nobody can be enrolled: train and "
+                           "convert it again with this edgeface version")
+    return Gallery(model_sha256=model_sha256, embedding_size=embedding_size, path=path)
+
+
+def read_gallery(path: str | Path, model_sha256: str | None = None) -> Gallery:
+    """Load and check a gallery file; with ``model_sha256``, refuse one made with another model."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GalleryError(f"{path}: gallery not found") from None
+    except IsADirectoryError:
+        raise GalleryError(f"{path}: is a folder, not a gallery file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GalleryError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise GalleryError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("format") != GALLERY_FORMAT:
+        raise GalleryError(f"{path}: not an edgeface gallery")
+    if raw.get("format_version") != GALLERY_VERSION:
+        raise GalleryError(f"{path}: gallery format version {raw.get('format_version')} is not supported "
+                           f"(this edgeface reads version {GALLERY_VERSION})")
+    sha = str(raw.get("model_sha256", ""))
+    if model_sha256 is not None and sha != model_sha256:
+        raise GalleryError(f"{path}: this gallery was made with model {sha[:12]}, not with this bundle's "
+                           f"model {model_sha256[:12]}; embeddings of different models cannot be compared "
+                           "(enroll the people again with this bundle)")
+    try:
+        size = int(raw["embedding_size"])
+        people = []
+        for entry in raw.get("people", []):
+            embeddings = np.asarray(entry["embeddings"], dtype=np.float32).reshape(-1, size)
+            people.append(Person(str(entry["name"]), _unit_rows(embeddings),
+                                 tuple(dict(p) for p in entry.get("photos", [])), str(entry.get("added", ""))))
+        sim = raw.get("similarity_threshold")
+        ident = raw.get("identity_threshold")
+        return Gallery(model_sha256=sha, embedding_size=size, people=tuple(people),
+                       similarity_threshold=None if sim is None else float(sim),
+                       identity_threshold=None if ident is None else float(ident),
+                       calibration=raw.get("calibration"), path=path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GalleryError(f"{path}: damaged gallery ({type(exc).__name__}: {exc})") from None
+
+
+def open_gallery(model_sha256: str, embedding_size: int, path: str | Path | None = None,
+                 state_dir: str | Path | None = None) -> Gallery:
+    """The gallery at ``path`` (default: this model's file in the state directory), or an empty one."""
+    path = Path(path) if path else default_gallery_path(model_sha256, state_dir)
+    if not path.exists():
+        return empty_gallery(model_sha256, embedding_size, path)
+    gallery = read_gallery(path, model_sha256)
+    if gallery.embedding_size != embedding_size:
+        raise GalleryError(f"{path}: embeddings of size {gallery.embedding_size}, the model makes {embedding_size}")
+    return gallery
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Serialise read-modify-write of one gallery between processes (two `enroll` at once lose nothing)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (the write itself is still atomic)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = open(path.with_name(path.name + ".lock"), "a")
+    except OSError as exc:
+        raise ConfigError(f"{path.parent}: cannot write to the state directory ({exc.strerror or exc}); "
+                          "set EDGEFACE_STATE_DIR or pass --state-dir") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+__all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "Gallery", "GalleryError", "Match", "Person", "check_name",
+           "default_gallery_path", "default_state_dir", "empty_gallery", "open_gallery", "read_gallery", "locked"]
