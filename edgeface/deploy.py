@@ -444,10 +444,9 @@ class _Remote:
     def ssh_command(self) -> list[str]:
         return ["ssh", *self.ssh_options(), *(["-p", str(self.port)] if self.port else [])]
 
-    def run(self, step: str, *args: str, script: bool = True, timeout: float | None = None) -> str:
-        """Run the remote script's ``step`` (or a raw command); stdout on success, _StepFailed otherwise."""
-        remote = (["sh", "-c", REMOTE_SCRIPT, "edgeface-deploy", step, self.options.prefix, *args] if script
-                  else list(args))
+    def run(self, step: str, *args: str, timeout: float | None = None) -> str:
+        """Run the remote script's ``step``; its stdout on success, _StepFailed otherwise."""
+        remote = ["sh", "-c", REMOTE_SCRIPT, "edgeface-deploy", step, self.options.prefix, *args]
         command = [*self.ssh_command(), "--", self.host.name, shlex.join(remote)]
         return self._call(command, step, timeout)
 

@@ -434,6 +434,20 @@ def test_scp_and_a_health_command(sshd: SshServer, tiny_bundles: dict[str, Path]
 
 
 @pytest.mark.system
+def test_a_failed_first_deploy_leaves_nothing_behind(sshd: SshServer, tiny_bundles: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    base = tmp_path / "opt" / "edgeface"
+    base.mkdir(parents=True)
+    options = sshd.options(tmp_path, restart_cmd='echo "camera on fire"; exit 1', health_cmd="true")
+    (result,) = deploy([sshd.host], prepare_release(tiny_bundles["int8"]), options)
+    assert result.line() == (f"{sshd.host}: failed: restart failed: camera on fire (exit status 1); "
+                             f"there is no previous release to roll back to")
+    assert not result.ok
+    assert not (base / "current").exists() and not (base / "current").is_symlink()
+    assert list((base / "releases").iterdir()) == []  # so the next deploy of it is not taken as "unchanged"
+
+
+@pytest.mark.system
 def test_deploy_sh_is_the_same_command(first_deploy, sshd: SshServer, pi: Pi, tiny_bundles: dict[str, Path]) -> None:
     _, release = first_deploy
     script = REPO / "firmware_scripts" / "deploy.sh"
