@@ -208,3 +208,14 @@ def test_systemd_readiness_and_watchdog_pings(bundle: Path, video: Path, tmp_pat
         server.close()
         daemon.kill()
     assert daemon.proc.returncode == 0
+
+
+def test_snapshots_only_when_asked(bundle: Path, video: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "snaps"
+    daemon = DaemonProcess(["--bundle", str(bundle), "--source", str(video), "--no-http", "--snapshots",
+                            str(folder)], cwd=tmp_path)
+    assert daemon.finish(60) == 0, daemon.log()
+    # One frame with faces per 10 s by default: this 3 s video gives one JPEG and its JSON record.
+    assert sorted(p.suffix for p in folder.iterdir()) == [".jpg", ".json"]
+    record = json.loads(next(folder.glob("*.json")).read_text())
+    assert record["faces"] and sorted(p.name for p in tmp_path.iterdir()) == ["snaps"]

@@ -309,9 +309,8 @@ class Daemon:
     # --- the loop ------------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event | None = None) -> int:
-        """Loop until the source ends (exit 0), ``stop`` is set or SIGTERM/SIGINT arrives (exit 0)."""
+        """Loop until the source ends or ``stop`` is set; returns exit code 0."""
         stop = stop or threading.Event()
-        undo_signals = install_stop_handlers(stop)
         notifier = SystemdNotifier()
         from edgeface.daemon.sinks import Published
         from edgeface.daemon.sources import Capture
@@ -344,7 +343,6 @@ class Daemon:
         finally:
             notifier.stopping()
             self.close()
-            undo_signals()
             notifier.close()
             log.info("stopped: %s", self.status_line())
             log.info("summary %s", json.dumps({**self.stats.summary(), **process_status(),
@@ -403,5 +401,13 @@ def process_status(pid: int | str = "self") -> dict[str, int]:
 
 
 def run_daemon(config: DaemonConfig, stop: threading.Event | None = None) -> int:
-    """Open everything (one-line errors), run until done, return the exit code."""
-    return Daemon(config).run(stop)
+    """Open everything (one-line errors), run until the source ends or SIGTERM/SIGINT, return the exit code.
+
+    The signal handlers are in place before the model loads, so a stop during start-up is clean too.
+    """
+    stop = stop or threading.Event()
+    undo_signals = install_stop_handlers(stop)
+    try:
+        return Daemon(config).run(stop)
+    finally:
+        undo_signals()
