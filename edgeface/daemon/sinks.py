@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from edgeface.errors import ConfigError, DependencyError
 
 if TYPE_CHECKING:
-    from edgeface.daemon.config import HttpConfig, JsonlConfig, MqttConfig
+    from edgeface.daemon.config import HttpConfig, MqttConfig
     from edgeface.daemon.pipeline import FrameResult
 
 log = logging.getLogger("edgeface.daemon")
