@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     embedding_size: int = 128
     label_smoothing: float = 0.1
+    cosine_decay: bool = True  # fine-tuning rate follows a cosine over the epochs
     augment: bool = True
     detector: str = "blazeface"
     crop: CropSpec = field(default_factory=CropSpec)
@@ -148,8 +149,12 @@ def distribution_strategy():
     return tf.distribute.get_strategy()
 
 
-def _compile(model, learning_rate: float, label_smoothing: float) -> None:
+def _compile(model, learning_rate: float, label_smoothing: float, decay_steps: int = 0) -> None:
+    """Adam with per-head cross-entropy; with ``decay_steps`` the rate follows a cosine down to 1% of it."""
     import keras
+
+    if decay_steps > 0:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps, alpha=0.01)
 
     losses = {head: keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing if head == "identity"
                                                          else 0.0) for head in HEADS}
@@ -254,7 +259,9 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         name = "fine-tune" if pretrained else "train"
         with strategy.scope():
             trainable = set_backbone_trainable(backbone, True, fine_tune_from if pretrained else None)
-            _compile(built.training_model, learning_rate, config.label_smoothing)
+            steps = -(-len(train_samples) // config.batch_size) * config.epochs
+            _compile(built.training_model, learning_rate, config.label_smoothing,
+                     decay_steps=steps if config.cosine_decay else 0)
         on_log(f"phase {name}: up to {config.epochs} epoch(s) at lr {learning_rate:g}, "
                f"{trainable} backbone layers trainable, augmented")
         fit_start = time.time()
