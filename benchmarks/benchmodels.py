@@ -57,6 +57,24 @@ def _weights(backbone: str) -> str:
     return "none"
 
 
+def cache_key(model: BenchModel, shared_csv: Path | None) -> str:
+    """A hash of what the built bundles depend on, for the cross-session cache in ``conftest.py``."""
+    import hashlib
+    from importlib import metadata
+
+    repo = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(f"{model}|{shared_csv}|{_weights(model.backbone)}".encode())
+    for name in ("tensorflow", "keras"):
+        try:
+            digest.update(metadata.version(name).encode())
+        except metadata.PackageNotFoundError:
+            pass
+    for source in (Path(__file__), repo / "convert" / "tflite.py", repo / "edgeface" / "train" / "model.py",
+                   repo / "edgeface" / "train" / "layers.py", repo / "edgeface" / "runtime" / "bundle.py"):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def calibration_faces(size: int, count: int, shared_csv: Path | None, workdir: Path) -> tuple[np.ndarray, str]:
     """Aligned face crops for int8 calibration, and where they came from."""
     from convert.pipeline import select_representative
@@ -88,7 +106,7 @@ def build_bundles(model: BenchModel, out: Path, calibration: np.ndarray) -> dict
     labels = {"identity": tuple(f"person_{i:03d}" for i in range(model.people)), **ATTRIBUTE_LABELS}
     spec = ModelSpec(labels=labels, input_size=model.input_size, backbone=model.backbone, embedding_size=128)
     weights = _weights(model.backbone)
-    keras_model, _ = build_model(spec, weights=weights)
+    keras_model = build_model(spec, weights=weights).model
     bundles = {}
     for precision in PRECISIONS:
         flatbuffer = convert_keras(keras_model, precision, spec, calibration if precision == "int8" else None)

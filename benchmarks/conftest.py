@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from benchmodels import TIERS, BenchModel, build_bundles, calibration_faces
+from benchmodels import PRECISIONS, TIERS, BenchModel, build_bundles, cache_key, calibration_faces
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", REPO.parent / "shared"))
@@ -41,8 +41,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
-    """Collect ``bench_*.py`` unless ``python_files`` already does (then pytest collects it itself)."""
-    if file_path.suffix != ".py" or not file_path.name.startswith("bench_"):
+    """Collect ``bench_*.py`` unless pytest does itself (a file named on the command line, or one that
+    ``python_files`` matches): never twice."""
+    if file_path.suffix != ".py" or not file_path.name.startswith("bench_") or parent.session.isinitpath(file_path):
         return None
     if any(fnmatch.fnmatch(file_path.name, pattern) for pattern in parent.config.getini("python_files")):
         return None
@@ -68,12 +69,25 @@ def shared_csv() -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def bench_bundles(bench_model: BenchModel, shared_csv: Path | None,
+def bench_bundles(bench_model: BenchModel, shared_csv: Path | None, request: pytest.FixtureRequest,
                   tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """{precision: bundle path} for one benchmark model, built once per session."""
+    """{precision: bundle path} for one benchmark model.
+
+    Converting four precisions takes a minute or more, so the bundles are kept in pytest's cache folder
+    (``.pytest_cache``, never committed) under a key of everything that shapes them: the code that builds and
+    converts them, the TensorFlow version and the calibration source. A fresh clone (CI) builds them once.
+    """
+    folder = Path(request.config.cache.mkdir("edgeface-bench-models")) / cache_key(bench_model, shared_csv)
+    bundles = {p: folder / f"{bench_model.key}-{p}.edgeface" for p in PRECISIONS}
+    if all(path.is_file() for path in bundles.values()):
+        return bundles
     work = tmp_path_factory.mktemp(f"bench-{bench_model.key}")
     faces, _ = calibration_faces(bench_model.input_size, bench_model.calibration, shared_csv, work)
-    return build_bundles(bench_model, work, faces)
+    built = build_bundles(bench_model, work, faces)
+    folder.mkdir(parents=True, exist_ok=True)
+    for precision, path in built.items():
+        os.replace(path, bundles[precision])  # write_bundle was atomic; so is the move
+    return bundles
 
 
 @pytest.fixture(scope="session")

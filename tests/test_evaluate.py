@@ -164,7 +164,7 @@ def test_different_input_sizes_are_cropped_separately(known_set, tiny_bundles: d
     from edgeface.train.model import build_model
 
     spec = load_bundle(tiny_bundles["float32"]).spec.with_(input_size=32)
-    model, _ = build_model(spec, weights="none")
+    model = build_model(spec, weights="none").model
     small = write_bundle(tmp_path_factory.mktemp("size32") / "tiny32.edgeface",
                          convert_keras(model, "float32", spec), spec, "float32")
     csv, expected = known_set
@@ -201,3 +201,19 @@ def test_bundles_evaluate_and_bench_without_tensorflow(known_set, tiny_bundles: 
         done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
     assert tiny_bundles["int8"].stem in done.stdout
+
+
+@pytest.mark.shared
+def test_real_faces_before_and_after_int8(celeba_model: Path, celeba_bundle: Path, celeba_people_csv: Path,
+                                          tmp_path: Path) -> None:
+    """MobileNetV2 on 6 real people: Keras and its int8 bundle on the same crops, with a loose gate."""
+    out = tmp_path / "real.json"
+    result = runner.invoke(app, ["evaluate", str(celeba_model), str(celeba_bundle), "--data", str(celeba_people_csv),
+                                 "--max-drop", "10", "--json", str(out), "--no-confusion"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    keras, int8 = document["models"]
+    crops = crop_samples(load_dataset(celeba_people_csv).samples, load_bundle(celeba_bundle).spec.crop, 96)
+    assert keras["faces"]["no_face"] == crops.summary().get("no_face", 0) == int8["faces"]["no_face"]
+    assert keras["heads"]["identity"]["accuracy"] > 0.5  # 6 people, mostly photos it was trained on
+    assert keras["heads"]["identity"]["missed"] == keras["faces"]["no_face"] + keras["faces"]["unreadable"]
