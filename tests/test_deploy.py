@@ -382,11 +382,11 @@ def test_unreachable_hosts_do_not_stop_the_others(first_deploy, sshd: SshServer,
                                       "--config", str(pi.config), "--prefix", str(pi.root),
                                       "--restart-cmd", pi.restart_cmd, *sshd.cli_args()])
     assert result.exit_code == 1
-    lines = sorted(result.stdout.splitlines())
+    lines = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in result.stdout.splitlines()}
     assert len(lines) == 3, result.output
-    assert lines[0].startswith(f"{closed}: unreachable: ") and "refused" in lines[0], lines[0]
-    assert lines[1] == f"{sshd.host}: unchanged ({release.id} is current)"
-    assert lines[2].startswith(f"{unknown_key}: unreachable: host key not in known_hosts"), lines[2]
+    assert lines[closed].startswith("unreachable: ") and "refused" in lines[closed], lines[closed]
+    assert lines[sshd.host] == f"unchanged ({release.id} is current)"
+    assert lines[unknown_key].startswith("unreachable: host key not in known_hosts"), lines[unknown_key]
     assert sshd.known_hosts.read_text() == known, "a host key must never be added blindly"
 
 
