@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from benchmodels import PRECISIONS, BenchModel
 
 THREADS = (1, 2)

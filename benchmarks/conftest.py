@@ -1,9 +1,10 @@
 """Latency benchmarks (pytest-benchmark). See docs/benchmarks.md.
 
-    pytest benchmarks                                   # small tier: MobileNetV2 96x96, about a minute
-    pytest benchmarks --full                            # MobileNetV2, ResNet50, VGG16 at 224x224 (or EDGEFACE_BENCH_FULL=1)
-    pytest benchmarks --benchmark-json=artifacts/benchmarks.json
-    python benchmarks/check_speedup.py artifacts/benchmarks.json      # CI: int8 must beat float32
+    pytest benchmarks/bench_latency.py                  # small tier: MobileNetV2 96x96, about a minute
+    pytest benchmarks/bench_latency.py --full           # + MobileNetV2, ResNet50, VGG16 at 224x224
+    EDGEFACE_BENCH_FULL=1 pytest benchmarks/bench_latency.py                  # the same
+    pytest benchmarks/bench_latency.py --benchmark-json=artifacts/benchmarks.json
+    python benchmarks/check_speedup.py artifacts/benchmarks.json  # CI: int8 must beat float32
 
 Files named ``bench_*.py`` here are collected as test modules (the project's ``testpaths`` is ``tests``, so
 the default test run never starts a benchmark). Models are built once per session in a temporary folder.
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from benchmodels import PRECISIONS, TIERS, BenchModel, build_bundles, cache_key, calibration_faces
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
     """Collect ``bench_*.py`` unless pytest does itself (a file named on the command line, or one that
     ``python_files`` matches): never twice."""
-    if file_path.suffix != ".py" or not file_path.name.startswith("bench_") or parent.session.isinitpath(file_path):
+    if file_path.suffix != ".py" or not file_path.name.startswith("bench_"):
+        return None
+    if parent.session.isinitpath(file_path):
         return None
     if any(fnmatch.fnmatch(file_path.name, pattern) for pattern in parent.config.getini("python_files")):
         return None

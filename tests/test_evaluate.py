@@ -94,7 +94,8 @@ def test_metrics_match_the_planted_answers(known_set, tiny_bundles: dict[str, Pa
         np.testing.assert_array_equal(metrics.confusion, confusion)
 
 
-def test_cli_table_json_and_plots(known_set, tiny_model: Path, tiny_bundles: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_table_json_and_plots(known_set, tiny_model: Path, tiny_bundles: dict[str, Path],
+                                  tmp_path: Path) -> None:
     csv, expected = known_set
     order = [tiny_model.parent, tiny_bundles["int8"], tiny_bundles["float32"]]
     out = tmp_path / "eval.json"
@@ -178,7 +179,7 @@ def test_different_input_sizes_are_cropped_separately(known_set, tiny_bundles: d
 def test_bad_input_is_one_line(known_set, tiny_bundles: dict[str, Path], tmp_path: Path) -> None:
     csv, _ = known_set
     cases = [
-        (["evaluate", str(tmp_path / "nope.edgeface"), "--data", str(csv)], "nope.edgeface: no such file or folder"),
+        (["evaluate", str(tmp_path / "nope.edgeface"), "--data", str(csv)], "nope.edgeface: no such file"),
         (["evaluate", str(tiny_bundles["int8"]), "--data", str(tmp_path / "none.csv")], "none.csv: no such file"),
         (["evaluate", str(tiny_bundles["int8"]), "--data", str(csv), "--max-drop", "-1"], "--max-drop must be 0"),
         (["evaluate", str(csv), "--data", str(csv)], "not a model"),
@@ -198,7 +199,8 @@ def test_bundles_evaluate_and_bench_without_tensorflow(known_set, tiny_bundles: 
     bundle = str(tiny_bundles["int8"])
     for args in (["evaluate", bundle, "--data", str(csv), "--max-drop", "0"],
                  ["bench", bundle, "--threads", "1", "--runs", "3", "--no-frames", "--no-memory"]):
-        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+                              check=False)
         assert done.returncode == 0, done.stderr[-2000:]
     assert tiny_bundles["int8"].stem in done.stdout
 
@@ -208,8 +210,8 @@ def test_real_faces_before_and_after_int8(celeba_model: Path, celeba_bundle: Pat
                                           tmp_path: Path) -> None:
     """MobileNetV2 on 6 real people: Keras and its int8 bundle on the same crops, with a loose gate."""
     out = tmp_path / "real.json"
-    result = runner.invoke(app, ["evaluate", str(celeba_model), str(celeba_bundle), "--data", str(celeba_people_csv),
-                                 "--max-drop", "10", "--json", str(out), "--no-confusion"])
+    result = runner.invoke(app, ["evaluate", str(celeba_model), str(celeba_bundle), "--data",
+                                 str(celeba_people_csv), "--max-drop", "10", "--json", str(out), "--no-confusion"])
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
     keras, int8 = document["models"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,17 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def _model(name: str, precision: str, sha: str, source: str, backbone: str = "mobilenetv2", accuracy: float = 0.9):
     heads = {h: {"accuracy": accuracy, "balanced_accuracy": accuracy - 0.1, "macro_f1": accuracy - 0.2, "n": 10,
                  "missed": 1} for h in ("identity", "emotion", "gender")}
-    return {"path": f"/elsewhere/{name}", "name": name, "precision": precision, "sha256": sha, "source_sha256": source,
-            "backbone": backbone, "input_size": 224, "size_bytes": 2_000_000, "heads": heads,
-            "faces": {"photos": 11, "found": 10, "no_face": 1, "unreadable": 0}}
+    return {"path": f"/elsewhere/{name}", "name": name, "precision": precision, "sha256": sha,
+            "source_sha256": source, "backbone": backbone, "input_size": 224, "size_bytes": 2_000_000,
+            "heads": heads, "faces": {"photos": 11, "found": 10, "no_face": 1, "unreadable": 0}}
 
 
 def _bench(model: dict, threads: int, p50: float) -> dict:
     return {**{k: model[k] for k in ("path", "name", "precision", "sha256", "source_sha256", "backbone",
                                      "input_size", "size_bytes")},
             "path": "/on/the/pi/" + model["name"], "threads": threads,
-            "face": {"runs": 10, "mean_ms": p50, "p50_ms": p50, "p95_ms": p50 * 1.5, "min_ms": p50, "max_ms": p50 * 2},
+            "face": {"runs": 10, "mean_ms": p50, "p50_ms": p50, "p95_ms": p50 * 1.5, "min_ms": p50,
+                     "max_ms": p50 * 2},
             "memory": {"baseline_kib": 40000, "peak_kib": 50240, "model_kib": 10240}}
 
 
@@ -83,8 +83,8 @@ def test_cli_measures_models_itself_and_reads_saved_json(tiny_bundles: dict[str,
     assert first.exit_code == 0, first.output
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
         "accuracy.png", "bench.json", "evaluation.json", "latency.png", "report.md"]
-    again = runner.invoke(app, ["report", str(tmp_path / "a" / "evaluation.json"), str(tmp_path / "a" / "bench.json"),
-                                "--out", str(tmp_path / "b"), "--title", "Again"])
+    saved = [str(tmp_path / "a" / "evaluation.json"), str(tmp_path / "a" / "bench.json")]
+    again = runner.invoke(app, ["report", *saved, "--out", str(tmp_path / "b"), "--title", "Again"])
     assert again.exit_code == 0, again.output
     text = (tmp_path / "b" / "report.md").read_text()
     assert text.startswith("# Again\n") and "| float32 |" in text and "| int8 |" in text

@@ -17,8 +17,8 @@ ORDER = 45
 def format_bench(report) -> str:  # type: ignore[no-untyped-def]
     """The text report: machine, detection, then one row per bundle and thread count."""
     m = report.machine
-    lines = [f"machine: {m['cpu']} ({m['cpu_count']} cores, {m['machine']}), Python {m['python']}, "
-             f"{m['runtime']} {m['runtime_version']}",
+    lines = [(f"machine: {m['cpu']} ({m['cpu_count']} cores, {m['machine']}), Python {m['python']}, "
+              f"{m['runtime']} {m['runtime_version']}"),
              f"per-face latency over {report.runs} rounds (batch 1); times in ms", ""]
     if report.frames:
         rows = [[f.label, f"{f.image.shape[1]}x{f.image.shape[0]}", f.faces, detector, ms(s.p50_ms), ms(s.p95_ms)]
@@ -34,12 +34,12 @@ def format_bench(report) -> str:  # type: ignore[no-untyped-def]
         row = [b.name, b.model.precision, b.threads, f"{b.model.size_bytes / 1e6:.2f}", ms(b.face.p50_ms),
                ms(b.face.p95_ms), ms(b.face.mean_ms)]
         row += [ms(b.frames[label].p50_ms) if label in b.frames else "" for label in labels]
-        row += [f"{b.memory.peak_kib / 1024:.1f}" if b.memory else "", f"{b.memory.model_kib / 1024:.1f}" if b.memory else ""]
+        row += ([f"{b.memory.peak_kib / 1024:.1f}", f"{b.memory.model_kib / 1024:.1f}"] if b.memory else ["", ""])
         rows.append(row)
     right_align(rows, list(range(3, len(header))), header)
     lines.append(table(rows, header))
-    lines += ["", "peak RSS: whole process that loads and runs the bundle (Python, numpy, LiteRT included); "
-                  "model RSS: what loading and running the model adds"]
+    lines += ["", ("peak RSS: whole process that loads and runs the bundle (Python, numpy, LiteRT included); "
+                   "model RSS: what loading and running the model adds")]
     return "\n".join(lines)
 
 

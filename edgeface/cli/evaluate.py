@@ -29,9 +29,9 @@ def format_evaluation(evaluation, confusion: bool = True) -> str:  # type: ignor
 
     ref = evaluation.reference
     faces = ref.faces
-    lines = [f"data: {evaluation.data}: {evaluation.photos} photos; a face in {faces['found']} "
-             f"({faces['multiple']} with several: the largest used); {faces['no_face']} without a detectable face "
-             f"and {faces['unreadable']} unreadable count as misses"]
+    lines = [(f"data: {evaluation.data}: {evaluation.photos} photos; a face in {faces['found']} "
+              f"({faces['multiple']} with several: the largest used); {faces['no_face']} without a detectable "
+              f"face and {faces['unreadable']} unreadable count as misses")]
     for m in evaluation.models[1:]:
         if m.faces != faces:
             lines.append(f"  {m.name}: a face in {m.faces['found']}, {m.faces['no_face']} without "
@@ -42,7 +42,8 @@ def format_evaluation(evaluation, confusion: bool = True) -> str:  # type: ignor
     for i, m in enumerate(evaluation.models):
         row = [m.name, m.model.precision, f"{m.model.size_bytes / 1e6:.2f}"]
         for head in HEADS:
-            row += [f"{100 * m.heads[head].accuracy:.2f}", "ref" if i == 0 else f"{-evaluation.drop(m, head) + 0.0:+.2f}"]
+            change = "ref" if i == 0 else f"{-evaluation.drop(m, head) + 0.0:+.2f}"  # + 0.0: no "-0.00"
+            row += [f"{100 * m.heads[head].accuracy:.2f}", change]
         rows.append(row)
     right_align(rows, list(range(2, len(header))), header)
     lines.append(table(rows, header))
@@ -51,8 +52,8 @@ def format_evaluation(evaluation, confusion: bool = True) -> str:  # type: ignor
     for head in HEADS:
         for i, m in enumerate(evaluation.models):
             h = m.heads[head]
-            detail.append([head if i == 0 else "", m.name, f"{100 * h.accuracy:.2f}", f"{100 * h.balanced_accuracy:.2f}",
-                           f"{100 * h.macro_f1:.2f}", h.n, h.missed])
+            detail.append([head if i == 0 else "", m.name, f"{100 * h.accuracy:.2f}",
+                           f"{100 * h.balanced_accuracy:.2f}", f"{100 * h.macro_f1:.2f}", h.n, h.missed])
     right_align(detail, [2, 3, 4], ["", "", "accuracy %", "balanced %", "macro-F1 %"])
     lines.append(table(detail, ["head", "model", "accuracy %", "balanced %", "macro-F1 %", "n", "missed"]))
     if confusion:
@@ -75,8 +76,8 @@ def format_evaluation(evaluation, confusion: bool = True) -> str:  # type: ignor
 
 @friendly_errors
 def evaluate(
-    models: List[Path] = typer.Argument(..., help="Keras models (model.keras or its folder) and .edgeface bundles, "
-                                                  "in any mix; the first is the reference."),
+    models: List[Path] = typer.Argument(..., help="Keras models (model.keras or its folder) and .edgeface "
+                                                  "bundles, in any mix; the first is the reference."),
     data: Path = typer.Option(..., "--data", "-d", help="Labelled photos: a CSV (image,identity,emotion,gender) "
                                                         "or a folder per person."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the figures as JSON (documented "
@@ -108,7 +109,8 @@ def evaluate(
 
         for m in evaluation.models:
             path = plot_confusion({h: (m.heads[h].labels, m.heads[h].confusion) for h in m.heads},
-                                  f"{m.name} on {evaluation.data.name}", plots / f"confusion-{m.name.replace('/', '_')}.png")
+                                  f"{m.name} on {evaluation.data.name}",
+                                  plots / f"confusion-{m.name.replace('/', '_')}.png")
             typer.echo(f"wrote {path}")
     failures = evaluation.gate_failures()
     if max_drop is not None:

@@ -22,7 +22,8 @@ def report(
     out: Path = typer.Option(Path("report"), help="Folder for report.md, accuracy.png and latency.png."),
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Labelled photos to evaluate the models on "
                                                                    "(needed when models are given)."),
-    threads: List[int] = typer.Option([1], "--threads", "-t", help="LiteRT threads for latency; repeat for several."),
+    threads: List[int] = typer.Option([1], "--threads", "-t",
+                                      help="LiteRT threads for latency; repeat for several."),
     runs: int = typer.Option(100, help="Timed inferences per bundle and thread count."),
     bench: bool = typer.Option(True, help="Measure latency of the bundles given (off: accuracy only)."),
     title: Optional[str] = typer.Option(None, help="Report title."),
@@ -44,7 +45,8 @@ def report(
     out.mkdir(parents=True, exist_ok=True)
     if models:
         if data is None:
-            raise typer.BadParameter("models were given: say which photos to evaluate them on", param_hint="--data")
+            raise typer.BadParameter("models were given: say which photos to evaluate them on",
+                                     param_hint="--data")
         evaluation = evaluate_models(models, data, progress=True, on_log=echo_err).to_dict()
         (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))
         evaluations.append(evaluation)

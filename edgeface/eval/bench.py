@@ -36,10 +36,11 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class LatencyStats:
     max_ms: float
 
     @classmethod
-    def from_seconds(cls, seconds: Sequence[float]) -> "LatencyStats":
+    def from_seconds(cls, seconds: Sequence[float]) -> LatencyStats:
         ms = np.asarray(seconds, dtype=np.float64) * 1000.0
         if ms.size == 0:
             raise EdgefaceError("no timings to summarise")
@@ -232,6 +233,8 @@ def bench_models(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), 
             for name, count in found.items():
                 if drawn is not None and count != drawn:
                     on_log(f"note: {name} finds {count} of the {drawn} faces in the '{label}' frame")
+                elif count == 0:
+                    on_log(f"note: {name} finds no face in {label}: its frame times are detection alone")
             frame_list.append(Frame(label, picture, max(found.values())))
             for name, detector in detectors.items():
                 detect_calls[(label, name)] = (lambda d=detector, p=picture: d.detect(p))

@@ -54,7 +54,7 @@ def measure_memory(bundle: str | Path, num_threads: int | None = 1, runs: int = 
     command = [sys.executable, "-m", "edgeface.eval.memprobe", str(bundle), "--runs", str(runs)]
     if num_threads is not None:
         command += ["--threads", str(num_threads)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         from edgeface.errors import EdgefaceError
 

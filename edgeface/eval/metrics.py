@@ -7,8 +7,9 @@ face still belongs to its true class, so it also lowers that class's recall (bal
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,8 @@ def classification_metrics(true: Sequence[int], predicted: Sequence[int], num_cl
     present = support > 0
     balanced = float(recall[present].mean()) if present.any() else 0.0
     predicted_count = confusion.sum(0)
-    precision = np.divide(np.diag(confusion), predicted_count, out=np.zeros(num_classes), where=predicted_count > 0)
+    precision = np.divide(np.diag(confusion), predicted_count, out=np.zeros(num_classes),
+                          where=predicted_count > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(num_classes),
                    where=(precision + recall) > 0)
     # Classes absent from the truth are left out of the mean, as scikit-learn does with labels=present ones.
@@ -103,7 +105,8 @@ def head_metrics(samples: Sequence[Sample], probabilities: np.ndarray | None, la
     true: list[int] = []
     predicted: list[int] = []
     unknown = 0
-    rows = [(s, int(np.argmax(probabilities[i])) if probabilities is not None else -1) for i, s in enumerate(samples)]
+    rows = [(s, int(np.argmax(probabilities[i])) if probabilities is not None else -1)
+            for i, s in enumerate(samples)]
     rows += [(s, -1) for s in missed_samples]
     for sample, guess in rows:
         label = sample.label(head)

@@ -7,9 +7,10 @@ loaded (importing TensorFlow) when it is actually run.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from edgeface.errors import BundleError, ModelError
 from edgeface.modelio import MODEL_NAME, read_metadata

@@ -12,9 +12,10 @@ first row (the Keras model, or float32 when Keras was not evaluated): accuracy b
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from edgeface import HEADS
 from edgeface.errors import DataError
@@ -174,12 +175,12 @@ def write_report(evaluations: Sequence[Mapping[str, Any]], benches: Sequence[Map
         lines.append(f"- **Latency**: one face (batch 1) through the LiteRT engine on {m['cpu']} "
                      f"({m['cpu_count']} cores, {m['machine']}), {m['runtime']} {m['runtime_version']}; "
                      f"p50/p95 over {document['runs']} runs, all models timed round-robin in one process.")
-    lines += ["- **Size**: the TFLite flatbuffer (for Keras, the `.keras` file). In brackets: the change in "
-              "accuracy points against the first row of the same model (before quantization).", ""]
+    lines += [("- **Size**: the TFLite flatbuffer (for Keras, the `.keras` file). In brackets: the change in "
+               "accuracy points against the first row of the same model (before quantization)."), ""]
     lines.append(_markdown_table(header, table_rows, right=range(2, len(header))))
-    if any("RAM MB" == h for h in header):
-        lines += ["", "RAM MB: peak resident memory that loading and running the model adds to a process "
-                      "(measured in a fresh process, first thread count)."]
+    if "RAM MB" in header:
+        lines += ["", ("RAM MB: peak resident memory that loading and running the model adds to a process "
+                       "(measured in a fresh process, first thread count).")]
     lines.append("")
 
     accuracy_png = latency_png = None
@@ -194,8 +195,9 @@ def write_report(evaluations: Sequence[Mapping[str, Any]], benches: Sequence[Map
 
     evaluated = [r for r in rows if r.heads]
     if evaluated:
-        lines += ["## Per head", "", "Balanced accuracy (mean recall over classes) and macro-F1 weigh every class "
-                  "equally, so a head that always answers the majority class scores low on them.", ""]
+        lines += ["## Per head", "",
+                  ("Balanced accuracy (mean recall over classes) and macro-F1 weigh every class equally, so a "
+                   "head that always answers the majority class scores low on them."), ""]
         detail = []
         for r in evaluated:
             cells = [r.group, r.precision]
