@@ -104,7 +104,7 @@ def test_list_and_remove(tiny_bundles: dict[str, Path], photos, state: Path) -> 
     assert listed.exit_code == 0
     rows = [line.split()[:2] for line in listed.output.splitlines()]
     assert ["Priya", "2"] in rows and ["Kenji", "2"] in rows
-    assert "similarity threshold 0.75 (default" in listed.output
+    assert "similarity threshold 0.8 (default" in listed.output
     as_json = json.loads(cli("people", "list", "--bundle", bundle, "--json").output)
     assert [p["name"] for p in as_json["people"]] == ["Priya", "Kenji"] and as_json["similarity_threshold"] is None
 

@@ -37,9 +37,10 @@ from edgeface.runtime.results import UNKNOWN
 
 GALLERY_FORMAT = "edgeface-gallery"
 GALLERY_VERSION = 1
-# Used until `edgeface calibrate` stores a measured one. Chosen on celeba-299 (docs/identity.md): for the
-# MobileNetV2 96x96 model it lets about 1% of strangers through with a 50-person gallery.
-DEFAULT_SIMILARITY_THRESHOLD = 0.75
+# Used until `edgeface calibrate` stores a measured one; similarities depend on the model, so this is only a
+# starting point. On celeba-299 with a 50-person gallery and the 96x96 development model, 2.6% of strangers
+# reach it (docs/identity.md).
+DEFAULT_SIMILARITY_THRESHOLD = 0.80
 MAX_NAME_LENGTH = 64
 
 
@@ -156,8 +157,8 @@ class Gallery:
     def similarities(self, embeddings: np.ndarray) -> np.ndarray:
         """Cosine similarity of each face (N, D) with each person (N, P): the best of that person's photos.
 
-        The best single photo, not the mean of the photos: it tolerates one enrolled photo in another pose or
-        light, which the per-person mean blurs (measured on celeba-299, docs/identity.md).
+        The best single photo, not the mean of the photos: it keeps one enrolled photo in another pose or light
+        useful, where the mean blurs it. On celeba-299 the two were within noise of each other (docs/identity.md).
         """
         faces = _unit_rows(np.asarray(embeddings).reshape(-1, self.embedding_size))
         rows, starts = self._matrix
