@@ -10,8 +10,9 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
 # mosquitto: MQTT sink tests; openssh-server/-client + rsync: deploy tests; systemd: `systemd-analyze verify`
-# of the unit; shellcheck: lint of firmware_scripts; curl: deploy health checks.
-DEV_DEBS=(mosquitto openssh-server openssh-client rsync curl shellcheck systemd)
+# of the unit; shellcheck: lint of firmware_scripts; curl: deploy health checks; python3-venv: the install.sh
+# test makes a venv from /usr/bin/python3 as the Pi would.
+DEV_DEBS=(mosquitto openssh-server openssh-client rsync curl shellcheck systemd python3-venv)
 
 install_debs() {
   local missing=()

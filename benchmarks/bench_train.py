@@ -48,7 +48,8 @@ def test_training_step_throughput(benchmark, train_case: tuple[str, int, str]) -
     keras.utils.set_random_seed(0)
     built = build_model(spec, weights=weights)
     pretrained = weights != "none"
-    set_backbone_trainable(built.backbone, True, BACKBONES[backbone].fine_tune_from if pretrained else None)
+    set_backbone_trainable(built.backbone, True, BACKBONES[backbone].fine_tune_from if pretrained else None,
+                           batchnorm=not pretrained)
     _compile(built.training_model, 1e-4, 0.1)
     rng = np.random.default_rng(0)
     images = rng.random((BATCH, size, size, 3), dtype=np.float32)

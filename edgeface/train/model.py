@@ -151,12 +151,11 @@ def build_model(spec: ModelSpec, weights: str = "imagenet", dropout: float = 0.3
 
     info = BACKBONES[spec.backbone]
     backbone = build_backbone(spec.backbone, weights, spec.input_size)
-    pretrained = weights != "none"
     inputs = keras.Input((spec.input_size, spec.input_size, 3), name=INPUT_NAME)
     x = BackbonePreprocess(info.preprocess, name="preprocess")(inputs)
-    # A pretrained backbone keeps its BatchNorm statistics (inference mode) while it is fine-tuned on a small
-    # face set; a backbone trained from scratch must update them.
-    features = backbone(x, training=False) if pretrained else backbone(x)
+    # BatchNorm layers that are not trainable run in inference mode (Keras 3), so whether a pretrained
+    # backbone's BatchNorm statistics move is decided by set_backbone_trainable, not here.
+    features = backbone(x)
     heads = build_heads(spec, int(features.shape[-1]), dropout)
     outputs = heads(features)
     supervised = ("identity", "emotion", "gender")
@@ -169,8 +168,10 @@ def build_model(spec: ModelSpec, weights: str = "imagenet", dropout: float = 0.3
     )
 
 
-def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None) -> int:
-    """Freeze the backbone, or unfreeze it from ``fine_tune_from`` on (BatchNorm layers stay frozen).
+def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None, batchnorm: bool = False) -> int:
+    """Freeze the backbone, or unfreeze it from ``fine_tune_from`` on.
+
+    BatchNorm layers stay frozen (inference mode, ImageNet statistics) unless ``batchnorm`` is true.
 
     Returns how many backbone layers are trainable.
     """
@@ -188,6 +189,6 @@ def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None
     for layer in backbone.layers:
         if layer.name == fine_tune_from:
             reached = True
-        layer.trainable = reached and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = reached and (batchnorm or not isinstance(layer, keras.layers.BatchNormalization))
         count += int(layer.trainable)
     return count

@@ -45,6 +45,7 @@ class TrainConfig:
     embedding_size: int = 128
     label_smoothing: float = 0.1
     cosine_decay: bool = True  # fine-tuning rate follows a cosine over the epochs
+    fine_tune_batchnorm: bool = False  # let a pretrained backbone's BatchNorm statistics adapt to faces
     augment: bool = True
     detector: str = "blazeface"
     crop: CropSpec = field(default_factory=CropSpec)
@@ -258,7 +259,8 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         learning_rate = config.fine_tune_learning_rate if pretrained else config.learning_rate
         name = "fine-tune" if pretrained else "train"
         with strategy.scope():
-            trainable = set_backbone_trainable(backbone, True, fine_tune_from if pretrained else None)
+            trainable = set_backbone_trainable(backbone, True, fine_tune_from if pretrained else None,
+                                               batchnorm=config.fine_tune_batchnorm or not pretrained)
             steps = -(-len(train_samples) // config.batch_size) * config.epochs
             _compile(built.training_model, learning_rate, config.label_smoothing,
                      decay_steps=steps if config.cosine_decay else 0)
