@@ -108,7 +108,9 @@ def plot_latency(rows: Sequence[dict[str, Any]], path: Path, threads: Sequence[i
     plt = _pyplot()
     groups = list(dict.fromkeys(r["group"] for r in rows))
     fig, axes = plt.subplots(1, len(threads) + 1, figsize=(4.6 * (len(threads) + 1) + 1, 4.2), squeeze=False)
-    for ax, t in zip(axes[0], threads):
+    for i, (ax, t) in enumerate(zip(axes[0], threads)):
+        if i:
+            ax.sharey(axes[0][0])  # one scale, so 1 and 2 threads compare at a glance
         p50: dict[str, dict[str, float]] = {}
         p95: dict[str, dict[str, float]] = {}
         for r in rows:

@@ -167,9 +167,9 @@ def write_report(evaluations: Sequence[Mapping[str, Any]], benches: Sequence[Map
     for document in evaluations:
         data = document["data"]
         faces = document["models"][0].get("faces", {})
-        lines.append(f"- **Accuracy**: `{data['path']}`, {data['photos']} photos; a face was found in "
-                     f"{faces.get('found', '?')}. The {faces.get('no_face', 0)} photos without a detectable face "
-                     f"(and {faces.get('unreadable', 0)} unreadable) count as misses for every head.")
+        lines.append(f"- **Accuracy**: `{data['path']}`, {data['photos']} photos, a face found in "
+                     f"{faces.get('found', '?')}. Photos without a detectable face: {faces.get('no_face', 0)}, "
+                     f"unreadable: {faces.get('unreadable', 0)}; they count as misses for every head.")
     for document in benches:
         m = document["machine"]
         lines.append(f"- **Latency**: one face (batch 1) through the LiteRT engine on {m['cpu']} "
