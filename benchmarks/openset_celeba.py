@@ -5,11 +5,11 @@ The split, by person (seeded, so the lead's training run and this evaluation agr
 * **trained** (2/3 of the people): the model is trained on their photos, except about 20% of each person's
   photos (at least 1, for people with 5 or more), held out to check the trained identity head under the
   combined rule;
-* **enrolled** (half of the other third, chosen among people with at least 7 photos): 5 photos each are offered
-  for enrollment (photos rejected by the quality checks are not enrolled, as on the device); the rest are
-  queries;
-* **strangers** (the rest of that third), neither trained nor enrolled, in two halves A and B. The threshold is
-  calibrated on A and the false-accept rate measured on B, then the other way round; both are reported.
+* **enrolled** (half of the other third, chosen among people with at least 7 photos): 5 photos each are
+  offered for enrollment (photos rejected by the quality checks are not enrolled, as on the device); the rest
+  are queries;
+* **strangers** (the rest of that third), neither trained nor enrolled, in two halves A and B. The threshold
+  is calibrated on A and the false-accept rate measured on B, then the other way round; both are reported.
 
 Usage (the lead trains on the CSV written by the first command)::
 
@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -56,8 +56,9 @@ class Split:
     def describe(self) -> str:
         trained = len({s.identity for s in self.train})
         a, b = self.strangers
-        return (f"trained: {trained} people, {len(self.train)} training photos, {len(self.trained_queries)} held out; "
-                f"enrolled: {len(self.enroll)} people x {ENROLL_PHOTOS} offered, {len(self.queries)} queries; "
+        return (f"trained: {trained} people, {len(self.train)} training photos, "
+                f"{len(self.trained_queries)} held out; enrolled: {len(self.enroll)} people x "
+                f"{ENROLL_PHOTOS} offered, {len(self.queries)} queries; "
                 f"strangers: {len({s.identity for s in a})} + {len({s.identity for s in b})} people, "
                 f"{len(a)} + {len(b)} photos")
 
@@ -158,7 +159,7 @@ def dlib_faces(dlib: Dlib, samples: Sequence[Any], cache: dict[str, np.ndarray |
     return Faces(found, embeddings)
 
 
-# --- scoring -------------------------------------------------------------------------------------------------
+# --- scoring -----------------------------------------------------------------------------------------------
 
 def build_gallery(split: Split, faces: Faces, size: int, unit: bool) -> Any:
     """The gallery of enrolled people from their accepted offered photos (dlib: distances, so not unit)."""
@@ -208,7 +209,8 @@ def evaluate_edgeface(bundle: Any, embedder: Any, split: Split, faces: dict[str,
     rank1 = np.zeros(len(truth_q), bool)
     rank1[q.found] = np.array(names)[match.index] == truth_q[q.found]
     result: dict[str, Any] = {
-        "enrolled_people": len(gallery), "enrolled_photos": int(sum(len(p.embeddings) for p in gallery.people)),
+        "enrolled_people": len(gallery),
+        "enrolled_photos": int(sum(len(p.embeddings) for p in gallery.people)),
         "offered_rejected": int((~faces["enroll"].found).sum()),
         "query_faces_found": float(q.found.mean()), "rank1": float(rank1.mean()),
     }
@@ -238,7 +240,8 @@ def evaluate_edgeface(bundle: Any, embedder: Any, split: Split, faces: dict[str,
     return result
 
 
-def evaluate_dlib(split: Split, faces: dict[str, Faces], far: float, tolerance: float = 0.6) -> dict[str, Any]:
+def evaluate_dlib(split: Split, faces: dict[str, Faces], far: float, tolerance: float = 0.6
+                  ) -> dict[str, Any]:
     from edgeface.runtime.enroll import choose_thresholds
 
     people = build_gallery(split, faces["enroll"], 128, unit=False)
@@ -271,9 +274,10 @@ def evaluate_dlib(split: Split, faces: dict[str, Faces], far: float, tolerance: 
                       "enrolled_accuracy": float(np.mean(named(q, t.similarity) == truth_q))})
     result["gallery_only"] = {"folds": folds, **{k: float(np.mean([f[k] for f in folds])) for k in folds[0]}}
     strangers = [faces["strangers_a"], faces["strangers_b"]]
+    stranger_names = np.concatenate([named(f, -tolerance)[f.found] for f in strangers])
     result["default_tolerance"] = {
         "distance_threshold": tolerance,
-        "far": float(np.mean(np.concatenate([named(f, -tolerance)[f.found] for f in strangers]) != "unknown")),
+        "far": float(np.mean(stranger_names != "unknown")),
         "enrolled_accuracy": float(np.mean(named(q, -tolerance) == truth_q)),
     }
     return result
@@ -320,14 +324,16 @@ def measure_latency(embedder: Any, dlib: Dlib | None, samples: Sequence[Any], re
     return out
 
 
-# --- report --------------------------------------------------------------------------------------------------
+# --- report ------------------------------------------------------------------------------------------------
 
 def report(results: dict[str, Any], far: float) -> str:
     ours, theirs, latency = results["edgeface"], results.get("face_recognition"), results["latency"]
+    size = results["input_size"]
+    setup = (f"bundle: {results['bundle']} ({results['precision']}, {size}x{size}, {results['backbone']}); "
+             f"target false-accept rate {far:.1%}, calibrated on one half of the strangers and measured on "
+             "the other (mean of both ways)")
     lines = [f"# Open-set identification on celeba-299 (seed {results['seed']})", "", results["split"], "",
-             f"bundle: {results['bundle']} ({results['precision']}, {results['input_size']}x{results['input_size']}, "
-             f"{results['backbone']}); target false-accept rate {far:.1%}, calibrated on one half of the "
-             "strangers and measured on the other (mean of both ways)", ""]
+             setup, ""]
     header = ("| | enrolled photos | queries with a face | rank-1 (no threshold) | FAR on unseen strangers | "
               "enrolled accuracy at that threshold | trained accuracy |")
     lines += [header, "|" + "---|" * 7]
@@ -336,15 +342,19 @@ def report(results: dict[str, Any], far: float) -> str:
         return (f"| {name} | {r['enrolled_photos']} | {r['query_faces_found']:.1%} | {r['rank1']:.1%} | "
                 f"{rule['far']:.2%} | {rule['enrolled_accuracy']:.1%} | {trained} |")
 
-    lines.append(row("edgeface, combined rule", ours, ours["combined"], f"{ours['combined']['trained_accuracy']:.1%}"))
+    trained = f"{ours['combined']['trained_accuracy']:.1%}"
+    lines.append(row("edgeface, combined rule", ours, ours["combined"], trained))
     lines.append(row("edgeface, gallery only", ours, ours["gallery_only"]))
     if theirs:
         lines.append(row("face_recognition (dlib), calibrated", theirs, theirs["gallery_only"]))
-        lines.append(row(f"face_recognition, default tolerance {theirs['default_tolerance']['distance_threshold']}",
-                         theirs, theirs["default_tolerance"]))
-    lines += ["", f"edgeface trained people, identity head alone at the bundle's threshold: "
-                  f"{ours['trained_accuracy_head_only']:.1%}", "",
-              "Latency per face on this machine (median, one thread, the same photos, the two taking turns):", "",
+        tolerance = theirs["default_tolerance"]["distance_threshold"]
+        lines.append(row(f"face_recognition, default tolerance {tolerance}", theirs,
+                         theirs["default_tolerance"]))
+    head_only = ours["trained_accuracy_head_only"]
+    lines += ["", f"edgeface trained people, identity head alone at the bundle's threshold: {head_only:.1%}",
+              "",
+              "Latency per face on this machine (median, one thread, the same photos, the two taking turns):",
+              "",
               "| | detect | align | embed | total | faces |", "|---|---|---|---|---|---|"]
     for system, t in latency.items():
         align = f"{t['align'] * 1000:.1f} ms" if "align" in t else "(in embed)"
@@ -365,12 +375,15 @@ def run(args: argparse.Namespace, split: Split) -> dict[str, Any]:
     held_out = (set(split.enroll) | {s.identity for half in split.strangers for s in half}) & trained
     if held_out:
         raise SystemExit(f"error: {args.bundle} was trained on {len(held_out)} people this split holds out "
-                         f"(e.g. {sorted(held_out)[0]}): train on the CSV from --write-train-csv with --seed {args.seed}")
+                         f"(e.g. {min(held_out)}): train on the CSV from --write-train-csv with --seed "
+                         f"{args.seed}")
     if trained != {s.identity for s in split.train}:
-        print(f"warning: {args.bundle} was trained on other people than this split's trained third", file=sys.stderr)
+        print(f"warning: {args.bundle} was trained on other people than this split's trained third",
+              file=sys.stderr)
     embedder = FaceEmbedder(bundle, num_threads=1)
     sets = {"enroll": [s for photos in split.enroll.values() for s in photos], "queries": split.queries,
-            "strangers_a": split.strangers[0], "strangers_b": split.strangers[1], "trained": split.trained_queries}
+            "strangers_a": split.strangers[0], "strangers_b": split.strangers[1],
+            "trained": split.trained_queries}
     if args.limit:
         sets = {k: v if k == "enroll" else v[:args.limit] for k, v in sets.items()}
         split = Split(split.train, sets["trained"], split.enroll, sets["queries"],
@@ -403,14 +416,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=CELEBA_CSV, help="labels.csv of celeba-299")
     parser.add_argument("--seed", type=int, default=0, help="seed of the by-person split")
-    parser.add_argument("--write-train-csv", type=Path, help="write the training CSV (trained people) and stop")
+    parser.add_argument("--write-train-csv", type=Path,
+                        help="write the training CSV (trained people) and stop")
     parser.add_argument("--bundle", type=Path, help="the model trained on --write-train-csv, as a bundle")
     parser.add_argument("--out", type=Path, default=REPO / "artifacts" / "openset",
                         help="folder for results.json, report.md and face_recognition's encoding cache")
     parser.add_argument("--far", type=float, default=0.01, help="target false-accept rate")
     parser.add_argument("--no-dlib", action="store_true", help="skip face_recognition")
     parser.add_argument("--latency-photos", type=int, default=60, help="photos timed per system")
-    parser.add_argument("--limit", type=int, default=0, help="at most this many photos per query set (quick runs)")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="at most this many photos per query set (quick runs)")
     args = parser.parse_args(argv)
     split = load_split(args.data, args.seed)
     print(split.describe())

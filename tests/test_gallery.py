@@ -9,8 +9,9 @@ import pytest
 
 from edgeface.runtime import labeler as labeler_module
 from edgeface.runtime.enroll import choose_thresholds
-from edgeface.runtime.gallery import (DEFAULT_SIMILARITY_THRESHOLD, GalleryError, check_name, default_gallery_path,
-                                      default_state_dir, empty_gallery, open_gallery, read_gallery)
+from edgeface.runtime.gallery import (DEFAULT_SIMILARITY_THRESHOLD, GalleryError, check_name,
+                                      default_gallery_path, default_state_dir, empty_gallery, open_gallery,
+                                      read_gallery)
 from edgeface.runtime.labeler import Labeler
 from edgeface.runtime.results import UNKNOWN
 from edgeface.spec import ModelSpec
@@ -34,7 +35,8 @@ def outputs(identity: list[list[float]], embedding: list[np.ndarray]) -> dict[st
 @pytest.fixture
 def gallery():
     g = empty_gallery(SHA, 4)
-    g = g.with_person("Ana", np.stack([unit(1, 0, 0, 0), unit(1, 1, 0, 0)]), [{"file": "a.jpg", "sha256": "1"}])
+    g = g.with_person("Ana", np.stack([unit(1, 0, 0, 0), unit(1, 1, 0, 0)]),
+                      [{"file": "a.jpg", "sha256": "1"}])
     return g.with_person("Ben", unit(0, 0, 1, 0)[None], [{"file": "b.jpg", "sha256": "2"}])
 
 
@@ -71,7 +73,8 @@ def test_bad_names_are_refused(name: str, message: str) -> None:
 
 def test_save_and_read_back(gallery, tmp_path: Path) -> None:
     path = gallery.calibrated(0.6, 0.7, {"far_target": 0.01}).save(tmp_path / "g" / "gallery.json")
-    assert oct(path.stat().st_mode & 0o777) == "0o644" and [p.name for p in path.parent.iterdir()] == ["gallery.json"]
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in path.parent.iterdir()] == ["gallery.json"]  # no temporary file left
     back = read_gallery(path, SHA)
     assert back.names == gallery.names and back.similarity_threshold == 0.6 and back.identity_threshold == 0.7
     assert back.calibration["people"] == ["Ana", "Ben"] and not back.calibration_is_stale
@@ -82,8 +85,8 @@ def test_save_and_read_back(gallery, tmp_path: Path) -> None:
 
 def test_gallery_of_another_model_is_refused(gallery, tmp_path: Path) -> None:
     path = gallery.save(tmp_path / "gallery.json")
-    with pytest.raises(GalleryError, match=r"gallery.json: this gallery was made with model abababababab, not with "
-                                           r"this bundle's model cdcdcdcdcdcd"):
+    with pytest.raises(GalleryError, match=r"gallery.json: this gallery was made with model abababababab, "
+                                           r"not with this bundle's model cdcdcdcdcdcd"):
         read_gallery(path, "cd" * 32)
 
 
@@ -124,7 +127,7 @@ def test_thresholds_meet_the_false_accept_target() -> None:
         both = choose_thresholds(sims, conf, far)
         accepted = (sims >= both.similarity) | (conf >= both.identity)
         assert both.accepted == accepted.sum() <= far * 1000
-        assert np.sum(sims >= both.similarity) == np.sum(conf >= both.identity)  # each path gets the same share
+        assert np.sum(sims >= both.similarity) == np.sum(conf >= both.identity)  # the same share each
     assert choose_thresholds(sims, None, 0.0).similarity > sims.max()
 
 
@@ -148,7 +151,8 @@ def test_rule_gallery_first_then_identity_head_then_unknown(gallery) -> None:
 def test_labeler_without_gallery_is_the_old_labeler() -> None:
     got = Labeler(SPEC, 0.5)(outputs([[0.4, 0.6], [0.55, 0.45]], [unit(1, 0, 0, 0)] * 2))
     assert [f.identity.label for f in got] == ["Maya", "Jimmy"]
-    assert [f.identity.label for f in Labeler(SPEC, 0.7)(outputs([[0.4, 0.6]], [unit(1, 0, 0, 0)]))] == [UNKNOWN]
+    strict = Labeler(SPEC, 0.7)(outputs([[0.4, 0.6]], [unit(1, 0, 0, 0)]))
+    assert [f.identity.label for f in strict] == [UNKNOWN]
 
 
 class FakeBundle:
@@ -185,7 +189,8 @@ def test_daemon_config_keys(tmp_path: Path) -> None:
     from edgeface.daemon.config import load_config
 
     config_file = tmp_path / "edgeface.toml"
-    config_file.write_text('bundle = "m.edgeface"\nsource = 0\ngallery = "people.json"\nsimilarity_threshold = 0.7\n')
+    config_file.write_text('bundle = "m.edgeface"\nsource = 0\ngallery = "people.json"\n'
+                           'similarity_threshold = 0.7\n')
     settings = load_config(config_file)
     assert settings.gallery == str(tmp_path / "people.json") and settings.similarity_threshold == 0.7
     config_file.write_text('bundle = "m.edgeface"\nsource = 0\ngallery = "none"\n')

@@ -15,23 +15,25 @@ from edgeface.cli.common import EXIT_CHECK_FAILED, friendly_errors, table
 
 ORDER = 55
 
-people_app = typer.Typer(help="List or remove enrolled people (the gallery of a bundle).", no_args_is_help=True)
+people_app = typer.Typer(help="List or remove enrolled people (the gallery of a bundle).",
+                         no_args_is_help=True)
 
 BUNDLE_HELP = "The model bundle (.edgeface); each model has its own gallery."
 STATE_HELP = ("Folder for galleries. Default: $EDGEFACE_STATE_DIR, else $STATE_DIRECTORY (systemd), else "
               "$XDG_STATE_HOME/edgeface, else ~/.local/state/edgeface.")
 GALLERY_HELP = "A gallery file to use instead of the bundle's one in the state folder."
 
-STATUS_TEXT = {"ok": "enrolled", "unreadable": "unreadable", "no_face": "no face", "several_faces": "several faces",
-               "too_small": "too small", "blurry": "blurry", "duplicate": "already enrolled"}
+STATUS_TEXT = {"ok": "enrolled", "unreadable": "unreadable", "no_face": "no face",
+               "several_faces": "several faces", "too_small": "too small", "blurry": "blurry",
+               "duplicate": "already enrolled"}
 
 
 def _threshold_line(gallery) -> str:
     from edgeface.runtime.gallery import DEFAULT_SIMILARITY_THRESHOLD
 
     if gallery.similarity_threshold is None:
-        return (f"similarity threshold {DEFAULT_SIMILARITY_THRESHOLD:g} (default; run `edgeface calibrate` to "
-                "measure one for these people)")
+        return (f"similarity threshold {DEFAULT_SIMILARITY_THRESHOLD:g} (default; run `edgeface calibrate` "
+                "to measure one for these people)")
     cal = gallery.calibration or {}
     line = (f"similarity threshold {gallery.similarity_threshold:.3f}, identity threshold "
             f"{gallery.identity_threshold if gallery.identity_threshold is not None else 'from the bundle'}"
@@ -54,9 +56,10 @@ def enroll(
 ) -> None:
     """Add a person to the bundle's gallery from a few photos, without retraining.
 
-    Each photo is detected, aligned and embedded as a camera frame would be. Photos with no face, several faces,
-    a face under 40 px tall or a blurry face are reported and not enrolled. Exit 0 when at least one photo was
-    enrolled, 1 when none was, 2 on bad input. 5 clear photos (different days, light, expressions) work best.
+    Each photo is detected, aligned and embedded as a camera frame would be. Photos with no face, several
+    faces, a face under 40 px tall or a blurry face are reported and not enrolled. Exit 0 when at least one
+    photo was enrolled, 1 when none was, 2 on bad input. 5 clear photos (different days, light, expressions)
+    work best.
     """
     from edgeface.runtime.enroll import enroll as enroll_person
 
@@ -76,7 +79,8 @@ def enroll(
     typer.echo(f"enrolled {result.name}: {result.enrolled} photo(s) added, {total} in all; "
                f"{len(result.gallery)} people in {result.path}")
     if result.trained_name:
-        typer.echo(f"note: {result.name} is also a person the model was trained on; both name the same person")
+        typer.echo(f"note: {result.name} is also a person the model was trained on; both name the same "
+                   "person")
     if result.gallery.calibration is not None:
         typer.echo("note: the people changed since the last calibration: run `edgeface calibrate` again")
 
@@ -97,7 +101,8 @@ def list_people(
         typer.echo(json.dumps({
             "gallery": str(path), "exists": path.exists(),
             "people": [{"name": p.name, "photos": len(p.embeddings), "added": p.added} for p in found.people],
-            "similarity_threshold": found.similarity_threshold, "identity_threshold": found.identity_threshold,
+            "similarity_threshold": found.similarity_threshold,
+            "identity_threshold": found.identity_threshold,
             "calibration": found.calibration, "calibration_stale": found.calibration_is_stale,
         }, indent=2))
         return
@@ -105,7 +110,8 @@ def list_people(
     if not len(found):
         typer.echo("nobody is enrolled for this bundle (edgeface enroll --bundle ... --name NAME PHOTOS...)")
         return
-    typer.echo(table([(p.name, len(p.embeddings), p.added) for p in found.people], ("name", "photos", "added")))
+    rows = [(p.name, len(p.embeddings), p.added) for p in found.people]
+    typer.echo(table(rows, ("name", "photos", "added")))
     typer.echo(_threshold_line(found))
 
 
@@ -131,19 +137,19 @@ def calibrate(
                                                     "files, folders, or a CSV manifest (rows of enrolled or "
                                                     "trained people are skipped). Repeatable."),
     bundle: Path = typer.Option(..., help=BUNDLE_HELP),
-    far: float = typer.Option(0.01, help="Target false-accept rate: the share of strangers' faces that may be "
-                                         "named as somebody."),
+    far: float = typer.Option(0.01, help="Target false-accept rate: the share of strangers' faces that may "
+                                         "be named as somebody."),
     identity: bool = typer.Option(True, "--identity/--no-identity",
-                                  help="Also calibrate the identity head's threshold (--no-identity: keep the "
-                                       "bundle's, calibrate the gallery alone)."),
+                                  help="Also calibrate the identity head's threshold (--no-identity: keep "
+                                       "the bundle's, calibrate the gallery alone)."),
     state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
     gallery: Optional[Path] = typer.Option(None, help=GALLERY_HELP),
 ) -> None:
     """Pick the thresholds that accept at most --far of strangers' faces, and store them with the gallery.
 
-    Both ways of naming a face (enrolled people by similarity, trained people by the identity head) are allowed
-    the same number of the strangers. Run it again after enrolling or removing people. Hundreds of stranger
-    faces are needed to measure 1%.
+    Both ways of naming a face (enrolled people by similarity, trained people by the identity head) are
+    allowed the same number of the strangers. Run it again after enrolling or removing people. Hundreds of
+    stranger faces are needed to measure 1%.
     """
     from edgeface.runtime.enroll import calibrate as calibrate_gallery
 
@@ -153,8 +159,10 @@ def calibrate(
     typer.echo(f"strangers: {result.faces} faces in {result.photos} photos ({len(result.skipped)} skipped)")
     typer.echo(f"similarity threshold: {t.similarity:.4f} (gallery alone accepts {result.gallery_far:.2%})")
     if t.identity is not None and result.model_far is not None:
-        typer.echo(f"identity threshold: {t.identity:.4f} (identity head alone accepts {result.model_far:.2%})")
-    typer.echo(f"false-accept rate on these strangers: {t.far:.2%} ({t.accepted} of {t.total}), target {far:.2%}")
+        typer.echo(f"identity threshold: {t.identity:.4f} (identity head alone accepts "
+                   f"{result.model_far:.2%})")
+    typer.echo(f"false-accept rate on these strangers: {t.far:.2%} ({t.accepted} of {t.total}), "
+               f"target {far:.2%}")
     typer.echo(f"stored in {result.path}")
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
@@ -164,8 +172,8 @@ def calibrate(
 def identify(
     photos: List[Path] = typer.Argument(..., help="Photos (files or folders).", show_default=False),
     bundle: Path = typer.Option(..., help=BUNDLE_HELP),
-    identity_threshold: Optional[float] = typer.Option(None, help="Default: the gallery's calibrated one, else "
-                                                                  "the bundle's."),
+    identity_threshold: Optional[float] = typer.Option(None, help="Default: the gallery's calibrated one, "
+                                                                  "else the bundle's."),
     similarity_threshold: Optional[float] = typer.Option(None, help="Default: the gallery's calibrated one."),
     state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
     gallery: Optional[Path] = typer.Option(None, help=GALLERY_HELP),
@@ -190,8 +198,8 @@ def identify(
         elif face is None:
             rows.append((check.path.name, check.message.split(": ", 1)[-1], None, None, None))
         else:
-            rows.append((check.path.name, face.identity.label, round(face.identity.score, 3), face.emotion.label,
-                         face.gender.label))
+            rows.append((check.path.name, face.identity.label, round(face.identity.score, 3),
+                         face.emotion.label, face.gender.label))
     if not as_json:
         typer.echo(table(rows, ("photo", "identity", "score", "emotion", "gender")))
 

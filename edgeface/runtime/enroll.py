@@ -56,8 +56,8 @@ class PhotoCheck:
 
 
 def sharpness(image: np.ndarray, face: Face, crop: CropSpec) -> float:
-    """Variance of the Laplacian of the grey aligned face, measured at a fixed size so it does not depend on the
-    model's input size; the crop's border (hair, background) is left out."""
+    """Variance of the Laplacian of the grey aligned face, measured at a fixed size so it does not depend on
+    the model's input size; the crop's border (hair, background) is left out."""
     import cv2
 
     from edgeface.faces.align import align_face
@@ -87,7 +87,8 @@ def file_sha256(path: Path) -> str:
 class FaceEmbedder:
     """A bundle's detector and model: photos in, checked faces and embeddings out."""
 
-    def __init__(self, bundle: Any, num_threads: int | None = None, detector: FaceDetector | None = None) -> None:
+    def __init__(self, bundle: Any, num_threads: int | None = None,
+                 detector: FaceDetector | None = None) -> None:
         from edgeface.faces.detect import create_detector
         from edgeface.runtime.bundle import Bundle, load_bundle
         from edgeface.runtime.engine import LiteRTEngine
@@ -95,8 +96,8 @@ class FaceEmbedder:
         self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.spec = self.bundle.spec
         if self.spec.embedding_size <= 0:
-            raise GalleryError(f"{self.bundle.path}: the model has no embedding output, so nobody can be enrolled "
-                               "(train and convert it again with this edgeface version)")
+            raise GalleryError(f"{self.bundle.path}: the model has no embedding output, so nobody can be "
+                               "enrolled (train and convert it again with this edgeface version)")
         self.detector = detector or create_detector(self.spec.crop.detector)
         self.engine = LiteRTEngine.from_bundle(self.bundle, num_threads=num_threads)
 
@@ -115,8 +116,8 @@ class FaceEmbedder:
             return PhotoCheck(path, "no_face", f"{path}: no face found")
         if quality:
             if confident > 1:
-                return PhotoCheck(path, "several_faces", f"{path}: {confident} faces; use a photo of the person alone",
-                                  face)
+                return PhotoCheck(path, "several_faces",
+                                  f"{path}: {confident} faces; use a photo of the person alone", face)
             if face.height < MIN_FACE_PX:
                 return PhotoCheck(path, "too_small", f"{path}: face too small ({face.height:.0f} px tall, "
                                                      f"need {MIN_FACE_PX})", face)
@@ -131,10 +132,12 @@ class FaceEmbedder:
         """Model outputs (probabilities per head and ``embedding``) for crops, in batches."""
         size = self.spec.input_size
         crops = np.asarray(crops, np.uint8).reshape(-1, size, size, 3)
-        parts = [self.engine.predict(crops[i:i + batch_size]) for i in range(0, max(len(crops), 1), batch_size)]
+        starts = range(0, max(len(crops), 1), batch_size)  # one (empty) batch for no crops: names and shapes
+        parts = [self.engine.predict(crops[i:i + batch_size]) for i in starts]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
-    def photos(self, paths: Sequence[Path], quality: bool = True) -> tuple[list[PhotoCheck], dict[str, np.ndarray]]:
+    def photos(self, paths: Sequence[Path], quality: bool = True
+               ) -> tuple[list[PhotoCheck], dict[str, np.ndarray]]:
         """Check every photo; model outputs for those that passed, in order."""
         checks = [self.check_photo(p, quality) for p in paths]
         ok = [c.crop for c in checks if c.ok]
@@ -197,7 +200,7 @@ def enroll(bundle: Any, name: str, photos: Sequence[str | Path], gallery_path: s
     checks, outputs = embedder.photos(paths)
     gallery, path = gallery_for(embedder.bundle, gallery_path, state_dir)
     with locked(path):
-        gallery, _ = gallery_for(embedder.bundle, path)  # again, under the lock: another enroll may have written
+        gallery, _ = gallery_for(embedder.bundle, path)  # again under the lock: another enroll may have run
         person = gallery.get(name)
         known = set() if person is None or replace_existing else {p.get("sha256") for p in person.photos}
         keep: list[int] = []
@@ -320,7 +323,8 @@ def read_impostors(items: Sequence[str | Path], exclude: Sequence[str]) -> tuple
             data.raise_for_errors()
             for sample in data.samples:
                 if sample.identity and sample.identity.casefold() in excluded:
-                    skipped.append(f"{sample.where}: {sample.identity} is enrolled or trained, not a stranger")
+                    skipped.append(f"{sample.where}: {sample.identity} is enrolled or trained, not a "
+                                   "stranger")
                 else:
                     paths.append(sample.image)
         else:

@@ -65,7 +65,7 @@ def default_gallery_path(model_sha256: str, state_dir: str | Path | None = None)
 
 
 def check_name(name: str) -> str:
-    """A person's name as stored: trimmed, NFC; refused when empty, too long, reserved or with control codes."""
+    """A name as stored: trimmed, NFC; refused when empty, too long, reserved or with control characters."""
     cleaned = unicodedata.normalize("NFC", name.strip())
     if not cleaned:
         raise GalleryError("the name is empty")
@@ -157,8 +157,8 @@ class Gallery:
     def similarities(self, embeddings: np.ndarray) -> np.ndarray:
         """Cosine similarity of each face (N, D) with each person (N, P): the best of that person's photos.
 
-        The best single photo, not the mean of the photos: it keeps one enrolled photo in another pose or light
-        useful, where the mean blurs it. On celeba-299 the two were within noise of each other (docs/identity.md).
+        The best single photo, not the mean of the photos: it keeps one enrolled photo in another pose or
+        light useful, where the mean blurs it. On celeba-299 the two were within noise (docs/identity.md).
         """
         faces = _unit_rows(np.asarray(embeddings).reshape(-1, self.embedding_size))
         rows, starts = self._matrix
@@ -214,8 +214,9 @@ class Gallery:
     # --- files -----------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": GALLERY_FORMAT, "format_version": GALLERY_VERSION, "model_sha256": self.model_sha256,
-                "embedding_size": self.embedding_size, "similarity_threshold": self.similarity_threshold,
+        return {"format": GALLERY_FORMAT, "format_version": GALLERY_VERSION,
+                "model_sha256": self.model_sha256, "embedding_size": self.embedding_size,
+                "similarity_threshold": self.similarity_threshold,
                 "identity_threshold": self.identity_threshold, "calibration": self.calibration,
                 "people": [p.to_dict() for p in self.people]}
 
@@ -241,8 +242,8 @@ class Gallery:
 
 def empty_gallery(model_sha256: str, embedding_size: int, path: Path | None = None) -> Gallery:
     if embedding_size <= 0:
-        raise GalleryError("this bundle's model has no embedding output, so nobody can be enrolled: train and "
-                           "convert it again with this edgeface version")
+        raise GalleryError("this bundle's model has no embedding output, so nobody can be enrolled: train "
+                           "and convert it again with this edgeface version")
     return Gallery(model_sha256=model_sha256, embedding_size=embedding_size, path=path)
 
 
@@ -274,8 +275,9 @@ def read_gallery(path: str | Path, model_sha256: str | None = None) -> Gallery:
         people = []
         for entry in raw.get("people", []):
             embeddings = np.asarray(entry["embeddings"], dtype=np.float32).reshape(-1, size)
-            people.append(Person(str(entry["name"]), _unit_rows(embeddings),
-                                 tuple(dict(p) for p in entry.get("photos", [])), str(entry.get("added", ""))))
+            photos = tuple(dict(p) for p in entry.get("photos", []))
+            added = str(entry.get("added", ""))
+            people.append(Person(str(entry["name"]), _unit_rows(embeddings), photos, added))
         sim = raw.get("similarity_threshold")
         ident = raw.get("identity_threshold")
         return Gallery(model_sha256=sha, embedding_size=size, people=tuple(people),
@@ -294,7 +296,8 @@ def open_gallery(model_sha256: str, embedding_size: int, path: str | Path | None
         return empty_gallery(model_sha256, embedding_size, path)
     gallery = read_gallery(path, model_sha256)
     if gallery.embedding_size != embedding_size:
-        raise GalleryError(f"{path}: embeddings of size {gallery.embedding_size}, the model makes {embedding_size}")
+        raise GalleryError(f"{path}: embeddings of size {gallery.embedding_size}, the model makes "
+                           f"{embedding_size}")
     return gallery
 
 
@@ -321,4 +324,5 @@ def locked(path: Path) -> Iterator[None]:
 
 
 __all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "Gallery", "GalleryError", "Match", "Person", "check_name",
-           "default_gallery_path", "default_state_dir", "empty_gallery", "open_gallery", "read_gallery", "locked"]
+           "default_gallery_path", "default_state_dir", "empty_gallery", "locked", "open_gallery",
+           "read_gallery"]

@@ -28,7 +28,8 @@ from edgeface.runtime.gallery import DEFAULT_SIMILARITY_THRESHOLD, Gallery, Gall
 from edgeface.runtime.results import FaceLabels, Prediction, decode_outputs
 from edgeface.spec import EMBEDDING_NAME, ModelSpec
 
-log = logging.getLogger("edgeface.identity")
+# Under the daemon's logger, so that its lines reach the service log.
+log = logging.getLogger("edgeface.daemon.identity")
 
 GALLERY_OFF = "none"  # ``gallery = "none"`` in the daemon config: identity head only
 RELOAD_CHECK_SECONDS = 2.0
@@ -38,8 +39,8 @@ class Labeler:
     """Turns model outputs (N faces) into ``FaceLabels``.
 
     ``gallery``: enrolled people (optional). ``similarity_threshold``: None takes the gallery's calibrated
-    value, else ``DEFAULT_SIMILARITY_THRESHOLD``. ``identity_threshold`` is used as given; ``for_bundle`` picks
-    it from the flags, the gallery's calibration or the bundle, in that order.
+    value, else ``DEFAULT_SIMILARITY_THRESHOLD``. ``identity_threshold`` is used as given; ``for_bundle``
+    picks it from the flags, the gallery's calibration or the bundle, in that order.
     """
 
     def __init__(self, spec: ModelSpec, identity_threshold: float = 0.5, gallery: Gallery | None = None,
@@ -64,21 +65,21 @@ class Labeler:
         ``gallery``: "" (default) the bundle's gallery in the state directory, if one exists; ``"none"`` or
         None: no gallery; else a gallery file, which must exist. With ``reload``, a gallery file that changes
         (``edgeface enroll`` / ``people remove`` / ``calibrate`` while the daemon runs) is read again, at most
-        every ``RELOAD_CHECK_SECONDS``. Thresholds given here win over the gallery's calibrated ones, which win
-        over the bundle's ``identity_threshold`` and ``DEFAULT_SIMILARITY_THRESHOLD``.
+        every ``RELOAD_CHECK_SECONDS``. Thresholds given here win over the gallery's calibrated ones, which
+        win over the bundle's ``identity_threshold`` and ``DEFAULT_SIMILARITY_THRESHOLD``.
         """
         from edgeface.runtime.gallery import default_gallery_path, read_gallery
 
-        labeler = cls(bundle.spec, bundle.identity_threshold if identity_threshold is None else identity_threshold,
-                      similarity_threshold=similarity_threshold)
+        given = bundle.identity_threshold if identity_threshold is None else identity_threshold
+        labeler = cls(bundle.spec, given, similarity_threshold=similarity_threshold)
         labeler._explicit_identity = identity_threshold
         labeler._bundle_identity = bundle.identity_threshold
         if gallery is None or str(gallery) == GALLERY_OFF:
             return labeler
         if bundle.spec.embedding_size <= 0:
             if gallery:
-                raise GalleryError(f"{bundle.path}: the model has no embedding output, so it cannot use gallery "
-                                   f"{gallery}")
+                raise GalleryError(f"{bundle.path}: the model has no embedding output, so it cannot use "
+                                   f"gallery {gallery}")
             return labeler
         path = Path(gallery) if gallery else default_gallery_path(bundle.model_sha256, state_dir)
         if gallery and not path.is_file():
@@ -92,8 +93,8 @@ class Labeler:
 
     def _set_gallery(self, gallery: Gallery | None) -> None:
         if gallery is not None and gallery.embedding_size != self.spec.embedding_size:
-            raise GalleryError(f"{gallery.path or 'gallery'}: embeddings of size {gallery.embedding_size}, the "
-                               f"model makes {self.spec.embedding_size}")
+            raise GalleryError(f"{gallery.path or 'gallery'}: embeddings of size {gallery.embedding_size}, "
+                               f"the model makes {self.spec.embedding_size}")
         self.gallery = gallery if gallery is not None and len(gallery) else None
         calibrated = gallery.similarity_threshold if gallery is not None else None
         if self._explicit_similarity is not None:
