@@ -201,3 +201,37 @@ def test_bad_input_is_one_line(tiny_bundles: dict[str, Path], photos, state: Pat
     no_bundle = cli("people", "list", "--bundle", tmp_path / "gone.edgeface")
     assert no_bundle.exit_code == 2
     assert no_bundle.output == f"error: {tmp_path / 'gone.edgeface'}: bundle not found\n"
+
+
+NO_TENSORFLOW = r"""
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"tensorflow", "keras", "tf_keras"}:
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+from edgeface.cli import app
+codes = []
+for args in json.loads(sys.argv[1]):
+    try:
+        app(args)
+    except SystemExit as stop:
+        codes.append(stop.code)
+print(json.dumps(codes))
+"""
+
+
+def test_enroll_and_identify_run_without_tensorflow(tiny_bundles: dict[str, Path], photos, state: Path) -> None:
+    import subprocess
+    import sys
+
+    bundle = str(tiny_bundles["int8"])
+    commands = [["enroll", "--bundle", bundle, "--name", "Priya", str(photos["Priya"][0])],
+                ["calibrate", "--bundle", bundle, "--far", "0", *map(str, impostor_args(photos["Sofia"][:3]))],
+                ["identify", "--bundle", bundle, str(photos["Priya"][0])],
+                ["people", "remove", "--bundle", bundle, "Priya"]]
+    done = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, json.dumps(commands)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [0, 0, 0, 0], done.stdout
+    assert "Priya" in done.stdout and "removed Priya" in done.stdout
