@@ -25,6 +25,8 @@ def pytest_configure(config: pytest.Config) -> None:
     cache_plugin = getattr(config, "cache", None)  # absent under `-p no:cacheprovider`
     cache = Path(cache_plugin.mkdir("edgeface-cache")) if cache_plugin else Path("/tmp/edgeface-test-cache")
     os.environ.setdefault("EDGEFACE_CACHE", str(cache))
+    # Enrolled people live in a state folder: never read or write a developer's real gallery.
+    os.environ.setdefault("EDGEFACE_STATE_DIR", str(cache / "state"))
     if WEIGHTS.is_dir():
         os.environ.setdefault("EDGEFACE_WEIGHTS_DIR", str(WEIGHTS))
 

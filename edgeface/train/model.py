@@ -70,12 +70,13 @@ def _tiny_backbone(input_shape: tuple[int, int, int]):
 
     inputs = keras.Input(input_shape)
     x = inputs
+    # Momentum 0.9: its moving statistics must settle within the few dozen steps a test trains for.
     for filters in (16, 32, 64, 96):
         x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
         x = layers.ReLU(6.0)(x)
         x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
         x = layers.ReLU(6.0)(x)
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, x, name="tiny")
