@@ -1,0 +1,29 @@
+"""The arm64 tier prints what it measured (phase times, the x86 comparison) at the end of the run."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    module = next((m for name, m in sys.modules.items() if name.endswith("test_arm64_root")), None)
+    report = getattr(module, "REPORT", None)
+    if not report or not (report.get("durations_s") or report.get("base_root")):
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("arm64 root (emulated Raspberry Pi OS)")
+    if "base_root" in report:
+        source = "from the cache" if report.get("root_from_cache") else "built in this run"
+        write(f"base root: {report['base_root']} ({source}; debootstrap took {report['debootstrap_s']} s)")
+    for phase, seconds in report["durations_s"].items():
+        write(f"{seconds:8.1f} s  {phase}")
+    for key in ("guest", "crops", "daemon"):
+        if key in report:
+            write(f"{key}: {json.dumps(report[key])}")
+    if "bench_stdout" in report:
+        write("edgeface bench inside the root (emulated: not a speed figure):")
+        for line in report["bench_stdout"].splitlines():
+            write("  " + line)
