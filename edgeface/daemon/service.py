@@ -107,6 +107,19 @@ class _JournalFormatter(logging.Formatter):
         return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is logged, not when the handler was made: a caller
+    that swaps stderr (a test runner, an embedding program) never leaves the logger writing to a closed file."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property always follows sys.stderr
+        pass
+
+
 def setup_logging(level: str = "info") -> logging.Logger:
     """Log to stderr (stdout carries JSON lines): plain lines with priorities under journald, timestamps
     otherwise. Idempotent."""
@@ -116,7 +129,7 @@ def setup_logging(level: str = "info") -> logging.Logger:
     for handler in list(logger.handlers):
         if getattr(handler, "_edgeface", False):
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler._edgeface = True  # type: ignore[attr-defined]
     if os.environ.get("JOURNAL_STREAM"):  # journald adds time and unit itself
         handler.setFormatter(_JournalFormatter("%(message)s"))

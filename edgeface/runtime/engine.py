@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeface.errors import ModelError
-from edgeface.spec import INPUT_NAME, ModelSpec
+from edgeface.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
 
 SIGNATURE = "serving_default"
 
@@ -104,6 +104,11 @@ class LiteRTEngine:
                 scale, zero_point = details["quantization"]
                 value = (value.astype(np.float32) - zero_point) * np.float32(scale)
             out[name] = np.asarray(value, dtype=np.float32)
+        if EMBEDDING_NAME in out:
+            # int8 arithmetic only approximates the graph's L2 normalisation (norms of 0.8-1.3 are common):
+            # restore unit length so cosine similarities mean the same in every precision.
+            norms = np.linalg.norm(out[EMBEDDING_NAME], axis=1, keepdims=True)
+            out[EMBEDDING_NAME] = out[EMBEDDING_NAME] / np.maximum(norms, 1e-12)
         return out
 
 
