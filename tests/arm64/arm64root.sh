@@ -190,8 +190,8 @@ pi_cpuinfo() {
     echo "$file"
 }
 
-# /proc (with a Pi's cpuinfo), /sys, /dev (with /dev/pts and /dev/shm), pip's cache, the host's DNS settings
-# and CA bundle.
+# /proc (with a Pi's cpuinfo), /sys, /dev (with /dev/pts and /dev/shm), pip's cache, the host's DNS settings,
+# CA bundle and host name.
 enter_mounts() {
     local root=$1
     mnt "$root/proc" -t proc proc
@@ -205,6 +205,10 @@ enter_mounts() {
     cp -L /etc/resolv.conf "$root/etc/resolv.conf"
     local bundle=/etc/ssl/certs/ca-certificates.crt
     [[ -r $bundle ]] && cp -L "$bundle" "$root$bundle"
+    # The chroot shares the host's host name; sudo complains when it does not resolve.
+    local name
+    name=$(uname -n)
+    grep -qw -- "$name" "$root/etc/hosts" 2>/dev/null || printf '127.0.1.1\t%s\n' "$name" >>"$root/etc/hosts"
     return 0
 }
 
