@@ -114,27 +114,32 @@ def make_tf_dataset(crops: np.ndarray, heads: HeadArrays, batch_size: int, train
                     augment: bool = True):
     """uint8 crops (or float features) -> batches of (input, targets, sample weights); augmented when training.
 
-    Images are scaled to [0, 1] floats here; feature vectors pass through unchanged.
+    The arrays are held once, as tensors; the pipeline shuffles and batches row indices and gathers each batch,
+    so memory stays near the size of the crops however large the shuffle. Images are scaled to [0, 1] floats
+    here; feature vectors pass through unchanged.
     """
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((crops, heads.targets, heads.weights))
+    inputs = tf.convert_to_tensor(np.asarray(crops))
+    targets = {head: tf.convert_to_tensor(v) for head, v in heads.targets.items()}
+    weights = {head: tf.convert_to_tensor(v) for head, v in heads.weights.items()}
+    data = tf.data.Dataset.range(len(crops))
     if training:
         data = data.shuffle(len(crops), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
     augmenter = _augmenter(seed) if (training and augment) else None
+    is_image = inputs.shape.rank == 4
 
-    is_image = crops.ndim == 4
+    def gather(rows):
+        batch = tf.gather(inputs, rows)
+        if is_image:
+            batch = tf.cast(batch, tf.float32) / 255.0
+            if augmenter is not None:
+                batch = tf.clip_by_value(augmenter(batch, training=True), 0.0, 1.0)
+        return (batch, {h: tf.gather(v, rows) for h, v in targets.items()},
+                {h: tf.gather(v, rows) for h, v in weights.items()})
 
-    def to_float(images, targets, weights):
-        if not is_image:
-            return images, targets, weights
-        images = tf.cast(images, tf.float32) / 255.0
-        if augmenter is not None:
-            images = tf.clip_by_value(augmenter(images, training=True), 0.0, 1.0)
-        return images, targets, weights
-
-    return data.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return data.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def distribution_strategy():
