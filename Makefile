@@ -7,7 +7,7 @@ export EDGEFACE_SHARED ?= $(SHARED)
 # ImageNet weights: Keras downloads them; on machines without internet, ../shared/weights serves them.
 export EDGEFACE_WEIGHTS_DIR ?= $(if $(wildcard $(SHARED)/weights),$(SHARED)/weights,)
 
-.PHONY: demo test test-all setup setup-dev bench clean
+.PHONY: demo test test-arm64 test-all setup setup-dev bench clean
 
 setup:
 	.ci/setup.sh train
@@ -20,6 +20,10 @@ demo: setup
 
 test: setup-dev
 	.ci/test.sh
+
+# The Pi's platform under emulation (root; ~6 min with an empty cache, ~3 min cached): docs/arm64.md
+test-arm64: setup-dev
+	$(VENV)/bin/pytest -m arm64 tests/arm64
 
 # Everything, slow tiers included (real training on ../shared, the arm64 emulated root).
 test-all: setup-dev
