@@ -42,6 +42,7 @@ BUNDLE_NAME = "model.edgeface"
 CONFIG_NAME = "edgeface.toml"
 SUMS_NAME = "SHA256SUMS"
 HEALTH_NAME = "health-url"  # where this release's /healthz is (empty: its config turns HTTP off)
+MODEL_SHA_NAME = "model-sha256"  # the model /healthz must report, so an old daemon still running can't pass
 # The smallest config that runs: the first camera. Deploy --config to choose another source or sinks.
 DEFAULT_CONFIG = f'bundle = "{BUNDLE_NAME}"\nsource = 0\n'
 COPY_METHODS = ("rsync", "scp")
@@ -73,7 +74,9 @@ set_current() {
 PY_GET='
 import json, sys, urllib.error, urllib.request
 try:
-    urllib.request.urlopen(sys.argv[1], timeout=3)
+    body = urllib.request.urlopen(sys.argv[1], timeout=3).read().decode()
+    if len(sys.argv) > 2 and sys.argv[2] and sys.argv[2] not in body:
+        sys.exit(f"the daemon serves another model (expected model_sha256 {sys.argv[2]})")
 except urllib.error.HTTPError as e:
     try:
         reason = json.loads(e.read()).get("reason", "")
@@ -140,14 +143,18 @@ health)
         elif command -v curl >/dev/null 2>&1; then
             resp=$(curl -sS --max-time 3 -w '\n%{http_code}' "$url" 2>&1) || true
             code=$(printf '%s\n' "$resp" | tail -n 1)
+            # The daemon must be serving this release's model, not an old process that never restarted.
+            expect=$(cat "$base/current/model-sha256" 2>/dev/null) || expect=""
             case $code in
-            2??) exit 0 ;;
+            2??) if [ -z "$expect" ] || printf '%s\n' "$resp" | grep -q "$expect"; then exit 0; fi
+                 out="HTTP $code but the daemon serves another model (expected model_sha256 $expect)" ;;
             000) out=$(printf '%s\n' "$resp" | head -n 1) ;;
             *) reason=$(printf '%s\n' "$resp" | sed -n 's/.*"reason": *"\([^"]*\)".*/\1/p' | head -n 1)
                out="HTTP $code${reason:+ ($reason)}" ;;
             esac
         else
-            out=$(python3 -c "$PY_GET" "$url" 2>&1) && exit 0
+            expect=$(cat "$base/current/model-sha256" 2>/dev/null) || expect=""
+            out=$(python3 -c "$PY_GET" "$url" "$expect" 2>&1) && exit 0
         fi
         [ "$(date +%s)" -lt "$deadline" ] || fail "no healthy answer within ${timeout}s: $(echo "$out" | tr '\n' ' ')"
         sleep 1
@@ -262,6 +269,7 @@ class Release:
     config_text: str
     health_url: str | None  # None when the config turns the HTTP server off
     bundle_sha256: str = field(repr=False)
+    model_sha256: str = field(default="", repr=False)  # the bundle's model checksum, as /healthz reports it
 
     @property
     def config_sha256(self) -> str:
@@ -270,9 +278,12 @@ class Release:
     def files(self) -> dict[str, bytes]:
         """The small files of the release (the bundle is copied from :attr:`bundle`)."""
         health = (self.health_url or "").encode()
+        model = self.model_sha256.encode()
         sums = (f"{self.bundle_sha256}  {BUNDLE_NAME}\n{self.config_sha256}  {CONFIG_NAME}\n"
-                f"{hashlib.sha256(health).hexdigest()}  {HEALTH_NAME}\n")
-        return {CONFIG_NAME: self.config_text.encode(), HEALTH_NAME: health, SUMS_NAME: sums.encode()}
+                f"{hashlib.sha256(health).hexdigest()}  {HEALTH_NAME}\n"
+                f"{hashlib.sha256(model).hexdigest()}  {MODEL_SHA_NAME}\n")
+        return {CONFIG_NAME: self.config_text.encode(), HEALTH_NAME: health, MODEL_SHA_NAME: model,
+                SUMS_NAME: sums.encode()}
 
 
 _BUNDLE_LINE = re.compile(r"^[ \t]*bundle[ \t]*=.*$", re.MULTILINE)
@@ -357,7 +368,7 @@ def prepare_release(bundle: str | Path | None = None, config: str | Path | None 
         if not bundle.is_absolute():
             bundle = config.resolve().parent / bundle
     bundle = Path(bundle)
-    load_bundle(bundle)  # format, version and checksum: a broken bundle never leaves this machine
+    model_sha = load_bundle(bundle).model_sha256  # format, version, checksum: a broken bundle never leaves here
     with tempfile.TemporaryDirectory(prefix="edgeface-deploy-") as tmp:
         Path(tmp, CONFIG_NAME).write_text(device_text, encoding="utf-8")
         Path(tmp, BUNDLE_NAME).symlink_to(bundle.resolve())
@@ -370,7 +381,7 @@ def prepare_release(bundle: str | Path | None = None, config: str | Path | None 
     for name, sha in ((BUNDLE_NAME, bundle_sha), (CONFIG_NAME, hashlib.sha256(device_text.encode()).hexdigest())):
         digest.update(f"{name}\0{sha}\n".encode())
     return Release(id=digest.hexdigest()[:12], bundle=bundle, config_text=device_text,
-                   health_url=_health_url(original, origin), bundle_sha256=bundle_sha)
+                   health_url=_health_url(original, origin), bundle_sha256=bundle_sha, model_sha256=model_sha)
 
 
 # --- results ----------------------------------------------------------------------------------------------

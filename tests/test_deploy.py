@@ -372,6 +372,19 @@ def test_health_check_timeout_rolls_back(first_deploy, sshd: SshServer, pi: Pi, 
 
 
 @pytest.mark.system
+def test_a_daemon_still_serving_the_old_model_fails_the_check(first_deploy, sshd: SshServer, pi: Pi,
+                                                              tiny_bundles: dict[str, Path]) -> None:
+    """The restart command 'succeeds' but the old daemon keeps running: /healthz names the old model."""
+    _, good = first_deploy
+    (result,) = deploy([sshd.host], prepare_release(tiny_bundles["float32"], pi.config),
+                       sshd.options(pi.root, restart_cmd="true", health_timeout=3))
+    assert result.status == "rolled back" and result.release == good.id, result.line()
+    assert "the daemon serves another model (expected model_sha256 " in result.detail, result.detail
+    assert pi.current() == f"releases/{good.id}"
+    assert pi.healthz() == 200, pi.log()
+
+
+@pytest.mark.system
 def test_unreachable_hosts_do_not_stop_the_others(first_deploy, sshd: SshServer, pi: Pi,
                                                   tiny_bundles: dict[str, Path]) -> None:
     _, release = first_deploy

@@ -250,6 +250,7 @@ class Daemon:
             "last_frame_age_s": None if age is None else round(age, 3),
             "uptime_s": round(time.monotonic() - stats.started, 1),
             "bundle": self.bundle.path.name, "precision": self.bundle.precision,
+            "model_sha256": self.bundle.model_sha256,
             "dropped": capture.dropped, "corrupt": capture.corrupt,
         }
 
