@@ -167,6 +167,11 @@ def test_daemon_reports_enrolled_people_and_unknown(tiny_bundles: dict[str, Path
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["faces"][0]["identity"]["label"] for r in records] == ["Priya", "unknown"]
+    # --gallery none: enrolled people are ignored, so Priya is no longer named.
+    out.unlink()
+    assert cli("run", "--config", config, "--gallery", "none").exit_code == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "Priya" not in [r["faces"][0]["identity"]["label"] for r in records]
 
 
 def test_gallery_of_another_bundle_is_refused(tiny_bundles: dict[str, Path], photos, state: Path,

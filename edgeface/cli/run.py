@@ -37,6 +37,10 @@ def run(
     snapshots: Optional[Path] = typer.Option(None, help="Save frames with faces in this folder (off by default: "
                                                         "no image is ever written unless you ask)."),
     max_frames: Optional[int] = typer.Option(None, help="Stop after this many processed frames."),
+    gallery: Optional[str] = typer.Option(None, help="Enrolled people: a gallery file, 'none' to ignore them, "
+                                                     "default the bundle's gallery in the state folder."),
+    similarity_threshold: Optional[float] = typer.Option(None, help="Cosine similarity above which a face is an "
+                                                                    "enrolled person (default: calibrated)."),
     log_level: Optional[str] = typer.Option(None, help="debug, info, warning or error."),
 ) -> None:
     """Label faces from a camera, file or stream until stopped; a video file or folder ends the run.
@@ -59,6 +63,8 @@ def run(
         "mqtt.host": mqtt_host, "mqtt.port": mqtt_port,
         "http.enabled": http, "http.host": http_host, "http.port": http_port,
         "snapshots.dir": _abs(snapshots), "service.max_frames": max_frames, "service.log_level": log_level,
+        "gallery": gallery if gallery in (None, "", "none") else _abs(Path(gallery)),
+        "similarity_threshold": similarity_threshold,
     }
     settings = load_config(config, overrides)
     setup_logging(settings.service.log_level)
