@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Reproduce the celeba-299 figures of the README: train MobileNetV2 (ImageNet start), ResNet50 and VGG16 (from
+# scratch, smaller inputs), convert each to four precisions, evaluate before/after quantization on the held-out
+# test split, measure latency and write the report. Hours of CPU on 2 cores; every step is the public CLI.
+#
+#   benchmarks/celeba_figures.sh [STEP...]      steps: split mobilenetv2 resnet50 vgg16 convert evaluate bench report
+#
+# Needs ../shared (or $EDGEFACE_SHARED) and, for MobileNetV2, ImageNet weights ($EDGEFACE_WEIGHTS_DIR).
+# Outputs (never committed: they derive from CelebA): splits/celeba, runs/celeba-*, bundles/celeba, reports/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${EDGEFACE_SHARED:-$(cd .. && pwd)/shared}
+export EDGEFACE_WEIGHTS_DIR=${EDGEFACE_WEIGHTS_DIR:-$SHARED/weights}
+EDGEFACE=${EDGEFACE:-.venv/bin/edgeface}
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(split mobilenetv2 resnet50 vgg16 convert evaluate bench report)
+models=(mobilenetv2 resnet50 vgg16)
+
+for step in "${steps[@]}"; do
+  echo "== $step" >&2
+  case $step in
+  split)        # 70/30 per person, seed 0
+    "$EDGEFACE" data split "$SHARED/data/celeba-299/labels.csv" --out splits/celeba --fraction 0.3 --seed 0 ;;
+  mobilenetv2)  # heads on frozen ImageNet features, then fine-tuning from block 6 with a cosine-decayed rate
+    "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-mobilenetv2 --backbone mobilenetv2 \
+      --weights imagenet --input-size 224 --epochs 30 --patience 6 --fine-tune-learning-rate 1e-4 \
+      --val-fraction 0.07 ;;
+  resnet50)     # no ImageNet weights on this machine: from scratch at 112x112
+    "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-resnet50 --backbone resnet50 \
+      --weights none --input-size 112 --epochs 12 --patience 4 --val-fraction 0.07 ;;
+  vgg16)        # from scratch at 64x64 (VGG16 has no BatchNorm: a lower rate keeps it from diverging)
+    "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-vgg16 --backbone vgg16 \
+      --weights none --input-size 64 --epochs 10 --patience 4 --learning-rate 1e-4 --val-fraction 0.07 ;;
+  convert)      # all four precisions; --min-agreement 0 keeps every bundle for the table (the gate is evaluate's)
+    for m in "${models[@]}"; do
+      "$EDGEFACE" convert "runs/celeba-$m" --precision all --out bundles/celeba --min-agreement 0 \
+        --verify-data splits/celeba/test.csv
+    done ;;
+  evaluate)     # Keras vs each precision on the same test crops; --max-drop 1 is the int8 gate
+    mkdir -p reports
+    for m in "${models[@]}"; do
+      "$EDGEFACE" evaluate "runs/celeba-$m" bundles/celeba/celeba-"$m"-{float32,float16,dynamic,int8}.edgeface \
+        --data splits/celeba/test.csv --json "reports/eval-$m.json" --max-drop 1 || true
+    done ;;
+  bench)        # per-face latency, all bundles side by side (round-robin), 1 and 2 threads
+    "$EDGEFACE" bench bundles/celeba/*.edgeface --threads 1 --threads 2 --runs 200 --json reports/bench.json ;;
+  report)
+    "$EDGEFACE" report reports/eval-*.json reports/bench.json --out reports/celeba-299 ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
