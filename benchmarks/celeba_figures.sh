@@ -14,7 +14,8 @@ export EDGEFACE_WEIGHTS_DIR=${EDGEFACE_WEIGHTS_DIR:-$SHARED/weights}
 EDGEFACE=${EDGEFACE:-.venv/bin/edgeface}
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(split mobilenetv2 resnet50 vgg16 convert evaluate bench report)
-models=(mobilenetv2 resnet50 vgg16)
+# MODELS="mobilenetv2" limits convert and evaluate to some models.
+read -r -a models <<< "${MODELS:-mobilenetv2 resnet50 vgg16}"
 
 for step in "${steps[@]}"; do
   echo "== $step" >&2
