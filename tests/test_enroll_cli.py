@@ -140,7 +140,7 @@ def test_calibrate_identify_and_reject(tiny_bundles: dict[str, Path], photos, st
     named = cli("identify", "--bundle", bundle, "--json", photos["Priya"][0], *strangers[:4],
                 photos["bad"][2])
     assert named.exit_code == 0, named.output
-    records = [json.loads(line) for line in named.output.splitlines()]
+    records = [json.loads(line) for line in named.stdout.splitlines()]
     assert records[0]["identity"]["label"] == "Priya" and records[0]["identity"]["score"] > 0.999
     assert [r["identity"]["label"] for r in records[1:5]] == ["unknown"] * 4
     assert records[5]["error"].endswith("no face found") and "identity" not in records[5]
