@@ -175,11 +175,13 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     rep_set = load_dataset(representative) if representative is not None else train_part
     ver_set = load_dataset(verify_data) if verify_data is not None else val_part
 
-    on_log(f"representative set: up to {representative_size} photos from {rep_set.source}")
+    rep_what = "" if representative is not None else " (its training split)"
+    ver_what = "" if verify_data is not None else " (its validation split: photos the model never trained on)"
+    on_log(f"representative set: up to {representative_size} photos from {rep_set.source}{rep_what}")
     rep_crops = _crops_for(rep_set, spec, representative_size, seed, progress).crops
     ver = _crops_for(ver_set, spec, verify_size, seed + 1, progress)
     ver_samples = ver.cropped_samples
-    on_log(f"verification set: {len(ver_samples)} faces from {ver_set.source}")
+    on_log(f"verification set: {len(ver_samples)} faces from {ver_set.source}{ver_what}")
     keras_out = keras_engine.predict(np.asarray(ver.crops))
     model_bytes_hash = sha256_bytes(model_path.read_bytes())
 

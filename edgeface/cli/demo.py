@@ -24,12 +24,12 @@ def demo(
     data: Optional[Path] = typer.Option(None, help="Your labelled photos (CSV or folder) instead of the synthetic "
                                                    "set; split 70/30 per person into train and test."),
     people: int = typer.Option(8, help="Synthetic people to draw (ignored with --data)."),
-    photos: int = typer.Option(30, help="Synthetic photos per person (ignored with --data)."),
+    photos: int = typer.Option(40, help="Synthetic photos per person (ignored with --data)."),
     backbone: str = typer.Option("mobilenetv2", help="mobilenetv2, resnet50, vgg16 or tiny."),
     weights: str = typer.Option("imagenet", help="imagenet, none or a .h5 path (imagenet needs internet or "
                                                  "$EDGEFACE_WEIGHTS_DIR)."),
     input_size: int = typer.Option(96, help="Face crop size; 96 keeps the demo to a few minutes on 2 cores."),
-    epochs: int = typer.Option(3, help="Fine-tuning epochs (after the heads train on frozen features)."),
+    epochs: int = typer.Option(5, help="Fine-tuning epochs (after the heads train on frozen features)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Run everything on an embedded default: draw a labelled synthetic face set (clearly synthetic: people
@@ -88,11 +88,12 @@ def demo(
     from edgeface.cli.evaluate import format_evaluation
     from edgeface.eval.evaluate import evaluate_models
 
-    evaluation = evaluate_models([model_path, bundles["float32"], bundles["int8"]], test_csv, max_drop=1.0,
+    # ~100 test photos: one face is one point, so the demo's gate allows two (CI gates use bigger sets).
+    evaluation = evaluate_models([model_path, bundles["float32"], bundles["int8"]], test_csv, max_drop=2.0,
                                  progress=True)
     typer.echo(format_evaluation(evaluation, confusion=False))
     failures = evaluation.gate_failures()
-    typer.echo("  quantization gate (--max-drop 1): " + ("pass" if not failures else "; ".join(failures)))
+    typer.echo("  quantization gate (--max-drop 2): " + ("pass" if not failures else "; ".join(failures)))
     (out / "evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=2))
 
     _step("5/7 latency on this machine")

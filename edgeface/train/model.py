@@ -102,10 +102,10 @@ def build_backbone(backbone: str, weights: str, input_size: int):
         model = constructor(include_top=False, weights=None, input_shape=shape, pooling="avg")
         model.load_weights(source)
         return model
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = (" (no internet? put the file in $EDGEFACE_WEIGHTS_DIR or pass --weights PATH)"
-                if source == "imagenet" else "")
+    except Exception as exc:  # Keras' download raises a bare Exception; h5py and Keras raise OSError/ValueError
+        first = " ".join(str(exc).split()) or type(exc).__name__
+        hint = (f" (no internet? set EDGEFACE_WEIGHTS_DIR to a folder holding {info.imagenet_files[0]}, "
+                "or pass --weights PATH)" if source == "imagenet" else "")
         raise ModelError(f"cannot load {weights} weights for {backbone}: {first}{hint}") from None
 
 
