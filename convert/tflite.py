@@ -88,6 +88,7 @@ def layer_errors(model: Any, spec: ModelSpec, representative: np.ndarray, debug_
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
     if csv_path is not None:
+        Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
         Path(csv_path).write_text(buffer.getvalue())
     rows = []
     for row in csv.DictReader(io.StringIO(buffer.getvalue())):
