@@ -36,8 +36,9 @@ def test_face_latency(benchmark: Any, bench_model: BenchModel, bench_bundles: di
         engine.predict(crop)
     memory = bundle_memory[precision]
     benchmark.group = f"face {bench_model.key}, {threads} thread{'s' if threads > 1 else ''}"
+    info = describe_model(bench_bundles[precision])
     _extra(benchmark, bench_model, "face", precision=precision, threads=threads,
-           size_bytes=describe_model(bench_bundles[precision]).size_bytes,
+           size_bytes=info.size_bytes, file_bytes=info.file_bytes,
            peak_rss_kib=memory.peak_kib if memory else None, model_rss_kib=memory.model_kib if memory else None)
     out = benchmark(engine.predict, crop)
     assert out["identity"].shape == (1, bench_model.people)  # the model really ran

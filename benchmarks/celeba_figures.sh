@@ -28,10 +28,10 @@ for step in "${steps[@]}"; do
       --val-fraction 0.07 ;;
   resnet50)     # no ImageNet weights on this machine: from scratch at 112x112
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-resnet50 --backbone resnet50 \
-      --weights none --input-size 112 --epochs 12 --patience 4 --val-fraction 0.07 ;;
+      --weights none --input-size 112 --epochs 8 --patience 4 --val-fraction 0.07 ;;
   vgg16)        # from scratch at 64x64 (VGG16 has no BatchNorm: a lower rate keeps it from diverging)
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-vgg16 --backbone vgg16 \
-      --weights none --input-size 64 --epochs 10 --patience 4 --learning-rate 1e-4 --val-fraction 0.07 ;;
+      --weights none --input-size 64 --epochs 8 --patience 4 --learning-rate 1e-4 --val-fraction 0.07 ;;
   convert)      # all four precisions; --min-agreement 0 keeps every bundle for the table (the gate is evaluate's)
     for m in "${models[@]}"; do
       "$EDGEFACE" convert "runs/celeba-$m" --precision all --out bundles/celeba --min-agreement 0 \

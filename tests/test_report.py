@@ -60,7 +60,7 @@ def test_report_from_measured_results(tiny_model: Path, tiny_bundles: dict[str, 
                          memory=False).to_dict()
     files = write_report([evaluation], [bench], tmp_path / "report", commands=["edgeface report ..."])
     text = files.markdown.read_text()
-    assert "| model | precision | identity % | emotion % | gender % | size MB | p50 ms | p95 ms |" in text
+    assert "| model | precision | identity % | emotion % | gender % | size MB | bundle MB | p50 ms | p95 ms |" in text
     table = [line for line in text.splitlines() if line.startswith("| ")][1:6]
     assert [line.split(" | ")[1] for line in table] == ["keras", "float32", "float16", "dynamic", "int8"]
     assert table[0].startswith("| tiny 64 | keras |")
@@ -69,7 +69,8 @@ def test_report_from_measured_results(tiny_model: Path, tiny_bundles: dict[str, 
         accuracy = model["heads"]["emotion"]["accuracy"]
         assert f"| {100 * accuracy:.1f} (" in line  # with its change against Keras
         stats = next(m for m in bench["models"] if m["precision"] == precision)["face"]
-        assert line.endswith(f" | {ms(stats['p50_ms'])} | {ms(stats['p95_ms'])} |")
+        bundle = tiny_bundles[precision]
+        assert line.endswith(f" | {bundle.stat().st_size / 1e6:.2f} | {ms(stats['p50_ms'])} | {ms(stats['p95_ms'])} |")
     assert "![Accuracy per head" in text and "![Per-face latency" in text and "edgeface report ..." in text
     for png in (files.accuracy_png, files.latency_png):
         assert png is not None and png.read_bytes()[:8] == PNG and png.stat().st_size > 10_000

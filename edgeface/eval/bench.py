@@ -24,7 +24,7 @@ percentile.
      "frames": [{"label": "1 face", "size": [640, 480], "faces": 1, "detector": "blazeface",
                  "detection": STATS}, ...],
      "models": [{"path": ..., "name": ..., "precision": ..., "backbone": ..., "input_size": ...,
-                 "size_bytes": ..., "sha256": ..., "threads": T,
+                 "size_bytes": ..., "file_bytes": ..., "sha256": ..., "threads": T,
                  "face": STATS, "frames": {"1 face": STATS, ...},
                  "memory": {"baseline_kib": ..., "peak_kib": ..., "model_kib": ...} or null}, ...]}
 
@@ -110,7 +110,7 @@ class BenchReport:
             "models": [{
                 "path": str(m.model.path), "name": m.name, "kind": m.model.kind, "precision": m.model.precision,
                 "backbone": m.model.backbone, "input_size": m.model.spec.input_size,
-                "size_bytes": m.model.size_bytes, "sha256": m.model.sha256,
+                "size_bytes": m.model.size_bytes, "file_bytes": m.model.file_bytes, "sha256": m.model.sha256,
                 "source_sha256": m.model.source_sha256, "threads": m.threads,
                 "face": m.face.to_dict(), "frames": {k: v.to_dict() for k, v in m.frames.items()},
                 "memory": m.memory.to_dict() if m.memory else None,

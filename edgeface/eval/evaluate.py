@@ -13,7 +13,8 @@ renamed or removed within a ``format_version``)::
      "max_drop": POINTS or null, "passed": true/false/null,
      "models": [                             # in the order given
         {"path": ..., "name": ..., "kind": "keras" | "bundle", "precision": "keras" | "float32" | ...,
-         "backbone": ..., "input_size": ..., "size_bytes": ..., "sha256": ..., "seconds": ...,
+         "backbone": ..., "input_size": ..., "size_bytes": TFLite flatbuffer (.keras: the file),
+         "file_bytes": the file given (a bundle is deflated), "sha256": ..., "seconds": ...,
          "faces": {"photos": N, "found": ..., "multiple": ..., "no_face": ..., "unreadable": ...},
          "heads": {"identity": {"accuracy": 0..1, "balanced_accuracy": ..., "macro_f1": ..., "n": ...,
                                 "missed": ..., "unknown_labels": ..., "labels": [...],
@@ -90,7 +91,7 @@ class Evaluation:
             models.append({
                 "path": str(m.model.path), "name": m.name, "kind": m.model.kind, "precision": m.model.precision,
                 "backbone": m.model.backbone, "input_size": m.model.spec.input_size,
-                "size_bytes": m.model.size_bytes, "sha256": m.model.sha256,
+                "size_bytes": m.model.size_bytes, "file_bytes": m.model.file_bytes, "sha256": m.model.sha256,
                 "source_sha256": m.model.source_sha256, "seconds": round(m.seconds, 3),
                 "faces": dict(m.faces), "heads": heads,
             })

@@ -31,6 +31,7 @@ class ModelInfo:
     size_bytes: int  # the TFLite flatbuffer for a bundle, the .keras file otherwise
     sha256: str  # of the flatbuffer or the .keras file: matches a model across machines and paths
     source_sha256: str | None = None  # the .keras a bundle was converted from (a .keras: itself)
+    file_bytes: int = 0  # the file itself: for a bundle, the deflated zip that is copied to the device
 
     @property
     def backbone(self) -> str:
@@ -63,7 +64,7 @@ def describe_model(path: str | Path) -> ModelInfo:
         metadata = read_metadata(path)
         spec = ModelSpec.from_dict(metadata["spec"])
         digest = _file_sha256(path)
-        return ModelInfo(path, "keras", spec, KERAS, path.stat().st_size, digest, digest)
+        return ModelInfo(path, "keras", spec, KERAS, path.stat().st_size, digest, digest, path.stat().st_size)
     if not path.exists():
         raise ModelError(f"{path}: no such file or folder")
     try:
@@ -79,7 +80,8 @@ def describe_model(path: str | Path) -> ModelInfo:
         raise ModelError(f"{path}: bundle manifest has no model spec") from None
     source = manifest.get("source_model") or {}
     return ModelInfo(path, "bundle", spec, str(manifest.get("precision", "?")), int(manifest.get("model_bytes", 0)),
-                     str(manifest.get("model_sha256", "")), source.get("sha256"))
+                     str(manifest.get("model_sha256", "")), source.get("sha256"),
+                     path.stat().st_size if path.is_file() else 0)
 
 
 def display_names(models: Sequence[ModelInfo]) -> list[str]:

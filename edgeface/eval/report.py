@@ -33,7 +33,8 @@ class Row:
     name: str
     group: str  # "mobilenetv2 224": the trained model it comes from
     precision: str
-    size_bytes: int
+    size_bytes: int  # the TFLite flatbuffer
+    file_bytes: int = 0  # the bundle file (deflated zip): what is copied to the device
     accuracy: dict[str, float] = field(default_factory=dict)  # head -> 0..1
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)  # head -> evaluate's per-head figures
     faces: dict[str, int] = field(default_factory=dict)
@@ -70,7 +71,7 @@ def build_rows(evaluations: Sequence[Mapping[str, Any]], benches: Sequence[Mappi
         sha = model.get("sha256") or model["path"]
         if sha not in rows:
             rows[sha] = Row(model.get("name", Path(model["path"]).stem), "", model.get("precision", "?"),
-                            int(model.get("size_bytes", 0)))
+                            int(model.get("size_bytes", 0)), int(model.get("file_bytes", 0)))
             keys[sha] = _group_key(model)
         return rows[sha]
 
@@ -142,7 +143,8 @@ def write_report(evaluations: Sequence[Mapping[str, Any]], benches: Sequence[Map
     rows = build_rows(evaluations, benches)
     threads = sorted({t for r in rows for t in r.latency})
 
-    header = ["model", "precision"] + [f"{h} %" for h in HEADS] + ["size MB"]
+    show_file = any(r.file_bytes for r in rows)
+    header = ["model", "precision"] + [f"{h} %" for h in HEADS] + ["size MB"] + (["bundle MB"] if show_file else [])
     for t in threads:
         suffix = f" ({t} thr)" if len(threads) > 1 else ""
         header += [f"p50 ms{suffix}", f"p95 ms{suffix}"]
@@ -154,7 +156,9 @@ def write_report(evaluations: Sequence[Mapping[str, Any]], benches: Sequence[Map
         cells = [r.group if r.group != previous else "", r.precision]
         previous = r.group
         cells += [_accuracy_cell(rows, r, h) for h in HEADS]
-        cells.append(f"{r.size_bytes / 1e6:.1f}")
+        cells.append(f"{r.size_bytes / 1e6:.2f}")
+        if show_file:
+            cells.append(f"{r.file_bytes / 1e6:.2f}" if r.file_bytes else "")
         for t in threads:
             stats = r.latency.get(t)
             cells += [ms(stats["p50_ms"]) if stats else "", ms(stats["p95_ms"]) if stats else ""]
@@ -175,8 +179,11 @@ def write_report(evaluations: Sequence[Mapping[str, Any]], benches: Sequence[Map
         lines.append(f"- **Latency**: one face (batch 1) through the LiteRT engine on {m['cpu']} "
                      f"({m['cpu_count']} cores, {m['machine']}), {m['runtime']} {m['runtime_version']}; "
                      f"p50/p95 over {document['runs']} runs, all models timed round-robin in one process.")
-    lines += [("- **Size**: the TFLite flatbuffer (for Keras, the `.keras` file). In brackets: the change in "
-               "accuracy points against the first row of the same model (before quantization)."), ""]
+    lines += [("- **Size**: the TFLite flatbuffer (for Keras, the `.keras` file)"
+               + ("; bundle: the `.edgeface` file copied to the device (a deflated zip of the flatbuffer and its "
+                  "manifest)" if show_file else "")
+               + ". In brackets: the change in accuracy points against the first row of the same model (before "
+               "quantization)."), ""]
     lines.append(_markdown_table(header, table_rows, right=range(2, len(header))))
     if "RAM MB" in header:
         lines += ["", ("RAM MB: peak resident memory that loading and running the model adds to a process "
