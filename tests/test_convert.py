@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from convert.pipeline import TIE_MARGIN, compare, convert_model, select_representative
 from edgeface.data.manifest import Sample

@@ -59,7 +59,7 @@ def convert(
                             "vs float32"]))
     for r in results:
         if r.layer_errors:
-            typer.echo(f"\nworst int8 layers (rmse / scale; ~0.29 is plain rounding):")
+            typer.echo("\nworst int8 layers (rmse / scale; ~0.29 is plain rounding):")
             for row in r.layer_errors:
                 typer.echo(f"  {row['rmse_over_scale']:8.2f}  {row['op']:<18s} {row['layer']}")
     refused = [r for r in results if not r.accepted]
