@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from convert.pipeline import TIE_MARGIN, compare, convert_model, select_representative
 from edgeface.data.manifest import Sample
@@ -71,3 +72,42 @@ def test_representative_set_spreads_over_people_and_labels() -> None:
     assert {s.identity for s in picked} == {"a", "b", "c"}
     assert sum(s.emotion == "neutral" for s in picked) >= 4  # rare label is not crowded out
     assert select_representative(samples, 12, seed=0) == select_representative(samples, 12, seed=0)
+
+
+@pytest.mark.parametrize("mode", ["tf", "caffe"])
+def test_backbone_preprocessing_survives_int8(mode: str) -> None:
+    """The in-graph preprocessing of every backbone family quantizes like a normal layer.
+
+    Regression: written as flip + multiply + subtract, the caffe mode (ResNet50, VGG16) became REVERSE_V2 and MUL
+    ops that TFLite's int8 quantizer garbled, and a trained ResNet50 fell to chance on every head.
+    """
+    import keras
+
+    from convert.tflite import convert_keras
+    from edgeface.runtime.engine import to_model_input
+    from edgeface.runtime.litert import make_interpreter
+    from edgeface.spec import ModelSpec
+    from edgeface.train.layers import BackbonePreprocess
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = BackbonePreprocess(mode)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4)(x))
+    spec = ModelSpec(labels={"identity": ("a", "b"), "emotion": ("happy", "neutral"), "gender": ("female", "male")},
+                     input_size=32, backbone="tiny")
+    crops = np.random.default_rng(0).integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
+    interpreter = make_interpreter(convert_keras(model, "int8", spec, representative=crops, io_type="float32"))
+    interpreter.allocate_tensors()
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "REVERSE_V2" not in ops
+    source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    reference = np.asarray(model(to_model_input(crops[:16], spec)))
+    outputs = []
+    for crop in crops[:16]:
+        interpreter.set_tensor(source, to_model_input(crop[None], spec))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(target)[0])
+    error = np.abs(np.asarray(outputs) - reference).max()
+    assert error <= 0.05 * np.ptp(reference), (mode, error, np.ptp(reference))
