@@ -40,13 +40,15 @@ def test_rows_group_by_source_model_and_match_across_machines() -> None:
     evaluation = {"format": "edgeface-evaluation", "data": {"path": "test.csv", "photos": 11},
                   "models": [int8, vgg, keras, float32]}
     bench = {"format": "edgeface-bench", "machine": {}, "runs": 10,
-             "models": [_bench(int8, 1, 1.0), _bench(int8, 2, 0.7), _bench(float32, 1, 3.0)]}
+             "models": [{**_bench(int8, 1, 1.0), "file_bytes": 1_700_000}, _bench(int8, 2, 0.7),
+                        _bench(float32, 1, 3.0)]}
     rows = build_rows([evaluation], [bench])
     assert [(r.group, r.precision) for r in rows] == [
         ("mobilenetv2 224", "keras"), ("mobilenetv2 224", "float32"), ("mobilenetv2 224", "int8"),
         ("vgg16 224", "int8")]
     assert rows[2].latency[1]["p50_ms"] == 1.0 and rows[2].latency[2]["p50_ms"] == 0.7  # matched by checksum
     assert rows[2].memory_kib == {1: 10240, 2: 10240} and rows[0].latency == {}
+    assert rows[2].file_bytes == 1_700_000  # the bundle's file size, from whichever document has it
 
 
 def test_report_from_measured_results(tiny_model: Path, tiny_bundles: dict[str, Path], synthetic_csv: Path,

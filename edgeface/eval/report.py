@@ -71,9 +71,12 @@ def build_rows(evaluations: Sequence[Mapping[str, Any]], benches: Sequence[Mappi
         sha = model.get("sha256") or model["path"]
         if sha not in rows:
             rows[sha] = Row(model.get("name", Path(model["path"]).stem), "", model.get("precision", "?"),
-                            int(model.get("size_bytes", 0)), int(model.get("file_bytes", 0)))
+                            int(model.get("size_bytes", 0)))
             keys[sha] = _group_key(model)
-        return rows[sha]
+        row = rows[sha]
+        if not row.file_bytes and row.precision != "keras":  # older JSON files lack it: any document may have it
+            row.file_bytes = int(model.get("file_bytes", 0))
+        return row
 
     for document in evaluations:
         for model in document["models"]:
@@ -168,8 +171,12 @@ def write_report(evaluations: Sequence[Mapping[str, Any]], benches: Sequence[Map
         table_rows.append(cells)
 
     lines = [f"# {title}", ""]
+    described: set[tuple[str, int]] = set()
     for document in evaluations:
         data = document["data"]
+        if (data["path"], data["photos"]) in described:  # several evaluations on the same photos: say it once
+            continue
+        described.add((data["path"], data["photos"]))
         faces = document["models"][0].get("faces", {})
         lines.append(f"- **Accuracy**: `{data['path']}`, {data['photos']} photos, a face found in "
                      f"{faces.get('found', '?')}. Photos without a detectable face: {faces.get('no_face', 0)}, "
