@@ -45,11 +45,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
     ``python_files`` matches): never twice."""
     if file_path.suffix != ".py" or not file_path.name.startswith("bench_"):
         return None
-    if parent.session.isinitpath(file_path):
+    if parent.session.isinitpath(file_path):  # named on the command line: pytest collects it itself
         return None
     if any(fnmatch.fnmatch(file_path.name, pattern) for pattern in parent.config.getini("python_files")):
-        return None
-    if parent.session.isinitpath(file_path):  # named on the command line: pytest collects it itself
         return None
     return pytest.Module.from_parent(parent, path=file_path)
 

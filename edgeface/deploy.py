@@ -136,6 +136,8 @@ health)
         url=$(cat "$base/current/health-url" 2>/dev/null) || url=""
         [ -n "$url" ] || fail "the config of release $(current_id) turns the HTTP server off: pass --health-cmd"
     fi
+    # The daemon must be serving this release's model, not an old process that never restarted.
+    expect=$(cat "$base/current/model-sha256" 2>/dev/null) || expect=""
     deadline=$(( $(date +%s) + timeout ))
     while :; do
         if [ -n "$check" ]; then
@@ -143,8 +145,6 @@ health)
         elif command -v curl >/dev/null 2>&1; then
             resp=$(curl -sS --max-time 3 -w '\n%{http_code}' "$url" 2>&1) || true
             code=$(printf '%s\n' "$resp" | tail -n 1)
-            # The daemon must be serving this release's model, not an old process that never restarted.
-            expect=$(cat "$base/current/model-sha256" 2>/dev/null) || expect=""
             case $code in
             2??) if [ -z "$expect" ] || printf '%s\n' "$resp" | grep -q "$expect"; then exit 0; fi
                  out="HTTP $code but the daemon serves another model (expected model_sha256 $expect)" ;;
@@ -153,7 +153,6 @@ health)
                out="HTTP $code${reason:+ ($reason)}" ;;
             esac
         else
-            expect=$(cat "$base/current/model-sha256" 2>/dev/null) || expect=""
             out=$(python3 -c "$PY_GET" "$url" "$expect" 2>&1) && exit 0
         fi
         [ "$(date +%s)" -lt "$deadline" ] || fail "no healthy answer within ${timeout}s: $(echo "$out" | tr '\n' ' ')"

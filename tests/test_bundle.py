@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 from edgeface.errors import BundleError, ModelError
 from edgeface.runtime.bundle import BUNDLE_VERSION, MANIFEST_MEMBER, MODEL_MEMBER, load_bundle, read_manifest
 from edgeface.runtime.engine import LiteRTEngine
+from no_tensorflow import run_without_tensorflow
 
 
 @pytest.fixture
@@ -99,13 +98,8 @@ def test_truncated_tflite_is_a_model_error(bundle: Path) -> None:
         LiteRTEngine(loaded.model_bytes[: len(loaded.model_bytes) // 2], loaded.spec, source="half.tflite")
 
 
-NO_TENSORFLOW = r"""
-import importlib.abc, sys, json
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in {"tensorflow", "keras", "tf_keras"}:
-            raise ImportError(f"blocked: {name}")
-sys.meta_path.insert(0, Block())
+RUNTIME_SCRIPT = r"""
+import json, sys
 import numpy as np
 from edgeface.runtime.bundle import load_bundle
 from edgeface.runtime.engine import load_engine
@@ -121,7 +115,6 @@ print(json.dumps({"faces": len(labels), "tf": "tensorflow" in sys.modules, "kera
 
 
 def test_runtime_works_where_tensorflow_cannot_be_imported(bundle: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, str(bundle)], capture_output=True, text=True,
-                            timeout=120)
+    result = run_without_tensorflow(RUNTIME_SCRIPT, str(bundle))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"faces": 2, "tf": False, "keras": False}

@@ -19,6 +19,7 @@ from edgeface.cli import app
 from edgeface.imageio import read_image, write_image
 from edgeface.runtime.bundle import load_bundle, read_manifest
 from edgeface.runtime.gallery import default_gallery_path, read_gallery
+from no_tensorflow import run_without_tensorflow
 
 runner = CliRunner()
 
@@ -208,13 +209,8 @@ def test_bad_input_is_one_line(tiny_bundles: dict[str, Path], photos, state: Pat
     assert no_bundle.output == f"error: {tmp_path / 'gone.edgeface'}: bundle not found\n"
 
 
-NO_TENSORFLOW = r"""
-import importlib.abc, json, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in {"tensorflow", "keras", "tf_keras"}:
-            raise ImportError(f"blocked: {name}")
-sys.meta_path.insert(0, Block())
+CLI_SCRIPT = r"""
+import json, sys
 from edgeface.cli import app
 codes = []
 for args in json.loads(sys.argv[1]):
@@ -227,16 +223,12 @@ print(json.dumps(codes))
 
 
 def test_enroll_and_identify_run_without_tensorflow(tiny_bundles: dict[str, Path], photos, state: Path) -> None:
-    import subprocess
-    import sys
-
     bundle = str(tiny_bundles["int8"])
     commands = [["enroll", "--bundle", bundle, "--name", "Priya", str(photos["Priya"][0])],
                 ["calibrate", "--bundle", bundle, "--far", "0", *map(str, impostor_args(photos["Sofia"][:3]))],
                 ["identify", "--bundle", bundle, str(photos["Priya"][0])],
                 ["people", "remove", "--bundle", bundle, "Priya"]]
-    done = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, json.dumps(commands)], capture_output=True,
-                          text=True, timeout=300)
+    done = run_without_tensorflow(CLI_SCRIPT, json.dumps(commands), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [0, 0, 0, 0], done.stdout
     assert "Priya" in done.stdout and "removed Priya" in done.stdout

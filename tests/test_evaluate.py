@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from edgeface.data.manifest import Sample, load_dataset, write_csv
 from edgeface.faces.crops import crop_samples
 from edgeface.runtime.bundle import load_bundle, write_bundle
 from edgeface.runtime.engine import LiteRTEngine
+from no_tensorflow import run_without_tensorflow
 
 runner = CliRunner()
 
@@ -193,14 +192,11 @@ def test_bad_input_is_one_line(known_set, tiny_bundles: dict[str, Path], tmp_pat
 def test_bundles_evaluate_and_bench_without_tensorflow(known_set, tiny_bundles: dict[str, Path]) -> None:
     """What runs on the Pi: `evaluate` and `bench` on bundles with TensorFlow and Keras impossible to import."""
     csv, _ = known_set
-    script = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
-              "from edgeface.cli import app\n"
-              "app(sys.argv[1:])")
+    script = "import sys\nfrom edgeface.cli import app\napp(sys.argv[1:])"
     bundle = str(tiny_bundles["int8"])
     for args in (["evaluate", bundle, "--data", str(csv), "--max-drop", "0"],
                  ["bench", bundle, "--threads", "1", "--runs", "3", "--no-frames", "--no-memory"]):
-        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
-                              check=False)
+        done = run_without_tensorflow(script, *args, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
     assert tiny_bundles["int8"].stem in done.stdout
 
