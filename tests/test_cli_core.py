@@ -53,12 +53,17 @@ def test_train_refuses_bad_data_and_bad_options(synthetic_csv: Path, tmp_path: P
     result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
                                  "--weights", str(tmp_path / "nope.h5")])
     assert result.exit_code == 2 and "nope.h5: no such file" in result.output
+    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
+                                 "--backbone", "tiny", "--weights", "none", "--identity-head", "arcface"])
+    assert result.exit_code == 2 and "unknown identity head 'arcface'" in result.output
 
 
 def test_train_and_convert_end_to_end(synthetic_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
+    # The metric-learning identity head: its custom layer and loss must survive saving, loading and int8.
     result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(out), "--backbone", "tiny",
-                                 "--weights", "none", "--input-size", "48", "--epochs", "2"])
+                                 "--weights", "none", "--input-size", "48", "--epochs", "2",
+                                 "--identity-head", "cosface"])
     assert result.exit_code == 0, result.output
     assert (out / "model.keras").is_file() and (out / "metadata.json").is_file() and (out / "history.png").is_file()
     assert "identity validation accuracy" in result.output

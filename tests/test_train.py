@@ -65,6 +65,37 @@ def test_every_backbone_builds_with_named_outputs(backbone: str, size: int) -> N
         "identity": (2, 3), "emotion": (2, 2), "gender": (2, 2), "embedding": (2, 16)}
 
 
+def test_additive_margin_loss_is_cosface_on_the_exported_probabilities() -> None:
+    from edgeface.train.layers import AdditiveMarginLoss, CosineSoftmax
+
+    rng = np.random.default_rng(0)
+    head = CosineSoftmax(4, scale=30.0)
+    features = rng.normal(size=(3, 8)).astype(np.float32)
+    probabilities = np.asarray(head(features))
+    centres = np.asarray(head.centres)
+    cosine = (features / np.linalg.norm(features, axis=1, keepdims=True)) @ (
+        centres / np.linalg.norm(centres, axis=0, keepdims=True))
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+    assert (probabilities.argmax(1) == cosine.argmax(1)).all()
+    truth = np.eye(4, dtype=np.float32)[[0, 2, 3]]
+    logits = 30.0 * (cosine - 0.2 * truth)  # CosFace: the margin comes off the true class's cosine
+    expected = -(truth * (logits - np.log(np.exp(logits).sum(1, keepdims=True)))).sum(1)
+    got = np.asarray(AdditiveMarginLoss(30.0, 0.2)(truth, probabilities, sample_weight=np.ones(3)))
+    assert got == pytest.approx(expected.mean(), rel=1e-4)
+    # An unknown identity (all-zero target) costs nothing.
+    assert float(AdditiveMarginLoss(30.0, 0.2)(np.zeros((1, 4), np.float32), probabilities[:1])) == 0.0
+
+
+@pytest.mark.parametrize("identity_head,layer", [("cosface", "CosineSoftmax"), ("softmax", "Dense")])
+def test_identity_head_choice(identity_head: str, layer: str) -> None:
+    from edgeface.train.model import build_model
+
+    built = build_model(SPEC.with_(embedding_size=16), weights="none", identity_head=identity_head)
+    assert type(built.heads.get_layer("identity")).__name__ == layer
+    with pytest.raises(ModelError, match="unknown identity head 'arc'"):
+        build_model(SPEC.with_(embedding_size=16), weights="none", identity_head="arc")
+
+
 @pytest.mark.shared
 def test_real_training_beats_chance_on_every_head(celeba_model: Path) -> None:
     """MobileNetV2 from ImageNet weights, heads trained on 6 real people (the `celeba_model` fixture)."""

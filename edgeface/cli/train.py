@@ -27,6 +27,9 @@ def train(
     learning_rate: float = typer.Option(1e-3, help="Adam learning rate for the heads (and from-scratch training)."),
     fine_tune_learning_rate: float = typer.Option(1e-4, help="Adam learning rate while fine-tuning the backbone."),
     fine_tune_from: str = typer.Option("default", help="First backbone layer to unfreeze; 'all' for the whole backbone."),
+    identity_head: str = typer.Option("softmax", help="softmax: a plain Dense softmax; cosface: cosine to each "
+                                      "person's centre, trained with a margin (metric learning)."),
+    identity_margin: float = typer.Option(0.2, help="CosFace margin on the true person's cosine while training."),
     val_fraction: float = typer.Option(0.15, help="Share of each person's photos held out when --val is not given."),
     patience: int = typer.Option(3, help="Early-stopping patience in epochs (validation loss)."),
     detector: str = typer.Option("blazeface", help="Face detector for crops: blazeface, blazeface-full or haar."),
@@ -44,7 +47,7 @@ def train(
     config = TrainConfig(
         data=data, out=out, val=val, backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
         frozen_epochs=frozen_epochs, batch_size=batch_size, learning_rate=learning_rate,
-        fine_tune_learning_rate=fine_tune_learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate, identity_head=identity_head, identity_margin=identity_margin,
         fine_tune_from=None if fine_tune_from == "all" else fine_tune_from, val_fraction=val_fraction,
         patience=patience, detector=detector, crop=CropSpec(detector=detector), augment=augment, seed=seed,
     )

@@ -125,18 +125,35 @@ class BuiltModel:
     heads_training: Any
 
 
-def build_heads(spec: ModelSpec, feature_size: int, dropout: float = 0.3):
-    """The Dense heads on pooled features, as their own small model (shared weights with the full one)."""
+IDENTITY_HEADS = ("softmax", "cosface")
+COSINE_SCALE = 30.0  # CosFace's usual scale: softmax over 30 x cosine
+
+
+def build_heads(spec: ModelSpec, feature_size: int, dropout: float = 0.3, identity_head: str = "softmax"):
+    """The Dense heads on pooled features, as their own small model (shared weights with the full one).
+
+    ``identity_head``: ``cosface`` (cosine to one centre per person, trained with a margin; ranks people by
+    the same cosine as the enrollment gallery) or ``softmax`` (a plain Dense softmax on the embedding).
+    """
     import keras
     from keras import layers
+
+    from edgeface.train.layers import CosineSoftmax
+
+    if identity_head not in IDENTITY_HEADS:
+        raise ModelError(f"unknown identity head {identity_head!r}; choose one of {', '.join(IDENTITY_HEADS)}")
 
     features = keras.Input((feature_size,), name="features")
     x = layers.Dropout(dropout, name="dropout")(features)
     embedding = layers.Dense(spec.embedding_size, name="embedding_dense")(x)
     embedding = layers.BatchNormalization(name="embedding_bn")(embedding)
+    if identity_head == "cosface":
+        identity = CosineSoftmax(spec.num_classes["identity"], scale=COSINE_SCALE, name="identity")(embedding)
+    else:
+        identity = layers.Dense(spec.num_classes["identity"], activation="softmax", name="identity")(
+            layers.Dropout(dropout / 2, name="identity_dropout")(embedding))
     outputs = {
-        "identity": layers.Dense(spec.num_classes["identity"], activation="softmax", name="identity")(
-            layers.Dropout(dropout / 2, name="identity_dropout")(embedding)),
+        "identity": identity,
         "emotion": layers.Dense(spec.num_classes["emotion"], activation="softmax", name="emotion")(x),
         "gender": layers.Dense(spec.num_classes["gender"], activation="softmax", name="gender")(x),
         EMBEDDING_NAME: layers.UnitNormalization(name=EMBEDDING_NAME)(embedding),
@@ -144,7 +161,8 @@ def build_heads(spec: ModelSpec, feature_size: int, dropout: float = 0.3):
     return keras.Model(features, outputs, name="heads")
 
 
-def build_model(spec: ModelSpec, weights: str = "imagenet", dropout: float = 0.3) -> BuiltModel:
+def build_model(spec: ModelSpec, weights: str = "imagenet", dropout: float = 0.3,
+                identity_head: str = "softmax") -> BuiltModel:
     """The full three-head (plus embedding) Keras model and its parts."""
     import keras
 
@@ -157,7 +175,7 @@ def build_model(spec: ModelSpec, weights: str = "imagenet", dropout: float = 0.3
     # BatchNorm layers that are not trainable run in inference mode (Keras 3), so whether a pretrained
     # backbone's BatchNorm statistics move is decided by set_backbone_trainable, not here.
     features = backbone(x)
-    heads = build_heads(spec, int(features.shape[-1]), dropout)
+    heads = build_heads(spec, int(features.shape[-1]), dropout, identity_head)
     outputs = heads(features)
     supervised = ("identity", "emotion", "gender")
     return BuiltModel(

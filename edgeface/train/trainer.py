@@ -44,6 +44,8 @@ class TrainConfig:
     seed: int = 0
     embedding_size: int = 128
     label_smoothing: float = 0.1
+    identity_head: str = "softmax"  # "softmax": plain Dense; "cosface": cosine head trained with a margin
+    identity_margin: float = 0.2  # CosFace margin subtracted from the true person's cosine while training
     cosine_decay: bool = True  # fine-tuning rate follows a cosine over the epochs
     fine_tune_batchnorm: bool = False  # let a pretrained backbone's BatchNorm statistics adapt to faces
     augment: bool = True
@@ -155,15 +157,25 @@ def distribution_strategy():
     return tf.distribute.get_strategy()
 
 
-def _compile(model, learning_rate: float, label_smoothing: float, decay_steps: int = 0) -> None:
-    """Adam with per-head cross-entropy; with ``decay_steps`` the rate follows a cosine down to 1% of it."""
+def _compile(model, learning_rate: float, label_smoothing: float, decay_steps: int = 0,
+             identity_head: str = "softmax", identity_margin: float = 0.2) -> None:
+    """Adam with per-head cross-entropy; with ``decay_steps`` the rate follows a cosine down to 1% of it.
+
+    A ``cosface`` identity head is trained with the additive-margin loss; the other heads with plain
+    cross-entropy.
+    """
     import keras
+
+    from edgeface.train.layers import AdditiveMarginLoss
+    from edgeface.train.model import COSINE_SCALE
 
     if decay_steps > 0:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps, alpha=0.01)
 
     losses = {head: keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing if head == "identity"
                                                          else 0.0) for head in HEADS}
+    if identity_head == "cosface":
+        losses["identity"] = AdditiveMarginLoss(COSINE_SCALE, identity_margin, label_smoothing)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=losses,
@@ -179,11 +191,14 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     """Train and write ``model.keras``, ``metadata.json``, ``history.json`` and ``history.png`` to ``out``."""
     import keras
 
-    from edgeface.train.model import BACKBONES, build_model, resolve_weights, set_backbone_trainable
+    from edgeface.train.model import (BACKBONES, IDENTITY_HEADS, build_model, resolve_weights,
+                                      set_backbone_trainable)
 
     started = time.time()
     if config.backbone not in BACKBONES:
         raise ModelError(f"unknown backbone {config.backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if config.identity_head not in IDENTITY_HEADS:
+        raise ModelError(f"unknown identity head {config.identity_head!r}; choose one of {', '.join(IDENTITY_HEADS)}")
     if BACKBONES[config.backbone].keras_name:
         resolve_weights(config.backbone, config.weights)  # a bad --weights fails before any face is cropped
     keras.utils.set_random_seed(config.seed)
@@ -227,7 +242,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
 
     strategy = distribution_strategy()
     with strategy.scope():
-        built = build_model(spec, weights=config.weights)
+        built = build_model(spec, weights=config.weights, identity_head=config.identity_head)
     model, backbone = built.model, built.backbone
 
     history: dict[str, list[float]] = {}
@@ -251,7 +266,8 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         train_features = _features(built, train_crops.crops, spec)
         val_features = _features(built, val_crops.crops, spec)
         with strategy.scope():
-            _compile(built.heads_training, config.learning_rate, config.label_smoothing)
+            _compile(built.heads_training, config.learning_rate, config.label_smoothing,
+                     identity_head=config.identity_head, identity_margin=config.identity_margin)
         record("heads", built.heads_training.fit(
             make_tf_dataset(train_features, train_heads, config.batch_size, True, config.seed, augment=False),
             validation_data=make_tf_dataset(val_features, val_heads, config.batch_size, False),
@@ -268,7 +284,8 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
                                                batchnorm=config.fine_tune_batchnorm or not pretrained)
             steps = -(-len(train_samples) // config.batch_size) * config.epochs
             _compile(built.training_model, learning_rate, config.label_smoothing,
-                     decay_steps=steps if config.cosine_decay else 0)
+                     decay_steps=steps if config.cosine_decay else 0, identity_head=config.identity_head,
+                     identity_margin=config.identity_margin)
         on_log(f"phase {name}: up to {config.epochs} epoch(s) at lr {learning_rate:g}, "
                f"{trainable} backbone layers trainable, augmented")
         fit_start = time.time()
