@@ -66,6 +66,11 @@ class LiteRTEngine:
             if int(self._outputs[head]["shape"][-1]) != len(labels):
                 raise ModelError(f"{source}: output {head!r} has {self._outputs[head]['shape'][-1]} classes "
                                  f"but the bundle lists {len(labels)} labels")
+        self._pixel_table = self._make_pixel_table()
+        table = self._pixel_table
+        self._pixel_minus_128 = table is not None and table.dtype == np.int8 and np.array_equal(
+            table, np.arange(-128, 128))
+        self._pixel_as_is = table is not None and table.dtype == np.uint8 and np.array_equal(table, np.arange(256))
 
     @classmethod
     def from_bundle(cls, bundle: Any, num_threads: int | None = None) -> "LiteRTEngine":
@@ -83,14 +88,29 @@ class LiteRTEngine:
     def output_names(self) -> list[str]:
         return list(self._outputs)
 
-    def _quantize_input(self, crops: np.ndarray) -> np.ndarray:
-        x = to_model_input(crops, self.spec)
+    def _make_pixel_table(self) -> np.ndarray | None:
+        """For an integer input tensor: what each of the 256 pixel values becomes (``to_model_input``, then the
+        input's quantization), so converting a frame is a lookup, not float arithmetic. None for float input."""
         dtype = self.input_dtype
         if dtype == np.float32:
-            return x
+            return None
+        levels = to_model_input(np.arange(256, dtype=np.uint8), self.spec)
         scale, zero_point = self._input["quantization"]
         info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+        return np.clip(np.round(levels / scale) + zero_point, info.min, info.max).astype(dtype)
+
+    def _quantize_input(self, crops: np.ndarray) -> np.ndarray:
+        table = self._pixel_table
+        if table is None:
+            return to_model_input(crops, self.spec)
+        if self._pixel_minus_128:
+            # The usual int8 input ([0, 1] at scale 1/255, zero point -128) is the pixel minus 128: flipping
+            # the top bit does that in one cheap pass (the float arithmetic it replaces took several, and
+            # about a tenth of int8's per-face time).
+            return np.bitwise_xor(crops, np.uint8(0x80)).view(np.int8)
+        if self._pixel_as_is:
+            return crops
+        return table[crops]
 
     def predict(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         _check_crops(crops, self.spec)
