@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -150,13 +151,16 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                   representative: str | Path | None = None, verify_data: str | Path | None = None,
                   representative_size: int = DEFAULT_REPRESENTATIVE_SIZE, verify_size: int = DEFAULT_VERIFY_SIZE,
                   io_type: str = "int8", min_agreement: float = DEFAULT_MIN_AGREEMENT, debug_layers: bool = False,
-                  identity_threshold: float = 0.5, seed: int = 0, progress: bool = True,
-                  on_log: Callable[[str], None] = print) -> list[ConversionResult]:
+                  identity_threshold: float = 0.5, seed: int = 0, bias_correction: bool = True,
+                  progress: bool = True, on_log: Callable[[str], None] = print) -> list[ConversionResult]:
     """Convert a trained ``model.keras`` into one bundle per precision, each verified against Keras.
 
     A precision whose argmax agreement with Keras is below ``min_agreement`` on any head is refused: its
-    result says why and no bundle is written.
+    result says why and no bundle is written. With ``bias_correction``, full int8 first measures the shift
+    int8 gives the backbone's features on the representative crops and folds it into the heads' biases
+    (``convert/bias_correction.py``).
     """
+    from convert.bias_correction import corrected_biases, feature_shift
     from convert.tflite import convert_keras, layer_errors
 
     model_path = Path(model_path)
@@ -191,8 +195,18 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
         from edgeface.progress import progress_bar
         steps = progress_bar(precisions, desc="converting", unit="model")
     for precision in steps:
-        flatbuffer = convert_keras(keras_engine.model, precision, spec, rep_crops if precision == "int8" else None,
-                                   io_type=io_type)
+        if precision == "int8" and bias_correction:
+            shift = feature_shift(keras_engine.model, spec, rep_crops)
+            if shift is None:
+                on_log("bias correction: skipped (the model is not preprocess -> backbone -> heads)")
+        else:
+            shift = None
+        with corrected_biases(keras_engine.model, shift) if shift is not None else nullcontext([]) as corrected:
+            flatbuffer = convert_keras(keras_engine.model, precision, spec,
+                                       rep_crops if precision == "int8" else None, io_type=io_type)
+        if corrected:
+            on_log(f"bias correction: int8 shifts the pooled features by {np.linalg.norm(shift):.3g} (mean over "
+                   f"{len(rep_crops)} faces); folded into {', '.join(corrected)}")
         engine = LiteRTEngine(flatbuffer, spec, source=f"{precision} model")
         tflite_out = engine.predict(np.asarray(ver.crops))
         checks = compare(keras_out, tflite_out, ver_samples, spec)
@@ -220,7 +234,10 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                 "dataset_fingerprint": metadata.get("dataset", {}).get("fingerprint"),
                 "conversion": {"representative": str(rep_set.source), "representative_faces": len(rep_crops),
                                "verification": str(ver_set.source), "io_type": io_type if precision == "int8"
-                               else "float32", "min_agreement": min_agreement},
+                               else "float32", "min_agreement": min_agreement,
+                               "bias_correction": {"layers": corrected,
+                                                   "feature_shift_norm": round(float(np.linalg.norm(shift)), 6)}
+                               if corrected else None},
                 "accuracy": {head: check.to_dict() for head, check in checks.items()},
                 "embedding_cosine": cosine,
             })

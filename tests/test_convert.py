@@ -33,6 +33,9 @@ def test_every_precision_converts_and_agrees_with_keras(tiny_bundles: dict[str, 
         checks = load_bundle(path).accuracy
         assert set(checks) == {"identity", "emotion", "gender"}
         assert all(0.0 <= c["agreement"] <= 1.0 and c["n"] > 0 for c in checks.values())
+    corrected = load_bundle(tiny_bundles["int8"]).manifest["conversion"]["bias_correction"]
+    assert corrected["layers"] == ["embedding_dense", "emotion", "gender"] and corrected["feature_shift_norm"] > 0
+    assert load_bundle(tiny_bundles["float32"]).manifest["conversion"]["bias_correction"] is None
     float_checks = load_bundle(tiny_bundles["float32"]).accuracy
     assert all(c["agreement"] == 1.0 and c["max_prob_diff"] < 1e-5 for c in float_checks.values())
 
@@ -50,7 +53,31 @@ def test_uint8_io_on_request(tiny_model: Path, tmp_path: Path) -> None:
                               representative_size=40, verify_size=40, progress=False, on_log=lambda _: None)
     bundle = load_bundle(result.bundle_path)
     assert bundle.manifest["io"]["input"]["dtype"] == "uint8"
-    assert LiteRTEngine.from_bundle(bundle).input_dtype == np.uint8
+    engine = LiteRTEngine.from_bundle(bundle)
+    assert engine.input_dtype == np.uint8
+    _assert_pixels_quantized_as_the_input_says(engine)
+
+
+def _assert_pixels_quantized_as_the_input_says(engine: LiteRTEngine) -> None:
+    """The engine's fast pixel conversion equals the definition: scale to the model's range, then quantize."""
+    from edgeface.runtime.engine import to_model_input
+
+    size = engine.spec.input_size
+    pixels = np.resize(np.arange(256, dtype=np.uint8), (2, size, size, 3))
+    got = engine._quantize_input(pixels)
+    real = to_model_input(pixels, engine.spec)
+    if engine.input_dtype == np.float32:
+        np.testing.assert_array_equal(got, real)
+        return
+    scale, zero_point = engine._input["quantization"]
+    info = np.iinfo(engine.input_dtype)
+    assert got.dtype == engine.input_dtype
+    np.testing.assert_array_equal(got, np.clip(np.round(real / scale) + zero_point, info.min, info.max))
+
+
+def test_every_precision_gets_its_input_exactly(tiny_bundles: dict[str, Path]) -> None:
+    for path in tiny_bundles.values():
+        _assert_pixels_quantized_as_the_input_says(LiteRTEngine.from_bundle(path))
 
 
 def test_agreement_ignores_ties_within_quantization_step() -> None:
@@ -111,3 +138,23 @@ def test_backbone_preprocessing_survives_int8(mode: str) -> None:
         outputs.append(interpreter.get_tensor(target)[0])
     error = np.abs(np.asarray(outputs) - reference).max()
     assert error <= 0.05 * np.ptp(reference), (mode, error, np.ptp(reference))
+
+
+def test_bias_correction_folds_the_int8_feature_shift_into_the_heads(tiny_model: Path, synthetic_csv: Path) -> None:
+    from convert.bias_correction import corrected_biases, feature_shift
+    from edgeface.data.manifest import load_dataset
+    from edgeface.faces.crops import crop_samples
+
+    keras = KerasEngine(tiny_model)
+    crops = np.asarray(crop_samples(load_dataset(synthetic_csv).samples[::4], keras.spec.crop, 64).crops)
+    shift = feature_shift(keras.model, keras.spec, crops)
+    heads = keras.model.get_layer("heads")
+    assert shift is not None and shift.shape == (int(heads.input.shape[-1]),) and np.abs(shift).max() > 0
+    features = np.random.default_rng(0).normal(size=(5, shift.shape[0])).astype(np.float32)
+    before = {name: np.asarray(heads.get_layer(name)(features)) for name in ("emotion", "gender")}
+    with corrected_biases(keras.model, shift) as layers:
+        assert layers == ["embedding_dense", "emotion", "gender"]
+        for name, expected in before.items():  # shifted features in, the float model's outputs out
+            np.testing.assert_allclose(heads.get_layer(name)(features + shift), expected, rtol=1e-4, atol=1e-5)
+    for name, expected in before.items():  # and the Keras model is left as it was
+        np.testing.assert_array_equal(heads.get_layer(name)(features), expected)

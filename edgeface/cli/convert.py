@@ -29,6 +29,9 @@ def convert(
                                                    "than this, on any head."),
     identity_threshold: float = typer.Option(0.5, help="Identity confidence below which the device says 'unknown'."),
     debug_layers: bool = typer.Option(False, help="Report per-layer int8 error (TFLite quantization debugger)."),
+    bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",
+                                         help="int8: measure the shift int8 gives the backbone's features on the "
+                                              "representative faces and fold it into the heads' biases."),
 ) -> None:
     """Convert a trained model to TFLite bundles and verify each against Keras.
 
@@ -45,7 +48,7 @@ def convert(
                                  param_hint="--precision")
     results = convert_model(model, precisions, out, representative=representative, verify_data=verify_data,
                             representative_size=representative_size, verify_size=verify_size, io_type=io_type,
-                            min_agreement=min_agreement, debug_layers=debug_layers,
+                            min_agreement=min_agreement, debug_layers=debug_layers, bias_correction=bias_correction,
                             identity_threshold=identity_threshold, on_log=lambda s: typer.echo(s, err=True))
     float_size = next((r.size_bytes for r in results if r.precision == "float32"), None)
     rows = []
