@@ -3,7 +3,8 @@
 # scratch, smaller inputs), convert each to four precisions, evaluate before/after quantization on the held-out
 # test split, measure latency and write the report. Hours of CPU on 2 cores; every step is the public CLI.
 #
-#   benchmarks/celeba_figures.sh [STEP...]      steps: split mobilenetv2 resnet50 vgg16 convert evaluate bench report
+#   benchmarks/celeba_figures.sh [STEP...]
+#       steps: split mobilenetv2 mobilenetv2-cosface resnet50 vgg16 convert evaluate bench report
 #
 # Needs ../shared (or $EDGEFACE_SHARED) and, for MobileNetV2, ImageNet weights ($EDGEFACE_WEIGHTS_DIR).
 # Outputs (never committed: they derive from CelebA): splits/celeba, runs/celeba-*, bundles/celeba, reports/.
@@ -13,9 +14,9 @@ SHARED=${EDGEFACE_SHARED:-$(cd .. && pwd)/shared}
 export EDGEFACE_WEIGHTS_DIR=${EDGEFACE_WEIGHTS_DIR:-$SHARED/weights}
 EDGEFACE=${EDGEFACE:-.venv/bin/edgeface}
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(split mobilenetv2 resnet50 vgg16 convert evaluate bench report)
+[ ${#steps[@]} -gt 0 ] || steps=(split mobilenetv2 mobilenetv2-cosface resnet50 vgg16 convert evaluate bench report)
 # MODELS="mobilenetv2" limits convert and evaluate to some models.
-read -r -a models <<< "${MODELS:-mobilenetv2 resnet50 vgg16}"
+read -r -a models <<< "${MODELS:-mobilenetv2 mobilenetv2-cosface resnet50 vgg16}"
 
 for step in "${steps[@]}"; do
   echo "== $step" >&2
@@ -26,6 +27,10 @@ for step in "${steps[@]}"; do
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-mobilenetv2 --backbone mobilenetv2 \
       --weights imagenet --input-size 224 --epochs 30 --patience 6 --fine-tune-learning-rate 1e-4 \
       --val-fraction 0.07 ;;
+  mobilenetv2-cosface)  # the same, with the metric-learning identity head (CosFace, margin 0.2)
+    "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-mobilenetv2-cosface --backbone mobilenetv2 \
+      --weights imagenet --input-size 224 --epochs 30 --patience 6 --fine-tune-learning-rate 1e-4 \
+      --val-fraction 0.07 --identity-head cosface ;;
   resnet50)     # no ImageNet weights on this machine: from scratch at 112x112
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-resnet50 --backbone resnet50 \
       --weights none --input-size 112 --epochs 8 --patience 4 --val-fraction 0.07 ;;
