@@ -43,12 +43,12 @@ def feature_shift(model: Any, spec: ModelSpec, crops: np.ndarray) -> np.ndarray 
 
 
 @contextmanager
-def corrected_biases(model: Any, shift: np.ndarray) -> Iterator[list[str]]:
+def corrected_biases(model: Any, shift: np.ndarray | None) -> Iterator[list[str]]:
     """Within the block, the feature-reading Dense layers' biases absorb ``shift``; restored afterwards.
-    Yields the names of the layers corrected."""
+    Yields the names of the layers corrected (none when ``shift`` is None)."""
     heads = model.get_layer("heads")
-    saved = {}
-    for name in FEATURE_READERS:
+    saved: dict[str, list[np.ndarray]] = {}
+    for name in FEATURE_READERS if shift is not None else ():
         try:
             layer = heads.get_layer(name)
         except ValueError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -201,7 +200,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                 on_log("bias correction: skipped (the model is not preprocess -> backbone -> heads)")
         else:
             shift = None
-        with corrected_biases(keras_engine.model, shift) if shift is not None else nullcontext([]) as corrected:
+        with corrected_biases(keras_engine.model, shift) as corrected:
             flatbuffer = convert_keras(keras_engine.model, precision, spec,
                                        rep_crops if precision == "int8" else None, io_type=io_type)
         if corrected:

@@ -76,8 +76,14 @@ def _assert_pixels_quantized_as_the_input_says(engine: LiteRTEngine) -> None:
 
 
 def test_every_precision_gets_its_input_exactly(tiny_bundles: dict[str, Path]) -> None:
+    import weakref
+
     for path in tiny_bundles.values():
-        _assert_pixels_quantized_as_the_input_says(LiteRTEngine.from_bundle(path))
+        engine = LiteRTEngine.from_bundle(path)
+        _assert_pixels_quantized_as_the_input_says(engine)
+        released = weakref.ref(engine)
+        del engine  # no reference cycle: a daemon that swaps bundles frees the old interpreter at once
+        assert released() is None
 
 
 def test_agreement_ignores_ties_within_quantization_step() -> None:

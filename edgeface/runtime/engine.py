@@ -7,7 +7,7 @@ workstation, for comparisons). Both take the same crops, so any difference betwe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -66,11 +66,7 @@ class LiteRTEngine:
             if int(self._outputs[head]["shape"][-1]) != len(labels):
                 raise ModelError(f"{source}: output {head!r} has {self._outputs[head]['shape'][-1]} classes "
                                  f"but the bundle lists {len(labels)} labels")
-        self._pixel_table = self._make_pixel_table()
-        table = self._pixel_table
-        self._pixel_minus_128 = table is not None and table.dtype == np.int8 and np.array_equal(
-            table, np.arange(-128, 128))
-        self._pixel_as_is = table is not None and table.dtype == np.uint8 and np.array_equal(table, np.arange(256))
+        self._quantize_input = self._input_converter()
 
     @classmethod
     def from_bundle(cls, bundle: Any, num_threads: int | None = None) -> "LiteRTEngine":
@@ -88,29 +84,25 @@ class LiteRTEngine:
     def output_names(self) -> list[str]:
         return list(self._outputs)
 
-    def _make_pixel_table(self) -> np.ndarray | None:
-        """For an integer input tensor: what each of the 256 pixel values becomes (``to_model_input``, then the
-        input's quantization), so converting a frame is a lookup, not float arithmetic. None for float input."""
-        dtype = self.input_dtype
-        if dtype == np.float32:
-            return None
-        levels = to_model_input(np.arange(256, dtype=np.uint8), self.spec)
+    def _input_converter(self) -> Callable[[np.ndarray], np.ndarray]:
+        """uint8 crops -> this model's input tensor, chosen once. An integer input is ``to_model_input`` then the
+        input's quantization: computed for the 256 pixel values here, so a frame needs one lookup, not float
+        arithmetic."""
+        spec = self.spec  # the converters hold no reference to the engine, so dropping it frees it at once
+        if self.input_dtype == np.float32:
+            return lambda crops: to_model_input(crops, spec)
+        dtype, info = self.input_dtype, np.iinfo(self.input_dtype)
         scale, zero_point = self._input["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(levels / scale) + zero_point, info.min, info.max).astype(dtype)
-
-    def _quantize_input(self, crops: np.ndarray) -> np.ndarray:
-        table = self._pixel_table
-        if table is None:
-            return to_model_input(crops, self.spec)
-        if self._pixel_minus_128:
-            # The usual int8 input ([0, 1] at scale 1/255, zero point -128) is the pixel minus 128: flipping
-            # the top bit does that in one cheap pass (the float arithmetic it replaces took several, and
-            # about a tenth of int8's per-face time).
-            return np.bitwise_xor(crops, np.uint8(0x80)).view(np.int8)
-        if self._pixel_as_is:
-            return crops
-        return table[crops]
+        levels = to_model_input(np.arange(256, dtype=np.uint8), spec)
+        table = np.clip(np.round(levels / scale) + zero_point, info.min, info.max).astype(dtype)
+        if dtype == np.int8 and np.array_equal(table, np.arange(-128, 128)):
+            # The usual int8 input ([0, 1] at scale 1/255, zero point -128) is the pixel minus 128: flipping the
+            # top bit does that in one cheap pass (the float arithmetic it replaces took about a tenth of int8's
+            # per-face time).
+            return lambda crops: np.bitwise_xor(crops, np.uint8(0x80)).view(np.int8)
+        if dtype == np.uint8 and np.array_equal(table, np.arange(256)):
+            return lambda crops: crops
+        return lambda crops: table[crops]
 
     def predict(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         _check_crops(crops, self.spec)
