@@ -45,10 +45,14 @@ def feature_shift(model: Any, spec: ModelSpec, crops: np.ndarray) -> np.ndarray 
 @contextmanager
 def corrected_biases(model: Any, shift: np.ndarray | None) -> Iterator[list[str]]:
     """Within the block, the feature-reading Dense layers' biases absorb ``shift``; restored afterwards.
-    Yields the names of the layers corrected (none when ``shift`` is None)."""
+    Yields the names of the layers corrected (none when ``shift`` is None, without touching the model: every
+    precision passes through here, and models ``feature_shift`` declines need not have a ``heads`` layer)."""
+    if shift is None:
+        yield []
+        return
     heads = model.get_layer("heads")
     saved: dict[str, list[np.ndarray]] = {}
-    for name in FEATURE_READERS if shift is not None else ():
+    for name in FEATURE_READERS:
         try:
             layer = heads.get_layer(name)
         except ValueError:

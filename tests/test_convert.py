@@ -164,3 +164,5 @@ def test_bias_correction_folds_the_int8_feature_shift_into_the_heads(tiny_model:
             np.testing.assert_allclose(heads.get_layer(name)(features + shift), expected, rtol=1e-4, atol=1e-5)
     for name, expected in before.items():  # and the Keras model is left as it was
         np.testing.assert_array_equal(heads.get_layer(name)(features), expected)
+    with corrected_biases(object(), None) as layers:  # no shift: the model is not even looked at
+        assert layers == []
