@@ -56,6 +56,12 @@ def test_train_refuses_bad_data_and_bad_options(synthetic_csv: Path, tmp_path: P
     result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
                                  "--backbone", "tiny", "--weights", "none", "--identity-head", "arcface"])
     assert result.exit_code == 2 and "unknown identity head 'arcface'" in result.output
+    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
+                                 "--backbone", "tiny", "--weights", "none", "--teacher", "facenet"])
+    assert result.exit_code == 2 and "unknown teacher 'facenet'; choose one of dlib" in result.output
+    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
+                                 "--backbone", "tiny", "--weights", "none", "--teacher", "dlib", "--teacher-weight", "0"])
+    assert result.exit_code == 2 and "teacher weight must be above 0, got 0" in result.output
 
 
 def test_train_and_convert_end_to_end(synthetic_csv: Path, tmp_path: Path) -> None:

@@ -30,6 +30,9 @@ def train(
     identity_head: str = typer.Option("softmax", help="softmax: a plain Dense softmax; cosface: cosine to each "
                                       "person's centre, trained with a margin (metric learning)."),
     identity_margin: float = typer.Option(0.2, help="CosFace margin on the true person's cosine while training."),
+    teacher: Optional[str] = typer.Option(None, help="Distil identity from a face encoder: 'dlib' (needs "
+                                          "pip install 'edgeface[teacher]'). Training only; the model keeps its size."),
+    teacher_weight: float = typer.Option(5.0, help="Weight of the teacher's cosine loss beside the heads' losses."),
     val_fraction: float = typer.Option(0.15, help="Share of each person's photos held out when --val is not given."),
     patience: int = typer.Option(3, help="Early-stopping patience in epochs (validation loss)."),
     detector: str = typer.Option("blazeface", help="Face detector for crops: blazeface, blazeface-full or haar."),
@@ -48,6 +51,7 @@ def train(
         data=data, out=out, val=val, backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
         frozen_epochs=frozen_epochs, batch_size=batch_size, learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate, identity_head=identity_head, identity_margin=identity_margin,
+        teacher=teacher, teacher_weight=teacher_weight,
         fine_tune_from=None if fine_tune_from == "all" else fine_tune_from, val_fraction=val_fraction,
         patience=patience, detector=detector, crop=CropSpec(detector=detector), augment=augment, seed=seed,
     )

@@ -126,6 +126,7 @@ class BuiltModel:
 
 
 IDENTITY_HEADS = ("softmax", "cosface")
+DISTILL_NAME = "distill"  # training-only output: the identity embedding projected into a teacher's space
 COSINE_SCALE = 30.0  # CosFace's usual scale: softmax over 30 x cosine
 
 
@@ -185,6 +186,23 @@ def build_model(spec: ModelSpec, weights: str = "imagenet", dropout: float = 0.3
         heads=heads,
         heads_training=keras.Model(heads.input, {head: heads.output[head] for head in supervised}),
     )
+
+
+def with_distillation(built: BuiltModel, dimensions: int) -> BuiltModel:
+    """The same model with a ``distill`` output (a Dense projection of the identity embedding, before its
+    normalisation) in the two training models only: ``model``, which is saved and converted, does not have it."""
+    import keras
+
+    from edgeface import HEADS
+
+    heads = built.heads
+    projection = keras.layers.Dense(dimensions, name=DISTILL_NAME)(heads.get_layer("embedding_bn").output)
+    heads_training = keras.Model(heads.input, {**{head: heads.output[head] for head in HEADS},
+                                               DISTILL_NAME: projection}, name="heads_distill")
+    inputs = built.model.input
+    outputs = heads_training(built.backbone(built.model.get_layer("preprocess")(inputs)))
+    return BuiltModel(model=built.model, training_model=keras.Model(inputs, outputs), backbone=built.backbone,
+                      heads=heads, heads_training=heads_training)
 
 
 def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None, batchnorm: bool = False) -> int:

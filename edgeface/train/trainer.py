@@ -3,7 +3,8 @@
 Unknown labels are masked out of their head's loss and metrics (sample weight 0); the attribute heads are
 class-weighted; augmentation (rotation, translation, zoom, flip) touches training batches only. Pretrained
 backbones train in two phases: heads on a frozen backbone, then fine-tuning from a named layer at a lower
-learning rate. Both phases stop early on validation loss and keep the best weights.
+learning rate. Both phases stop early on validation loss and keep the best weights. With a teacher
+(``edgeface.train.teacher``) the identity embedding also learns the teacher's descriptors of the same crops.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edgeface.errors import DataError, ModelError
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.modelio import MODEL_NAME, write_metadata
 from edgeface.spec import CropSpec, ModelSpec
+from edgeface.train.model import DISTILL_NAME
 
 
 @dataclass
@@ -48,6 +50,8 @@ class TrainConfig:
     identity_margin: float = 0.2  # CosFace margin subtracted from the true person's cosine while training
     cosine_decay: bool = True  # fine-tuning rate follows a cosine over the epochs
     fine_tune_batchnorm: bool = False  # let a pretrained backbone's BatchNorm statistics adapt to faces
+    teacher: str | None = None  # a face encoder the identity embedding learns from (edgeface.train.teacher)
+    teacher_weight: float = 5.0  # weight of the distillation (cosine) loss beside the heads' cross-entropies
     augment: bool = True
     detector: str = "blazeface"
     crop: CropSpec = field(default_factory=CropSpec)
@@ -158,11 +162,12 @@ def distribution_strategy():
 
 
 def _compile(model, learning_rate: float, label_smoothing: float, decay_steps: int = 0,
-             identity_head: str = "softmax", identity_margin: float = 0.2) -> None:
+             identity_head: str = "softmax", identity_margin: float = 0.2, teacher_weight: float = 0.0) -> None:
     """Adam with per-head cross-entropy; with ``decay_steps`` the rate follows a cosine down to 1% of it.
 
     A ``cosface`` identity head is trained with the additive-margin loss; the other heads with plain
-    cross-entropy.
+    cross-entropy. With ``teacher_weight`` the model's ``distill`` output is pulled toward the teacher's
+    descriptors by cosine, at that weight.
     """
     import keras
 
@@ -176,9 +181,14 @@ def _compile(model, learning_rate: float, label_smoothing: float, decay_steps: i
                                                          else 0.0) for head in HEADS}
     if identity_head == "cosface":
         losses["identity"] = AdditiveMarginLoss(COSINE_SCALE, identity_margin, label_smoothing)
+    loss_weights = None
+    if teacher_weight > 0:
+        losses[DISTILL_NAME] = keras.losses.CosineSimilarity()
+        loss_weights = {**{head: 1.0 for head in HEADS}, DISTILL_NAME: teacher_weight}
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=losses,
+        loss_weights=loss_weights,
         weighted_metrics={head: [keras.metrics.CategoricalAccuracy(name="accuracy")] for head in HEADS},
     )
 
@@ -192,7 +202,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     import keras
 
     from edgeface.train.model import (BACKBONES, IDENTITY_HEADS, build_model, resolve_weights,
-                                      set_backbone_trainable)
+                                      set_backbone_trainable, with_distillation)
 
     started = time.time()
     if config.backbone not in BACKBONES:
@@ -201,6 +211,13 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         raise ModelError(f"unknown identity head {config.identity_head!r}; choose one of {', '.join(IDENTITY_HEADS)}")
     if BACKBONES[config.backbone].keras_name:
         resolve_weights(config.backbone, config.weights)  # a bad --weights fails before any face is cropped
+    teacher = None
+    if config.teacher:
+        from edgeface.train.teacher import load_teacher
+
+        if not config.teacher_weight > 0:
+            raise ModelError(f"teacher weight must be above 0, got {config.teacher_weight:g}")
+        teacher = load_teacher(config.teacher)  # a missing teacher fails before any face is cropped too
     keras.utils.set_random_seed(config.seed)
     data = load_dataset(config.data)
     data.raise_for_errors()
@@ -239,10 +256,17 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     train_heads = encode_labels(train_samples, spec)
     val_heads = encode_labels(val_samples, spec, reference_counts={
         h: {k: int(v) for k, v in zip(spec.labels[h], train_heads.targets[h].sum(0))} for h in HEADS})
+    teacher_weight = 0.0
+    if teacher is not None:
+        train_heads, val_heads = _with_teacher(teacher, train_crops, val_crops, train_heads, val_heads, spec, config,
+                                               on_log)
+        teacher_weight = config.teacher_weight
 
     strategy = distribution_strategy()
     with strategy.scope():
         built = build_model(spec, weights=config.weights, identity_head=config.identity_head)
+        if teacher is not None:
+            built = with_distillation(built, teacher.dimensions)
     model, backbone = built.model, built.backbone
 
     history: dict[str, list[float]] = {}
@@ -267,7 +291,8 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         val_features = _features(built, val_crops.crops, spec)
         with strategy.scope():
             _compile(built.heads_training, config.learning_rate, config.label_smoothing,
-                     identity_head=config.identity_head, identity_margin=config.identity_margin)
+                     identity_head=config.identity_head, identity_margin=config.identity_margin,
+                     teacher_weight=teacher_weight)
         record("heads", built.heads_training.fit(
             make_tf_dataset(train_features, train_heads, config.batch_size, True, config.seed, augment=False),
             validation_data=make_tf_dataset(val_features, val_heads, config.batch_size, False),
@@ -285,7 +310,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             steps = -(-len(train_samples) // config.batch_size) * config.epochs
             _compile(built.training_model, learning_rate, config.label_smoothing,
                      decay_steps=steps if config.cosine_decay else 0, identity_head=config.identity_head,
-                     identity_margin=config.identity_margin)
+                     identity_margin=config.identity_margin, teacher_weight=teacher_weight)
         on_log(f"phase {name}: up to {config.epochs} epoch(s) at lr {learning_rate:g}, "
                f"{trainable} backbone layers trainable, augmented")
         fit_start = time.time()
@@ -340,6 +365,26 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     (out / "history.json").write_text(json.dumps(history, indent=2))
     plot_history(history, out / "history.png")
     return TrainResult(model_path, metadata, history)
+
+
+def _with_teacher(teacher, train_crops: CropSet, val_crops: CropSet, train_heads: HeadArrays,
+                  val_heads: HeadArrays, spec: ModelSpec, config: TrainConfig,
+                  on_log: Callable[[str], None]) -> tuple[HeadArrays, HeadArrays]:
+    """Add the teacher's (centred, unit) descriptors of every crop as the ``distill`` target."""
+    from edgeface.train.teacher import describe_cached, distillation_targets
+
+    started = time.time()
+    described = [describe_cached(teacher, crops.crops, spec.crop, config.cache_dir, progress=config.verbose > 0)
+                 for crops in (train_crops, val_crops)]
+    on_log(f"teacher {teacher.name}: {sum(len(d) for d in described)} descriptors ({time.time() - started:.0f} s; "
+           "cached for the next run)")
+    mean = described[0].mean(0)  # the training crops' mean, for validation too
+    result = []
+    for heads, descriptors in zip((train_heads, val_heads), described):
+        result.append(HeadArrays({**heads.targets, DISTILL_NAME: distillation_targets(descriptors, mean)},
+                                 {**heads.weights, DISTILL_NAME: np.ones(len(descriptors), np.float32)},
+                                 heads.class_weights))
+    return result[0], result[1]
 
 
 def _features(built, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -> np.ndarray:
