@@ -370,7 +370,10 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
 def _with_teacher(teacher, train_crops: CropSet, val_crops: CropSet, train_heads: HeadArrays,
                   val_heads: HeadArrays, spec: ModelSpec, config: TrainConfig,
                   on_log: Callable[[str], None]) -> tuple[HeadArrays, HeadArrays]:
-    """Add the teacher's (centred, unit) descriptors of every crop as the ``distill`` target."""
+    """Add the teacher's (centred, unit) descriptors of every crop as the ``distill`` target.
+
+    The teacher describes each crop once, unaugmented: the augmentations are small and keep who it is.
+    """
     from edgeface.train.teacher import describe_cached, distillation_targets
 
     started = time.time()
