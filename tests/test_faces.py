@@ -9,7 +9,7 @@ import pytest
 
 from edgeface.data.manifest import Sample, load_dataset
 from edgeface.faces.align import align_face, alignment_matrix
-from edgeface.faces.crops import crop_samples
+from edgeface.faces.crops import crop_samples, write_atomic
 from edgeface.faces.detect import Face, create_detector, primary_face
 from edgeface.imageio import read_image, write_image
 from edgeface.spec import CropSpec
@@ -117,3 +117,17 @@ def test_crop_samples_reports_every_photo_and_caches(celeba_photos: list[Path], 
     assert detector.calls == calls  # served from the cache
     np.testing.assert_array_equal(second.crops, first.crops)
     assert second.status == first.status
+
+
+def test_two_runs_filling_one_cache_entry_at_once_both_succeed(tmp_path: Path) -> None:
+    # Two trainings on the same photos start together and both miss the crop cache: the second finishes its
+    # write while the first is still writing. Each must leave a whole file and neither may fail.
+    target = tmp_path / "crops.npy"
+
+    def slow_first_run(handle) -> None:
+        np.save(handle, np.zeros(3))
+        write_atomic(target, lambda other: np.save(other, np.ones(3)))
+
+    write_atomic(target, slow_first_run)
+    np.testing.assert_array_equal(np.load(target), np.zeros(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["crops.npy"]  # no temporary file left behind

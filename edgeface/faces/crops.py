@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import BinaryIO, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -125,11 +126,22 @@ def crop_samples(samples: Sequence[Sample], crop: CropSpec, size: int, detector:
 
 def _save(path: Path, crops: CropSet) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / "crops.npy.tmp"
-    with tmp.open("wb") as handle:
-        np.save(handle, crops.crops)
-    os.replace(tmp, path / "crops.npy")
-    (path / "status.json").write_text(json.dumps({"status": crops.status, "messages": crops.messages}))
+    write_atomic(path / "crops.npy", lambda handle: np.save(handle, crops.crops))
+    status = json.dumps({"status": crops.status, "messages": crops.messages}).encode()
+    write_atomic(path / "status.json", lambda handle: handle.write(status))
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through a temporary file of this process's own, then rename: two runs filling the same cache
+    entry at once (two trainings on one set of photos) each leave a whole file, and neither fails."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _load(path: Path, samples: tuple[Sample, ...]) -> CropSet | None:

@@ -95,7 +95,7 @@ def load_teacher(name: str) -> Teacher:
 def describe_cached(teacher: Teacher, crops: np.ndarray, crop: CropSpec, cache_dir: Path | None,
                     progress: bool = False) -> np.ndarray:
     """The teacher's descriptors of ``crops``, computed once per set of crops (keyed by their bytes)."""
-    from edgeface.faces.crops import default_cache_dir
+    from edgeface.faces.crops import default_cache_dir, write_atomic
 
     crops = np.ascontiguousarray(crops)
     digest = hashlib.sha256(f"{teacher.name}|{crop}|{crops.shape}\n".encode())
@@ -110,9 +110,7 @@ def describe_cached(teacher: Teacher, crops: np.ndarray, crop: CropSpec, cache_d
             pass  # a damaged cache entry is recomputed
     descriptors = teacher.describe(crops, crop, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp.npy")
-    np.save(temporary, descriptors)
-    temporary.replace(path)
+    write_atomic(path, lambda handle: np.save(handle, descriptors))
     return descriptors
 
 
