@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeface.runtime import labeler as labeler_module
-from edgeface.runtime.enroll import choose_thresholds
+from edgeface.runtime.enroll import calibration_warnings, choose_thresholds
 from edgeface.runtime.gallery import (DEFAULT_SIMILARITY_THRESHOLD, GalleryError, check_name,
                                       default_gallery_path, default_state_dir, empty_gallery, open_gallery,
                                       read_gallery)
@@ -135,6 +135,25 @@ def test_thresholds_with_ties_stay_within_the_target() -> None:
     conf = np.repeat([0.5, 0.25, 0.125], [3, 50, 47])  # int8 probabilities come in steps
     t = choose_thresholds(np.linspace(0, 0.5, 100), conf, 0.02)
     assert t.accepted <= 2 and t.identity > 0.5
+
+
+def test_a_saturated_identity_head_leaves_the_gallery_its_share() -> None:
+    # A CosFace head in int8 gives many strangers its top probability, 255/256: the identity path cannot let
+    # in one more stranger without letting in 30. The gallery must still get the whole budget, and the user
+    # must be told that the identity head will name nobody.
+    rng = np.random.default_rng(1)
+    sims = rng.uniform(-0.2, 0.9, 1000)
+    conf = np.where(np.arange(1000) < 30, 255 / 256, rng.uniform(0.1, 0.9, 1000))
+    t = choose_thresholds(sims, conf, 0.01)
+    assert np.sum(sims >= t.similarity) == 10 == t.accepted  # same as calibrating the gallery alone
+    assert t.identity > conf.max()
+    [warning] = calibration_warnings(conf, t, 0.01)
+    assert warning.startswith("the identity head gives 30 of the 1000 stranger faces its highest confidence "
+                              "(0.9961), so at 1.00% it names nobody")
+    spread = rng.uniform(0, 1, 1000)
+    assert calibration_warnings(spread, choose_thresholds(sims, spread, 0.01), 0.01) == []
+    assert calibration_warnings(None, choose_thresholds(sims[:100], None, 0.01), 0.01) == [
+        "100 stranger faces measure a false-accept rate of 1.00% poorly (at least 500 faces advised)"]
 
 
 def test_rule_gallery_first_then_identity_head_then_unknown(gallery) -> None:

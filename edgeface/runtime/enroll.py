@@ -265,8 +265,10 @@ def choose_thresholds(similarity: np.ndarray, confidence: np.ndarray | None, far
     """Thresholds at which the combined rule accepts at most ``far`` of these strangers' faces.
 
     ``similarity``: each stranger face's best gallery similarity; ``confidence``: its top identity-head
-    probability (None to calibrate the gallery alone). Both paths are allowed the same number ``k`` of the
-    strangers, and ``k`` is the largest for which their union stays within the target.
+    probability (None to calibrate the gallery alone). The two paths take turns: each lets in one more
+    stranger while their union stays within the target, so they get the same share, unless one path cannot
+    move by one (its next scores are tied: an int8 head gives many strangers its top probability, 255/256),
+    and then the other goes on alone rather than both stopping.
     """
     similarity = np.asarray(similarity, np.float64)
     total = len(similarity)
@@ -276,22 +278,43 @@ def choose_thresholds(similarity: np.ndarray, confidence: np.ndarray | None, far
     s_sorted = np.sort(similarity)[::-1]
     p_sorted = None if confidence is None else np.sort(np.asarray(confidence, np.float64))[::-1]
 
-    def at(k: int) -> Thresholds:
-        t_s = _above(s_sorted, k)
+    def at(k_similarity: int, k_identity: int) -> Thresholds:
+        t_s = _above(s_sorted, k_similarity)
         accepted = similarity >= t_s
         t_p = None
         if p_sorted is not None:
-            t_p = _above(p_sorted, k)
+            t_p = _above(p_sorted, k_identity)
             accepted |= np.asarray(confidence) >= t_p
         return Thresholds(t_s, t_p, int(accepted.sum()), total)
 
-    best = at(0)
-    for k in range(1, allowed + 1):  # accepted grows with k: stop at the first k over the target
-        candidate = at(k)
-        if candidate.accepted > allowed:
-            break
-        best = candidate
-    return best
+    k_s = k_p = 0
+    best = at(0, 0)
+    steps = ((1, 1), (1, 0), (0, 1)) if p_sorted is not None else ((1, 0),)
+    while True:  # accepted grows with either k, so this ends within 2 * allowed steps
+        for d_s, d_p in steps:
+            candidate = at(k_s + d_s, k_p + d_p)
+            if candidate.accepted <= allowed and k_s + d_s <= total and k_p + d_p <= total:
+                k_s, k_p, best = k_s + d_s, k_p + d_p, candidate
+                break
+        else:
+            return best
+
+
+def calibration_warnings(confidence: np.ndarray | None, thresholds: Thresholds, far: float) -> list[str]:
+    """What the user should know about a calibration: too few strangers, or an identity path that names nobody."""
+    faces = thresholds.total
+    warnings = []
+    if (confidence is not None and len(confidence) and thresholds.identity is not None and far * faces >= 1
+            and thresholds.identity > np.max(confidence)):
+        top = float(np.max(confidence))
+        tied = int(np.sum(np.asarray(confidence) == top))
+        warnings.append(f"the identity head gives {tied} of the {faces} stranger faces its highest confidence "
+                        f"({top:.4f}), so at {far:.2%} it names nobody: only enrolled people will be named "
+                        "(enroll the trained people too, or train with the softmax identity head)")
+    if faces * far < 5:
+        warnings.append(f"{faces} stranger faces measure a false-accept rate of {far:.2%} poorly "
+                        f"(at least {int(np.ceil(5 / max(far, 1e-9)))} faces advised)")
+    return warnings
 
 
 @dataclass(frozen=True)
@@ -356,10 +379,7 @@ def calibrate(bundle: Any, impostors: Sequence[str | Path], far: float = 0.01,
     similarity = gallery.match(outputs[EMBEDDING_NAME]).similarity
     confidence = outputs["identity"].max(1) if calibrate_identity else None
     thresholds = choose_thresholds(similarity, confidence, far)
-    warnings = []
-    if faces * far < 5:
-        warnings.append(f"{faces} stranger faces measure a false-accept rate of {far:.2%} poorly "
-                        f"(at least {int(np.ceil(5 / max(far, 1e-9)))} faces advised)")
+    warnings = calibration_warnings(confidence, thresholds, far)
     gallery_far = float(np.mean(similarity >= thresholds.similarity))
     model_far = None if confidence is None else float(np.mean(confidence >= thresholds.identity))
     details: dict[str, Any] = {"far_target": far, "far_measured": thresholds.far, "faces": faces,
