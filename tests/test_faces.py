@@ -9,7 +9,8 @@ import pytest
 
 from edgeface.data.manifest import Sample, load_dataset
 from edgeface.faces.align import align_face, alignment_matrix
-from edgeface.faces.crops import crop_samples, write_atomic
+from edgeface.faces.crops import crop_samples
+from edgeface.fileio import write_atomic
 from edgeface.faces.detect import Face, create_detector, primary_face
 from edgeface.imageio import read_image, write_image
 from edgeface.spec import CropSpec

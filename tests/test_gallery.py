@@ -150,6 +150,10 @@ def test_a_saturated_identity_head_leaves_the_gallery_its_share() -> None:
     [warning] = calibration_warnings(conf, t, 0.01)
     assert warning.startswith("the identity head gives 30 of the 1000 stranger faces its highest confidence "
                               "(0.9961), so at 1.00% it names nobody")
+    # A budget of one face that the gallery takes first is not a tie: no warning about the identity head.
+    one = choose_thresholds(sims[:100], conf[30:130], 0.01)
+    assert one.identity > conf[30:130].max() and not any(
+        w.startswith("the identity head") for w in calibration_warnings(conf[30:130], one, 0.01))
     spread = rng.uniform(0, 1, 1000)
     assert calibration_warnings(spread, choose_thresholds(sims, spread, 0.01), 0.01) == []
     assert calibration_warnings(None, choose_thresholds(sims[:100], None, 0.01), 0.01) == [

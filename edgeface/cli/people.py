@@ -148,8 +148,8 @@ def calibrate(
     """Pick the thresholds that accept at most --far of strangers' faces, and store them with the gallery.
 
     Both ways of naming a face (enrolled people by similarity, trained people by the identity head) are
-    allowed the same number of the strangers, unless one of them cannot take one more (tied scores). Run it again after enrolling or removing people. Hundreds of
-    stranger faces are needed to measure 1%.
+    allowed the same number of the strangers, unless one of them cannot take one more (tied scores). Run it
+    again after enrolling or removing people. Hundreds of stranger faces are needed to measure 1%.
     """
     from edgeface.runtime.enroll import calibrate as calibrate_gallery
 

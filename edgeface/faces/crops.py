@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from edgeface.data.manifest import Sample
 from edgeface.errors import ImageError
 from edgeface.faces.align import align_face
 from edgeface.faces.detect import FaceDetector, create_detector, primary_face
+from edgeface.fileio import write_atomic
 from edgeface.spec import CropSpec
 
 CropStatus = Literal["ok", "multiple", "no_face", "unreadable"]
@@ -129,19 +129,6 @@ def _save(path: Path, crops: CropSet) -> None:
     write_atomic(path / "crops.npy", lambda handle: np.save(handle, crops.crops))
     status = json.dumps({"status": crops.status, "messages": crops.messages}).encode()
     write_atomic(path / "status.json", lambda handle: handle.write(status))
-
-
-def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temporary file of this process's own, then rename: two runs filling the same cache
-    entry at once (two trainings on one set of photos) each leave a whole file, and neither fails."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load(path: Path, samples: tuple[Sample, ...]) -> CropSet | None:

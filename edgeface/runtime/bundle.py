@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +23,7 @@ from typing import Any, Mapping
 
 from edgeface import __version__
 from edgeface.errors import BundleError, ModelError
+from edgeface.fileio import write_atomic
 from edgeface.spec import ModelSpec
 
 BUNDLE_FORMAT = "edgeface-bundle"
@@ -85,17 +84,13 @@ def write_bundle(path: str | Path, model_bytes: bytes, spec: ModelSpec, precisio
     }
     manifest.update(extra or {})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+
+    def write(handle) -> None:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(MANIFEST_MEMBER, json.dumps(manifest, indent=2, sort_keys=True))
             archive.writestr(MODEL_MEMBER, model_bytes)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the service user on the Pi must read it
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomic(path, write)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

@@ -261,6 +261,11 @@ def _above(sorted_desc: np.ndarray, k: int) -> float:
     return float((sorted_desc[k - 1] + sorted_desc[k]) / 2)
 
 
+def allowed_strangers(far: float, total: int) -> int:
+    """How many of ``total`` stranger faces a false-accept rate ``far`` lets the rule accept."""
+    return int(np.floor(far * total + 1e-9))
+
+
 def choose_thresholds(similarity: np.ndarray, confidence: np.ndarray | None, far: float) -> Thresholds:
     """Thresholds at which the combined rule accepts at most ``far`` of these strangers' faces.
 
@@ -274,7 +279,7 @@ def choose_thresholds(similarity: np.ndarray, confidence: np.ndarray | None, far
     total = len(similarity)
     if total == 0:
         raise DataError("no stranger faces to calibrate on")
-    allowed = int(np.floor(far * total + 1e-9))
+    allowed = allowed_strangers(far, total)
     s_sorted = np.sort(similarity)[::-1]
     p_sorted = None if confidence is None else np.sort(np.asarray(confidence, np.float64))[::-1]
 
@@ -292,8 +297,10 @@ def choose_thresholds(similarity: np.ndarray, confidence: np.ndarray | None, far
     steps = ((1, 1), (1, 0), (0, 1)) if p_sorted is not None else ((1, 0),)
     while True:  # accepted grows with either k, so this ends within 2 * allowed steps
         for d_s, d_p in steps:
+            if max(k_s + d_s, k_p + d_p) > total:  # every stranger already in (far near 1)
+                continue
             candidate = at(k_s + d_s, k_p + d_p)
-            if candidate.accepted <= allowed and k_s + d_s <= total and k_p + d_p <= total:
+            if candidate.accepted <= allowed:
                 k_s, k_p, best = k_s + d_s, k_p + d_p, candidate
                 break
         else:
@@ -304,10 +311,11 @@ def calibration_warnings(confidence: np.ndarray | None, thresholds: Thresholds, 
     """What the user should know about a calibration: too few strangers, or an identity path that names nobody."""
     faces = thresholds.total
     warnings = []
-    if (confidence is not None and len(confidence) and thresholds.identity is not None and far * faces >= 1
-            and thresholds.identity > np.max(confidence)):
-        top = float(np.max(confidence))
-        tied = int(np.sum(np.asarray(confidence) == top))
+    top = float(np.max(confidence)) if confidence is not None and len(confidence) else None
+    tied = 0 if top is None else int(np.sum(np.asarray(confidence) == top))
+    allowed = allowed_strangers(far, faces)
+    if top is not None and thresholds.identity is not None and thresholds.identity > top and 0 < allowed < tied:
+        # shut by a tie wider than the budget, not by the gallery taking it all
         warnings.append(f"the identity head gives {tied} of the {faces} stranger faces its highest confidence "
                         f"({top:.4f}), so at {far:.2%} it names nobody: only enrolled people will be named "
                         "(enroll the trained people too, or train with the softmax identity head)")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from edgeface.errors import ConfigError, EdgefaceError
+from edgeface.fileio import write_atomic
 from edgeface.runtime.results import UNKNOWN
 
 GALLERY_FORMAT = "edgeface-gallery"
@@ -226,18 +226,8 @@ class Gallery:
         if not path.name:
             raise GalleryError("no path to save the gallery to")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.to_dict(), handle, separators=(",", ":"))
-                handle.flush()
-                os.fsync(handle.fileno())  # a power cut on the Pi leaves the old or the new file, never zeros
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        data = json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
+        return write_atomic(path, lambda handle: handle.write(data), durable=True)
 
 
 def empty_gallery(model_sha256: str, embedding_size: int, path: Path | None = None) -> Gallery:
