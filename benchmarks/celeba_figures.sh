@@ -4,7 +4,8 @@
 # test split, measure latency and write the report. Hours of CPU on 2 cores; every step is the public CLI.
 #
 #   benchmarks/celeba_figures.sh [STEP...]
-#       steps: split mobilenetv2 mobilenetv2-cosface mobilenetv2-teacher mobilenetv2-teacher-cosface resnet50 vgg16
+#       steps: split mobilenetv2 mobilenetv2-cosface mobilenetv2-teacher mobilenetv2-teacher-cosface
+#              mobilenetv2-teacher-centres resnet50 vgg16
 #              convert evaluate bench report
 #
 # Needs ../shared (or $EDGEFACE_SHARED) and, for MobileNetV2, ImageNet weights ($EDGEFACE_WEIGHTS_DIR).
@@ -40,6 +41,9 @@ for step in "${steps[@]}"; do
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-mobilenetv2-teacher-cosface \
       --backbone mobilenetv2 --weights imagenet --input-size 224 --epochs 30 --patience 6 \
       --fine-tune-learning-rate 1e-4 --val-fraction 0.07 --teacher dlib --identity-head cosface ;;
+  mobilenetv2-teacher-centres)  # the distilled model, identity by nearest person centre (minutes, no training)
+    "$EDGEFACE" recentre runs/celeba-mobilenetv2-teacher --data splits/celeba/train.csv \
+      --out runs/celeba-mobilenetv2-teacher-centres ;;
   resnet50)     # no ImageNet weights on this machine: from scratch at 112x112
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-resnet50 --backbone resnet50 \
       --weights none --input-size 112 --epochs 8 --patience 4 --val-fraction 0.07 ;;

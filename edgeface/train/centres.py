@@ -1,0 +1,138 @@
+"""Nearest-centre identity: name the person whose training faces' mean embedding is closest (by cosine).
+
+With about 14 photos per person, a Dense softmax over the identity embedding fits its training faces (98.8% of
+them on celeba-299) better than it generalises; the mean of each person's embeddings is a steadier prototype.
+On celeba-299 (distilled MobileNetV2) the nearest centre names 60.4% of the test faces against the softmax's
+57.0% (validation 55.7% against 50.5%). The centres replace the identity head's weights as a
+:class:`~edgeface.train.layers.CosineSoftmax` (the CosFace head's form), so the converted model has the same
+shape and cost, and the enrollment gallery ranks people by the same cosine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgeface.errors import ModelError
+from edgeface.spec import EMBEDDING_NAME, ModelSpec
+
+# Softmax over 20 x cosine: on celeba-299 the validation faces' log loss is 2.25 at 10, 1.90 at 20, 2.27 at 30.
+CENTRE_SCALE = 20.0
+
+
+def person_centres(embeddings: np.ndarray, people: Sequence[str], labels: Sequence[str | None]) -> np.ndarray:
+    """(D, P) unit centres, one column per person in ``people``: the normalised mean of their unit embeddings.
+
+    A person without any face in ``labels`` keeps a zero column (the head never names them); faces of people
+    not in ``people``, or without an identity label, are ignored.
+    """
+    embeddings = np.asarray(embeddings, np.float32)
+    if embeddings.ndim != 2 or len(embeddings) != len(labels):
+        raise ModelError(f"expected one embedding per label, got {embeddings.shape} for {len(labels)} labels")
+    index = {person: i for i, person in enumerate(people)}
+    sums = np.zeros((len(people), embeddings.shape[1]), np.float64)
+    for row, person in enumerate(labels):
+        if person in index:
+            sums[index[person]] += embeddings[row]
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return np.where(norms > 0, sums / np.maximum(norms, 1e-12), 0.0).T.astype(np.float32)
+
+
+def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_SCALE) -> Any:
+    """A copy of an edgeface Keras model whose identity head is ``softmax(scale x cos(embedding, centre))``.
+
+    Emotion, gender and the embedding are the same layers (shared weights); only the identity head changes.
+    """
+    import keras
+
+    from edgeface.train.layers import CosineSoftmax
+
+    names = [layer.name for layer in model.layers]
+    if len(names) != 4 or names[1] != "preprocess" or names[3] != "heads":
+        raise ModelError(f"model {model.name!r} is not shaped as edgeface train builds it (preprocess, backbone, heads)")
+    heads = model.get_layer("heads")
+    try:
+        dropout, dense, batchnorm = (heads.get_layer(n) for n in ("dropout", "embedding_dense", "embedding_bn"))
+        emotion, gender, unit = (heads.get_layer(n) for n in ("emotion", "gender", EMBEDDING_NAME))
+    except ValueError as exc:
+        raise ModelError(f"model {model.name!r}: its heads lack a layer edgeface train adds ({exc})") from None
+    people = int(heads.output["identity"].shape[-1])
+    if centres.shape != (int(dense.units), people):
+        raise ModelError(f"centres of shape {centres.shape} do not fit an embedding of {dense.units} and "
+                         f"{people} people")
+
+    features = keras.Input(tuple(heads.input.shape[1:]), name="features")
+    x = dropout(features)
+    embedding = batchnorm(dense(x))
+    identity_layer = CosineSoftmax(people, scale=scale, name="identity")
+    outputs = {"identity": identity_layer(embedding), "emotion": emotion(x), "gender": gender(x),
+               EMBEDDING_NAME: unit(embedding)}
+    identity_layer.set_weights([centres.astype(np.float32)])
+    new_heads = keras.Model(features, outputs, name="heads")
+    inputs = keras.Input(tuple(model.input.shape[1:]), name=model.input.name)
+    preprocess, backbone = model.layers[1], model.layers[2]
+    return keras.Model(inputs, new_heads(backbone(preprocess(inputs))), name=model.name)
+
+
+def embed(model: Any, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64,
+          progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Unit identity embeddings of uint8 crops (inference mode)."""
+    from edgeface.runtime.engine import to_model_input
+
+    parts = []
+    for start in range(0, len(crops), batch_size):
+        batch = to_model_input(np.asarray(crops[start:start + batch_size]), spec)
+        parts.append(np.asarray(model(batch, training=False)[EMBEDDING_NAME]))
+        if progress:
+            progress(len(batch))
+    return np.concatenate(parts) if parts else np.zeros((0, spec.embedding_size), np.float32)
+
+
+def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: float = CENTRE_SCALE,
+             cache_dir: Path | None = None, on_log: Callable[[str], None] = print) -> Path:
+    """Give a trained model (``model.keras`` and its metadata) a nearest-centre identity head, each person's
+    centre taken from their faces in ``data`` (CSV or folder; usually the training photos). Writes
+    ``out/model.keras`` and its metadata; returns the model's path."""
+    from edgeface.data.manifest import load_dataset
+    from edgeface.faces.crops import crop_samples
+    from edgeface.modelio import MODEL_NAME, load_keras_model, read_metadata, write_metadata
+
+    model_path = Path(model_path)
+    if model_path.is_dir():
+        model_path = model_path / MODEL_NAME
+    metadata = read_metadata(model_path)
+    spec = ModelSpec.from_dict(metadata["spec"])
+    if not scale > 0:
+        raise ModelError(f"scale must be above 0, got {scale:g}")
+    dataset = load_dataset(data)
+    dataset.raise_for_errors()
+    people = spec.labels["identity"]
+    strangers = sorted({s.identity for s in dataset.samples if s.identity} - set(people))
+    if strangers:
+        on_log(f"note: {len(strangers)} people in {data} are not in the model (e.g. {strangers[0]!r}); ignored")
+    model = load_keras_model(model_path)
+    crops = crop_samples(dataset.samples, spec.crop, spec.input_size, cache_dir=cache_dir, progress=True)
+    labels = [s.identity for s in crops.cropped_samples]
+    centres = person_centres(embed(model, crops.crops, spec), people, labels)
+    missing = [person for person, column in zip(people, centres.T) if not column.any()]
+    if len(missing) == len(people):
+        raise ModelError(f"{data}: no faces of anyone the model names; centres need their photos")
+    if missing:
+        on_log(f"warning: no faces of {len(missing)} people in {data} (e.g. {missing[0]!r}): "
+               "the new head will never name them")
+    new = with_centre_identity(model, centres, scale)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    new_path = out / MODEL_NAME
+    new.save(new_path)
+    counts = {person: 0 for person in people}
+    for person in labels:
+        if person in counts:
+            counts[person] += 1
+    metadata["identity_centres"] = {"data": str(data), "faces": int(sum(counts.values())), "scale": scale,
+                                    "people_without_faces": missing}
+    write_metadata(new_path, metadata)
+    on_log(f"identity centres from {sum(counts.values())} faces of {len(people) - len(missing)} people")
+    return new_path

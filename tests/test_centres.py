@@ -1,0 +1,71 @@
+"""Nearest-centre identity (``edgeface recentre``): each person's centre is their faces' mean embedding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgeface.cli import app
+from edgeface.errors import ModelError
+from edgeface.train.centres import person_centres
+
+
+def test_person_centres_are_unit_means_and_name_nobody_without_faces() -> None:
+    embeddings = np.array([[1, 0], [0.6, 0.8], [0, 1], [1, 0]], np.float32)
+    centres = person_centres(embeddings, ["ann", "bob", "cat"], ["ann", "ann", "bob", "stranger"])
+    assert centres.shape == (2, 3)
+    np.testing.assert_allclose(centres[:, 0], np.array([1.6, 0.8]) / np.hypot(1.6, 0.8), rtol=1e-6)
+    np.testing.assert_allclose(centres[:, 1], [0, 1])
+    assert not centres[:, 2].any()  # cat has no face: a zero column, never the nearest by cosine
+    with pytest.raises(ModelError, match="one embedding per label"):
+        person_centres(embeddings, ["ann"], ["ann"])
+
+
+def test_the_centre_head_is_the_cosine_softmax_and_leaves_the_other_heads_alone(tiny_model: Path) -> None:
+    from edgeface.modelio import load_keras_model, read_metadata
+    from edgeface.runtime.engine import to_model_input
+    from edgeface.spec import ModelSpec
+    from edgeface.train.centres import embed, with_centre_identity
+
+    spec = ModelSpec.from_dict(read_metadata(tiny_model)["spec"])
+    model = load_keras_model(tiny_model)
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (5, spec.input_size, spec.input_size, 3), dtype=np.uint8)
+    centres = person_centres(rng.normal(size=(12, spec.embedding_size)), spec.labels["identity"],
+                             [spec.labels["identity"][i % len(spec.labels["identity"])] for i in range(12)])
+    new = with_centre_identity(model, centres, scale=20.0)
+    before = model(to_model_input(crops, spec), training=False)
+    after = new(to_model_input(crops, spec), training=False)
+    for head in ("emotion", "gender", "embedding"):
+        np.testing.assert_allclose(np.asarray(after[head]), np.asarray(before[head]), rtol=1e-5, atol=1e-6)
+    logits = 20.0 * embed(model, crops, spec) @ centres
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(np.asarray(after["identity"]), expected / expected.sum(1, keepdims=True),
+                               rtol=1e-4, atol=1e-6)
+    with pytest.raises(ModelError, match="do not fit an embedding"):
+        with_centre_identity(model, centres[:, :2])
+
+
+def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, synthetic_csv: Path,
+                                                           tmp_path: Path) -> None:
+    from edgeface.eval.evaluate import evaluate_models
+
+    out = tmp_path / "centres"
+    result = CliRunner().invoke(app, ["recentre", str(tiny_model.parent), "--data", str(synthetic_csv),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "identity centres from" in result.output and f"model: {out / 'model.keras'}" in result.output
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["identity_centres"]["scale"] == 20.0 and metadata["identity_centres"]["faces"] > 100
+    assert metadata["spec"] == json.loads((tiny_model.parent / "metadata.json").read_text())["spec"]
+    report = evaluate_models([tiny_model, out / "model.keras"], synthetic_csv)
+    accuracies = [model.heads["identity"].accuracy for model in report.models]
+    assert accuracies[1] > 1 / 6 + 0.3  # far above chance over 6 people, on the photos the centres came from
+
+    bad = CliRunner().invoke(app, ["recentre", str(tiny_model.parent), "--data", str(synthetic_csv),
+                                   "--out", str(out), "--scale", "0"])
+    assert bad.exit_code == 2 and "scale must be above 0, got 0" in bad.output
