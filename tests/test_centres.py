@@ -66,6 +66,15 @@ def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, syn
     accuracies = [model.heads["identity"].accuracy for model in report.models]
     assert accuracies[1] > 1 / 6 + 0.3  # far above chance over 6 people, on the photos the centres came from
 
+    in_place = tmp_path / "run"  # --out may be the run itself: its model.keras is replaced whole
+    in_place.mkdir()
+    for name in ("model.keras", "metadata.json"):
+        (in_place / name).write_bytes((tiny_model.parent / name).read_bytes())
+    again = CliRunner().invoke(app, ["recentre", str(in_place), "--data", str(synthetic_csv), "--out", str(in_place)])
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in in_place.iterdir()) == ["metadata.json", "model.keras"]
+    assert "identity_centres" in json.loads((in_place / "metadata.json").read_text())
+
     bad = CliRunner().invoke(app, ["recentre", str(tiny_model.parent), "--data", str(synthetic_csv),
                                    "--out", str(out), "--scale", "0"])
     assert bad.exit_code == 2 and "scale must be above 0, got 0" in bad.output

@@ -10,6 +10,7 @@ shape and cost, and the enrollment gallery ranks people by the same cosine.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -126,7 +127,13 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     new_path = out / MODEL_NAME
-    new.save(new_path)
+    # Through a temporary file: ``out`` may be the model's own folder, whose model.keras must survive a failure.
+    temporary = out / f".{MODEL_NAME}.{os.getpid()}.keras"
+    try:
+        new.save(temporary)
+        os.replace(temporary, new_path)
+    finally:
+        temporary.unlink(missing_ok=True)
     counts = {person: 0 for person in people}
     for person in labels:
         if person in counts:
