@@ -30,10 +30,12 @@ def feature_shift(model: Any, spec: ModelSpec, crops: np.ndarray) -> np.ndarray 
 
     from convert.tflite import convert_keras
 
-    names = [layer.name for layer in model.layers]
-    if len(names) != 4 or names[1] != "preprocess" or names[3] != "heads":
+    from edgeface.train.model import model_parts
+
+    parts = model_parts(model)
+    if parts is None:
         return None
-    preprocess, backbone, heads = model.layers[1], model.layers[2], model.layers[3]
+    preprocess, backbone, heads = parts
     inputs = keras.Input(tuple(model.input.shape[1:]), name=model.input.name)
     features = backbone(preprocess(inputs))
     probe = keras.Model(inputs, {**heads(features), FEATURES: features})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,19 @@ def read_metadata(model_path: str | Path) -> dict[str, Any]:
 def write_metadata(model_path: str | Path, metadata: dict[str, Any]) -> Path:
     path = metadata_path(model_path)
     path.write_text(json.dumps(metadata, indent=2, sort_keys=True))
+    return path
+
+
+def save_keras_model(model: Any, path: str | Path) -> Path:
+    """Save a ``model.keras`` through a temporary file in its folder, then rename: a model saved over the one it
+    was loaded from (``edgeface recentre --out`` the run itself), or a run trained again, never leaves half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.keras")  # Keras insists on the .keras suffix
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 

@@ -11,7 +11,6 @@ shape and cost, and the enrollment gallery ranks people by the same cosine.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -51,10 +50,12 @@ def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_
 
     from edgeface.train.layers import CosineSoftmax
 
-    names = [layer.name for layer in model.layers]
-    if len(names) != 4 or names[1] != "preprocess" or names[3] != "heads":
+    from edgeface.train.model import model_parts
+
+    parts = model_parts(model)
+    if parts is None:
         raise ModelError(f"model {model.name!r} is not shaped as edgeface train builds it (preprocess, backbone, heads)")
-    heads = model.get_layer("heads")
+    preprocess, backbone, heads = parts
     try:
         dropout, dense, batchnorm = (heads.get_layer(n) for n in ("dropout", "embedding_dense", "embedding_bn"))
         emotion, gender, unit = (heads.get_layer(n) for n in ("emotion", "gender", EMBEDDING_NAME))
@@ -74,22 +75,7 @@ def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_
     identity_layer.set_weights([centres.astype(np.float32)])
     new_heads = keras.Model(features, outputs, name="heads")
     inputs = keras.Input(tuple(model.input.shape[1:]), name=model.input.name)
-    preprocess, backbone = model.layers[1], model.layers[2]
     return keras.Model(inputs, new_heads(backbone(preprocess(inputs))), name=model.name)
-
-
-def embed(model: Any, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64,
-          progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Unit identity embeddings of uint8 crops (inference mode)."""
-    from edgeface.runtime.engine import to_model_input
-
-    parts = []
-    for start in range(0, len(crops), batch_size):
-        batch = to_model_input(np.asarray(crops[start:start + batch_size]), spec)
-        parts.append(np.asarray(model(batch, training=False)[EMBEDDING_NAME]))
-        if progress:
-            progress(len(batch))
-    return np.concatenate(parts) if parts else np.zeros((0, spec.embedding_size), np.float32)
 
 
 def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: float = CENTRE_SCALE,
@@ -99,7 +85,8 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     ``out/model.keras`` and its metadata; returns the model's path."""
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.modelio import MODEL_NAME, load_keras_model, read_metadata, write_metadata
+    from edgeface.modelio import MODEL_NAME, load_keras_model, read_metadata, save_keras_model, write_metadata
+    from edgeface.train.model import predict_crops
 
     model_path = Path(model_path)
     if model_path.is_dir():
@@ -111,36 +98,27 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     dataset = load_dataset(data)
     dataset.raise_for_errors()
     people = spec.labels["identity"]
-    strangers = sorted({s.identity for s in dataset.samples if s.identity} - set(people))
+    known = set(people)
+    strangers = sorted({s.identity for s in dataset.samples if s.identity} - known)
     if strangers:
         on_log(f"note: {len(strangers)} people in {data} are not in the model (e.g. {strangers[0]!r}); ignored")
     model = load_keras_model(model_path)
     crops = crop_samples(dataset.samples, spec.crop, spec.input_size, cache_dir=cache_dir, progress=True)
     labels = [s.identity for s in crops.cropped_samples]
-    centres = person_centres(embed(model, crops.crops, spec), people, labels)
+    centres = person_centres(predict_crops(model, crops.crops, spec)[EMBEDDING_NAME], people, labels)
     missing = [person for person, column in zip(people, centres.T) if not column.any()]
     if len(missing) == len(people):
         raise ModelError(f"{data}: no faces of anyone the model names; centres need their photos")
     if missing:
         on_log(f"warning: no faces of {len(missing)} people in {data} (e.g. {missing[0]!r}): "
                "the new head will never name them")
-    new = with_centre_identity(model, centres, scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    new_path = out / MODEL_NAME
-    # Through a temporary file: ``out`` may be the model's own folder, whose model.keras must survive a failure.
-    temporary = out / f".{MODEL_NAME}.{os.getpid()}.keras"
-    try:
-        new.save(temporary)
-        os.replace(temporary, new_path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    counts = {person: 0 for person in people}
-    for person in labels:
-        if person in counts:
-            counts[person] += 1
-    metadata["identity_centres"] = {"data": str(data), "faces": int(sum(counts.values())), "scale": scale,
+    # ``out`` may be the model's own folder: save_keras_model replaces model.keras whole or not at all.
+    new_path = save_keras_model(with_centre_identity(model, centres, scale), out / MODEL_NAME)
+    faces = sum(person in known for person in labels)
+    metadata["identity_centres"] = {"data": str(data), "faces": faces, "scale": scale,
                                     "people_without_faces": missing}
     write_metadata(new_path, metadata)
-    on_log(f"identity centres from {sum(counts.values())} faces of {len(people) - len(missing)} people")
+    on_log(f"identity centres from {faces} faces of {len(people) - len(missing)} people")
     return new_path

@@ -205,6 +205,28 @@ def with_distillation(built: BuiltModel, dimensions: int) -> BuiltModel:
                       heads=heads, heads_training=heads_training)
 
 
+def model_parts(model: Any) -> tuple[Any, Any, Any] | None:
+    """(preprocess, backbone, heads) of a model shaped as :func:`build_model` builds it; None otherwise."""
+    names = [layer.name for layer in model.layers]
+    if len(names) != 4 or names[1] != "preprocess" or names[3] != "heads":
+        return None
+    return model.layers[1], model.layers[2], model.layers[3]
+
+
+def predict_crops(model: Any, crops: Any, spec: ModelSpec, batch_size: int = 64) -> dict[str, Any]:
+    """Every output of a Keras model on uint8 crops, batched, in inference mode: {output name: array}."""
+    import numpy as np
+
+    from edgeface.runtime.engine import to_model_input
+
+    parts: dict[str, list[Any]] = {}
+    for start in range(0, len(crops), batch_size):
+        out = model(to_model_input(np.asarray(crops[start:start + batch_size]), spec), training=False)
+        for name, value in out.items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
 def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None, batchnorm: bool = False) -> int:
     """Freeze the backbone, or unfreeze it from ``fine_tune_from`` on.
 

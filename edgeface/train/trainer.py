@@ -22,9 +22,9 @@ from edgeface import HEADS, __version__
 from edgeface.data.manifest import Dataset, load_dataset, split_dataset
 from edgeface.errors import DataError, ModelError
 from edgeface.faces.crops import CropSet, crop_samples
-from edgeface.modelio import MODEL_NAME, write_metadata
+from edgeface.modelio import MODEL_NAME, save_keras_model, write_metadata
 from edgeface.spec import CropSpec, ModelSpec
-from edgeface.train.model import DISTILL_NAME
+from edgeface.train.model import DISTILL_NAME, predict_crops
 
 
 @dataclass
@@ -324,11 +324,11 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / MODEL_NAME
-    model.save(model_path)
+    save_keras_model(model, model_path)
 
     from edgeface.eval.metrics import head_metrics
 
-    probabilities = _predict(model, val_crops.crops, spec)
+    probabilities = predict_crops(model, val_crops.crops, spec)
 
     metrics = {head: head_metrics(val_samples, probabilities[head], spec.labels[head], head).to_dict()
                for head in HEADS}
@@ -400,17 +400,6 @@ def _features(built, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -
         batch = to_model_input(np.asarray(crops[start:start + batch_size]), spec)
         parts.append(np.asarray(built.backbone(preprocess(batch), training=False)))
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
-def _predict(model, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -> dict[str, np.ndarray]:
-    from edgeface.runtime.engine import to_model_input
-
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(crops), batch_size):
-        out = model(to_model_input(np.asarray(crops[start:start + batch_size]), spec), training=False)
-        for name, value in out.items():
-            parts.setdefault(name, []).append(np.asarray(value))
-    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def _is_tty() -> bool:
