@@ -5,7 +5,7 @@
 #
 #   benchmarks/celeba_figures.sh [STEP...]
 #       steps: split mobilenetv2 mobilenetv2-cosface mobilenetv2-teacher mobilenetv2-teacher-cosface
-#              mobilenetv2-teacher-centres resnet50 vgg16
+#              mobilenetv2-teacher-centres mobilenetv2-teacher-mirror resnet50 vgg16
 #              convert evaluate bench report
 #
 # Needs ../shared (or $EDGEFACE_SHARED) and, for MobileNetV2, ImageNet weights ($EDGEFACE_WEIGHTS_DIR).
@@ -44,6 +44,9 @@ for step in "${steps[@]}"; do
   mobilenetv2-teacher-centres)  # the distilled model, identity by nearest person centre (minutes, no training)
     "$EDGEFACE" recentre runs/celeba-mobilenetv2-teacher --data splits/celeba/train.csv \
       --out runs/celeba-mobilenetv2-teacher-centres ;;
+  mobilenetv2-teacher-mirror)  # the same, each face read with its mirror image (twice the work per face)
+    "$EDGEFACE" recentre runs/celeba-mobilenetv2-teacher --data splits/celeba/train.csv \
+      --out runs/celeba-mobilenetv2-teacher-mirror --mirror ;;
   resnet50)     # no ImageNet weights on this machine: from scratch at 112x112
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-resnet50 --backbone resnet50 \
       --weights none --input-size 112 --epochs 8 --patience 4 --val-fraction 0.07 ;;

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgeface.runtime.engine import LiteRTEngine, to_model_input
+from edgeface.runtime.engine import KERAS_BATCH, LiteRTEngine, to_model_input
 from edgeface.spec import ModelSpec
 
 FEATURES = "features"
@@ -29,18 +29,20 @@ def feature_shift(model: Any, spec: ModelSpec, crops: np.ndarray) -> np.ndarray 
     import keras
 
     from convert.tflite import convert_keras
+    from edgeface.eval.evaluate import predict_batched
 
-    from edgeface.train.model import model_parts
+    from edgeface.train.model import compose_features, model_parts
 
     parts = model_parts(model)
     if parts is None:
         return None
-    preprocess, backbone, heads = parts
     inputs = keras.Input(tuple(model.input.shape[1:]), name=model.input.name)
-    features = backbone(preprocess(inputs))
-    probe = keras.Model(inputs, {**heads(features), FEATURES: features})
-    quantized = LiteRTEngine(convert_keras(probe, "int8", spec, crops), spec, source="int8 probe").predict(crops)
-    reference = np.asarray(probe.predict(to_model_input(crops, spec), verbose=0)[FEATURES])
+    features = compose_features(parts.preprocess, parts.backbone, inputs, parts.mirrored)
+    probe = keras.Model(inputs, {**parts.heads(features), FEATURES: features})
+    engine = LiteRTEngine(convert_keras(probe, "int8", spec, crops), spec, source="int8 probe")
+    quantized = predict_batched(engine, crops)
+    reference = np.asarray(probe.predict(to_model_input(crops, spec), batch_size=KERAS_BATCH,
+                                         verbose=0)[FEATURES])
     return (quantized[FEATURES] - reference).mean(axis=0)
 
 

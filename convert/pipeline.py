@@ -161,6 +161,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     """
     from convert.bias_correction import corrected_biases, feature_shift
     from convert.tflite import convert_keras, layer_errors
+    from edgeface.eval.evaluate import predict_batched
 
     model_path = Path(model_path)
     if model_path.is_dir():
@@ -207,7 +208,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
             on_log(f"bias correction: int8 shifts the pooled features by {np.linalg.norm(shift):.3g} (mean over "
                    f"{len(rep_crops)} faces); folded into {', '.join(corrected)}")
         engine = LiteRTEngine(flatbuffer, spec, source=f"{precision} model")
-        tflite_out = engine.predict(np.asarray(ver.crops))
+        tflite_out = predict_batched(engine, np.asarray(ver.crops))
         checks = compare(keras_out, tflite_out, ver_samples, spec)
         cosine = None
         if EMBEDDING_NAME in keras_out and EMBEDDING_NAME in tflite_out:
@@ -229,7 +230,9 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                 "identity_threshold": identity_threshold,
                 "source_model": {"path": str(model_path), "sha256": model_bytes_hash,
                                  "backbone": metadata.get("backbone"), "weights": metadata.get("weights"),
-                                 "trained": metadata.get("created")},
+                                 "trained": metadata.get("created"),
+                                 # each face read as the mean of itself and its mirror (recentre --mirror)
+                                 "mirrored": bool(metadata.get("mirrored", False))},
                 "dataset_fingerprint": metadata.get("dataset", {}).get("fingerprint"),
                 "conversion": {"representative": str(rep_set.source), "representative_faces": len(rep_crops),
                                "verification": str(ver_set.source), "io_type": io_type if precision == "int8"

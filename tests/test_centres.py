@@ -78,3 +78,50 @@ def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, syn
     bad = CliRunner().invoke(app, ["recentre", str(tiny_model.parent), "--data", str(synthetic_csv),
                                    "--out", str(out), "--scale", "0"])
     assert bad.exit_code == 2 and "scale must be above 0, got 0" in bad.output
+
+
+def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_int8(
+        tiny_model: Path, synthetic_csv: Path, tmp_path: Path) -> None:
+    from convert.tflite import convert_keras
+    from edgeface.modelio import load_keras_model, read_metadata
+    from edgeface.runtime.engine import LiteRTEngine, to_model_input
+    from edgeface.spec import ModelSpec
+    from edgeface.train.model import compose_model, model_parts
+
+    spec = ModelSpec.from_dict(read_metadata(tiny_model)["spec"])
+    model = load_keras_model(tiny_model)
+    plain = model_parts(model)
+    assert plain is not None and not plain.mirrored
+    mirrored = compose_model(model, plain, mirrored=True)
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 256, (3, spec.input_size, spec.input_size, 3), dtype=np.uint8)
+    x, x_mirror = to_model_input(crops, spec), to_model_input(crops[:, :, ::-1].copy(), spec)
+    features = model_parts(mirrored)
+    assert features is not None and features.mirrored and features.heads is plain.heads
+    expected = sum(np.asarray(plain.backbone(plain.preprocess(v))) for v in (x, x_mirror)) / 2
+    out, out_of_mirror = mirrored(x, training=False), mirrored(x_mirror, training=False)
+    np.testing.assert_allclose(np.asarray(out["emotion"]), np.asarray(plain.heads(expected)["emotion"]),
+                               rtol=1e-4, atol=1e-6)
+    for head in ("identity", "emotion", "gender"):  # a face and its mirror image get the same answer
+        np.testing.assert_allclose(np.asarray(out[head]), np.asarray(out_of_mirror[head]),
+                                   rtol=1e-4, atol=1e-5)
+
+    # int8: one copy of the weights (the backbone runs once, on a batch twice as large), outputs by name
+    faces = rng.integers(0, 256, (32, spec.input_size, spec.input_size, 3), dtype=np.uint8)
+    sizes = {name: len(convert_keras(m, "int8", spec, faces))
+             for name, m in (("plain", model), ("mirrored", mirrored))}
+    assert sizes["mirrored"] < 1.05 * sizes["plain"], sizes
+    engine = LiteRTEngine(convert_keras(mirrored, "int8", spec, faces), spec, source="mirrored int8")
+    got = engine.predict(faces[:5])
+    want = mirrored(to_model_input(faces[:5], spec), training=False)
+    for head in ("identity", "emotion", "gender"):
+        assert got[head].shape == (5, len(spec.labels[head]))
+        assert np.abs(got[head] - np.asarray(want[head])).max() < 0.25, head
+
+    out_dir = tmp_path / "mirror"
+    result = CliRunner().invoke(app, ["recentre", str(tiny_model.parent), "--data", str(synthetic_csv),
+                                      "--out", str(out_dir), "--mirror"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out_dir / "metadata.json").read_text())["mirrored"] is True
+    saved = model_parts(load_keras_model(out_dir / "model.keras"))
+    assert saved is not None and saved.mirrored  # survives saving; recentre again keeps the mirror

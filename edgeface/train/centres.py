@@ -41,21 +41,22 @@ def person_centres(embeddings: np.ndarray, people: Sequence[str], labels: Sequen
     return np.where(norms > 0, sums / np.maximum(norms, 1e-12), 0.0).T.astype(np.float32)
 
 
-def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_SCALE) -> Any:
+def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_SCALE,
+                         mirrored: bool | None = None) -> Any:
     """A copy of an edgeface Keras model whose identity head is ``softmax(scale x cos(embedding, centre))``.
 
     Emotion, gender and the embedding are the same layers (shared weights); only the identity head changes.
+    ``mirrored`` switches mirror averaging on or off (default: as the model has it).
     """
     import keras
 
     from edgeface.train.layers import CosineSoftmax
-
-    from edgeface.train.model import model_parts
+    from edgeface.train.model import compose_model, model_parts
 
     parts = model_parts(model)
     if parts is None:
         raise ModelError(f"model {model.name!r} is not shaped as edgeface train builds it (preprocess, backbone, heads)")
-    preprocess, backbone, heads = parts
+    heads = parts.heads
     try:
         dropout, dense, batchnorm = (heads.get_layer(n) for n in ("dropout", "embedding_dense", "embedding_bn"))
         emotion, gender, unit = (heads.get_layer(n) for n in ("emotion", "gender", EMBEDDING_NAME))
@@ -73,20 +74,21 @@ def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_
     outputs = {"identity": identity_layer(embedding), "emotion": emotion(x), "gender": gender(x),
                EMBEDDING_NAME: unit(embedding)}
     identity_layer.set_weights([centres.astype(np.float32)])
-    new_heads = keras.Model(features, outputs, name="heads")
-    inputs = keras.Input(tuple(model.input.shape[1:]), name=model.input.name)
-    return keras.Model(inputs, new_heads(backbone(preprocess(inputs))), name=model.name)
+    return compose_model(model, parts, keras.Model(features, outputs, name="heads"), mirrored)
 
 
 def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: float = CENTRE_SCALE,
-             cache_dir: Path | None = None, on_log: Callable[[str], None] = print) -> Path:
+             mirror: bool = False, cache_dir: Path | None = None,
+             on_log: Callable[[str], None] = print) -> Path:
     """Give a trained model (``model.keras`` and its metadata) a nearest-centre identity head, each person's
-    centre taken from their faces in ``data`` (CSV or folder; usually the training photos). Writes
-    ``out/model.keras`` and its metadata; returns the model's path."""
+    centre taken from their faces in ``data`` (CSV or folder; usually the training photos). With ``mirror``,
+    the new model reads every face as the mean of itself and its mirror image (twice the backbone's work per
+    face), and the centres are computed that way too. Writes ``out/model.keras`` and its metadata; returns the
+    model's path."""
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
     from edgeface.modelio import MODEL_NAME, load_keras_model, read_metadata, save_keras_model, write_metadata
-    from edgeface.train.model import predict_crops
+    from edgeface.train.model import compose_model, model_parts, predict_crops
 
     model_path = Path(model_path)
     if model_path.is_dir():
@@ -103,6 +105,12 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     if strangers:
         on_log(f"note: {len(strangers)} people in {data} are not in the model (e.g. {strangers[0]!r}); ignored")
     model = load_keras_model(model_path)
+    parts = model_parts(model)
+    if parts is None:
+        raise ModelError(f"{model_path}: not shaped as edgeface train builds it (preprocess, backbone, heads)")
+    mirrored = mirror or parts.mirrored
+    if mirrored != parts.mirrored:
+        model = compose_model(model, parts, mirrored=True)
     crops = crop_samples(dataset.samples, spec.crop, spec.input_size, cache_dir=cache_dir, progress=True)
     labels = [s.identity for s in crops.cropped_samples]
     centres = person_centres(predict_crops(model, crops.crops, spec)[EMBEDDING_NAME], people, labels)
@@ -119,6 +127,7 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     faces = sum(person in known for person in labels)
     metadata["identity_centres"] = {"data": str(data), "faces": faces, "scale": scale,
                                     "people_without_faces": missing}
+    metadata["mirrored"] = mirrored
     write_metadata(new_path, metadata)
     on_log(f"identity centres from {faces} faces of {len(people) - len(missing)} people")
     return new_path

@@ -110,3 +110,31 @@ class AdditiveMarginLoss(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "margin": self.margin,
                 "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="edgeface")
+class MirrorBatch(keras.layers.Layer):
+    """(N, H, W, C) -> (2N, H, W, C): the images, then the same images mirrored left-right.
+
+    With :class:`MirrorMean` after the backbone, the model reads every face as the mean of itself and its
+    mirror image, in one backbone call (one copy of its weights in the file, one batched invoke). The mirror is
+    a strided slice, not ``tf.reverse``: TFLite's int8 quantizer garbles REVERSE_V2 (see BackbonePreprocess).
+    """
+
+    def call(self, inputs):
+        return ops.concatenate([inputs, inputs[:, :, ::-1, :]], axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (None if input_shape[0] is None else 2 * input_shape[0], *input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="edgeface")
+class MirrorMean(keras.layers.Layer):
+    """(2N, ...) -> (N, ...): the mean of each row of the first half and its partner in the second."""
+
+    def call(self, inputs):
+        halves = ops.reshape(inputs, (2, -1, *inputs.shape[1:]))
+        return ops.mean(halves, axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (None if input_shape[0] is None else input_shape[0] // 2, *input_shape[1:])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgeface.errors import ModelError
 from edgeface.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
@@ -205,20 +205,60 @@ def with_distillation(built: BuiltModel, dimensions: int) -> BuiltModel:
                       heads=heads, heads_training=heads_training)
 
 
-def model_parts(model: Any) -> tuple[Any, Any, Any] | None:
-    """(preprocess, backbone, heads) of a model shaped as :func:`build_model` builds it; None otherwise."""
+class ModelParts(NamedTuple):
+    """The parts of a model shaped as :func:`build_model` builds it."""
+
+    preprocess: Any
+    backbone: Any
+    heads: Any
+    mirrored: bool  # each face is read as the mean of itself and its mirror image (see compose_model)
+
+
+MIRROR_LAYERS = ("mirror_batch", "mirror_mean")
+
+
+def model_parts(model: Any) -> ModelParts | None:
+    """The preprocess, backbone and heads of a model shaped as :func:`build_model` (or :func:`compose_model`)
+    builds it; None otherwise."""
     names = [layer.name for layer in model.layers]
-    if len(names) != 4 or names[1] != "preprocess" or names[3] != "heads":
-        return None
-    return model.layers[1], model.layers[2], model.layers[3]
+    if len(names) == 4 and names[1] == "preprocess" and names[3] == "heads":
+        return ModelParts(model.layers[1], model.layers[2], model.layers[3], mirrored=False)
+    if (len(names) == 6 and names[1] == "preprocess" and (names[2], names[4]) == MIRROR_LAYERS
+            and names[5] == "heads"):
+        return ModelParts(model.layers[1], model.layers[3], model.layers[5], mirrored=True)
+    return None
 
 
-def predict_crops(model: Any, crops: Any, spec: ModelSpec, batch_size: int = 64) -> dict[str, Any]:
+def compose_features(preprocess: Any, backbone: Any, inputs: Any, mirrored: bool) -> Any:
+    """The pooled backbone features of ``inputs``; with ``mirrored``, the mean of the features of each face and
+    of its mirror image, computed in one backbone call on a batch twice as large."""
+    from edgeface.train.layers import MirrorBatch, MirrorMean
+
+    x = preprocess(inputs)
+    if not mirrored:
+        return backbone(x)
+    return MirrorMean(name=MIRROR_LAYERS[1])(backbone(MirrorBatch(name=MIRROR_LAYERS[0])(x)))
+
+
+def compose_model(model: Any, parts: ModelParts, heads: Any | None = None,
+                  mirrored: bool | None = None) -> Any:
+    """A new model from ``parts`` (their layers shared, not copied): ``heads`` replaces the heads when given,
+    ``mirrored`` switches mirror averaging on or off (default: as in ``parts``)."""
+    import keras
+
+    mirrored = parts.mirrored if mirrored is None else mirrored
+    inputs = keras.Input(tuple(model.input.shape[1:]), name=model.input.name)
+    features = compose_features(parts.preprocess, parts.backbone, inputs, mirrored)
+    return keras.Model(inputs, (heads or parts.heads)(features), name=model.name)
+
+
+def predict_crops(model: Any, crops: Any, spec: ModelSpec, batch_size: int | None = None) -> dict[str, Any]:
     """Every output of a Keras model on uint8 crops, batched, in inference mode: {output name: array}."""
     import numpy as np
 
-    from edgeface.runtime.engine import to_model_input
+    from edgeface.runtime.engine import KERAS_BATCH, to_model_input
 
+    batch_size = batch_size or KERAS_BATCH
     parts: dict[str, list[Any]] = {}
     for start in range(0, len(crops), batch_size):
         out = model(to_model_input(np.asarray(crops[start:start + batch_size]), spec), training=False)
