@@ -92,6 +92,11 @@ def test_metrics_match_the_planted_answers(known_set, tiny_bundles: dict[str, Pa
         assert metrics.balanced_accuracy == pytest.approx(balanced)
         np.testing.assert_array_equal(metrics.confusion, confusion)
 
+    # Another detector: the same faces here (short range finds them all, nothing in the grey image).
+    (other,) = evaluate_models([tiny_bundles["float32"]], csv, detector="blazeface-fallback").models
+    assert other.faces == result.faces
+    assert {h: other.heads[h].correct for h in HEADS} == {h: result.heads[h].correct for h in HEADS}
+
 
 def test_cli_table_json_and_plots(known_set, tiny_model: Path, tiny_bundles: dict[str, Path],
                                   tmp_path: Path) -> None:
@@ -182,6 +187,8 @@ def test_bad_input_is_one_line(known_set, tiny_bundles: dict[str, Path], tmp_pat
         (["evaluate", str(tiny_bundles["int8"]), "--data", str(tmp_path / "none.csv")], "none.csv: no such file"),
         (["evaluate", str(tiny_bundles["int8"]), "--data", str(csv), "--max-drop", "-1"], "--max-drop must be 0"),
         (["evaluate", str(csv), "--data", str(csv)], "not a model"),
+        (["evaluate", str(tiny_bundles["int8"]), "--data", str(csv), "--detector", "yolo"],
+         "unknown face detector 'yolo'"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)

@@ -48,6 +48,21 @@ def test_haar_fallback_detects_too(celeba_photos: list[Path]) -> None:
     assert found >= 15
 
 
+@pytest.mark.shared
+def test_the_fallback_detector_finds_a_small_face_short_range_misses(celeba_csv: Path,
+                                                                     celeba_photos: list[Path]) -> None:
+    short, fallback = create_detector("blazeface"), create_detector("blazeface-fallback")
+    small = read_image(celeba_csv.parent / "images" / "000093.jpg")  # a face 27 pixels wide
+    assert short.detect(small) == []
+    (face,) = fallback.detect(small)
+    assert face.score > 0.5 and 20 < face.width < 40
+    assert face.keypoints is not None and face.keypoints[0][0] < face.keypoints[1][0]  # BlazeFace's eye order
+    usual = read_image(celeba_photos[1])
+    assert fallback.detect(usual) == short.detect(usual) != []  # short range found one: only its answer
+    fallback.min_score = 0.99  # the daemon's [detect] min_score reaches both models
+    assert fallback.detect(small) == [] and fallback.second.min_score == 0.99
+
+
 def test_no_face_in_a_plain_image() -> None:
     assert create_detector("blazeface").detect(np.full((240, 320, 3), 128, np.uint8)) == []
 

@@ -87,6 +87,9 @@ def evaluate(
     plots: Optional[Path] = typer.Option(None, help="Write confusion-matrix PNGs (one per model) to this folder."),
     confusion: bool = typer.Option(True, help="Print the confusion matrices."),
     threads: Optional[int] = typer.Option(None, help="LiteRT threads for bundles (default: LiteRT's choice)."),
+    detector: Optional[str] = typer.Option(
+        None, help="Find faces with this detector instead of each model's own (blazeface, blazeface-full, "
+                   "blazeface-fallback, haar); the crop geometry stays the model's."),
 ) -> None:
     """Accuracy, balanced accuracy, macro-F1 and confusion per head, for several models on the same faces.
 
@@ -97,8 +100,8 @@ def evaluate(
 
     if threads is not None and threads < 1:
         raise typer.BadParameter("must be 1 or more", param_hint="--threads")
-    evaluation = evaluate_models(models, data, num_threads=threads, max_drop=max_drop, progress=True,
-                                 on_log=echo_err)
+    evaluation = evaluate_models(models, data, num_threads=threads, max_drop=max_drop, detector=detector,
+                                 progress=True, on_log=echo_err)
     typer.echo(format_evaluation(evaluation, confusion=confusion))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,9 @@ def train(
     teacher_weight: float = typer.Option(5.0, help="Weight of the teacher's cosine loss beside the heads' losses."),
     val_fraction: float = typer.Option(0.15, help="Share of each person's photos held out when --val is not given."),
     patience: int = typer.Option(3, help="Early-stopping patience in epochs (validation loss)."),
-    detector: str = typer.Option("blazeface", help="Face detector for crops: blazeface, blazeface-full or haar."),
+    detector: str = typer.Option("blazeface", help="Face detector for crops: blazeface, blazeface-full, "
+                                                   "blazeface-fallback (short range, then full range where it "
+                                                   "finds none: best for photo collections) or haar."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Rotation, translation, zoom, flip, contrast."),
     seed: int = typer.Option(0),
 ) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ from edgeface.errors import DataError, EdgefaceError
 from edgeface.eval.metrics import HeadMetrics, head_metrics
 from edgeface.eval.models import ModelInfo, describe_model, display_names
 from edgeface.faces.crops import CropSet, crop_samples
+from edgeface.faces.detect import DETECTORS
+from edgeface.spec import CropSpec
 
 FORMAT = "edgeface-evaluation"
 FORMAT_VERSION = 1
@@ -128,9 +130,11 @@ def predict_batched(engine: Any, crops: np.ndarray, batch_size: int = 32, desc: 
 
 
 def evaluate_models(models: Sequence[str | Path], data: str | Path, num_threads: int | None = None,
-                    batch_size: int = 32, max_drop: float | None = None, progress: bool = False,
-                    on_log: Callable[[str], None] = lambda _: None) -> Evaluation:
+                    batch_size: int = 32, max_drop: float | None = None, detector: str | None = None,
+                    progress: bool = False, on_log: Callable[[str], None] = lambda _: None) -> Evaluation:
     """Evaluate every model on the photos of ``data`` (a CSV manifest or a folder per person).
+
+    ``detector`` finds the faces instead of each model's own detector (its crop geometry is kept).
 
     Models are read lazily: a bundle needs only LiteRT, and TensorFlow is imported only to run a ``.keras``.
     """
@@ -141,16 +145,21 @@ def evaluate_models(models: Sequence[str | Path], data: str | Path, num_threads:
     if max_drop is not None and max_drop < 0:
         raise EdgefaceError(f"--max-drop must be 0 or more accuracy points, got {max_drop:g}")
     infos = [describe_model(path) for path in models]  # every path checked before any slow work
+    if detector is not None and detector not in DETECTORS:
+        raise EdgefaceError(f"unknown face detector {detector!r}; choose one of {', '.join(DETECTORS)}")
     dataset = load_dataset(data)
     dataset.raise_for_errors()
     if not dataset.samples:
         raise DataError(f"{data}: no photos to evaluate on")
 
+    def crop_of(info: ModelInfo) -> CropSpec:
+        return info.spec.crop if detector is None else replace(info.spec.crop, detector=detector)
+
     crop_sets: dict[tuple[Any, int], CropSet] = {}
     for info in infos:
-        key = (info.spec.crop, info.spec.input_size)
+        key = (crop_of(info), info.spec.input_size)
         if key not in crop_sets:
-            crop_sets[key] = crop_samples(dataset.samples, info.spec.crop, info.spec.input_size, progress=progress)
+            crop_sets[key] = crop_samples(dataset.samples, key[0], info.spec.input_size, progress=progress)
     if len(crop_sets) > 1:
         on_log(f"note: the models use {len(crop_sets)} different crop geometries or input sizes; each photo was "
                "cropped once per kind, so not every model saw the same pixels")
@@ -158,7 +167,7 @@ def evaluate_models(models: Sequence[str | Path], data: str | Path, num_threads:
     names = display_names(infos)
     results = []
     for info, name in zip(infos, names):
-        crops = crop_sets[(info.spec.crop, info.spec.input_size)]
+        crops = crop_sets[(crop_of(info), info.spec.input_size)]
         engine = load_engine(info.path, num_threads=num_threads)
         started = time.perf_counter()
         outputs = predict_batched(engine, crops.crops, batch_size, desc=name, progress=progress)
