@@ -155,9 +155,21 @@ def test_daemon_reports_enrolled_people_and_unknown(tiny_bundles: dict[str, Path
     assert cli("enroll", "--bundle", bundle, "--name", "Priya", *photos["Priya"][:3]).exit_code == 0
     strangers = photos["Sofia"] + photos["Kenji"]
     assert cli("calibrate", "--bundle", bundle, "--far", "0", *impostor_args(strangers)).exit_code == 0
+    # At --far 0 the thresholds sit one float step above the closest stranger, so that stranger's frame would
+    # test the last bit of the arithmetic; the daemon gets the stranger furthest below both thresholds.
+    from edgeface.runtime.enroll import FaceEmbedder
+
+    gallery = read_gallery(default_gallery_path(load_bundle(bundle).model_sha256, state))
+    checks, outputs = FaceEmbedder(bundle).photos(strangers, quality=False)
+    assert all(c.ok for c in checks)
+    assert gallery.similarity_threshold is not None and gallery.identity_threshold is not None
+    margins = np.maximum(gallery.similarities(outputs["embedding"]).max(axis=1) - gallery.similarity_threshold,
+                         outputs["identity"].max(axis=1) - gallery.identity_threshold)
+    assert (margins < 0).all()
+    stranger = strangers[int(np.argmin(margins))]
     frames = tmp_path / "frames"
     frames.mkdir()
-    for i, photo in enumerate([photos["Priya"][0], photos["Sofia"][0]]):
+    for i, photo in enumerate([photos["Priya"][0], stranger]):
         (frames / f"{i}.jpg").write_bytes(photo.read_bytes())
     out = tmp_path / "labels.jsonl"
     config = tmp_path / "edgeface.toml"
