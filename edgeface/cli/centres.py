@@ -17,9 +17,10 @@ def recentre(
     data: Path = typer.Option(..., help="Photos of the model's people (CSV or folder): usually its training photos."),
     out: Path = typer.Option(..., help="Output folder for the new model.keras and metadata.json."),
     scale: float = typer.Option(20.0, help="Softmax over SCALE x cosine: how sharp the identity probabilities are."),
-    mirror: bool = typer.Option(False, "--mirror/--no-mirror",
+    mirror: bool = typer.Option(False, "--mirror",
                                 help="Read every face as the mean of itself and its mirror image: steadier "
-                                     "answers for twice the backbone's work per face."),
+                                     "answers for twice the backbone's work per face. A model that already "
+                                     "does keeps doing it."),
 ) -> None:
     """Replace the identity softmax with the nearest person centre (cosine to the mean embedding of each
     person's faces in DATA).
