@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgeface.runtime.engine import KERAS_BATCH, LiteRTEngine, to_model_input
+from edgeface.runtime.engine import LiteRTEngine, keras_predict
 from edgeface.spec import ModelSpec
 
 FEATURES = "features"
@@ -41,8 +41,7 @@ def feature_shift(model: Any, spec: ModelSpec, crops: np.ndarray) -> np.ndarray 
     probe = keras.Model(inputs, {**parts.heads(features), FEATURES: features})
     engine = LiteRTEngine(convert_keras(probe, "int8", spec, crops), spec, source="int8 probe")
     quantized = predict_batched(engine, crops)
-    reference = np.asarray(probe.predict(to_model_input(crops, spec), batch_size=KERAS_BATCH,
-                                         verbose=0)[FEATURES])
+    reference = keras_predict(probe, crops, spec)[FEATURES]
     return (quantized[FEATURES] - reference).mean(axis=0)
 
 

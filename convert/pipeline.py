@@ -162,6 +162,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     from convert.bias_correction import corrected_biases, feature_shift
     from convert.tflite import convert_keras, layer_errors
     from edgeface.eval.evaluate import predict_batched
+    from edgeface.train.model import model_parts
 
     model_path = Path(model_path)
     if model_path.is_dir():
@@ -174,6 +175,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                             "give a folder")
     keras_engine = KerasEngine(model_path)
     spec = keras_engine.spec
+    parts = model_parts(keras_engine.model)
     if representative is None or verify_data is None:
         train_part, val_part = _split_from_metadata(keras_engine.metadata)
     rep_set = load_dataset(representative) if representative is not None else train_part
@@ -232,7 +234,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                                  "backbone": metadata.get("backbone"), "weights": metadata.get("weights"),
                                  "trained": metadata.get("created"),
                                  # each face read as the mean of itself and its mirror (recentre --mirror)
-                                 "mirrored": bool(metadata.get("mirrored", False))},
+                                 "mirrored": bool(parts and parts.mirrored)},
                 "dataset_fingerprint": metadata.get("dataset", {}).get("fingerprint"),
                 "conversion": {"representative": str(rep_set.source), "representative_faces": len(rep_crops),
                                "verification": str(ver_set.source), "io_type": io_type if precision == "int8"

@@ -82,7 +82,9 @@ def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, syn
 
 def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_int8(
         tiny_model: Path, synthetic_csv: Path, tmp_path: Path) -> None:
+    from convert.pipeline import convert_model
     from convert.tflite import convert_keras
+    from edgeface.runtime.bundle import read_manifest
     from edgeface.modelio import load_keras_model, read_metadata
     from edgeface.runtime.engine import LiteRTEngine, to_model_input
     from edgeface.spec import ModelSpec
@@ -122,6 +124,8 @@ def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_
     result = CliRunner().invoke(app, ["recentre", str(tiny_model.parent), "--data", str(synthetic_csv),
                                       "--out", str(out_dir), "--mirror"])
     assert result.exit_code == 0, result.output
-    assert json.loads((out_dir / "metadata.json").read_text())["mirrored"] is True
     saved = model_parts(load_keras_model(out_dir / "model.keras"))
     assert saved is not None and saved.mirrored  # survives saving; recentre again keeps the mirror
+    (converted,) = convert_model(out_dir, ["float32"], tmp_path / "bundles", min_agreement=0.0, progress=False,
+                                 on_log=lambda _: None)
+    assert read_manifest(converted.bundle_path)["source_model"]["mirrored"] is True  # the Pi can tell

@@ -40,7 +40,7 @@ from edgeface.errors import DataError, EdgefaceError
 from edgeface.eval.metrics import HeadMetrics, head_metrics
 from edgeface.eval.models import ModelInfo, describe_model, display_names
 from edgeface.faces.crops import CropSet, crop_samples
-from edgeface.faces.detect import DETECTORS
+from edgeface.faces.detect import check_detector_name
 from edgeface.spec import CropSpec
 
 FORMAT = "edgeface-evaluation"
@@ -145,8 +145,8 @@ def evaluate_models(models: Sequence[str | Path], data: str | Path, num_threads:
     if max_drop is not None and max_drop < 0:
         raise EdgefaceError(f"--max-drop must be 0 or more accuracy points, got {max_drop:g}")
     infos = [describe_model(path) for path in models]  # every path checked before any slow work
-    if detector is not None and detector not in DETECTORS:
-        raise EdgefaceError(f"unknown face detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if detector is not None:
+        check_detector_name(detector)
     dataset = load_dataset(data)
     dataset.raise_for_errors()
     if not dataset.samples:

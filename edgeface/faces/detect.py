@@ -263,14 +263,20 @@ def _cached_detector(name: str) -> FaceDetector:
     return create_detector(name)
 
 
+def check_detector_name(name: str) -> str:
+    """``name`` if a detector has it; otherwise the one-line error (without loading any model)."""
+    if name not in DETECTORS:
+        raise EdgefaceError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    return name
+
+
 def create_detector(name: str = "blazeface", shared: bool = False) -> FaceDetector:
     """Make a detector by name. ``shared=True`` reuses one instance per process (not thread-safe)."""
+    check_detector_name(name)
     if shared:
         return _cached_detector(name)
     if name in _BLAZEFACE_MODELS:
         return BlazeFaceDetector(name)
     if name == "blazeface-fallback":
         return FallbackDetector(name, BlazeFaceDetector("blazeface"), BlazeFaceDetector("blazeface-full"))
-    if name == "haar":
-        return HaarDetector()
-    raise EdgefaceError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    return HaarDetector()

@@ -140,15 +140,19 @@ class KerasEngine:
 
     def predict(self, crops: np.ndarray, batch_size: int = KERAS_BATCH) -> dict[str, np.ndarray]:
         _check_crops(crops, self.spec)
-        outputs: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(crops), batch_size):
-            batch = to_model_input(crops[start:start + batch_size], self.spec)
-            result = self.model(batch, training=False)
-            for name, value in result.items():
-                outputs.setdefault(name, []).append(np.asarray(value, dtype=np.float32))
-        if not outputs:
-            return {}
-        return {name: np.concatenate(parts) for name, parts in outputs.items()}
+        return keras_predict(self.model, crops, self.spec, batch_size)
+
+
+def keras_predict(model: Any, crops: Any, spec: ModelSpec,
+                  batch_size: int = KERAS_BATCH) -> dict[str, np.ndarray]:
+    """Every output of a loaded Keras model on uint8 crops, batched, in inference mode: {output name: array}
+    ({} for no crops)."""
+    outputs: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(crops), batch_size):
+        result = model(to_model_input(np.asarray(crops[start:start + batch_size]), spec), training=False)
+        for name, value in result.items():
+            outputs.setdefault(name, []).append(np.asarray(value, dtype=np.float32))
+    return {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
 def load_engine(path: str | Path, num_threads: int | None = None) -> InferenceEngine:

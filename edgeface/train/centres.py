@@ -41,12 +41,11 @@ def person_centres(embeddings: np.ndarray, people: Sequence[str], labels: Sequen
     return np.where(norms > 0, sums / np.maximum(norms, 1e-12), 0.0).T.astype(np.float32)
 
 
-def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_SCALE,
-                         mirrored: bool | None = None) -> Any:
+def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_SCALE) -> Any:
     """A copy of an edgeface Keras model whose identity head is ``softmax(scale x cos(embedding, centre))``.
 
-    Emotion, gender and the embedding are the same layers (shared weights); only the identity head changes.
-    ``mirrored`` switches mirror averaging on or off (default: as the model has it).
+    Emotion, gender and the embedding are the same layers (shared weights), and a mirrored model stays
+    mirrored; only the identity head changes.
     """
     import keras
 
@@ -74,7 +73,7 @@ def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_
     outputs = {"identity": identity_layer(embedding), "emotion": emotion(x), "gender": gender(x),
                EMBEDDING_NAME: unit(embedding)}
     identity_layer.set_weights([centres.astype(np.float32)])
-    return compose_model(model, parts, keras.Model(features, outputs, name="heads"), mirrored)
+    return compose_model(model, parts, keras.Model(features, outputs, name="heads"))
 
 
 def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: float = CENTRE_SCALE,
@@ -88,7 +87,8 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
     from edgeface.modelio import MODEL_NAME, load_keras_model, read_metadata, save_keras_model, write_metadata
-    from edgeface.train.model import compose_model, model_parts, predict_crops
+    from edgeface.runtime.engine import keras_predict
+    from edgeface.train.model import compose_model, model_parts
 
     model_path = Path(model_path)
     if model_path.is_dir():
@@ -113,7 +113,7 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
         model = compose_model(model, parts, mirrored=True)
     crops = crop_samples(dataset.samples, spec.crop, spec.input_size, cache_dir=cache_dir, progress=True)
     labels = [s.identity for s in crops.cropped_samples]
-    centres = person_centres(predict_crops(model, crops.crops, spec)[EMBEDDING_NAME], people, labels)
+    centres = person_centres(keras_predict(model, crops.crops, spec)[EMBEDDING_NAME], people, labels)
     missing = [person for person, column in zip(people, centres.T) if not column.any()]
     if len(missing) == len(people):
         raise ModelError(f"{data}: no faces of anyone the model names; centres need their photos")
@@ -127,7 +127,6 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     faces = sum(person in known for person in labels)
     metadata["identity_centres"] = {"data": str(data), "faces": faces, "scale": scale,
                                     "people_without_faces": missing}
-    metadata["mirrored"] = mirrored
     write_metadata(new_path, metadata)
     on_log(f"identity centres from {faces} faces of {len(people) - len(missing)} people")
     return new_path

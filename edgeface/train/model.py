@@ -252,21 +252,6 @@ def compose_model(model: Any, parts: ModelParts, heads: Any | None = None,
     return keras.Model(inputs, (heads or parts.heads)(features), name=model.name)
 
 
-def predict_crops(model: Any, crops: Any, spec: ModelSpec, batch_size: int | None = None) -> dict[str, Any]:
-    """Every output of a Keras model on uint8 crops, batched, in inference mode: {output name: array}."""
-    import numpy as np
-
-    from edgeface.runtime.engine import KERAS_BATCH, to_model_input
-
-    batch_size = batch_size or KERAS_BATCH
-    parts: dict[str, list[Any]] = {}
-    for start in range(0, len(crops), batch_size):
-        out = model(to_model_input(np.asarray(crops[start:start + batch_size]), spec), training=False)
-        for name, value in out.items():
-            parts.setdefault(name, []).append(np.asarray(value))
-    return {name: np.concatenate(values) for name, values in parts.items()}
-
-
 def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None, batchnorm: bool = False) -> int:
     """Freeze the backbone, or unfreeze it from ``fine_tune_from`` on.
 

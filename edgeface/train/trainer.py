@@ -24,7 +24,8 @@ from edgeface.errors import DataError, ModelError
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.modelio import MODEL_NAME, save_keras_model, write_metadata
 from edgeface.spec import CropSpec, ModelSpec
-from edgeface.train.model import DISTILL_NAME, predict_crops
+from edgeface.runtime.engine import keras_predict
+from edgeface.train.model import DISTILL_NAME
 
 
 @dataclass
@@ -328,7 +329,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
 
     from edgeface.eval.metrics import head_metrics
 
-    probabilities = predict_crops(model, val_crops.crops, spec)
+    probabilities = keras_predict(model, val_crops.crops, spec)
 
     metrics = {head: head_metrics(val_samples, probabilities[head], spec.labels[head], head).to_dict()
                for head in HEADS}
