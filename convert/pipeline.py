@@ -20,6 +20,7 @@ from edgeface.spec import EMBEDDING_NAME, ModelSpec
 DEFAULT_REPRESENTATIVE_SIZE = 300
 DEFAULT_VERIFY_SIZE = 600
 DEFAULT_MIN_AGREEMENT = 0.90
+DEBUG_FACES = 64  # verification faces the int8 debugging reports run on (32 for the accumulated error)
 # When Keras itself is torn between two classes by less than two int8 output steps, a different argmax
 # after quantization is rounding, not damage: it counts as agreement.
 TIE_MARGIN = 2.0 / 256
@@ -49,6 +50,8 @@ class ConversionResult:
     bundle_path: Path | None = None
     embedding_cosine: float | None = None  # mean cosine similarity of TFLite vs Keras embeddings
     layer_errors: list[dict[str, Any]] = field(default_factory=list)
+    accumulated_errors: list[dict[str, Any]] = field(default_factory=list)  # int8 vs float, tensor by tensor
+    debug_reports: list[Path] = field(default_factory=list)  # the CSVs and plot --debug-layers wrote
 
 
 def select_representative(samples: Sequence[Sample], count: int, seed: int = 0) -> list[int]:
@@ -160,7 +163,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     (``convert/bias_correction.py``).
     """
     from convert.bias_correction import corrected_biases, feature_shift
-    from convert.tflite import convert_keras, layer_errors
+    from convert.tflite import accumulated_errors, convert_keras, layer_errors, plot_accumulated_errors
     from edgeface.eval.evaluate import predict_batched
     from edgeface.train.model import model_parts
 
@@ -192,6 +195,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     model_bytes_hash = sha256_bytes(model_path.read_bytes())
 
     results = []
+    float_flatbuffer: bytes | None = None  # kept for --debug-layers' int8-against-float comparison
     steps: Any = precisions
     if progress:
         from edgeface.progress import progress_bar
@@ -220,10 +224,25 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
         if low:
             result.reason = "; ".join(f"{h} agrees with Keras on {checks[h].agreement:.1%} of faces, below "
                                       f"--min-agreement {min_agreement:.0%}" for h in low)
+        if precision == "float32":
+            float_flatbuffer = flatbuffer
         if debug_layers and precision == "int8":
-            result.layer_errors = layer_errors(keras_engine.model, spec, rep_crops, np.asarray(ver.crops[:64]),
-                                               csv_path=(out if out.suffix != SUFFIX else out.parent)
-                                               / f"{model_path.parent.name}-layer-errors.csv")
+            report_stem = (out if out.suffix != SUFFIX else out.parent) / model_path.parent.name
+            debug_crops = np.asarray(ver.crops[:DEBUG_FACES])
+            layers_csv = Path(f"{report_stem}-layer-errors.csv")
+            result.layer_errors = layer_errors(keras_engine.model, spec, rep_crops, debug_crops,
+                                               csv_path=layers_csv)
+            if float_flatbuffer is None:
+                float_flatbuffer = convert_keras(keras_engine.model, "float32", spec)
+            debug_crops = debug_crops[:32]
+            result.accumulated_errors = accumulated_errors(float_flatbuffer, flatbuffer, debug_crops, spec)
+            result.debug_reports = [
+                layers_csv,
+                write_rows_csv(result.accumulated_errors, Path(f"{report_stem}-int8-accumulated-errors.csv")),
+                plot_accumulated_errors(result.accumulated_errors,
+                                        Path(f"{report_stem}-int8-accumulated-errors.png"),
+                                        title=f"{model_path.parent.name}: int8 against float, tensor by "
+                                              f"tensor ({len(debug_crops)} faces)")]
         if result.accepted:
             metadata = keras_engine.metadata
             result.bundle_path = write_bundle(default_bundle_path(model_path, precision, out), flatbuffer, spec,
@@ -247,3 +266,15 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
             })
         results.append(result)
     return results
+
+
+def write_rows_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """One CSV row per dict (columns from the first row), for the debugging reports."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -166,3 +166,68 @@ def test_bias_correction_folds_the_int8_feature_shift_into_the_heads(tiny_model:
         np.testing.assert_array_equal(heads.get_layer(name)(features), expected)
     with corrected_biases(object(), None) as layers:  # no shift: the model is not even looked at
         assert layers == []
+
+
+def test_debug_layers_reports_where_int8_error_accumulates(tiny_bundles: dict[str, Path], tiny_model: Path,
+                                                           synthetic_csv: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from convert.tflite import accumulated_errors
+    from edgeface.cli import app
+    from edgeface.data.manifest import load_dataset
+    from edgeface.faces.crops import crop_samples
+
+    float_bundle, int8_bundle = load_bundle(tiny_bundles["float32"]), load_bundle(tiny_bundles["int8"])
+    crops = np.asarray(crop_samples(load_dataset(synthetic_csv).samples[::10], float_bundle.spec.crop, 64).crops)
+    rows = accumulated_errors(float_bundle.model_bytes, int8_bundle.model_bytes, crops, float_bundle.spec)
+    assert {"CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= {row["op"] for row in rows}
+    # Each output's SQNR is the one the models' named outputs give, run with the same (reference) kernels:
+    # the walk over the graph measured the right tensors.
+    reference = _named_outputs(float_bundle, crops)
+    quantized = _named_outputs(int8_bundle, crops)
+    at_outputs = {row["output"]: row["sqnr_db"] for row in rows if row["output"]}
+    assert set(at_outputs) == {"identity", "emotion", "gender", "embedding"}
+    for head, sqnr in at_outputs.items():
+        noise = np.sum((quantized[head] - reference[head]) ** 2)
+        assert abs(10 * np.log10(np.sum(reference[head] ** 2) / noise) - sqnr) < 0.01, head
+    by_order = [row["sqnr_db"] for row in rows]
+    assert by_order[0] > by_order[-1] and all(np.isfinite(by_order))
+    for row in rows:
+        assert row["drop_db"] is None or np.isfinite(row["drop_db"])
+
+    result = CliRunner().invoke(app, ["convert", str(tiny_model), "-p", "int8", "--out", str(tmp_path),
+                                      "--debug-layers", "--representative-size", "40", "--verify-size", "40",
+                                      "--min-agreement", "0"])
+    assert result.exit_code == 0, result.output
+    assert "worst int8 layers, each fed float inputs" in result.output
+    assert "int8 against float, tensor by tensor" in result.output
+    outputs_line = next(line for line in result.output.splitlines() if "at the outputs:" in line)
+    assert all(head in outputs_line for head in ("identity", "emotion", "gender"))
+    assert "dB lost ->" in result.output
+    stem = tmp_path / tiny_model.parent.name
+    table = Path(f"{stem}-int8-accumulated-errors.csv").read_text().splitlines()
+    assert table[0].startswith("tensor,op,output,shape,sqnr_db,drop_db") and len(table) > 5
+    assert Path(f"{stem}-int8-accumulated-errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Path(f"{stem}-layer-errors.csv").is_file()
+
+
+def _named_outputs(bundle, crops: np.ndarray) -> dict[str, np.ndarray]:
+    """A bundle's outputs by signature name, dequantized, from LiteRT's reference kernels (no XNNPACK)."""
+    from edgeface.runtime.engine import SIGNATURE, to_model_input
+    from edgeface.runtime.litert import make_interpreter
+
+    interpreter = make_interpreter(bundle.model_bytes, keep_all_tensors=True)
+    runner = interpreter.get_signature_runner(SIGNATURE)
+    (name, detail), = runner.get_input_details().items()
+    images = to_model_input(crops, bundle.spec)
+    if np.issubdtype(detail["dtype"], np.integer):
+        scale, zero_point = detail["quantization"]
+        limits = np.iinfo(detail["dtype"])
+        images = np.clip(np.round(images / scale + zero_point), limits.min, limits.max).astype(detail["dtype"])
+    outputs = runner(**{name: images})
+    details = runner.get_output_details()
+    result = {}
+    for head, values in outputs.items():
+        scale, zero_point = details[head]["quantization"]
+        result[head] = (values.astype(np.float32) - zero_point) * scale if scale else values.astype(np.float32)
+    return result

@@ -28,7 +28,9 @@ def convert(
     min_agreement: float = typer.Option(0.90, help="Refuse a precision whose argmax agrees with Keras on fewer faces "
                                                    "than this, on any head."),
     identity_threshold: float = typer.Option(0.5, help="Identity confidence below which the device says 'unknown'."),
-    debug_layers: bool = typer.Option(False, help="Report per-layer int8 error (TFLite quantization debugger)."),
+    debug_layers: bool = typer.Option(False, help="int8: report each layer's own error (TFLite quantization "
+                                                  "debugger) and where error accumulates, int8 against float "
+                                                  "tensor by tensor (CSVs and a plot beside the bundles)."),
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",
                                          help="int8: measure the shift int8 gives the backbone's features on the "
                                               "representative faces and fold it into the heads' biases."),
@@ -39,7 +41,7 @@ def convert(
     the source model's checksum and the accuracy measured here. Exit 1 when a precision is refused.
     """
     from convert.pipeline import convert_model
-    from convert.tflite import PRECISIONS
+    from convert.tflite import PRECISIONS, short_tensor_name
 
     precisions = list(PRECISIONS) if precision == ["all"] else precision
     unknown = [p for p in precisions if p not in PRECISIONS]
@@ -62,9 +64,13 @@ def convert(
                             "vs float32"]))
     for r in results:
         if r.layer_errors:
-            typer.echo("\nworst int8 layers (rmse / scale; ~0.29 is plain rounding):")
+            typer.echo("\nworst int8 layers, each fed float inputs (rmse / scale; ~0.29 is plain rounding):")
             for row in r.layer_errors:
-                typer.echo(f"  {row['rmse_over_scale']:8.2f}  {row['op']:<18s} {row['layer']}")
+                typer.echo(f"  {row['rmse_over_scale']:8.2f}  {row['op']:<18s} {short_tensor_name(row['layer'])}")
+        if r.accumulated_errors:
+            echo_accumulated_errors(r.accumulated_errors)
+        for path in r.debug_reports:
+            typer.echo(f"wrote {path}")
     refused = [r for r in results if not r.accepted]
     for r in results:
         if r.accepted:
@@ -73,6 +79,20 @@ def convert(
         typer.echo(f"refused {r.precision}: {r.reason}", err=True)
     if refused:
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def echo_accumulated_errors(rows: list[dict], worst: int = 5) -> None:
+    """Where int8 error compounds: SQNR at the model's outputs and the ops that lose most of it."""
+    from convert.tflite import short_tensor_name
+
+    typer.echo("\nint8 against float, tensor by tensor (SQNR in dB, higher is better; ~6 dB per bit):")
+    at_outputs = ", ".join(f"{row['output']} {row['sqnr_db']:.1f}" for row in rows if row.get("output"))
+    typer.echo(f"  at the outputs: {at_outputs or 'not matched'}")
+    losers = sorted((row for row in rows if row["drop_db"] is not None), key=lambda row: -row["drop_db"])
+    typer.echo(f"  the {min(worst, len(losers))} ops that lose most:")
+    for row in losers[:worst]:
+        typer.echo(f"  {row['drop_db']:6.1f} dB lost -> {row['sqnr_db']:5.1f}  {row['op']:<18s} "
+                   f"{short_tensor_name(row['tensor'])}")
 
 
 def register(app: typer.Typer) -> None:

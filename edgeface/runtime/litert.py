@@ -40,14 +40,22 @@ def runtime_name() -> str:
     return _interpreter_module()[0]
 
 
-def make_interpreter(model_content: bytes, num_threads: int | None = None, source: str = "model") -> Any:
+def make_interpreter(model_content: bytes, num_threads: int | None = None, source: str = "model",
+                     keep_all_tensors: bool = False) -> Any:
     """Create and allocate an interpreter for a flatbuffer held in memory.
 
-    ``source`` names where the bytes came from, for the error message.
+    ``source`` names where the bytes came from, for the error message. ``keep_all_tensors`` (diagnosis
+    only: slower, more memory) keeps every intermediate tensor readable after ``invoke``; the default
+    delegate (XNNPACK) is left out because it computes inside itself and leaves them unwritten.
     """
     _, module = _interpreter_module()
+    options: dict[str, Any] = {}
+    if keep_all_tensors:
+        resolver = getattr(module, "OpResolverType", None) or module.experimental.OpResolverType
+        options = {"experimental_preserve_all_tensors": True,
+                   "experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
     try:
-        interpreter = module.Interpreter(model_content=model_content, num_threads=num_threads)
+        interpreter = module.Interpreter(model_content=model_content, num_threads=num_threads, **options)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
