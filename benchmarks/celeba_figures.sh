@@ -6,7 +6,9 @@
 #   benchmarks/celeba_figures.sh [STEP...]
 #       steps: split mobilenetv2 mobilenetv2-cosface mobilenetv2-teacher mobilenetv2-teacher-cosface
 #              mobilenetv2-teacher-centres mobilenetv2-teacher-mirror
-#              mobilenetv2-teacher-long mobilenetv2-teacher-long-mirror resnet50 vgg16
+#              mobilenetv2-teacher-long mobilenetv2-teacher-long-mirror
+#              mobilenetv2-teacher-long-fallback mobilenetv2-teacher-long-fallback-centres
+#              mobilenetv2-teacher-long-fallback-mirror resnet50 vgg16
 #              convert evaluate bench report
 #
 # Needs ../shared (or $EDGEFACE_SHARED) and, for MobileNetV2, ImageNet weights ($EDGEFACE_WEIGHTS_DIR).
@@ -56,6 +58,17 @@ for step in "${steps[@]}"; do
   mobilenetv2-teacher-long-mirror)  # that model, nearest-centre identity, each face read with its mirror image
     "$EDGEFACE" recentre runs/celeba-mobilenetv2-teacher-long --data splits/celeba/train.csv \
       --out runs/celeba-mobilenetv2-teacher-long-mirror --mirror ;;
+  mobilenetv2-teacher-long-fallback)  # the 45-epoch recipe on crops from blazeface-fallback (faces short range
+    # misses, found by full range: 2 training photos without a face instead of 44)
+    "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-mobilenetv2-teacher-long-fallback \
+      --backbone mobilenetv2 --weights imagenet --input-size 224 --epochs 45 --patience 8 \
+      --fine-tune-learning-rate 1e-4 --val-fraction 0.07 --teacher dlib --detector blazeface-fallback ;;
+  mobilenetv2-teacher-long-fallback-centres)
+    "$EDGEFACE" recentre runs/celeba-mobilenetv2-teacher-long-fallback --data splits/celeba/train.csv \
+      --out runs/celeba-mobilenetv2-teacher-long-fallback-centres ;;
+  mobilenetv2-teacher-long-fallback-mirror)
+    "$EDGEFACE" recentre runs/celeba-mobilenetv2-teacher-long-fallback --data splits/celeba/train.csv \
+      --out runs/celeba-mobilenetv2-teacher-long-fallback-mirror --mirror ;;
   resnet50)     # no ImageNet weights on this machine: from scratch at 112x112
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-resnet50 --backbone resnet50 \
       --weights none --input-size 112 --epochs 8 --patience 4 --val-fraction 0.07 ;;
