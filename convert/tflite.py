@@ -132,25 +132,31 @@ def accumulated_errors(float_model: bytes, int8_model: bytes, crops: np.ndarray,
         return interpreter
 
     reference, quantized = run(float_model, "float32 model"), run(int8_model, "int8 model")
-    outputs = {int(d["index"]): name for name, d in
-               quantized.get_signature_runner(SIGNATURE).get_output_details().items()}
+
+    def signature_outputs(interpreter: Any) -> dict[int, str]:
+        details = interpreter.get_signature_runner(SIGNATURE).get_output_details()
+        return {int(d["index"]): name for name, d in details.items()}
+
+    outputs, float_outputs = signature_outputs(quantized), signature_outputs(reference)
     float_tensors = {d["name"]: d["index"] for d in reference.get_tensor_details()}
+    float_output_index = {name: index for index, name in float_outputs.items()}
+    ops = quantized._get_ops_details()  # execution order; no public API gives it
+    # With float32 input/output the outputs are DEQUANTIZE ops: measure the int8 tensor each one reads.
+    dequantized_as = {int(op["inputs"][0]): outputs[int(op["outputs"][0])] for op in ops
+                      if op["op_name"] == "DEQUANTIZE" and int(op["outputs"][0]) in outputs}
     details = {d["index"]: d for d in quantized.get_tensor_details()}
     rows: list[dict[str, Any]] = []
     sqnr_of: dict[int, float] = {}
-    row_of: dict[int, dict[str, Any]] = {}
-    for op in quantized._get_ops_details():  # execution order; no public API gives it
+    for op in ops:
         for index in (int(i) for i in op["outputs"]):
             detail = details[index]
-            if index in outputs and op["op_name"] == "DEQUANTIZE":  # float32 outputs: name the int8 tensor
-                source = row_of.get(int(op["inputs"][0]))
-                if source is not None:
-                    source["output"] = outputs[index]
             scale, zero_point = detail["quantization"]
-            if detail["dtype"] not in (np.int8, np.uint8) or not scale or detail["name"] not in float_tensors:
+            output = outputs.get(index) or dequantized_as.get(index)
+            float_index = float_output_index.get(output) if output else float_tensors.get(detail["name"])
+            if detail["dtype"] not in (np.int8, np.uint8) or not scale or float_index is None:
                 continue
             actual = (quantized.get_tensor(index).astype(np.float32) - zero_point) * scale
-            expected = reference.get_tensor(float_tensors[detail["name"]]).astype(np.float32)
+            expected = reference.get_tensor(float_index).astype(np.float32)
             if actual.shape != expected.shape:
                 continue
             noise = float(np.sum((actual - expected) ** 2))
@@ -158,11 +164,9 @@ def accumulated_errors(float_model: bytes, int8_model: bytes, crops: np.ndarray,
             sqnr = min(10 * np.log10(signal / noise), 99.0) if noise > 0 and signal > 0 else 99.0
             inputs = [sqnr_of[int(i)] for i in op["inputs"] if int(i) in sqnr_of]
             sqnr_of[index] = sqnr
-            row_of[index] = {"tensor": detail["name"].split(";")[0], "op": op["op_name"],
-                             "output": outputs.get(index), "shape": list(expected.shape[1:]),
-                             "sqnr_db": round(sqnr, 2),
-                             "drop_db": round(min(inputs) - sqnr, 2) if inputs else None}
-            rows.append(row_of[index])
+            rows.append({"tensor": detail["name"].split(";")[0], "op": op["op_name"], "output": output,
+                         "shape": list(expected.shape[1:]), "sqnr_db": round(sqnr, 2),
+                         "drop_db": round(min(inputs) - sqnr, 2) if inputs else None})
     return rows
 
 

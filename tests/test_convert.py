@@ -190,6 +190,13 @@ def test_debug_layers_reports_where_int8_error_accumulates(tiny_bundles: dict[st
     for head, sqnr in at_outputs.items():
         noise = np.sum((quantized[head] - reference[head]) ** 2)
         assert abs(10 * np.log10(np.sum(reference[head] ** 2) / noise) - sqnr) < 0.01, head
+    # With float32 input and output the outputs are DEQUANTIZE ops; the int8 tensors they read are measured.
+    from convert.tflite import convert_keras
+
+    keras = KerasEngine(tiny_model)
+    float_io = convert_keras(keras.model, "int8", keras.spec, crops, io_type="float32")
+    float_io_rows = accumulated_errors(float_bundle.model_bytes, float_io, crops, float_bundle.spec)
+    assert {row["output"] for row in float_io_rows if row["output"]} == set(at_outputs)
     by_order = [row["sqnr_db"] for row in rows]
     assert by_order[0] > by_order[-1] and all(np.isfinite(by_order))
     for row in rows:
