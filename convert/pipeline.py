@@ -20,7 +20,9 @@ from edgeface.spec import EMBEDDING_NAME, ModelSpec
 DEFAULT_REPRESENTATIVE_SIZE = 300
 DEFAULT_VERIFY_SIZE = 600
 DEFAULT_MIN_AGREEMENT = 0.90
-DEBUG_FACES = 64  # verification faces the int8 debugging reports run on (32 for the accumulated error)
+DEBUG_FACES = 64  # verification faces the quantization debugger runs on (--debug-layers)
+# ... and the accumulated-error comparison, which keeps every tensor of both models (about 30 MB per face)
+ACCUMULATED_FACES = 32
 # When Keras itself is torn between two classes by less than two int8 output steps, a different argmax
 # after quantization is rounding, not damage: it counts as agreement.
 TIE_MARGIN = 2.0 / 256
@@ -234,7 +236,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                                                csv_path=layers_csv)
             if float_flatbuffer is None:
                 float_flatbuffer = convert_keras(keras_engine.model, "float32", spec)
-            debug_crops = debug_crops[:32]
+            debug_crops = debug_crops[:ACCUMULATED_FACES]
             result.accumulated_errors = accumulated_errors(float_flatbuffer, flatbuffer, debug_crops, spec)
             result.debug_reports = [
                 layers_csv,

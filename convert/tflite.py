@@ -112,24 +112,12 @@ def accumulated_errors(float_model: bytes, int8_model: bytes, crops: np.ndarray,
     noisiest input. The debugger's per-layer error (:func:`layer_errors`) feeds each layer float inputs;
     this follows the error as it compounds from the image to the heads. Rows are in execution order.
     """
-    from edgeface.runtime.litert import make_interpreter
-
-    images = to_model_input(np.asarray(crops), spec)
+    from edgeface.runtime.engine import LiteRTEngine
 
     def run(model: bytes, source: str) -> Any:
-        interpreter = make_interpreter(model, source=source, keep_all_tensors=True)
-        detail = interpreter.get_input_details()[0]
-        interpreter.resize_tensor_input(detail["index"], images.shape)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        values = images
-        if np.issubdtype(detail["dtype"], np.integer):
-            scale, zero_point = detail["quantization"]
-            limits = np.iinfo(detail["dtype"])
-            values = np.clip(np.round(images / scale + zero_point), limits.min, limits.max)
-        interpreter.set_tensor(detail["index"], values.astype(detail["dtype"]))
-        interpreter.invoke()
-        return interpreter
+        engine = LiteRTEngine(model, spec, source=source, keep_all_tensors=True)
+        engine.predict(np.asarray(crops))
+        return engine.interpreter
 
     reference, quantized = run(float_model, "float32 model"), run(int8_model, "int8 model")
 

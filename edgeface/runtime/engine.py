@@ -47,12 +47,15 @@ class LiteRTEngine:
     """A TFLite model run by LiteRT (or tflite-runtime), read by signature names, never output positions."""
 
     def __init__(self, model_bytes: bytes, spec: ModelSpec, num_threads: int | None = None,
-                 source: str = "model") -> None:
+                 source: str = "model", keep_all_tensors: bool = False) -> None:
+        """``keep_all_tensors``: for diagnosis, every intermediate tensor stays readable through
+        :attr:`interpreter` after :meth:`predict` (no XNNPACK; see ``make_interpreter``)."""
         from edgeface.runtime.litert import make_interpreter
 
         self.spec = spec
         self.source = source
-        self._interpreter = make_interpreter(model_bytes, num_threads=num_threads, source=source)
+        self._interpreter = make_interpreter(model_bytes, num_threads=num_threads, source=source,
+                                             keep_all_tensors=keep_all_tensors)
         signatures = self._interpreter.get_signature_list()
         if SIGNATURE not in signatures:
             raise ModelError(f"{source}: no {SIGNATURE!r} signature (has {list(signatures) or 'none'})")
@@ -78,6 +81,11 @@ class LiteRTEngine:
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
         return cls(bundle.model_bytes, bundle.spec, num_threads=num_threads, source=str(bundle.path))
+
+    @property
+    def interpreter(self) -> Any:
+        """The LiteRT interpreter underneath, for diagnosis (tensor details, intermediate tensors)."""
+        return self._interpreter
 
     @property
     def input_dtype(self) -> np.dtype:
