@@ -160,11 +160,11 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     """Convert a trained ``model.keras`` into one bundle per precision, each verified against Keras.
 
     A precision whose argmax agreement with Keras is below ``min_agreement`` on any head is refused: its
-    result says why and no bundle is written. With ``bias_correction``, full int8 first measures the shift
-    int8 gives the backbone's features on the representative crops and folds it into the heads' biases
-    (``convert/bias_correction.py``).
+    result says why and no bundle is written. With ``bias_correction``, full int8 first fits the per-channel
+    gain and offset that map the int8 backbone's features to the float one's on the representative crops, and
+    folds them into the heads that read the features (``convert/bias_correction.py``).
     """
-    from convert.bias_correction import corrected_biases, feature_shift
+    from convert.bias_correction import corrected_heads, feature_correction
     from convert.tflite import accumulated_errors, convert_keras, layer_errors, plot_accumulated_errors
     from edgeface.eval.evaluate import predict_batched
     from edgeface.train.model import model_parts
@@ -204,17 +204,19 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
         steps = progress_bar(precisions, desc="converting", unit="model")
     for precision in steps:
         if precision == "int8" and bias_correction:
-            shift = feature_shift(keras_engine.model, spec, rep_crops)
-            if shift is None:
+            correction = feature_correction(keras_engine.model, spec, rep_crops)
+            if correction is None:
                 on_log("bias correction: skipped (the model is not preprocess -> backbone -> heads)")
         else:
-            shift = None
-        with corrected_biases(keras_engine.model, shift) as corrected:
+            correction = None
+        with corrected_heads(keras_engine.model, correction) as corrected:
             flatbuffer = convert_keras(keras_engine.model, precision, spec,
                                        rep_crops if precision == "int8" else None, io_type=io_type)
-        if corrected:
-            on_log(f"bias correction: int8 shifts the pooled features by {np.linalg.norm(shift):.3g} (mean over "
-                   f"{len(rep_crops)} faces); folded into {', '.join(corrected)}")
+        if corrected and correction is not None:
+            figures = correction.summary()
+            on_log(f"bias correction: int8 shifts the pooled features by {figures['feature_shift_norm']:.3g} "
+                   f"and scales their channels by {figures['gain_p5']:.2f} to {figures['gain_p95']:.2f} "
+                   f"(5th-95th percentile, {len(rep_crops)} faces); undone in {', '.join(corrected)}")
         engine = LiteRTEngine(flatbuffer, spec, source=f"{precision} model")
         tflite_out = predict_batched(engine, np.asarray(ver.crops))
         checks = compare(keras_out, tflite_out, ver_samples, spec)
@@ -260,9 +262,8 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                 "conversion": {"representative": str(rep_set.source), "representative_faces": len(rep_crops),
                                "verification": str(ver_set.source), "io_type": io_type if precision == "int8"
                                else "float32", "min_agreement": min_agreement,
-                               "bias_correction": {"layers": corrected,
-                                                   "feature_shift_norm": round(float(np.linalg.norm(shift)), 6)}
-                               if corrected else None},
+                               "bias_correction": {"layers": corrected, **correction.summary()}
+                               if corrected and correction is not None else None},
                 "accuracy": {head: check.to_dict() for head, check in checks.items()},
                 "embedding_cosine": cosine,
             })

@@ -35,6 +35,7 @@ def test_every_precision_converts_and_agrees_with_keras(tiny_bundles: dict[str, 
         assert all(0.0 <= c["agreement"] <= 1.0 and c["n"] > 0 for c in checks.values())
     corrected = load_bundle(tiny_bundles["int8"]).manifest["conversion"]["bias_correction"]
     assert corrected["layers"] == ["embedding_dense", "emotion", "gender"] and corrected["feature_shift_norm"] > 0
+    assert 0.5 <= corrected["gain_p5"] <= corrected["gain_median"] <= corrected["gain_p95"] <= 2.0
     assert load_bundle(tiny_bundles["float32"]).manifest["conversion"]["bias_correction"] is None
     float_checks = load_bundle(tiny_bundles["float32"]).accuracy
     assert all(c["agreement"] == 1.0 and c["max_prob_diff"] < 1e-5 for c in float_checks.values())
@@ -146,25 +147,46 @@ def test_backbone_preprocessing_survives_int8(mode: str) -> None:
     assert error <= 0.05 * np.ptp(reference), (mode, error, np.ptp(reference))
 
 
-def test_bias_correction_folds_the_int8_feature_shift_into_the_heads(tiny_model: Path, synthetic_csv: Path) -> None:
-    from convert.bias_correction import corrected_biases, feature_shift
+def test_fit_correction_recovers_each_channels_gain_and_offset() -> None:
+    from convert.bias_correction import GAIN_LIMITS, fit_correction
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(200, 4))
+    reference[:, 3] = 6.0  # a channel stuck at ReLU6's ceiling: its gain cannot be measured
+    quantized = (reference - [0.3, -0.1, 0.0, 0.0]) / [1.25, 0.8, 10.0, 1.0]
+    quantized[:, 3] = 5.9
+    correction = fit_correction(quantized, reference)
+    np.testing.assert_allclose(correction.gain, [1.25, 0.8, GAIN_LIMITS[1], 1.0], rtol=1e-5)
+    np.testing.assert_allclose(correction.apply(quantized)[:, [0, 1, 3]], reference[:, [0, 1, 3]], atol=1e-5)
+    np.testing.assert_allclose(correction.shift, quantized.mean(0) - reference.mean(0), atol=1e-6)
+    shift_only = fit_correction(quantized, reference, gain=False)  # plain bias correction: gain 1
+    np.testing.assert_array_equal(shift_only.gain, 1.0)
+    np.testing.assert_allclose(shift_only.apply(quantized).mean(0), reference.mean(0), atol=1e-5)
+
+
+def test_bias_correction_folds_the_int8_feature_map_into_the_heads(tiny_model: Path,
+                                                                   synthetic_csv: Path) -> None:
+    from convert.bias_correction import corrected_heads, feature_correction
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
 
     keras = KerasEngine(tiny_model)
     crops = np.asarray(crop_samples(load_dataset(synthetic_csv).samples[::4], keras.spec.crop, 64).crops)
-    shift = feature_shift(keras.model, keras.spec, crops)
+    correction = feature_correction(keras.model, keras.spec, crops)
     heads = keras.model.get_layer("heads")
-    assert shift is not None and shift.shape == (int(heads.input.shape[-1]),) and np.abs(shift).max() > 0
-    features = np.random.default_rng(0).normal(size=(5, shift.shape[0])).astype(np.float32)
+    channels = int(heads.input.shape[-1])
+    assert correction is not None and correction.gain.shape == correction.offset.shape == (channels,)
+    assert np.abs(correction.shift).max() > 0 and np.abs(correction.gain - 1).max() > 0
+    features = np.random.default_rng(0).normal(size=(5, channels)).astype(np.float32)
     before = {name: np.asarray(heads.get_layer(name)(features)) for name in ("emotion", "gender")}
-    with corrected_biases(keras.model, shift) as layers:
+    float_view = {name: np.asarray(heads.get_layer(name)(correction.apply(features))) for name in before}
+    with corrected_heads(keras.model, correction) as layers:
         assert layers == ["embedding_dense", "emotion", "gender"]
-        for name, expected in before.items():  # shifted features in, the float model's outputs out
-            np.testing.assert_allclose(heads.get_layer(name)(features + shift), expected, rtol=1e-4, atol=1e-5)
+        for name, expected in float_view.items():  # int8 features in, the float heads' view of them out
+            np.testing.assert_allclose(heads.get_layer(name)(features), expected, rtol=1e-4, atol=1e-5)
     for name, expected in before.items():  # and the Keras model is left as it was
         np.testing.assert_array_equal(heads.get_layer(name)(features), expected)
-    with corrected_biases(object(), None) as layers:  # no shift: the model is not even looked at
+    with corrected_heads(object(), None) as layers:  # no correction: the model is not even looked at
         assert layers == []
 
 

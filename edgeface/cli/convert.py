@@ -32,8 +32,9 @@ def convert(
                                                   "debugger) and where error accumulates, int8 against float "
                                                   "tensor by tensor (CSVs and a plot beside the bundles)."),
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",
-                                         help="int8: measure the shift int8 gives the backbone's features on the "
-                                              "representative faces and fold it into the heads' biases."),
+                                         help="int8: fit the per-channel gain and shift int8 gives the "
+                                              "backbone's features on the representative faces and undo them "
+                                              "in the heads that read the features."),
 ) -> None:
     """Convert a trained model to TFLite bundles and verify each against Keras.
 
