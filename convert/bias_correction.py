@@ -68,8 +68,7 @@ def fit_correction(quantized: np.ndarray, reference: np.ndarray, gain: bool = Tr
                              shift=(q_mean - r_mean).astype(np.float32))
 
 
-def feature_correction(model: Any, spec: ModelSpec, crops: np.ndarray,
-                       gain: bool = True) -> FeatureCorrection | None:
+def feature_correction(model: Any, spec: ModelSpec, crops: np.ndarray) -> FeatureCorrection | None:
     """The map from int8 to float pooled backbone features, fitted on ``crops``; None for a model not shaped
     as edgeface builds it (preprocess -> backbone -> heads)."""
     import keras
@@ -87,7 +86,7 @@ def feature_correction(model: Any, spec: ModelSpec, crops: np.ndarray,
     engine = LiteRTEngine(convert_keras(probe, "int8", spec, crops), spec, source="int8 probe")
     quantized = predict_batched(engine, crops)
     reference = keras_predict(probe, crops, spec)[FEATURES]
-    return fit_correction(quantized[FEATURES], reference, gain=gain)
+    return fit_correction(quantized[FEATURES], reference)
 
 
 @contextmanager

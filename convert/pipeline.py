@@ -212,8 +212,8 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
         with corrected_heads(keras_engine.model, correction) as corrected:
             flatbuffer = convert_keras(keras_engine.model, precision, spec,
                                        rep_crops if precision == "int8" else None, io_type=io_type)
-        if corrected and correction is not None:
-            figures = correction.summary()
+        figures = correction.summary() if corrected and correction is not None else None
+        if figures:
             on_log(f"bias correction: int8 shifts the pooled features by {figures['feature_shift_norm']:.3g} "
                    f"and scales their channels by {figures['gain_p5']:.2f} to {figures['gain_p95']:.2f} "
                    f"(5th-95th percentile, {len(rep_crops)} faces); undone in {', '.join(corrected)}")
@@ -262,8 +262,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                 "conversion": {"representative": str(rep_set.source), "representative_faces": len(rep_crops),
                                "verification": str(ver_set.source), "io_type": io_type if precision == "int8"
                                else "float32", "min_agreement": min_agreement,
-                               "bias_correction": {"layers": corrected, **correction.summary()}
-                               if corrected and correction is not None else None},
+                               "bias_correction": {"layers": corrected, **figures} if figures else None},
                 "accuracy": {head: check.to_dict() for head, check in checks.items()},
                 "embedding_cosine": cosine,
             })
