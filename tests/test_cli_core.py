@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -47,21 +48,18 @@ def test_train_refuses_bad_data_and_bad_options(synthetic_csv: Path, tmp_path: P
                                  "--weights", "none"])
     assert result.exit_code == 2
     assert "error: bad.csv:2: unknown gender label 'robot'" in result.output
-    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
-                                 "--backbone", "alexnet"])
-    assert result.exit_code == 2 and "unknown backbone 'alexnet'" in result.output
-    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
-                                 "--weights", str(tmp_path / "nope.h5")])
-    assert result.exit_code == 2 and "nope.h5: no such file" in result.output
-    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
-                                 "--backbone", "tiny", "--weights", "none", "--identity-head", "arcface"])
-    assert result.exit_code == 2 and "unknown identity head 'arcface'" in result.output
-    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
-                                 "--backbone", "tiny", "--weights", "none", "--teacher", "facenet"])
-    assert result.exit_code == 2 and "unknown teacher 'facenet'; choose one of dlib" in result.output
-    result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"),
-                                 "--backbone", "tiny", "--weights", "none", "--teacher", "dlib", "--teacher-weight", "0"])
-    assert result.exit_code == 2 and "teacher weight must be above 0, got 0" in result.output
+    tiny = ["--backbone", "tiny", "--weights", "none"]
+    for options, message in [
+        (["--backbone", "alexnet"], "unknown backbone 'alexnet'"),
+        (["--weights", str(tmp_path / "nope.h5")], "nope.h5: no such file"),
+        (tiny + ["--identity-head", "arcface"], "unknown identity head 'arcface'"),
+        (tiny + ["--teacher", "facenet"], "unknown teacher 'facenet'; choose one of dlib"),
+        (tiny + ["--teacher", "dlib", "--teacher-weight", "0"], "teacher weight must be above 0, got 0"),
+        (tiny + ["--head-weight", "emotion"], "expected HEAD=WEIGHT such as emotion=2, got 'emotion'"),
+        (tiny + ["--head-weight", "smile=2"], "head weight for unknown head 'smile'"),
+    ]:
+        result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(tmp_path / "o"), *options])
+        assert result.exit_code == 2 and message in result.output, (options, result.output)
 
 
 def test_train_and_convert_end_to_end(synthetic_csv: Path, tmp_path: Path) -> None:
@@ -69,8 +67,9 @@ def test_train_and_convert_end_to_end(synthetic_csv: Path, tmp_path: Path) -> No
     # The metric-learning identity head: its custom layer and loss must survive saving, loading and int8.
     result = runner.invoke(app, ["train", "--data", str(synthetic_csv), "--out", str(out), "--backbone", "tiny",
                                  "--weights", "none", "--input-size", "48", "--epochs", "2",
-                                 "--identity-head", "cosface"])
+                                 "--identity-head", "cosface", "--head-weight", "emotion=2"])
     assert result.exit_code == 0, result.output
+    assert json.loads((out / "metadata.json").read_text())["training"]["config"]["head_weights"] == {"emotion": 2.0}
     assert (out / "model.keras").is_file() and (out / "metadata.json").is_file() and (out / "history.png").is_file()
     assert "identity validation accuracy" in result.output
     result = runner.invoke(app, ["convert", str(out), "-p", "float32", "-p", "int8", "--out", str(tmp_path / "b"),

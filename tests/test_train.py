@@ -109,3 +109,22 @@ def test_real_training_beats_chance_on_every_head(celeba_model: Path) -> None:
         assert celeba_model.with_name(name).stat().st_size > 0
     history = json.loads(celeba_model.with_name("history.json").read_text())
     assert history["loss"][-1] < history["loss"][0]
+
+
+def test_head_weights_scale_each_heads_share_of_the_loss() -> None:
+    from edgeface.train.model import build_model
+    from edgeface.train.trainer import _compile, check_head_weights
+
+    built = build_model(SPEC.with_(embedding_size=16, input_size=32), weights="none")
+    _compile(built.training_model, 1e-3, 0.0, head_weights={"emotion": 3.0})
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 32, 32, 3), dtype=np.float32)
+    targets = {head: np.eye(n, dtype=np.float32)[rng.integers(0, n, 4)] for head, n in
+               (("identity", 3), ("emotion", 2), ("gender", 2))}
+    got = built.training_model.evaluate(images, targets, verbose=0, return_dict=True)
+    assert got["loss"] == pytest.approx(got["identity_loss"] + 3 * got["emotion_loss"] + got["gender_loss"],
+                                        rel=1e-4)
+    with pytest.raises(ModelError, match="head weight for unknown head 'smile'; heads are identity, emotion"):
+        check_head_weights({"smile": 2.0})
+    with pytest.raises(ModelError, match="head weight for emotion must be above 0, got 0"):
+        check_head_weights({"emotion": 0.0})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -33,6 +33,8 @@ def train(
     teacher: Optional[str] = typer.Option(None, help="Distil identity from a face encoder: 'dlib' (needs "
                                           "pip install 'edgeface[teacher]'). Training only; the model keeps its size."),
     teacher_weight: float = typer.Option(5.0, help="Weight of the teacher's cosine loss beside the heads' losses."),
+    head_weight: List[str] = typer.Option([], metavar="HEAD=W", help="Scale a head's loss, e.g. emotion=2 "
+                                          "(repeatable; heads not named weigh 1)."),
     val_fraction: float = typer.Option(0.15, help="Share of each person's photos held out when --val is not given."),
     patience: int = typer.Option(3, help="Early-stopping patience in epochs (validation loss)."),
     detector: str = typer.Option("blazeface", help="Face detector for crops: blazeface, blazeface-full, "
@@ -53,7 +55,7 @@ def train(
         data=data, out=out, val=val, backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
         frozen_epochs=frozen_epochs, batch_size=batch_size, learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate, identity_head=identity_head, identity_margin=identity_margin,
-        teacher=teacher, teacher_weight=teacher_weight,
+        teacher=teacher, teacher_weight=teacher_weight, head_weights=parse_head_weights(head_weight),
         fine_tune_from=None if fine_tune_from == "all" else fine_tune_from, val_fraction=val_fraction,
         patience=patience, detector=detector, crop=CropSpec(detector=detector), augment=augment, seed=seed,
     )
@@ -65,6 +67,21 @@ def train(
                    f"(balanced {values['balanced_accuracy']:.3f}, n={values['n']})")
     speed = result.metadata["training"]["images_per_second"]
     typer.echo(f"  {result.metadata['training']['epochs_run']} epochs, {speed} images/s")
+
+
+def parse_head_weights(pairs: List[str]) -> dict[str, float]:
+    """``["emotion=2"]`` -> ``{"emotion": 2.0}``; the trainer checks the heads and values."""
+    weights = {}
+    for pair in pairs:
+        head, sep, value = pair.partition("=")
+        try:
+            weights[head.strip()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"expected HEAD=WEIGHT such as emotion=2, got {pair!r}",
+                                     param_hint="--head-weight") from None
+        if not sep:
+            raise typer.BadParameter(f"expected HEAD=WEIGHT such as emotion=2, got {pair!r}", param_hint="--head-weight")
+    return weights
 
 
 def register(app: typer.Typer) -> None:

@@ -53,6 +53,7 @@ class TrainConfig:
     fine_tune_batchnorm: bool = False  # let a pretrained backbone's BatchNorm statistics adapt to faces
     teacher: str | None = None  # a face encoder the identity embedding learns from (edgeface.train.teacher)
     teacher_weight: float = 5.0  # weight of the distillation (cosine) loss beside the heads' cross-entropies
+    head_weights: dict[str, float] = field(default_factory=dict)  # loss weight per head; unnamed heads weigh 1
     augment: bool = True
     detector: str = "blazeface"
     crop: CropSpec = field(default_factory=CropSpec)
@@ -162,9 +163,22 @@ def distribution_strategy():
     return tf.distribute.get_strategy()
 
 
+def check_head_weights(head_weights: dict[str, float]) -> None:
+    """Loss weights name known heads and are above 0 (a zero weight would leave a head untrained)."""
+    for head, weight in head_weights.items():
+        if head not in HEADS:
+            raise ModelError(f"head weight for unknown head {head!r}; heads are {', '.join(HEADS)}")
+        if not weight > 0:
+            raise ModelError(f"head weight for {head} must be above 0, got {weight:g}")
+
+
 def _compile(model, learning_rate: float, label_smoothing: float, decay_steps: int = 0,
-             identity_head: str = "softmax", identity_margin: float = 0.2, teacher_weight: float = 0.0) -> None:
+             identity_head: str = "softmax", identity_margin: float = 0.2, teacher_weight: float = 0.0,
+             head_weights: dict[str, float] | None = None) -> None:
     """Adam with per-head cross-entropy; with ``decay_steps`` the rate follows a cosine down to 1% of it.
+
+    ``head_weights`` scales a head's loss (1 when not named): a head whose loss is small beside the others'
+    gets little of the shared backbone's gradient otherwise.
 
     A ``cosface`` identity head is trained with the additive-margin loss; the other heads with plain
     cross-entropy. With ``teacher_weight`` the model's ``distill`` output is pulled toward the teacher's
@@ -182,10 +196,10 @@ def _compile(model, learning_rate: float, label_smoothing: float, decay_steps: i
                                                          else 0.0) for head in HEADS}
     if identity_head == "cosface":
         losses["identity"] = AdditiveMarginLoss(COSINE_SCALE, identity_margin, label_smoothing)
-    loss_weights = None
+    loss_weights = {head: float((head_weights or {}).get(head, 1.0)) for head in HEADS}
     if teacher_weight > 0:
         losses[DISTILL_NAME] = keras.losses.CosineSimilarity()
-        loss_weights = {**{head: 1.0 for head in HEADS}, DISTILL_NAME: teacher_weight}
+        loss_weights[DISTILL_NAME] = teacher_weight
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=losses,
@@ -219,6 +233,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         if not config.teacher_weight > 0:
             raise ModelError(f"teacher weight must be above 0, got {config.teacher_weight:g}")
         teacher = load_teacher(config.teacher)  # a missing teacher fails before any face is cropped too
+    check_head_weights(config.head_weights)
     keras.utils.set_random_seed(config.seed)
     data = load_dataset(config.data)
     data.raise_for_errors()
@@ -293,7 +308,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         with strategy.scope():
             _compile(built.heads_training, config.learning_rate, config.label_smoothing,
                      identity_head=config.identity_head, identity_margin=config.identity_margin,
-                     teacher_weight=teacher_weight)
+                     teacher_weight=teacher_weight, head_weights=config.head_weights)
         record("heads", built.heads_training.fit(
             make_tf_dataset(train_features, train_heads, config.batch_size, True, config.seed, augment=False),
             validation_data=make_tf_dataset(val_features, val_heads, config.batch_size, False),
@@ -311,7 +326,8 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             steps = -(-len(train_samples) // config.batch_size) * config.epochs
             _compile(built.training_model, learning_rate, config.label_smoothing,
                      decay_steps=steps if config.cosine_decay else 0, identity_head=config.identity_head,
-                     identity_margin=config.identity_margin, teacher_weight=teacher_weight)
+                     identity_margin=config.identity_margin, teacher_weight=teacher_weight,
+                     head_weights=config.head_weights)
         on_log(f"phase {name}: up to {config.epochs} epoch(s) at lr {learning_rate:g}, "
                f"{trainable} backbone layers trainable, augmented")
         fit_start = time.time()
