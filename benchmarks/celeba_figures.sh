@@ -8,7 +8,8 @@
 #              mobilenetv2-teacher-centres mobilenetv2-teacher-mirror
 #              mobilenetv2-teacher-long mobilenetv2-teacher-long-mirror
 #              mobilenetv2-teacher-long-fallback mobilenetv2-teacher-long-fallback-centres
-#              mobilenetv2-teacher-long-fallback-mirror resnet50 vgg16
+#              mobilenetv2-teacher-long-fallback-mirror mobilenetv2-teacher-long-fallback-emotion2
+#              mobilenetv2-teacher-long-fallback-emotion2-mirror resnet50 vgg16
 #              convert evaluate bench report
 #
 # Needs ../shared (or $EDGEFACE_SHARED) and, for MobileNetV2, ImageNet weights ($EDGEFACE_WEIGHTS_DIR).
@@ -69,6 +70,15 @@ for step in "${steps[@]}"; do
   mobilenetv2-teacher-long-fallback-mirror)
     "$EDGEFACE" recentre runs/celeba-mobilenetv2-teacher-long-fallback --data splits/celeba/train.csv \
       --out runs/celeba-mobilenetv2-teacher-long-fallback-mirror --mirror ;;
+  mobilenetv2-teacher-long-fallback-emotion2)  # that recipe with the emotion head's loss weighed twice: emotion's
+    # cross-entropy is small beside identity's and the teacher's, so the shared backbone learned little of smiles
+    "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-mobilenetv2-teacher-long-fallback-emotion2 \
+      --backbone mobilenetv2 --weights imagenet --input-size 224 --epochs 45 --patience 8 \
+      --fine-tune-learning-rate 1e-4 --val-fraction 0.07 --teacher dlib --detector blazeface-fallback \
+      --head-weight emotion=2 ;;
+  mobilenetv2-teacher-long-fallback-emotion2-mirror)
+    "$EDGEFACE" recentre runs/celeba-mobilenetv2-teacher-long-fallback-emotion2 --data splits/celeba/train.csv \
+      --out runs/celeba-mobilenetv2-teacher-long-fallback-emotion2-mirror --mirror ;;
   resnet50)     # no ImageNet weights on this machine: from scratch at 112x112
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-resnet50 --backbone resnet50 \
       --weights none --input-size 112 --epochs 8 --patience 4 --val-fraction 0.07 ;;
