@@ -114,27 +114,24 @@ def main() -> None:
             return y + self.inner.bias if self.inner.use_bias else y
 
     class FakeQuantOutput(keras.layers.Layer):
-        """The wrapped layer (BatchNorm in inference mode), its output fake-quantized per tensor."""
+        """The wrapped layer, its output fake-quantized per tensor at trainable calibrated bounds."""
 
-        def __init__(self, inner, quantize: bool):
+        def __init__(self, inner):
             super().__init__(name=f"{inner.name}_fq")
-            self.inner, self.quantize = inner, quantize
-            self.low = self.add_weight(shape=(), initializer=keras.initializers.Constant(low.get(inner.name, 0.0)))
-            self.high = self.add_weight(shape=(), initializer=keras.initializers.Constant(high.get(inner.name, 0.0)))
+            self.inner = inner
+            self.low = self.add_weight(shape=(), initializer=keras.initializers.Constant(low[inner.name]))
+            self.high = self.add_weight(shape=(), initializer=keras.initializers.Constant(high[inner.name]))
 
         def call(self, x, **kwargs):
-            frozen = isinstance(self.inner, keras.layers.BatchNormalization)
-            y = self.inner(x, training=False) if frozen else self.inner(x)
-            return tf.quantization.fake_quant_with_min_max_vars(y, self.low, self.high) if self.quantize else y
+            return tf.quantization.fake_quant_with_min_max_vars(self.inner(x), self.low, self.high)
 
     def wrap(layer):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
             return FakeQuantConv(layer)
-        if layer.name in low or isinstance(layer, keras.layers.BatchNormalization):
-            return FakeQuantOutput(layer, quantize=layer.name in low)
-        return layer
+        return FakeQuantOutput(layer) if layer.name in low else layer
 
-    simulated = keras.models.clone_model(backbone, clone_function=wrap)  # shares the backbone's variables
+    # Shares the backbone's variables; student(..., training=False) keeps every BatchNorm in inference mode.
+    simulated = keras.models.clone_model(backbone, clone_function=wrap)
     backbone.trainable = True
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -75,12 +75,12 @@ def parse_head_weights(pairs: List[str]) -> dict[str, float]:
     for pair in pairs:
         head, sep, value = pair.partition("=")
         try:
+            if not sep:
+                raise ValueError
             weights[head.strip()] = float(value)
         except ValueError:
             raise typer.BadParameter(f"expected HEAD=WEIGHT such as emotion=2, got {pair!r}",
                                      param_hint="--head-weight") from None
-        if not sep:
-            raise typer.BadParameter(f"expected HEAD=WEIGHT such as emotion=2, got {pair!r}", param_hint="--head-weight")
     return weights
 
 
