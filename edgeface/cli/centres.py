@@ -21,6 +21,12 @@ def recentre(
                                 help="Read every face as the mean of itself and its mirror image: steadier "
                                      "answers for twice the backbone's work per face. A model that already "
                                      "does keeps doing it."),
+    refit_heads: bool = typer.Option(False, "--refit-heads",
+                                     help="Also refit the emotion and gender heads (L2 logistic regression) on "
+                                          "DATA's faces as the new model reads them: with --mirror, the heads "
+                                          "then match the mirrored features they will see."),
+    l2: float = typer.Option(1.0, help="L2 weight of --refit-heads on standardised features (scikit-learn's "
+                                       "default C = 1)."),
 ) -> None:
     """Replace the identity softmax with the nearest person centre (cosine to the mean embedding of each
     person's faces in DATA).
@@ -33,13 +39,17 @@ def recentre(
     celeba-299 against 60.3% (66.6% against 65.1% for a longer-trained model), for twice the backbone's work
     per face on the Pi.
 
+    --refit-heads also refits the emotion and gender heads (L2 logistic regression, --l2) on DATA's faces as
+    the new model reads them; after --mirror it took celeba-299's emotion from 89.98% to 90.14%.
+
     \b
       edgeface recentre runs/home --data photos/labels.csv --out runs/home-centres
+      edgeface recentre runs/home --data photos/labels.csv --out runs/home-mirror --mirror --refit-heads
       edgeface evaluate runs/home runs/home-centres --data test.csv
     """
     from edgeface.train.centres import recentre as run_recentre
 
-    path = run_recentre(model, data, out, scale=scale, mirror=mirror,
+    path = run_recentre(model, data, out, scale=scale, mirror=mirror, refit_heads=refit_heads, l2=l2,
                         on_log=lambda line: typer.echo(line, err=True))
     typer.echo(f"model: {path}")
 

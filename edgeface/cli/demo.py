@@ -105,9 +105,10 @@ def demo(
     (out / "bench.json").write_text(json.dumps(bench.to_dict(), indent=2))
 
     _step("6/7 the labelling daemon")
-    correct, total, frames = _run_daemon(out, bundles["int8"], looks, test_set, seed)
+    correct, unknown, total, frames = _run_daemon(out, bundles["int8"], looks, test_set, seed)
     typer.echo(f"  {frames} frames labelled; identity right on {correct}/{total} faces"
-               f" ({correct / max(total, 1):.0%}); JSON lines in {out / 'labels.jsonl'}")
+               f" ({correct / max(total, 1):.0%}), {unknown} left unknown (below the bundle's identity"
+               f" threshold), {total - correct - unknown} named wrongly; JSON lines in {out / 'labels.jsonl'}")
 
     _step("7/7 report")
     from edgeface.eval.report import write_report
@@ -119,10 +120,12 @@ def demo(
                "(model/, bundles/, report/, labels.jsonl).")
 
 
-def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[int, int, int]:
-    """Run the real daemon over a video (synthetic) or a folder of test photos; score its identity labels."""
+def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[int, int, int, int]:
+    """Run the real daemon over a video (synthetic) or a folder of test photos; score its identity labels:
+    (right, unknown, faces scored, frames)."""
     from edgeface.daemon.config import load_config
     from edgeface.daemon.pipeline import run_daemon
+    from edgeface.runtime.results import UNKNOWN
 
     jsonl = out / "labels.jsonl"
     jsonl.unlink(missing_ok=True)
@@ -151,13 +154,16 @@ def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[in
         return _score_video(records, truth) + (len(records),)
     names = [s.identity for s in test_set.samples[:40]]
     scored = [(r["faces"][0]["identity"]["label"], names[r["frame"]]) for r in records if r["faces"]]
-    return sum(a == b for a, b in scored), len(scored), len(records)
+    return (sum(a == b for a, b in scored), sum(a == UNKNOWN for a, _ in scored), len(scored), len(records))
 
 
-def _score_video(records, truth) -> tuple[int, int]:
-    """Match each labelled face to the ground-truth face whose box contains its centre."""
+def _score_video(records, truth) -> tuple[int, int, int]:
+    """Match each labelled face to the ground-truth face whose box contains its centre: (right, unknown,
+    faces matched)."""
+    from edgeface.runtime.results import UNKNOWN
+
     frames = {f["index"]: f["faces"] for f in truth["frames"]}
-    correct = total = 0
+    correct = unknown = total = 0
     for record in records:
         for face in record["faces"]:
             x = (face["box"][0] + face["box"][2]) / 2
@@ -167,8 +173,9 @@ def _score_video(records, truth) -> tuple[int, int]:
                 if x0 <= x <= x1 and y0 <= y <= y1:
                     total += 1
                     correct += face["identity"]["label"] == true["identity"]
+                    unknown += face["identity"]["label"] == UNKNOWN
                     break
-    return correct, total
+    return correct, unknown, total
 
 
 def register(app: typer.Typer) -> None:

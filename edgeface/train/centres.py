@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeface.errors import ModelError
 from edgeface.spec import EMBEDDING_NAME, ModelSpec
+from edgeface.train.refit import DEFAULT_L2, fit_softmax_head
 
 # Softmax over 20 x cosine: on celeba-299 the validation faces' log loss is 2.25 at 10, 1.90 at 20, 2.27 at 30.
 CENTRE_SCALE = 20.0
@@ -41,11 +42,13 @@ def person_centres(embeddings: np.ndarray, people: Sequence[str], labels: Sequen
     return np.where(norms > 0, sums / np.maximum(norms, 1e-12), 0.0).T.astype(np.float32)
 
 
-def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_SCALE) -> Any:
+def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_SCALE,
+                         refitted: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Any:
     """A copy of an edgeface Keras model whose identity head is ``softmax(scale x cos(embedding, centre))``.
 
-    Emotion, gender and the embedding are the same layers (shared weights), and a mirrored model stays
-    mirrored; only the identity head changes.
+    The embedding and the other heads are the same layers (shared weights), and a mirrored model stays
+    mirrored; only the identity head changes, and the emotion or gender head when ``refitted`` gives it a
+    new (kernel, bias) (:func:`~edgeface.train.refit.fit_softmax_head`).
     """
     import keras
 
@@ -66,29 +69,45 @@ def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_
         raise ModelError(f"centres of shape {centres.shape} do not fit an embedding of {dense.units} and "
                          f"{people} people")
 
+    refitted = refitted or {}
+    unknown = sorted(set(refitted) - {"emotion", "gender"})
+    if unknown:
+        raise ModelError(f"only the emotion and gender heads can be refitted, not {', '.join(unknown)}")
+    attribute_layers = {"emotion": emotion, "gender": gender}
+    for head, (kernel, bias) in refitted.items():
+        old = attribute_layers[head]
+        if tuple(kernel.shape) != tuple(old.kernel.shape) or tuple(bias.shape) != tuple(old.bias.shape):
+            raise ModelError(f"refitted {head} head of shape {kernel.shape} does not fit {tuple(old.kernel.shape)}")
+        attribute_layers[head] = keras.layers.Dense(old.units, activation="softmax", name=head)
+
     features = keras.Input(tuple(heads.input.shape[1:]), name="features")
     x = dropout(features)
     embedding = batchnorm(dense(x))
     identity_layer = CosineSoftmax(people, scale=scale, name="identity")
-    outputs = {"identity": identity_layer(embedding), "emotion": emotion(x), "gender": gender(x),
-               EMBEDDING_NAME: unit(embedding)}
+    outputs = {"identity": identity_layer(embedding), "emotion": attribute_layers["emotion"](x),
+               "gender": attribute_layers["gender"](x), EMBEDDING_NAME: unit(embedding)}
     identity_layer.set_weights([centres.astype(np.float32)])
+    for head, (kernel, bias) in refitted.items():
+        attribute_layers[head].set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
     return compose_model(model, parts, keras.Model(features, outputs, name="heads"))
 
 
 def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: float = CENTRE_SCALE,
-             mirror: bool = False, cache_dir: Path | None = None,
-             on_log: Callable[[str], None] = print) -> Path:
+             mirror: bool = False, refit_heads: bool = False, l2: float = DEFAULT_L2,
+             cache_dir: Path | None = None, on_log: Callable[[str], None] = print) -> Path:
     """Give a trained model (``model.keras`` and its metadata) a nearest-centre identity head, each person's
     centre taken from their faces in ``data`` (CSV or folder; usually the training photos). With ``mirror``,
     the new model reads every face as the mean of itself and its mirror image (twice the backbone's work per
-    face), and the centres are computed that way too. Writes ``out/model.keras`` and its metadata; returns the
-    model's path."""
+    face), and the centres are computed that way too. With ``refit_heads``, the emotion and gender heads are
+    refitted on the same photos' features as the new model computes them (:mod:`edgeface.train.refit`, L2
+    weight ``l2``). Writes ``out/model.keras`` and its metadata; returns the model's path."""
+    import keras
+
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
     from edgeface.modelio import MODEL_NAME, load_keras_model, read_metadata, save_keras_model, write_metadata
     from edgeface.runtime.engine import keras_predict
-    from edgeface.train.model import compose_model, model_parts
+    from edgeface.train.model import compose_features, compose_model, model_parts
 
     model_path = Path(model_path)
     if model_path.is_dir():
@@ -97,6 +116,8 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     spec = ModelSpec.from_dict(metadata["spec"])
     if not scale > 0:
         raise ModelError(f"scale must be above 0, got {scale:g}")
+    if not l2 > 0:
+        raise ModelError(f"l2 must be above 0, got {l2:g}")
     dataset = load_dataset(data)
     dataset.raise_for_errors()
     people = spec.labels["identity"]
@@ -112,21 +133,41 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     if mirrored != parts.mirrored:
         model = compose_model(model, parts, mirrored=True)
     crops = crop_samples(dataset.samples, spec.crop, spec.input_size, cache_dir=cache_dir, progress=True)
-    labels = [s.identity for s in crops.cropped_samples]
-    centres = person_centres(keras_predict(model, crops.crops, spec)[EMBEDDING_NAME], people, labels)
+    samples = crops.cropped_samples
+    if not samples:
+        raise ModelError(f"{data}: no face found in any photo; centres need faces of the model's people")
+    labels = [s.identity for s in samples]
+    # One backbone pass: the pooled features, as the new model computes them, serve the centres and the refits.
+    inputs = keras.Input(tuple(model.input.shape[1:]))
+    features_model = keras.Model(inputs, {"features": compose_features(parts.preprocess, parts.backbone, inputs,
+                                                                       mirrored)})
+    features = keras_predict(features_model, crops.crops, spec)["features"]
+    embeddings = np.concatenate([np.asarray(parts.heads(features[i:i + 256], training=False)[EMBEDDING_NAME])
+                                 for i in range(0, len(features), 256)])
+    centres = person_centres(embeddings, people, labels)
     missing = [person for person, column in zip(people, centres.T) if not column.any()]
     if len(missing) == len(people):
         raise ModelError(f"{data}: no faces of anyone the model names; centres need their photos")
     if missing:
         on_log(f"warning: no faces of {len(missing)} people in {data} (e.g. {missing[0]!r}): "
                "the new head will never name them")
+    refitted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    refit_faces: dict[str, int] = {}
+    if refit_heads:
+        for head in ("emotion", "gender"):
+            head_labels = [getattr(s, head) for s in samples]
+            refitted[head] = fit_softmax_head(features, head_labels, spec.labels[head], l2=l2)
+            refit_faces[head] = sum(label in spec.labels[head] for label in head_labels)
+            on_log(f"{head} head refitted on {refit_faces[head]} faces (L2 {l2:g})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # ``out`` may be the model's own folder: save_keras_model replaces model.keras whole or not at all.
-    new_path = save_keras_model(with_centre_identity(model, centres, scale), out / MODEL_NAME)
+    new_path = save_keras_model(with_centre_identity(model, centres, scale, refitted), out / MODEL_NAME)
     faces = sum(person in known for person in labels)
     metadata["identity_centres"] = {"data": str(data), "faces": faces, "scale": scale,
                                     "people_without_faces": missing}
+    if refit_heads:
+        metadata["refitted_heads"] = {"data": str(data), "l2": l2, "faces": refit_faces, "mirrored": mirrored}
     write_metadata(new_path, metadata)
     on_log(f"identity centres from {faces} faces of {len(people) - len(missing)} people")
     return new_path
