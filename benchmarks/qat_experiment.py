@@ -8,7 +8,9 @@ int8 where TFLite puts it after folding BatchNorm, and fine-tunes the backbone t
 * activations are fake-quantized per tensor after each ReLU6, each linear projection's BatchNorm, each Add and
   the pooling, from the float model's min/max on 300 training crops (the converter's calibration);
 * the loss is the KL divergence to the float model's three heads plus the pooled features' MSE relative to their
-  mean square; BatchNorm statistics and the heads stay frozen.
+  mean square; BatchNorm statistics and the heads stay frozen;
+* with ``--mixup P``, a share P of each batch is blends of two training faces (weights 0.3-0.7), whose float
+  answers are unsure: the faces int8 flips are near decision boundaries, and a model's own training faces are not.
 
 It writes a model folder that ``edgeface convert`` and ``edgeface evaluate`` take like any other::
 
@@ -39,6 +41,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--calibration-size", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixup", type=float, default=0.0,
+                        help="share of each batch replaced by blends of two faces (weights 0.3-0.7): inputs near "
+                             "the float model's decision boundaries, where int8 flips answers")
     args = parser.parse_args()
 
     import keras
@@ -66,16 +71,10 @@ def main() -> None:
     def inputs(batch: np.ndarray):
         return parts.preprocess(to_model_input(batch, spec))
 
-    # The float model's answers, before any weight moves.
-    started = time.time()
-    targets: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(crops), 64):
-        features = backbone(inputs(crops[start:start + 64]), training=False)
-        outputs = heads(features, training=False)
-        for name, value in (("features", features), *((h, outputs[h]) for h in ("identity", "emotion", "gender"))):
-            targets.setdefault(name, []).append(np.asarray(value))
-    teacher = {name: np.concatenate(values) for name, values in targets.items()}
-    print(f"float targets for {len(crops)} crops: {time.time() - started:.0f} s", flush=True)
+    # The float model's answers come from a frozen copy, batch by batch (blended faces are new every step).
+    teacher = keras.models.clone_model(backbone)
+    teacher.set_weights(backbone.get_weights())
+    teacher.trainable = False
 
     def quantized_after(layer) -> bool:
         kind = type(layer).__name__
@@ -142,13 +141,18 @@ def main() -> None:
     student = keras.Model(image, {"features": features, **heads(features, training=False)})
     variables = student.trainable_variables
     optimizer = keras.optimizers.Adam(args.learning_rate)
-    feature_energy = float(np.mean(teacher["features"] ** 2))
+    # In batches of 32: a MobileNetV2 at 224x224 needs about 90 MB of activations per face.
+    feature_energy = float(np.mean(np.concatenate([np.asarray(teacher(inputs(crops[i:i + 32]), training=False))
+                                                   for i in range(0, min(len(crops), 256), 32)]) ** 2))
 
     def divergence(target, got):
         return tf.reduce_mean(tf.reduce_sum(target * (tf.math.log(target + 1e-8) - tf.math.log(got + 1e-8)), 1))
 
     @tf.function
-    def step(x, features, identity, emotion, gender):
+    def step(x):
+        features = teacher(parts.preprocess(x), training=False)
+        float_heads = heads(features, training=False)
+        identity, emotion, gender = (float_heads[h] for h in ("identity", "emotion", "gender"))
         with tf.GradientTape() as tape:
             out = student(x, training=False)
             parts_of_loss = [divergence(identity, out["identity"]), divergence(emotion, out["emotion"]),
@@ -163,8 +167,13 @@ def main() -> None:
     started = time.time()
     for index in range(steps):
         batch = np.sort(order[index * args.batch_size:(index + 1) * args.batch_size])
-        losses = step(to_model_input(crops[batch], spec), *(teacher[k][batch] for k in
-                                                            ("features", "identity", "emotion", "gender")))
+        x = to_model_input(crops[batch], spec)
+        blend = rng.random(len(batch)) < args.mixup
+        if blend.any():
+            partner = to_model_input(crops[rng.integers(0, len(crops), int(blend.sum()))], spec)
+            weight = rng.uniform(0.3, 0.7, (int(blend.sum()), 1, 1, 1)).astype(np.float32)
+            x[blend] = weight * x[blend] + (1 - weight) * partner
+        losses = step(x)
         if index % 20 == 0 or index == steps - 1:
             print(f"step {index + 1}/{steps}, {time.time() - started:.0f} s: KL identity/emotion/gender "
                   f"{', '.join(f'{float(v):.4f}' for v in losses[:3])}, feature error {float(losses[3]):.4f}",
@@ -173,7 +182,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = save_keras_model(compose_model(model, parts), args.out / MODEL_NAME)  # mirrored as the source was
     metadata["quantization_aware"] = {"source": str(args.run), "epochs": args.epochs,
-                                      "learning_rate": args.learning_rate, "data": str(args.data)}
+                                      "learning_rate": args.learning_rate, "data": str(args.data),
+                                      "mixup": args.mixup}
     write_metadata(path, metadata)
     print(f"wrote {path}")
 
