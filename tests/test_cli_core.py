@@ -85,3 +85,18 @@ def test_convert_names_a_missing_model(tmp_path: Path) -> None:
     result = runner.invoke(app, ["convert", str(tmp_path / "nothing" / "model.keras")])
     assert result.exit_code == 2
     assert "metadata.json: missing" in result.output or "model file not found" in result.output
+
+
+def test_demo_scores_video_faces_as_right_unknown_or_wrong() -> None:
+    from edgeface.cli.demo import _score_video
+
+    truth = {"frames": [{"index": 0, "faces": [{"identity": "Maya", "box": [0, 0, 100, 100]},
+                                               {"identity": "Jimmy", "box": [200, 0, 300, 100]}]},
+                        {"index": 1, "faces": [{"identity": "Maya", "box": [0, 0, 100, 100]}]}]}
+
+    def face(label: str, x: float) -> dict:
+        return {"box": [x, 10, x + 60, 70], "identity": {"label": label, "score": 0.9}}
+
+    records = [{"frame": 0, "faces": [face("Maya", 10), face("unknown", 220)]},
+               {"frame": 1, "faces": [face("Jimmy", 10), face("Maya", 400)]}]  # the last box matches no true face
+    assert _score_video(records, truth) == (1, 1, 3)  # right, unknown, faces matched (the third is wrong)
