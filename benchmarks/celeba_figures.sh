@@ -9,6 +9,7 @@
 #              mobilenetv2-teacher-long mobilenetv2-teacher-long-mirror
 #              mobilenetv2-teacher-long-fallback mobilenetv2-teacher-long-fallback-centres
 #              mobilenetv2-teacher-long-fallback-mirror mobilenetv2-teacher-long-fallback-mirror-refit
+#              mobilenetv2-teacher-long-fallback-mirror-refit-whiten
 #              mobilenetv2-teacher-long-fallback-emotion2
 #              mobilenetv2-teacher-long-fallback-emotion2-mirror resnet50 vgg16
 #              convert evaluate bench report
@@ -74,6 +75,9 @@ for step in "${steps[@]}"; do
   mobilenetv2-teacher-long-fallback-mirror-refit)  # and the emotion and gender heads refitted on mirrored features
     "$EDGEFACE" recentre runs/celeba-mobilenetv2-teacher-long-fallback --data splits/celeba/train.csv \
       --out runs/celeba-mobilenetv2-teacher-long-fallback-mirror-refit --mirror --refit-heads ;;
+  mobilenetv2-teacher-long-fallback-mirror-refit-whiten)  # and the identity cosine taken after WCCN
+    "$EDGEFACE" recentre runs/celeba-mobilenetv2-teacher-long-fallback --data splits/celeba/train.csv \
+      --out runs/celeba-mobilenetv2-teacher-long-fallback-mirror-refit-whiten --mirror --refit-heads --whiten ;;
   mobilenetv2-teacher-long-fallback-emotion2)  # that recipe with the emotion head's loss weighed twice: emotion's
     # cross-entropy is small beside identity's and the teacher's, so the shared backbone learned little of smiles
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-mobilenetv2-teacher-long-fallback-emotion2 \

@@ -134,3 +134,102 @@ def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_
     (converted,) = convert_model(out_dir, ["float32"], tmp_path / "bundles", min_agreement=0.0, progress=False,
                                  on_log=lambda _: None)
     assert read_manifest(converted.bundle_path)["source_model"]["mirrored"] is True  # the Pi can tell
+
+
+def test_within_class_whitening_evens_out_how_each_persons_faces_vary() -> None:
+    from edgeface.train.centres import unit_rows, within_class_whitening
+
+    rng = np.random.default_rng(0)
+    people = [f"p{i}" for i in range(8)]
+    means = unit_rows(rng.normal(size=(8, 6)))
+    labels = [people[i % 8] for i in range(800)]
+    # Each person's photos vary a lot along one direction (say lighting) that says nothing about who they are.
+    spread = np.diag([1.5, 0.05, 0.05, 0.05, 0.05, 0.05])
+    embeddings = unit_rows(means[np.arange(800) % 8] + rng.normal(size=(800, 6)) @ spread)
+    whitening = within_class_whitening(embeddings, people, labels, epsilon=0.1)
+    np.testing.assert_allclose(whitening, whitening.T, atol=1e-10)
+    index = np.arange(800) % 8
+    residuals = embeddings - np.stack([embeddings[index == k].mean(0) for k in range(8)])[index]
+    within = residuals.T @ residuals / 800
+    ridged = within + 0.1 * np.trace(within) / 6 * np.eye(6)
+    np.testing.assert_allclose(whitening @ ridged @ whitening, np.eye(6), atol=1e-8)  # (S_w + eps)^(-1/2)
+
+    held_out = unit_rows(means[np.arange(400) % 8] + rng.normal(size=(400, 6)) @ spread)
+    truth = np.arange(400) % 8
+
+    def named_right(transform) -> float:
+        centres = person_centres(transform(embeddings), people, labels)
+        return float(np.mean((transform(held_out) @ centres).argmax(1) == truth))
+
+    plain, whitened = named_right(lambda e: e), named_right(lambda e: unit_rows(e @ whitening))
+    assert whitened > plain + 0.1, (plain, whitened)
+
+
+def test_whitening_errors_name_what_is_wrong() -> None:
+    from edgeface.train.centres import within_class_whitening
+
+    embeddings = np.eye(3)
+    with pytest.raises(ModelError, match="at least two faces of one person"):
+        within_class_whitening(embeddings, ["ann", "bob"], ["ann", "bob", "stranger"])
+    with pytest.raises(ModelError, match="epsilon must be above 0, got 0"):
+        within_class_whitening(embeddings, ["ann"], ["ann"] * 3, epsilon=0)
+
+
+def test_recentre_whiten_takes_the_cosine_in_the_whitened_space(tiny_model: Path, synthetic_csv: Path,
+                                                                tmp_path: Path) -> None:
+    import keras
+
+    from edgeface.data.manifest import load_dataset
+    from edgeface.faces.crops import crop_samples
+    from edgeface.modelio import load_keras_model, read_metadata
+    from edgeface.runtime.engine import keras_predict
+    from edgeface.spec import ModelSpec
+    from edgeface.train.centres import WHITENING_NAME, unit_embeddings, unit_rows, within_class_whitening
+    from edgeface.train.model import compose_features, model_parts
+
+    out = tmp_path / "whitened"
+    result = CliRunner().invoke(app, ["recentre", str(tiny_model.parent), "--data", str(synthetic_csv),
+                                      "--out", str(out), "--whiten", "--whitening-epsilon", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "in the within-class-whitened space" in result.output
+    recorded = json.loads((out / "metadata.json").read_text())["identity_whitening"]
+    assert recorded["epsilon"] == 0.5 and recorded["faces"] > 100
+
+    # Recomputed independently: the whitening of DATA's unit embeddings, centres and cosine in that space.
+    spec = ModelSpec.from_dict(read_metadata(tiny_model)["spec"])
+    source = load_keras_model(tiny_model)
+    parts = model_parts(source)
+    crops = crop_samples(load_dataset(synthetic_csv).samples, spec.crop, spec.input_size)
+    inputs = keras.Input(tuple(source.input.shape[1:]))
+    features = keras_predict(keras.Model(inputs, {"f": compose_features(parts.preprocess, parts.backbone, inputs,
+                                                                        parts.mirrored)}), crops.crops, spec)["f"]
+    labels = [s.identity for s in crops.cropped_samples]
+    raw = unit_embeddings(parts.heads, features)
+    whitening = within_class_whitening(raw, spec.labels["identity"], labels, 0.5)
+    whitened = unit_rows(raw @ whitening)
+    centres = person_centres(whitened, spec.labels["identity"], labels)
+
+    model = load_keras_model(out / "model.keras")
+    np.testing.assert_allclose(model.get_layer("heads").get_layer(WHITENING_NAME).get_weights()[0], whitening,
+                               rtol=1e-4, atol=1e-5)
+    predicted = keras_predict(model, crops.crops[:40], spec)
+    np.testing.assert_allclose(predicted["embedding"], whitened[:40], atol=1e-4)  # the gallery's space too
+    np.testing.assert_array_equal(predicted["identity"].argmax(1), (whitened[:40] @ centres).argmax(1))
+
+    from convert.pipeline import convert_model  # the extra matrix converts to int8 with the rest
+
+    (converted,) = convert_model(out, ["int8"], tmp_path / "bundles", min_agreement=0.0, progress=False,
+                                 on_log=lambda _: None)
+    assert converted.bundle_path is not None and converted.embedding_cosine > 0.9, converted.embedding_cosine
+
+    # Recentred afresh without --whiten, the whitened model gets plain centres from its raw embeddings.
+    plain = tmp_path / "plain"
+    again = CliRunner().invoke(app, ["recentre", str(out), "--data", str(synthetic_csv), "--out", str(plain)])
+    assert again.exit_code == 0, again.output
+    heads = load_keras_model(plain / "model.keras").get_layer("heads")
+    assert WHITENING_NAME not in [layer.name for layer in heads.layers]
+    assert json.loads((plain / "metadata.json").read_text())["identity_whitening"] is None
+
+    bad = CliRunner().invoke(app, ["recentre", str(tiny_model.parent), "--data", str(synthetic_csv),
+                                   "--out", str(out), "--whiten", "--whitening-epsilon", "0"])
+    assert bad.exit_code == 2 and "whitening epsilon must be above 0, got 0" in bad.output

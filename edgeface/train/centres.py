@@ -7,6 +7,13 @@ On celeba-299 (distilled MobileNetV2) the nearest centre names 60.3% of the test
 nothing (28.5% -> 28.1%). The centres replace the identity head's weights as a
 :class:`~edgeface.train.layers.CosineSoftmax` (the CosFace head's form), so the converted model has the same
 shape and cost, and the enrollment gallery ranks people by the same cosine.
+
+With ``whiten``, the cosine is taken after within-class covariance normalisation (WCCN, Hatch et al. 2006):
+the unit embedding is multiplied by ``(S_w + eps I)^(-1/2)``, ``S_w`` the covariance of each face around its
+person's mean on the training photos, before the centres and the cosine. Directions along which one person's
+photos vary (pose, light, expression) weigh less, directions that tell people apart weigh more. On celeba-299
+(two mirrored MobileNetV2 runs) it named 1.3 and 1.6 more points of the test faces, and their int8 bundles
+gained as much or more. The head grows by one 128 x 128 matrix.
 """
 
 from __future__ import annotations
@@ -20,6 +27,11 @@ from edgeface.errors import ModelError
 from edgeface.spec import EMBEDDING_NAME, ModelSpec
 from edgeface.train.refit import DEFAULT_L2, fit_softmax_head
 
+# WCCN's ridge, relative to the mean within-class variance (trace(S_w) / D): 1 keeps the whitening gentle.
+# Picked on the validation photos of a celeba-299 run (63.9% of them named against 61.9% with plain cosine;
+# 62.2% at 0.3, 61.9% at 0.1).
+WHITENING_EPSILON = 1.0
+WHITENING_NAME = "identity_whitening"
 # Softmax over 20 x cosine: on celeba-299 the validation faces' log loss is 2.25 at 10, 1.90 at 20, 2.27 at 30.
 CENTRE_SCALE = 20.0
 
@@ -42,13 +54,49 @@ def person_centres(embeddings: np.ndarray, people: Sequence[str], labels: Sequen
     return np.where(norms > 0, sums / np.maximum(norms, 1e-12), 0.0).T.astype(np.float32)
 
 
+def within_class_whitening(embeddings: np.ndarray, people: Sequence[str], labels: Sequence[str | None],
+                           epsilon: float = WHITENING_EPSILON) -> np.ndarray:
+    """(D, D) symmetric ``(S_w + epsilon * trace(S_w) / D * I)^(-1/2)``: WCCN of unit ``embeddings``.
+
+    ``S_w`` is the covariance of each face's embedding around the mean of its person's, over the faces of
+    ``people`` in ``labels`` (others are ignored). A person with one face adds nothing to it.
+    """
+    embeddings = np.asarray(embeddings, np.float64)
+    if embeddings.ndim != 2 or len(embeddings) != len(labels):
+        raise ModelError(f"expected one embedding per label, got {embeddings.shape} for {len(labels)} labels")
+    if not epsilon > 0:
+        raise ModelError(f"whitening epsilon must be above 0, got {epsilon:g}")
+    index = {person: i for i, person in enumerate(people)}
+    rows = np.array([i for i, person in enumerate(labels) if person in index], dtype=int)
+    classes = np.array([index[labels[i]] for i in rows], dtype=int)
+    counts = np.bincount(classes, minlength=len(people)) if len(rows) else np.zeros(len(people), int)
+    if not (counts >= 2).any():
+        raise ModelError("whitening needs at least two faces of one person; got at most one of each")
+    means = np.zeros((len(people), embeddings.shape[1]))
+    np.add.at(means, classes, embeddings[rows])
+    means /= np.maximum(counts, 1)[:, None]
+    residuals = embeddings[rows] - means[classes]
+    within = residuals.T @ residuals / len(rows)
+    dims = within.shape[0]
+    values, vectors = np.linalg.eigh(within + epsilon * np.trace(within) / dims * np.eye(dims))
+    return (vectors / np.sqrt(values)) @ vectors.T
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
 def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_SCALE,
-                         refitted: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Any:
+                         refitted: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                         whitening: np.ndarray | None = None) -> Any:
     """A copy of an edgeface Keras model whose identity head is ``softmax(scale x cos(embedding, centre))``.
 
     The embedding and the other heads are the same layers (shared weights), and a mirrored model stays
     mirrored; only the identity head changes, and the emotion or gender head when ``refitted`` gives it a
-    new (kernel, bias) (:func:`~edgeface.train.refit.fit_softmax_head`).
+    new (kernel, bias) (:func:`~edgeface.train.refit.fit_softmax_head`). With ``whitening`` (D, D), the unit
+    embedding is multiplied by it before the cosine, and the ``embedding`` output is the whitened unit vector,
+    so the enrollment gallery ranks people as the head does; ``centres`` are then in that space.
     """
     import keras
 
@@ -65,6 +113,8 @@ def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_
     except ValueError as exc:
         raise ModelError(f"model {model.name!r}: its heads lack a layer edgeface train adds ({exc})") from None
     people = int(heads.output["identity"].shape[-1])
+    if whitening is not None and whitening.shape != (int(dense.units), int(dense.units)):
+        raise ModelError(f"whitening of shape {whitening.shape} does not fit an embedding of {dense.units}")
     if centres.shape != (int(dense.units), people):
         raise ModelError(f"centres of shape {centres.shape} do not fit an embedding of {dense.units} and "
                          f"{people} people")
@@ -84,9 +134,15 @@ def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_
     x = dropout(features)
     embedding = batchnorm(dense(x))
     identity_layer = CosineSoftmax(people, scale=scale, name="identity")
+    whitening_layer = None
+    if whitening is not None:
+        whitening_layer = keras.layers.Dense(int(dense.units), use_bias=False, name=WHITENING_NAME)
+        embedding = whitening_layer(keras.layers.UnitNormalization(name="embedding_unit")(embedding))
     outputs = {"identity": identity_layer(embedding), "emotion": attribute_layers["emotion"](x),
                "gender": attribute_layers["gender"](x), EMBEDDING_NAME: unit(embedding)}
     identity_layer.set_weights([centres.astype(np.float32)])
+    if whitening_layer is not None:
+        whitening_layer.set_weights([np.asarray(whitening, np.float32)])
     for head, (kernel, bias) in refitted.items():
         attribute_layers[head].set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
     return compose_model(model, parts, keras.Model(features, outputs, name="heads"))
@@ -94,13 +150,16 @@ def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_
 
 def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: float = CENTRE_SCALE,
              mirror: bool = False, refit_heads: bool = False, l2: float = DEFAULT_L2,
+             whiten: bool = False, whitening_epsilon: float = WHITENING_EPSILON,
              cache_dir: Path | None = None, on_log: Callable[[str], None] = print) -> Path:
     """Give a trained model (``model.keras`` and its metadata) a nearest-centre identity head, each person's
     centre taken from their faces in ``data`` (CSV or folder; usually the training photos). With ``mirror``,
     the new model reads every face as the mean of itself and its mirror image (twice the backbone's work per
     face), and the centres are computed that way too. With ``refit_heads``, the emotion and gender heads are
     refitted on the same photos' features as the new model computes them (:mod:`edgeface.train.refit`, L2
-    weight ``l2``). Writes ``out/model.keras`` and its metadata; returns the model's path."""
+    weight ``l2``). With ``whiten``, the identity cosine is taken after within-class covariance normalisation
+    fitted on the same faces (:func:`within_class_whitening`). Writes ``out/model.keras`` and its metadata;
+    returns the model's path."""
     import keras
 
     from edgeface.data.manifest import load_dataset
@@ -118,6 +177,8 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
         raise ModelError(f"scale must be above 0, got {scale:g}")
     if not l2 > 0:
         raise ModelError(f"l2 must be above 0, got {l2:g}")
+    if whiten and not whitening_epsilon > 0:
+        raise ModelError(f"whitening epsilon must be above 0, got {whitening_epsilon:g}")
     dataset = load_dataset(data)
     dataset.raise_for_errors()
     people = spec.labels["identity"]
@@ -142,8 +203,10 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     features_model = keras.Model(inputs, {"features": compose_features(parts.preprocess, parts.backbone, inputs,
                                                                        mirrored)})
     features = keras_predict(features_model, crops.crops, spec)["features"]
-    embeddings = np.concatenate([np.asarray(parts.heads(features[i:i + 256], training=False)[EMBEDDING_NAME])
-                                 for i in range(0, len(features), 256)])
+    embeddings = unit_embeddings(parts.heads, features)
+    whitening = within_class_whitening(embeddings, people, labels, whitening_epsilon) if whiten else None
+    if whitening is not None:
+        embeddings = unit_rows(embeddings @ whitening)
     centres = person_centres(embeddings, people, labels)
     missing = [person for person, column in zip(people, centres.T) if not column.any()]
     if len(missing) == len(people):
@@ -162,12 +225,27 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # ``out`` may be the model's own folder: save_keras_model replaces model.keras whole or not at all.
-    new_path = save_keras_model(with_centre_identity(model, centres, scale, refitted), out / MODEL_NAME)
+    new_path = save_keras_model(with_centre_identity(model, centres, scale, refitted, whitening), out / MODEL_NAME)
     faces = sum(person in known for person in labels)
     metadata["identity_centres"] = {"data": str(data), "faces": faces, "scale": scale,
                                     "people_without_faces": missing}
+    metadata["identity_whitening"] = ({"data": str(data), "epsilon": whitening_epsilon, "faces": faces}
+                                      if whitening is not None else None)
     if refit_heads:
         metadata["refitted_heads"] = {"data": str(data), "l2": l2, "faces": refit_faces, "mirrored": mirrored}
     write_metadata(new_path, metadata)
-    on_log(f"identity centres from {faces} faces of {len(people) - len(missing)} people")
+    whitened = " in the within-class-whitened space" if whitening is not None else ""
+    on_log(f"identity centres from {faces} faces of {len(people) - len(missing)} people{whitened}")
     return new_path
+
+
+def unit_embeddings(heads: Any, features: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The unit identity embeddings the heads compute from pooled ``features``, before any whitening (so a
+    whitened model can be recentred afresh)."""
+    try:
+        dense, batchnorm = heads.get_layer("embedding_dense"), heads.get_layer("embedding_bn")
+    except ValueError as exc:
+        raise ModelError(f"the model's heads lack a layer edgeface train adds ({exc})") from None
+    raw = np.concatenate([np.asarray(batchnorm(dense(features[i:i + batch]), training=False))
+                          for i in range(0, len(features), batch)])
+    return unit_rows(raw.astype(np.float32))
