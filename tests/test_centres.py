@@ -137,7 +137,8 @@ def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_
 
 
 def test_within_class_whitening_evens_out_how_each_persons_faces_vary() -> None:
-    from edgeface.train.centres import unit_rows, within_class_whitening
+    from edgeface.runtime.gallery import unit_rows
+    from edgeface.train.centres import within_class_whitening
 
     rng = np.random.default_rng(0)
     people = [f"p{i}" for i in range(8)]
@@ -149,7 +150,8 @@ def test_within_class_whitening_evens_out_how_each_persons_faces_vary() -> None:
     whitening = within_class_whitening(embeddings, people, labels, epsilon=0.1)
     np.testing.assert_allclose(whitening, whitening.T, atol=1e-10)
     index = np.arange(800) % 8
-    residuals = embeddings - np.stack([embeddings[index == k].mean(0) for k in range(8)])[index]
+    exact = embeddings.astype(np.float64)  # unit_rows gives float32; the whitening works in float64
+    residuals = exact - np.stack([exact[index == k].mean(0) for k in range(8)])[index]
     within = residuals.T @ residuals / 800
     ridged = within + 0.1 * np.trace(within) / 6 * np.eye(6)
     np.testing.assert_allclose(whitening @ ridged @ whitening, np.eye(6), atol=1e-8)  # (S_w + eps)^(-1/2)
@@ -183,8 +185,9 @@ def test_recentre_whiten_takes_the_cosine_in_the_whitened_space(tiny_model: Path
     from edgeface.faces.crops import crop_samples
     from edgeface.modelio import load_keras_model, read_metadata
     from edgeface.runtime.engine import keras_predict
+    from edgeface.runtime.gallery import unit_rows
     from edgeface.spec import ModelSpec
-    from edgeface.train.centres import WHITENING_NAME, unit_embeddings, unit_rows, within_class_whitening
+    from edgeface.train.centres import WHITENING_NAME, unit_embeddings, within_class_whitening
     from edgeface.train.model import compose_features, model_parts
 
     out = tmp_path / "whitened"

@@ -60,7 +60,8 @@ def recentre(
     from edgeface.train.centres import recentre as run_recentre
 
     path = run_recentre(model, data, out, scale=scale, mirror=mirror, refit_heads=refit_heads, l2=l2,
-                        whiten=whiten, whitening_epsilon=whitening_epsilon, on_log=lambda line: typer.echo(line, err=True))
+                        whiten=whiten, whitening_epsilon=whitening_epsilon,
+                        on_log=lambda line: typer.echo(line, err=True))
     typer.echo(f"model: {path}")
 
 

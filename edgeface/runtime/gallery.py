@@ -82,7 +82,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _unit_rows(embeddings: np.ndarray) -> np.ndarray:
+def unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays zero), as float32."""
     embeddings = np.asarray(embeddings, dtype=np.float32)
     norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
     return embeddings / np.maximum(norms, 1e-12)
@@ -150,7 +151,7 @@ class Gallery:
         """All embeddings stacked (M, D), person by person, and the first row of each person (P,)."""
         if not self.people:
             return np.zeros((0, self.embedding_size), np.float32), np.zeros(0, np.int64)
-        rows = _unit_rows(np.concatenate([p.embeddings for p in self.people]))
+        rows = unit_rows(np.concatenate([p.embeddings for p in self.people]))
         starts = np.cumsum([0] + [len(p.embeddings) for p in self.people[:-1]])
         return rows, starts
 
@@ -160,7 +161,7 @@ class Gallery:
         The best single photo, not the mean of the photos: it keeps one enrolled photo in another pose or
         light useful, where the mean blurs it. On celeba-299 the two were within noise (docs/identity.md).
         """
-        faces = _unit_rows(np.asarray(embeddings).reshape(-1, self.embedding_size))
+        faces = unit_rows(np.asarray(embeddings).reshape(-1, self.embedding_size))
         rows, starts = self._matrix
         if not len(rows) or not len(faces):
             return np.zeros((len(faces), len(self.people)), np.float32)
@@ -187,11 +188,11 @@ class Gallery:
         existing = self.get(name)
         people = list(self.people)
         if existing is not None and not replace_existing:
-            merged = Person(existing.name, np.concatenate([existing.embeddings, _unit_rows(embeddings)]),
+            merged = Person(existing.name, np.concatenate([existing.embeddings, unit_rows(embeddings)]),
                             tuple(existing.photos) + tuple(photos), existing.added)
             people[people.index(existing)] = merged
         else:
-            person = Person(name, _unit_rows(embeddings), tuple(photos), _now())
+            person = Person(name, unit_rows(embeddings), tuple(photos), _now())
             if existing is not None:
                 people[people.index(existing)] = person
             else:
@@ -267,7 +268,7 @@ def read_gallery(path: str | Path, model_sha256: str | None = None) -> Gallery:
             embeddings = np.asarray(entry["embeddings"], dtype=np.float32).reshape(-1, size)
             photos = tuple(dict(p) for p in entry.get("photos", []))
             added = str(entry.get("added", ""))
-            people.append(Person(str(entry["name"]), _unit_rows(embeddings), photos, added))
+            people.append(Person(str(entry["name"]), unit_rows(embeddings), photos, added))
         sim = raw.get("similarity_threshold")
         ident = raw.get("identity_threshold")
         return Gallery(model_sha256=sha, embedding_size=size, people=tuple(people),

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgeface.errors import ModelError
+from edgeface.runtime.gallery import unit_rows
 from edgeface.spec import EMBEDDING_NAME, ModelSpec
 from edgeface.train.refit import DEFAULT_L2, fit_softmax_head
 
@@ -80,11 +81,6 @@ def within_class_whitening(embeddings: np.ndarray, people: Sequence[str], labels
     dims = within.shape[0]
     values, vectors = np.linalg.eigh(within + epsilon * np.trace(within) / dims * np.eye(dims))
     return (vectors / np.sqrt(values)) @ vectors.T
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def with_centre_identity(model: Any, centres: np.ndarray, scale: float = CENTRE_SCALE,
@@ -225,7 +221,8 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # ``out`` may be the model's own folder: save_keras_model replaces model.keras whole or not at all.
-    new_path = save_keras_model(with_centre_identity(model, centres, scale, refitted, whitening), out / MODEL_NAME)
+    new_model = with_centre_identity(model, centres, scale, refitted, whitening)
+    new_path = save_keras_model(new_model, out / MODEL_NAME)
     faces = sum(person in known for person in labels)
     metadata["identity_centres"] = {"data": str(data), "faces": faces, "scale": scale,
                                     "people_without_faces": missing}
@@ -248,4 +245,4 @@ def unit_embeddings(heads: Any, features: np.ndarray, batch: int = 256) -> np.nd
         raise ModelError(f"the model's heads lack a layer edgeface train adds ({exc})") from None
     raw = np.concatenate([np.asarray(batchnorm(dense(features[i:i + batch]), training=False))
                           for i in range(0, len(features), batch)])
-    return unit_rows(raw.astype(np.float32))
+    return unit_rows(raw)
