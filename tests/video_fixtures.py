@@ -59,9 +59,10 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return np.clip((base + blotches)[..., None] * tint, 0, 255).astype(np.uint8)
 
 
-def _paste(canvas: np.ndarray, photo: FacePhoto, centre: tuple[float, float], face_width: float
-           ) -> tuple[float, float, float, float]:
-    """Paste the face with a margin of head and shoulders, scaled to ``face_width``; returns the face box."""
+def _paste(canvas: np.ndarray, photo: FacePhoto, centre: tuple[float, float], face_width: float,
+           columns: tuple[float, float] | None = None) -> tuple[float, float, float, float]:
+    """Paste the face with a margin of head and shoulders, scaled to ``face_width``, writing only within
+    ``columns`` (x from, x to) when given; returns the face box."""
     import cv2
 
     x0, y0, x1, y1 = photo.box
@@ -75,8 +76,9 @@ def _paste(canvas: np.ndarray, photo: FacePhoto, centre: tuple[float, float], fa
     face_cx, face_cy = ((x0 + x1) / 2 - px0) * scale, ((y0 + y1) / 2 - py0) * scale
     left, top = int(round(centre[0] - face_cx)), int(round(centre[1] - face_cy))
     height, width = canvas.shape[:2]
-    cx0, cy0 = max(0, left), max(0, top)
-    cx1, cy1 = min(width, left + patch.shape[1]), min(height, top + patch.shape[0])
+    lo, hi = (0, width) if columns is None else (max(0, int(columns[0])), min(width, int(columns[1])))
+    cx0, cy0 = max(lo, left), max(0, top)
+    cx1, cy1 = min(hi, left + patch.shape[1]), min(height, top + patch.shape[0])
     if cx1 > cx0 and cy1 > cy0:
         canvas[cy0:cy1, cx0:cx1] = patch[cy0 - top:cy1 - top, cx0 - left:cx1 - left]
     box_w, box_h = fw * scale, fh * scale
@@ -106,7 +108,9 @@ def write_face_video(path: Path, photos: dict[str, list[FacePhoto]], people: Seq
             for i, person in enumerate(people):
                 photo = photos[person][(f // hold + i) % len(photos[person])]
                 centre = (starts[i][0] + drift[i] * f, starts[i][1] + 4.0 * np.sin(f / 5.0 + i))
-                box = _paste(canvas, photo, centre, face_width)
+                # Each patch stays in its lane: a neighbour's shoulders must not cover part of this face's crop
+                # (the photos were chosen for how the model names them alone, see recognised_photos).
+                box = _paste(canvas, photo, centre, face_width, columns=(lane * i, lane * (i + 1)))
                 faces.append({"identity": person, "box": [round(v, 1) for v in box]})
             noise = rng.normal(0, 2.0, canvas.shape).astype(np.float32)
             frame = np.clip(canvas.astype(np.float32) + noise, 0, 255).astype(np.uint8)
