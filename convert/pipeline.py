@@ -156,15 +156,19 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                   representative_size: int = DEFAULT_REPRESENTATIVE_SIZE, verify_size: int = DEFAULT_VERIFY_SIZE,
                   io_type: str = "int8", min_agreement: float = DEFAULT_MIN_AGREEMENT, debug_layers: bool = False,
                   identity_threshold: float = 0.5, seed: int = 0, bias_correction: bool = True,
-                  progress: bool = True, on_log: Callable[[str], None] = print) -> list[ConversionResult]:
+                  equalize: bool = True, progress: bool = True,
+                  on_log: Callable[[str], None] = print) -> list[ConversionResult]:
     """Convert a trained ``model.keras`` into one bundle per precision, each verified against Keras.
 
     A precision whose argmax agreement with Keras is below ``min_agreement`` on any head is refused: its
     result says why and no bundle is written. With ``bias_correction``, full int8 first fits the per-channel
     gain and offset that map the int8 backbone's features to the float one's on the representative crops, and
-    folds them into the heads that read the features (``convert/bias_correction.py``).
+    folds them into the heads that read the features (``convert/bias_correction.py``). With ``equalize``, it
+    first lifts every channel that feeds a depthwise convolution to its tensor's range
+    (``convert/equalization.py``); the bias correction is then fitted to the equalised model.
     """
     from convert.bias_correction import corrected_heads, feature_correction
+    from convert.equalization import equalized_backbone
     from convert.tflite import accumulated_errors, convert_keras, layer_errors, plot_accumulated_errors
     from edgeface.eval.evaluate import predict_batched
     from edgeface.train.model import model_parts
@@ -203,15 +207,31 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
         from edgeface.progress import progress_bar
         steps = progress_bar(precisions, desc="converting", unit="model")
     for precision in steps:
-        if precision == "int8" and bias_correction:
-            correction = feature_correction(keras_engine.model, spec, rep_crops)
-            if correction is None:
+        int8 = precision == "int8"
+        reference_float = float_flatbuffer  # what --debug-layers compares int8 with, tensor by tensor
+        with equalized_backbone(keras_engine.model, spec, rep_crops if int8 and equalize else None) as equalization:
+            if equalization is not None and equalization.activations:
+                eq = equalization.summary()
+                on_log(f"range equalisation: {eq['pairs']} ReLU -> depthwise pairs, channel scales median "
+                       f"{eq['scale_median']:.3g}, up to {eq['scale_max']:.3g} ({len(rep_crops)} faces)")
+            elif int8 and equalize:
+                on_log("range equalisation: skipped (no BatchNorm -> ReLU -> depthwise chain in the backbone)")
+            correction = feature_correction(keras_engine.model, spec, rep_crops) if int8 and bias_correction else None
+            if int8 and bias_correction and correction is None:
                 on_log("bias correction: skipped (the model is not preprocess -> backbone -> heads)")
-        else:
-            correction = None
-        with corrected_heads(keras_engine.model, correction) as corrected:
-            flatbuffer = convert_keras(keras_engine.model, precision, spec,
-                                       rep_crops if precision == "int8" else None, io_type=io_type)
+            if debug_layers and int8:
+                # the equalised float model: its tensors are the ones int8 approximates
+                if (equalization is not None and equalization.activations) or reference_float is None:
+                    reference_float = convert_keras(keras_engine.model, "float32", spec)
+                debug_crops = np.asarray(ver.crops[:DEBUG_FACES])
+                report_stem = (out if out.suffix != SUFFIX else out.parent) / model_path.parent.name
+                layers_csv = Path(f"{report_stem}-layer-errors.csv")
+                layer_rows = layer_errors(keras_engine.model, spec, rep_crops, debug_crops, csv_path=layers_csv)
+            with corrected_heads(keras_engine.model, correction) as corrected:
+                flatbuffer = convert_keras(keras_engine.model, precision, spec,
+                                           rep_crops if int8 else None, io_type=io_type)
+        equalization_figures = (equalization.summary() if equalization is not None and equalization.activations
+                                else None)
         figures = correction.summary() if corrected and correction is not None else None
         if figures:
             on_log(f"bias correction: int8 shifts the pooled features by {figures['feature_shift_norm']:.3g} "
@@ -230,16 +250,10 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                                       f"--min-agreement {min_agreement:.0%}" for h in low)
         if precision == "float32":
             float_flatbuffer = flatbuffer
-        if debug_layers and precision == "int8":
-            report_stem = (out if out.suffix != SUFFIX else out.parent) / model_path.parent.name
-            debug_crops = np.asarray(ver.crops[:DEBUG_FACES])
-            layers_csv = Path(f"{report_stem}-layer-errors.csv")
-            result.layer_errors = layer_errors(keras_engine.model, spec, rep_crops, debug_crops,
-                                               csv_path=layers_csv)
-            if float_flatbuffer is None:
-                float_flatbuffer = convert_keras(keras_engine.model, "float32", spec)
+        if debug_layers and int8:
+            result.layer_errors = layer_rows
             debug_crops = debug_crops[:ACCUMULATED_FACES]
-            result.accumulated_errors = accumulated_errors(float_flatbuffer, flatbuffer, debug_crops, spec)
+            result.accumulated_errors = accumulated_errors(reference_float, flatbuffer, debug_crops, spec)
             result.debug_reports = [
                 layers_csv,
                 write_rows_csv(result.accumulated_errors, Path(f"{report_stem}-int8-accumulated-errors.csv")),
@@ -262,6 +276,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                 "conversion": {"representative": str(rep_set.source), "representative_faces": len(rep_crops),
                                "verification": str(ver_set.source), "io_type": io_type if precision == "int8"
                                else "float32", "min_agreement": min_agreement,
+                               "equalization": equalization_figures,
                                "bias_correction": {"layers": corrected, **figures} if figures else None},
                 "accuracy": {head: check.to_dict() for head, check in checks.items()},
                 "embedding_cosine": cosine,

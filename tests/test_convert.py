@@ -37,6 +37,9 @@ def test_every_precision_converts_and_agrees_with_keras(tiny_bundles: dict[str, 
     assert corrected["layers"] == ["embedding_dense", "emotion", "gender"] and corrected["feature_shift_norm"] > 0
     assert 0.5 <= corrected["gain_p5"] <= corrected["gain_median"] <= corrected["gain_p95"] <= 2.0
     assert load_bundle(tiny_bundles["float32"]).manifest["conversion"]["bias_correction"] is None
+    equalized = load_bundle(tiny_bundles["int8"]).manifest["conversion"]["equalization"]
+    assert equalized["pairs"] == 4 and equalized["scale_max"] > equalized["scale_median"] >= 1.0
+    assert load_bundle(tiny_bundles["float32"]).manifest["conversion"]["equalization"] is None
     float_checks = load_bundle(tiny_bundles["float32"]).accuracy
     assert all(c["agreement"] == 1.0 and c["max_prob_diff"] < 1e-5 for c in float_checks.values())
 
@@ -51,8 +54,10 @@ def test_conversion_is_refused_below_the_agreement_threshold(tiny_model: Path, t
 
 def test_uint8_io_on_request(tiny_model: Path, tmp_path: Path) -> None:
     (result,) = convert_model(tiny_model, ["int8"], tmp_path / "u8.edgeface", io_type="uint8", min_agreement=0.0,
-                              representative_size=40, verify_size=40, progress=False, on_log=lambda _: None)
+                              representative_size=40, verify_size=40, equalize=False, progress=False,
+                              on_log=lambda _: None)
     bundle = load_bundle(result.bundle_path)
+    assert bundle.manifest["conversion"]["equalization"] is None  # equalize=False (--no-equalize)
     assert bundle.manifest["io"]["input"]["dtype"] == "uint8"
     engine = LiteRTEngine.from_bundle(bundle)
     assert engine.input_dtype == np.uint8
@@ -188,6 +193,87 @@ def test_bias_correction_folds_the_int8_feature_map_into_the_heads(tiny_model: P
         np.testing.assert_array_equal(heads.get_layer(name)(features), expected)
     with corrected_heads(object(), None) as layers:  # no correction: the model is not even looked at
         assert layers == []
+
+
+def test_equalization_is_exact_in_float_and_undone_afterwards(tiny_model: Path, synthetic_csv: Path) -> None:
+    from convert.equalization import equalized_backbone, find_pairs
+    from edgeface.data.manifest import load_dataset
+    from edgeface.faces.crops import crop_samples
+    from edgeface.train.model import model_parts
+
+    keras = KerasEngine(tiny_model)
+    crops = np.asarray(crop_samples(load_dataset(synthetic_csv).samples[::4], keras.spec.crop, 64).crops)
+    backbone = model_parts(keras.model).backbone
+    pairs = find_pairs(backbone)  # the tiny backbone: four conv -> BN -> ReLU6 -> depthwise blocks
+    assert len(pairs) == 4 and all(p.ceiling == 6.0 for p in pairs)
+    assert [type(p.depthwise).__name__ for p in pairs] == ["DepthwiseConv2D"] * 4
+    before = keras.predict(crops)
+    weights = [w.copy() for w in backbone.get_weights()]
+    with equalized_backbone(keras.model, keras.spec, crops) as equalization:
+        assert equalization is not None and len(equalization.scales) == 4
+        assert max(float(s.max()) for s in equalization.scales) > 1.5
+        inside = keras.predict(crops)
+        for head in ("identity", "emotion", "gender", "embedding"):
+            np.testing.assert_allclose(inside[head], before[head], rtol=1e-3, atol=1e-5)
+    for restored, saved in zip(backbone.get_weights(), weights):
+        np.testing.assert_array_equal(restored, saved)
+    with equalized_backbone(keras.model, keras.spec, None) as equalization:  # not asked: nothing touched
+        assert equalization is None
+
+
+def test_range_scales_lift_weak_channels_and_leave_dead_ones() -> None:
+    from convert.equalization import MAX_SCALE, range_scales
+
+    scales = range_scales(np.array([4.0, 2.0, 0.5, 0.0, 1e-5]), ceiling=6.0)
+    np.testing.assert_allclose(scales, [1.0, 2.0, 8.0, 1.0, MAX_SCALE], rtol=1e-6)
+    np.testing.assert_allclose(range_scales(np.array([8.0, 2.0]), ceiling=6.0), [1.0, 3.0])  # up to the ceiling
+    np.testing.assert_array_equal(range_scales(np.zeros(3)), 1.0)
+
+
+def test_equalization_gives_weak_channels_their_int8_bits_back() -> None:
+    """Channels 100x weaker than their neighbours before a depthwise convolution that amplifies them again:
+    int8 rounds them away, equalised it keeps them (MobileNetV2's first block, in miniature)."""
+    import keras
+    import tensorflow as tf
+
+    from convert.equalization import equalized
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    network = keras.Model(inputs, x)
+    network.layers[1].set_weights([rng.normal(0, 0.5, (3, 3, 3, 8)).astype(np.float32)])
+    weak = np.array([1, 1, 1, 1, 0.01, 0.01, 0.01, 0.01], np.float32)
+    bn = network.layers[2]
+    bn.set_weights([weak, 0.1 * weak, np.zeros(8, np.float32), np.ones(8, np.float32)])
+    depthwise = network.layers[4]
+    kernel = rng.normal(0, 0.3, (3, 3, 8, 1)).astype(np.float32)
+    depthwise.set_weights([kernel / weak[None, None, :, None]])
+    data = rng.uniform(0, 1, (64, 16, 16, 3)).astype(np.float32)
+    reference = network.predict(data, verbose=0)
+
+    def int8_error() -> float:
+        converter = tf.lite.TFLiteConverter.from_keras_model(network)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None]] for image in data)
+        interpreter = tf.lite.Interpreter(model_content=converter.convert())
+        runner = interpreter.get_signature_runner()
+        out = next(iter(runner(**{runner.get_input_details().popitem()[0]: data}).values()))
+        weak_channels = slice(4, 8)
+        return float(np.sqrt(np.mean((out[:, weak_channels] - reference[:, weak_channels]) ** 2))
+                     / np.sqrt(np.mean(reference[:, weak_channels] ** 2)))
+
+    plain = int8_error()
+    with equalized(network, data) as equalization:
+        np.testing.assert_allclose(network.predict(data, verbose=0), reference, rtol=1e-4, atol=1e-5)
+        assert equalization.activations == [network.layers[3].name]
+        assert 50 < float(np.median(equalization.scales[0][4:])) <= 1000
+        lifted = int8_error()
+    assert lifted < plain / 5, (plain, lifted)  # measured: 8.1% -> 0.63% of the weak channels' RMS
 
 
 def test_debug_layers_reports_where_int8_error_accumulates(tiny_bundles: dict[str, Path], tiny_model: Path,

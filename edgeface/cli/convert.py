@@ -35,6 +35,10 @@ def convert(
                                          help="int8: fit the per-channel gain and shift int8 gives the "
                                               "backbone's features on the representative faces and undo them "
                                               "in the heads that read the features."),
+    equalize: bool = typer.Option(True, "--equalize/--no-equalize",
+                                  help="int8: before calibrating, scale each channel that feeds a depthwise "
+                                       "convolution up to its tensor's range (and its kernel down), so int8 "
+                                       "keeps the weak channels; exact in float. MobileNet-class backbones only."),
 ) -> None:
     """Convert a trained model to TFLite bundles and verify each against Keras.
 
@@ -52,7 +56,8 @@ def convert(
     results = convert_model(model, precisions, out, representative=representative, verify_data=verify_data,
                             representative_size=representative_size, verify_size=verify_size, io_type=io_type,
                             min_agreement=min_agreement, debug_layers=debug_layers, bias_correction=bias_correction,
-                            identity_threshold=identity_threshold, on_log=lambda s: typer.echo(s, err=True))
+                            equalize=equalize, identity_threshold=identity_threshold,
+                            on_log=lambda s: typer.echo(s, err=True))
     float_size = next((r.size_bytes for r in results if r.precision == "float32"), None)
     rows = []
     for r in results:
