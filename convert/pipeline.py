@@ -210,18 +210,20 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
         int8 = precision == "int8"
         reference_float = float_flatbuffer  # what --debug-layers compares int8 with, tensor by tensor
         with equalized_backbone(keras_engine.model, spec, rep_crops if int8 and equalize else None) as equalization:
-            if equalization is not None and equalization.activations:
-                eq = equalization.summary()
-                on_log(f"range equalisation: {eq['pairs']} ReLU -> depthwise pairs, channel scales median "
-                       f"{eq['scale_median']:.3g}, up to {eq['scale_max']:.3g} ({len(rep_crops)} faces)")
+            equalization_figures = equalization.summary() if equalization is not None else None
+            if equalization_figures:
+                on_log(f"range equalisation: {equalization_figures['pairs']} ReLU -> depthwise pairs, channel "
+                       f"scales median {equalization_figures['scale_median']:.3g}, up to "
+                       f"{equalization_figures['scale_max']:.3g} ({len(rep_crops)} faces)")
             elif int8 and equalize:
-                on_log("range equalisation: skipped (no BatchNorm -> ReLU -> depthwise chain in the backbone)")
+                on_log("range equalisation: skipped (no BatchNorm -> ReLU -> depthwise chain in the backbone, "
+                       "or not an edgeface model)")
             correction = feature_correction(keras_engine.model, spec, rep_crops) if int8 and bias_correction else None
             if int8 and bias_correction and correction is None:
                 on_log("bias correction: skipped (the model is not preprocess -> backbone -> heads)")
             if debug_layers and int8:
                 # the equalised float model: its tensors are the ones int8 approximates
-                if (equalization is not None and equalization.activations) or reference_float is None:
+                if equalization is not None or reference_float is None:
                     reference_float = convert_keras(keras_engine.model, "float32", spec)
                 debug_crops = np.asarray(ver.crops[:DEBUG_FACES])
                 report_stem = (out if out.suffix != SUFFIX else out.parent) / model_path.parent.name
@@ -230,8 +232,6 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
             with corrected_heads(keras_engine.model, correction) as corrected:
                 flatbuffer = convert_keras(keras_engine.model, precision, spec,
                                            rep_crops if int8 else None, io_type=io_type)
-        equalization_figures = (equalization.summary() if equalization is not None and equalization.activations
-                                else None)
         figures = correction.summary() if corrected and correction is not None else None
         if figures:
             on_log(f"bias correction: int8 shifts the pooled features by {figures['feature_shift_norm']:.3g} "

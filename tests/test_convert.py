@@ -237,6 +237,7 @@ def test_equalization_gives_weak_channels_their_int8_bits_back() -> None:
     import tensorflow as tf
 
     from convert.equalization import equalized
+    from edgeface.runtime.litert import make_interpreter
 
     rng = np.random.default_rng(0)
     inputs = keras.Input((16, 16, 3))
@@ -260,8 +261,7 @@ def test_equalization_gives_weak_channels_their_int8_bits_back() -> None:
         converter = tf.lite.TFLiteConverter.from_keras_model(network)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([image[None]] for image in data)
-        interpreter = tf.lite.Interpreter(model_content=converter.convert())
-        runner = interpreter.get_signature_runner()
+        runner = make_interpreter(converter.convert(), source="test network").get_signature_runner()
         out = next(iter(runner(**{runner.get_input_details().popitem()[0]: data}).values()))
         weak_channels = slice(4, 8)
         return float(np.sqrt(np.mean((out[:, weak_channels] - reference[:, weak_channels]) ** 2))
