@@ -311,6 +311,32 @@ def test_http_sink_port_in_use_is_a_config_error() -> None:
             HttpSink(HttpConfig(port=port), lambda: (True, {}), lambda: "")
 
 
+def test_http_sink_answers_only_once_started() -> None:
+    """The daemon starts the server after its other sinks exist, so the first /metrics already lists them."""
+    import urllib.request
+
+    from edgeface.daemon.config import HttpConfig
+    from edgeface.daemon.sinks import HttpSink
+
+    sink = HttpSink(HttpConfig(port=0), lambda: (True, {}), lambda: "edgeface_up 1\n")
+    try:
+        url = f"http://127.0.0.1:{sink.address[1]}/metrics"
+        with socket.create_connection(("127.0.0.1", sink.address[1]), timeout=2) as early:
+            early.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            early.settimeout(0.3)
+            with pytest.raises(TimeoutError):  # bound and listening, but not answering yet
+                early.recv(1)
+            sink.start()
+            early.settimeout(5)
+            assert early.recv(64).startswith(b"HTTP/1.1 200")  # the waiting request is answered, not refused
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            assert reply.read() == b"edgeface_up 1\n"
+    finally:
+        sink.close(2)
+    never_started = HttpSink(HttpConfig(port=0), lambda: (True, {}), lambda: "")
+    never_started.close(2)  # returns at once: there is no serve loop to wait for
+
+
 # --- systemd notify ----------------------------------------------------------------------------------------
 
 

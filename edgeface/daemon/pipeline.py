@@ -224,6 +224,8 @@ class Daemon:
                                                 config.jsonl.backups, config.jsonl.queue))
             if config.mqtt_on:
                 self.sinks.append(MqttSink(config.mqtt, config.device, self.bundle.path.stem))
+            if self.http is not None:
+                self.http.start()
         except BaseException:
             self._close_sinks(0.5)
             raise

@@ -357,6 +357,10 @@ class HttpSink:
         self.address = self._server.server_address[:2]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="edgeface-http", daemon=True)
+
+    def start(self) -> None:
+        """Answer requests. Called once every sink exists, so the first /metrics already lists them all
+        (connections made before this wait in the listen backlog)."""
         self._thread.start()
         log.info("http: serving /healthz /labels /metrics on http://%s:%s", *self.address)
 
@@ -370,9 +374,10 @@ class HttpSink:
         return item.result.to_dict()
 
     def close(self, timeout: float) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, so only when it runs
+            self._server.shutdown()
+            self._thread.join(timeout)
         self._server.server_close()
-        self._thread.join(timeout)
 
     def metrics(self) -> dict[str, float]:
         return {"sent": self.requests, "dropped": 0}
