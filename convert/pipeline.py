@@ -274,6 +274,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                                  "mirrored": bool(parts and parts.mirrored)},
                 "dataset_fingerprint": metadata.get("dataset", {}).get("fingerprint"),
                 "conversion": {"representative": str(rep_set.source), "representative_faces": len(rep_crops),
+                               "seed": seed,
                                "verification": str(ver_set.source), "io_type": io_type if precision == "int8"
                                else "float32", "min_agreement": min_agreement,
                                "equalization": equalization_figures,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from edgeface.cli import app
+from edgeface.runtime.bundle import load_bundle
 
 runner = CliRunner()
 
@@ -73,8 +74,10 @@ def test_train_and_convert_end_to_end(synthetic_csv: Path, tmp_path: Path) -> No
     assert (out / "model.keras").is_file() and (out / "metadata.json").is_file() and (out / "history.png").is_file()
     assert "identity validation accuracy" in result.output
     result = runner.invoke(app, ["convert", str(out), "-p", "float32", "-p", "int8", "--out", str(tmp_path / "b"),
-                                 "--min-agreement", "0", "--representative-size", "30", "--verify-size", "30"])
+                                 "--min-agreement", "0", "--representative-size", "30", "--verify-size", "30",
+                                 "--seed", "7"])
     assert result.exit_code == 0, result.output
+    assert load_bundle(tmp_path / "b" / "run-int8.edgeface").manifest["conversion"]["seed"] == 7
     assert (tmp_path / "b" / "run-int8.edgeface").is_file() and (tmp_path / "b" / "run-float32.edgeface").is_file()
     assert "agreement" in result.output and "vs float32" in result.output
     result = runner.invoke(app, ["convert", str(out), "-p", "int4"])

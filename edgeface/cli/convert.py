@@ -24,6 +24,8 @@ def convert(
     verify_data: Optional[Path] = typer.Option(
         None, help="Held-out photos to compare Keras and TFLite on. Default: the model's validation split."),
     verify_size: int = typer.Option(600, help="How many held-out faces to compare on."),
+    seed: int = typer.Option(0, help="Which faces are drawn for calibration and verification; convert with a few "
+                                     "seeds to see how much the int8 result depends on the draw."),
     io_type: str = typer.Option("int8", help="int8 model input/output type: int8 (XNNPACK's native), uint8 or float32."),
     min_agreement: float = typer.Option(0.90, help="Refuse a precision whose argmax agrees with Keras on fewer faces "
                                                    "than this, on any head."),
@@ -56,7 +58,7 @@ def convert(
     results = convert_model(model, precisions, out, representative=representative, verify_data=verify_data,
                             representative_size=representative_size, verify_size=verify_size, io_type=io_type,
                             min_agreement=min_agreement, debug_layers=debug_layers, bias_correction=bias_correction,
-                            equalize=equalize, identity_threshold=identity_threshold,
+                            equalize=equalize, identity_threshold=identity_threshold, seed=seed,
                             on_log=lambda s: typer.echo(s, err=True))
     float_size = next((r.size_bytes for r in results if r.precision == "float32"), None)
     rows = []
