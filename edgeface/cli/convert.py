@@ -20,7 +20,8 @@ def convert(
     out: Path = typer.Option(Path("bundles"), help="Folder for NAME-PRECISION.edgeface, or a .edgeface file path."),
     representative: Optional[Path] = typer.Option(
         None, help="Photos for int8 calibration (CSV or folder). Default: the model's own training split."),
-    representative_size: int = typer.Option(300, help="How many faces calibrate int8, spread over people and labels."),
+    representative_size: int = typer.Option(1000, help="How many faces calibrate int8, spread over people and "
+                                                      "labels (fewer converts faster but can cost accuracy)."),
     verify_data: Optional[Path] = typer.Option(
         None, help="Held-out photos to compare Keras and TFLite on. Default: the model's validation split."),
     verify_size: int = typer.Option(600, help="How many held-out faces to compare on."),
