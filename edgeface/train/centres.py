@@ -221,8 +221,8 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # ``out`` may be the model's own folder: save_keras_model replaces model.keras whole or not at all.
-    new_model = with_centre_identity(model, centres, scale, refitted, whitening)
-    new_path = save_keras_model(new_model, out / MODEL_NAME)
+    new_path = save_keras_model(with_centre_identity(model, centres, scale, refitted, whitening),
+                                out / MODEL_NAME)
     faces = sum(person in known for person in labels)
     metadata["identity_centres"] = {"data": str(data), "faces": faces, "scale": scale,
                                     "people_without_faces": missing}
