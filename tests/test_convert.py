@@ -306,7 +306,10 @@ def test_debug_layers_reports_where_int8_error_accumulates(tiny_bundles: dict[st
     float_io_rows = accumulated_errors(float_bundle.model_bytes, float_io, crops, float_bundle.spec)
     assert {row["output"] for row in float_io_rows if row["output"]} == set(at_outputs)
     by_order = [row["sqnr_db"] for row in rows]
-    assert by_order[0] > by_order[-1] and all(np.isfinite(by_order))
+    # Error compounds from the input to the features every head reads. (Not "first > last": the last tensor is
+    # a softmax, and a confident softmax hides its input's error. Between the two, this int8 model is equalised
+    # and the float32 one is not, so lifted channels differ by design; --debug-layers compares like for like.)
+    assert by_order[0] > at_outputs["embedding"] + 6 and all(np.isfinite(by_order))
     for row in rows:
         assert row["drop_db"] is None or np.isfinite(row["drop_db"])
 
