@@ -128,7 +128,8 @@ def test_thresholds_meet_the_false_accept_target() -> None:
         accepted = (sims >= both.similarity) | (conf >= both.identity)
         assert both.accepted == accepted.sum() <= far * 1000
         assert np.sum(sims >= both.similarity) == np.sum(conf >= both.identity)  # the same share each
-    assert choose_thresholds(sims, None, 0.0).similarity > sims.max()
+    # far 0: above every stranger by more than re-scoring a face in another batch can move it
+    assert choose_thresholds(sims, None, 0.0).similarity >= sims.max() + 1e-6
 
 
 def test_thresholds_with_ties_stay_within_the_target() -> None:

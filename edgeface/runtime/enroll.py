@@ -252,12 +252,18 @@ class Thresholds:
         return self.accepted / self.total if self.total else 0.0
 
 
+# Above the highest stranger by more than the float rounding that scoring the same face again, in another batch,
+# can bring (~1e-7), and far less than any real gap (int8 probabilities step by 1/256).
+ABOVE_ALL_MARGIN = 1e-5
+
+
 def _above(sorted_desc: np.ndarray, k: int) -> float:
-    """A threshold that accepts the ``k`` highest scores and not the next: halfway between them."""
+    """A threshold that accepts the ``k`` highest scores and not the next: halfway between them (``k`` 0: just
+    above the highest, by ``ABOVE_ALL_MARGIN``)."""
     if k >= len(sorted_desc):
         return float(sorted_desc[-1])
     if k == 0:
-        return float(np.nextafter(np.float32(sorted_desc[0]), np.float32(np.inf)))
+        return float(sorted_desc[0]) + ABOVE_ALL_MARGIN
     return float((sorted_desc[k - 1] + sorted_desc[k]) / 2)
 
 
