@@ -20,26 +20,56 @@ ATTRIBUTE_LABELS: dict[str, tuple[str, ...]] = {"emotion": EMOTIONS, "gender": G
 
 INPUT_NAME = "image"
 EMBEDDING_NAME = "embedding"
+# Alignment points a crop can be fitted on, with how many of them it may use: the detector's keypoints
+# (BlazeFace: eyes, nose tip, mouth) or the face mesh's five points.
+LANDMARK_POINTS: dict[str, tuple[int, int]] = {"": (2, 4), "mesh5": (5, 5)}
 
 
 @dataclass(frozen=True)
 class CropSpec:
-    """Where the eyes land in an aligned face crop, as fractions of the crop side.
+    """Where the face lands in an aligned crop, as fractions of the crop side.
 
-    The defaults leave room for the mouth (emotion) and some hair (gender) around the face, a little looser
-    than the usual 112x112 recognition template.
+    By default the crop is aligned on the eyes alone (``eye_distance``, ``eye_line``); the defaults leave room
+    for the mouth (emotion) and some hair (gender), a little looser than the usual 112x112 recognition
+    template. ``keypoints`` instead gives where alignment points land, and the crop is the similarity transform
+    that fits them best (least squares): how a backbone trained on another aligner's crops gets the crops it
+    knows. The points are the detector's first keypoints (BlazeFace order: the subject's right eye, left eye,
+    nose tip, mouth centre), or with ``landmarks = "mesh5"`` the face mesh's five points in dlib's order
+    (``edgeface.faces.landmarks``).
     """
 
     eye_distance: float = 0.30  # distance between the eye centres / crop width
     eye_line: float = 0.40  # height of the eye line / crop height
     detector: str = "blazeface"  # which detector made the keypoints the crop is aligned on
     min_face: int = 20  # faces whose box is smaller than this (pixels) are ignored
+    keypoints: tuple[tuple[float, float], ...] = ()  # (x, y) per point; () = eyes at the above
+    landmarks: str = ""  # "": the detector's keypoints; "mesh5": the face mesh's five points (dlib's)
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.eye_distance <= 0.8:
             raise ModelError(f"crop eye_distance must be in [0.05, 0.8], got {self.eye_distance}")
         if not 0.1 <= self.eye_line <= 0.7:
             raise ModelError(f"crop eye_line must be in [0.1, 0.7], got {self.eye_line}")
+        try:
+            keypoints = tuple((float(x), float(y)) for x, y in self.keypoints)
+        except (TypeError, ValueError):
+            raise ModelError(f"crop keypoints must be (x, y) pairs, got {self.keypoints!r}") from None
+        if self.landmarks not in LANDMARK_POINTS:
+            raise ModelError(f"crop landmarks must be one of {', '.join(repr(k) for k in LANDMARK_POINTS)}, "
+                             f"got {self.landmarks!r}")
+        low, high = LANDMARK_POINTS[self.landmarks]
+        if self.landmarks and not keypoints:
+            raise ModelError(f"crop landmarks {self.landmarks!r} need their keypoints' positions")
+        if keypoints and not (low <= len(keypoints) <= high and all(0 <= v <= 1 for p in keypoints for v in p)):
+            raise ModelError(f"crop keypoints must be {low} to {high} (x, y) pairs in [0, 1], got {list(keypoints)}")
+        object.__setattr__(self, "keypoints", keypoints)
+
+    def targets(self) -> tuple[tuple[float, float], ...]:
+        """Where the keypoints the crop is aligned on land, as fractions: ``keypoints``, or the two eyes."""
+        if self.keypoints:
+            return self.keypoints
+        half = self.eye_distance / 2
+        return ((0.5 - half, self.eye_line), (0.5 + half, self.eye_line))
 
 
 @dataclass(frozen=True)

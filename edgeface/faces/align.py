@@ -1,4 +1,4 @@
-"""Cut an aligned face crop out of an image: the eyes land where the model's CropSpec says.
+"""Cut an aligned face crop out of an image: the eyes (or landmarks) land where the model's CropSpec says.
 
 This is the only place crops are made, for training, calibration, evaluation and the Pi alike.
 """
@@ -26,29 +26,52 @@ def eye_positions(face: Face) -> tuple[np.ndarray, np.ndarray]:
     return tuple(np.array([x0 + fx * w, y0 + fy * h]) for fx, fy in _BOX_EYES)  # type: ignore[return-value]
 
 
-def alignment_matrix(face: Face, crop: CropSpec, size: int) -> np.ndarray:
-    """The 2x3 similarity transform taking image pixels to crop pixels."""
-    eye_a, eye_b = eye_positions(face)
-    src_centre = (eye_a + eye_b) / 2
-    delta = eye_b - eye_a
-    src_distance = float(np.hypot(*delta))
-    if src_distance < 1e-3:  # degenerate keypoints: fall back to the box
-        return alignment_matrix(Face(face.box, face.score, None), crop, size)
-    angle = np.arctan2(delta[1], delta[0])
-    scale = crop.eye_distance * size / src_distance
-    cos, sin = scale * np.cos(-angle), scale * np.sin(-angle)
-    dst_centre = np.array([0.5 * size, crop.eye_line * size])
-    # Rotate and scale about the eye centre, then move it to its place in the crop.
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2x3 rotation, uniform scale and translation taking ``source`` points closest to ``target`` (least
+    squares; exact for two points)."""
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    source_mean, target_mean = source.mean(0), target.mean(0)
+    s, t = source - source_mean, target - target_mean
+    energy = float((s ** 2).sum())
+    cos = float((s * t).sum()) / energy
+    sin = float((s[:, 0] * t[:, 1] - s[:, 1] * t[:, 0]).sum()) / energy
     rotation = np.array([[cos, -sin], [sin, cos]])
-    translation = dst_centre - rotation @ src_centre
-    return np.hstack([rotation, translation[:, None]])
+    return np.hstack([rotation, (target_mean - rotation @ source_mean)[:, None]])
+
+
+def alignment_matrix(face: Face, crop: CropSpec, size: int, points: np.ndarray | None = None) -> np.ndarray:
+    """The 2x3 similarity transform taking image pixels to crop pixels. ``points``: the crop's landmarks in
+    image pixels, when it is aligned on landmarks rather than the detector's keypoints."""
+    targets = np.asarray(crop.targets(), np.float64) * size
+    if points is not None:
+        return similarity_transform(points, targets)
+    if face.keypoints is not None and len(face.keypoints) >= len(targets):
+        # Keypoints are in BlazeFace order, the eyes first (image-left eye first), as the targets.
+        source = np.asarray(face.keypoints[:len(targets)], np.float64)
+    else:
+        source, targets = np.stack(eye_positions(face)), targets[:2]
+    if float(np.hypot(*(source[1] - source[0]))) < 1e-3:  # degenerate keypoints: fall back to the box
+        if face.keypoints is None:  # an empty box: centre it, unscaled
+            centre = np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2])
+            return np.hstack([np.eye(2), (0.5 * size - centre)[:, None]])
+        return alignment_matrix(Face(face.box, face.score, None), crop, size)
+    return similarity_transform(source, targets)
+
+
+def landmark_points(image: np.ndarray, face: Face, crop: CropSpec) -> np.ndarray | None:
+    """The landmarks ``crop`` is aligned on, in image pixels (None when it uses the detector's keypoints)."""
+    if not crop.landmarks:
+        return None
+    from edgeface.faces.landmarks import LANDMARK_SETS, face_mesh
+
+    return face_mesh().landmarks(image, face)[list(LANDMARK_SETS[crop.landmarks])]
 
 
 def align_face(image: np.ndarray, face: Face, crop: CropSpec, size: int) -> np.ndarray:
     """One aligned RGB uint8 crop of ``size`` x ``size`` pixels."""
     import cv2
 
-    matrix = alignment_matrix(face, crop, size)
+    matrix = alignment_matrix(face, crop, size, landmark_points(image, face, crop))
     scale = float(np.hypot(matrix[0, 0], matrix[0, 1]))
     source = image
     # warpAffine samples bilinearly; shrinking a big face more than 2x that way aliases, so halve first.

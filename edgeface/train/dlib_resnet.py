@@ -37,6 +37,12 @@ INPUT_SIZE = 150
 DESCRIPTOR_SIZE = 128
 # dlib's channel means (the .dat's input layer holds them; checked on load).
 CHANNEL_MEANS = (122.782, 117.001, 104.298)
+# Where the face mesh's five points (dlib's: eye corners and the bottom of the nose) land in dlib's own
+# 150x150 chip (its 5-point landmarks, 25% padding), as fractions: the median over several hundred photos
+# aligned by dlib. Crops fitted to them (least squares) give descriptors close to those of dlib's chips
+# (benchmarks/dlib_port.py measures how close).
+CHIP_LANDMARKS = "mesh5"
+CHIP_KEYPOINTS = ((0.7476, 0.303), (0.5876, 0.3166), (0.2365, 0.3048), (0.3946, 0.3171), (0.4917, 0.575))
 
 
 class Stage(NamedTuple):
@@ -81,70 +87,114 @@ def find_dat(explicit: str | Path | None = None) -> Path:
     return Path(face_recognition_models.face_recognition_model_location())
 
 
-def _conv_layers(filters: int, stride: int, name: str) -> Any:
+def _conv(filters: int, kernel: int, stride: int, name: str) -> Any:
     from keras import layers
 
-    padding = "same" if stride == 1 else "valid"
-    return layers.Conv2D(filters, 3, strides=stride, padding=padding, name=name)
+    # dlib pads stride-1 convolutions by half the kernel and strided ones not at all.
+    return layers.Conv2D(filters, kernel, strides=stride, padding="same" if stride == 1 else "valid", name=name)
 
 
-def build_dlib_resnet(input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 3), name: str = "dlib_resnet"):
+def _width(filters: int, width: float) -> int:
+    return max(1, int(round(filters * width)))
+
+
+def stem(x: Any, prefix: str = "", width: float = 1.0) -> Any:
+    """The 7x7/2 convolution and 3x3/2 max pool that open the network. ``width`` scales every layer's
+    channels (1: dlib's network; smaller: a cheap instance of the same architecture, for tests)."""
+    from keras import layers
+
+    x = _conv(_width(STEM_FILTERS, width), 7, 2, f"{prefix}stem_conv")(x)
+    x = layers.ReLU(name=f"{prefix}stem_relu")(x)
+    return layers.MaxPooling2D(3, strides=2, padding="valid", name=f"{prefix}stem_pool")(x)
+
+
+def stage(x: Any, index: int, prefix: str = "", width: float = 1.0) -> Any:
+    """Stage ``index`` (0-based) of the residual stages, applied to ``x``."""
+    from keras import layers
+
+    from edgeface.train.layers import ZeroPadSum
+
+    spec = STAGES[index]
+    filters = _width(spec.filters, width)
+    for block in range(spec.blocks):
+        name = f"{prefix}{STAGE_NAMES[index]}_block{block + 1}"
+        down = spec.down and block == 0
+        y = _conv(filters, 3, 2 if down else 1, f"{name}_conv1")(x)
+        y = layers.ReLU(name=f"{name}_relu1")(y)
+        y = _conv(filters, 3, 1, f"{name}_conv2")(y)
+        shortcut = layers.AveragePooling2D(2, strides=2, padding="valid", name=f"{name}_pool")(x) if down else x
+        x = ZeroPadSum(name=f"{name}_add")([y, shortcut])
+        x = layers.ReLU(name=f"{name}_relu2")(x)
+    return x
+
+
+def descriptor(x: Any, prefix: str = "") -> Any:
+    """The global average pool and the 128-wide fully connected layer (no bias) on the last stage."""
+    from keras import layers
+
+    pooled = layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+    return layers.Dense(DESCRIPTOR_SIZE, use_bias=False, name=f"{prefix}{DESCRIPTOR_NAME}")(pooled)
+
+
+def build_dlib_resnet(input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 3), name: str = "dlib_resnet",
+                      width: float = 1.0):
     """The network with random weights: preprocessed input -> {stage1..stage5 feature maps, descriptor}.
 
     The outputs are the last activation of each stage (for heads that read earlier features than the
     descriptor) and the 128-d descriptor.
     """
     import keras
-    from keras import layers
-
-    from edgeface.train.layers import ZeroPadSum
 
     inputs = keras.Input(input_shape, name="pixels")
-    x = layers.Conv2D(STEM_FILTERS, 7, strides=2, padding="valid", name="stem_conv")(inputs)
-    x = layers.ReLU(name="stem_relu")(x)
-    x = layers.MaxPooling2D(3, strides=2, padding="valid", name="stem_pool")(x)
+    x = stem(inputs, width=width)
     outputs = {}
-    for stage_name, stage in zip(STAGE_NAMES, STAGES):
-        for block in range(stage.blocks):
-            prefix = f"{stage_name}_block{block + 1}"
-            down = stage.down and block == 0
-            y = _conv_layers(stage.filters, 2 if down else 1, f"{prefix}_conv1")(x)
-            y = layers.ReLU(name=f"{prefix}_relu1")(y)
-            y = _conv_layers(stage.filters, 1, f"{prefix}_conv2")(y)
-            shortcut = layers.AveragePooling2D(2, strides=2, padding="valid", name=f"{prefix}_pool")(x) if down else x
-            x = ZeroPadSum(name=f"{prefix}_add")([y, shortcut])
-            x = layers.ReLU(name=f"{prefix}_relu2")(x)
-        outputs[stage_name] = x
-    pooled = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs[DESCRIPTOR_NAME] = layers.Dense(DESCRIPTOR_SIZE, use_bias=False, name=DESCRIPTOR_NAME)(pooled)
+    for index, stage_name in enumerate(STAGE_NAMES):
+        x = outputs[stage_name] = stage(x, index, width=width)
+    outputs[DESCRIPTOR_NAME] = descriptor(x)
     return keras.Model(inputs, outputs, name=name)
 
 
-def keras_weights(network: DlibNetwork) -> list[np.ndarray]:
-    """The network's parameters in the order of ``build_dlib_resnet``'s weights (each affine folded into the
-    convolution before it)."""
+def dlib_layer_weights(network: DlibNetwork) -> dict[str, list[np.ndarray]]:
+    """The network's parameters by the layer names of :func:`build_dlib_resnet` (without prefix), each affine
+    folded into the convolution before it."""
     kinds = network.kinds()
     if kinds != expected_kinds():
         first = next((i for i, (a, b) in enumerate(zip(kinds, expected_kinds())) if a != b),
                      min(len(kinds), len(expected_kinds())))
-        raise ModelError(f"not dlib's face encoder: layer {first} is {kinds[first] if first < len(kinds) else 'missing'}"
-                         f", expected {expected_kinds()[first] if first < len(expected_kinds()) else 'nothing'}")
+        found = kinds[first] if first < len(kinds) else "missing"
+        wanted = expected_kinds()[first] if first < len(expected_kinds()) else "nothing"
+        raise ModelError(f"not dlib's face encoder: layer {first} is {found}, expected {wanted}")
     means = np.asarray(network.input_means)
     if network.input_size not in (None, (INPUT_SIZE, INPUT_SIZE)) or not np.allclose(means, CHANNEL_MEANS, atol=1e-3):
         raise ModelError(f"not dlib's face encoder: input {network.input_size}, channel means {means.round(3).tolist()}")
-    weights: list[np.ndarray] = []
+    names = ["stem_conv"] + [f"{STAGE_NAMES[i]}_block{b + 1}_conv{c}" for i, spec in enumerate(STAGES)
+                             for b in range(spec.blocks) for c in (1, 2)]
     layers = list(network.layers)
-    for i, layer in enumerate(layers):
-        if layer.kind == "con":
-            affine = layers[i + 1]
-            filters = layer.arrays["filters"]  # (out, in, rows, columns)
-            bias = layer.arrays.get("biases", np.zeros(filters.shape[0], np.float32))
-            gamma, beta = affine.arrays["gamma"], affine.arrays["beta"]
-            kernel = np.transpose(filters, (2, 3, 1, 0)) * gamma  # (rows, columns, in, out)
-            weights += [kernel.astype(np.float32), (bias * gamma + beta).astype(np.float32)]
-        elif layer.kind == "fc":
-            weights.append(layer.arrays["weights"].astype(np.float32))
+    convolutions = [(layer, layers[i + 1]) for i, layer in enumerate(layers) if layer.kind == "con"]
+    weights: dict[str, list[np.ndarray]] = {}
+    for name, (layer, affine) in zip(names, convolutions):
+        filters = layer.arrays["filters"]  # (out, in, rows, columns)
+        bias = layer.arrays.get("biases", np.zeros(filters.shape[0], np.float32))
+        gamma, beta = affine.arrays["gamma"], affine.arrays["beta"]
+        kernel = np.transpose(filters, (2, 3, 1, 0)) * gamma  # (rows, columns, in, out)
+        weights[name] = [kernel.astype(np.float32), (bias * gamma + beta).astype(np.float32)]
+    weights[DESCRIPTOR_NAME] = [layers[-1].arrays["weights"].astype(np.float32)]
     return weights
+
+
+def copy_weights(source: Any, target: Any, prefix: str = "") -> int:
+    """Give ``target``'s layers named ``prefix + name`` the weights of ``source``'s layer ``name``; returns how
+    many layers were set (a branch copied from the network starts where the network is)."""
+    count = 0
+    for layer in source.layers:
+        if layer.weights:
+            try:
+                other = target.get_layer(f"{prefix}{layer.name}")
+            except ValueError:
+                continue
+            other.set_weights(layer.get_weights())
+            count += 1
+    return count
 
 
 def file_digest(path: Path) -> str:
@@ -155,15 +205,16 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cached_weights_file(dat: Path, cache_dir: Path | None = None) -> Path:
+def cached_weights_file(dat: Path, cache_dir: Path | None = None, width: float = 1.0) -> Path:
     """The Keras weights file converted from ``dat``, made once per ``.dat`` (keyed by its SHA-256)."""
     from edgeface.faces.crops import default_cache_dir
 
     path = Path(cache_dir or default_cache_dir()) / "weights" / f"dlib-resnet-{file_digest(dat)[:16]}.weights.h5"
     if path.is_file():
         return path
-    model = build_dlib_resnet()
-    model.set_weights(keras_weights(read_dlib_network(dat)))
+    model = build_dlib_resnet(width=width)
+    for name, values in dlib_layer_weights(read_dlib_network(dat)).items():
+        model.get_layer(name).set_weights(values)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{os.getpid()}.{path.name}")  # Keras insists on the .weights.h5 suffix
     try:
@@ -175,17 +226,17 @@ def cached_weights_file(dat: Path, cache_dir: Path | None = None) -> Path:
 
 
 def load_dlib_resnet(weights: str | Path | None = "dlib", input_size: int = INPUT_SIZE,
-                     cache_dir: Path | None = None):
+                     cache_dir: Path | None = None, width: float = 1.0):
     """The network with dlib's weights (``"dlib"``: found by :func:`find_dat`; a path: that ``.dat`` or a
     ``.weights.h5`` of this network) or random ones (``None``)."""
-    model = build_dlib_resnet((input_size, input_size, 3))
+    model = build_dlib_resnet((input_size, input_size, 3), width=width)
     if weights is None:
         return model
     source = Path(weights) if weights != "dlib" else None
     if source is not None and source.name.endswith(".weights.h5"):
         path = source
     else:
-        path = cached_weights_file(find_dat(source), cache_dir)
+        path = cached_weights_file(find_dat(source), cache_dir, width)
     try:
         model.load_weights(path)
     except Exception as exc:  # h5py and Keras raise many types for a bad file
