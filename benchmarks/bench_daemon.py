@@ -68,7 +68,7 @@ def mobilenet_bundle(size: int, people_csv: Path, cache: Path) -> Path:
     if bundle.is_file():
         return bundle
     os.environ.setdefault("EDGEFACE_WEIGHTS_DIR", str(WEIGHTS))
-    from convert.pipeline import convert_model
+    from edgeface.convert.pipeline import convert_model
     from edgeface.train.trainer import TrainConfig, train
 
     model = train(TrainConfig(data=people_csv, out=cache / f"model-{size}", backbone="mobilenetv2",

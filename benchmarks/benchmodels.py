@@ -1,7 +1,7 @@
 """The models the benchmarks time: built (not trained) and converted with the project's own converter.
 
 Latency does not depend on the weight values, so the heads stay untrained; the architecture, input size and
-conversion settings are the real ones (``edgeface.train.model.build_model`` and ``convert.tflite``). Full
+conversion settings are the real ones (``edgeface.train.model.build_model`` and ``edgeface.convert.tflite``). Full
 int8 still needs a calibration set: real face crops from ``../shared`` when it is there, the project's
 synthetic faces otherwise.
 
@@ -77,7 +77,7 @@ def cache_key(model: BenchModel, shared_csv: Path | None) -> str:
 
 def calibration_faces(size: int, count: int, shared_csv: Path | None, workdir: Path) -> tuple[np.ndarray, str]:
     """Aligned face crops for int8 calibration, and where they came from."""
-    from convert.pipeline import select_representative
+    from edgeface.convert.pipeline import select_representative
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
     from edgeface.spec import CropSpec
@@ -99,7 +99,7 @@ def calibration_faces(size: int, count: int, shared_csv: Path | None, workdir: P
 
 def build_bundles(model: BenchModel, out: Path, calibration: np.ndarray) -> dict[str, Path]:
     """Build the model and write one bundle per precision: {precision: path}."""
-    from convert.tflite import convert_keras
+    from edgeface.convert.tflite import convert_keras
     from edgeface.runtime.bundle import write_bundle
     from edgeface.train.model import build_model
 

@@ -2,10 +2,10 @@
 
 Needs TensorFlow (``pip install 'edgeface[train]'``). The device never imports this package.
 
-    from convert import convert_model
+    from edgeface.convert import convert_model
     results = convert_model("runs/celeba/model.keras", ["float32", "int8"], out_dir="bundles")
 """
 
-from convert.pipeline import ConversionResult, convert_model
+from edgeface.convert.pipeline import ConversionResult, convert_model
 
 __all__ = ["ConversionResult", "convert_model"]

@@ -73,7 +73,7 @@ def feature_correction(model: Any, spec: ModelSpec, crops: np.ndarray) -> Featur
     as edgeface builds it (preprocess -> backbone -> heads)."""
     import keras
 
-    from convert.tflite import convert_keras
+    from edgeface.convert.tflite import convert_keras
     from edgeface.eval.evaluate import predict_batched
     from edgeface.train.model import compose_features, model_parts
 

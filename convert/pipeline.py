@@ -170,9 +170,9 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     first lifts every channel that feeds a depthwise convolution to its tensor's range
     (``convert/equalization.py``); the bias correction is then fitted to the equalised model.
     """
-    from convert.bias_correction import corrected_heads, feature_correction
-    from convert.equalization import equalized_backbone
-    from convert.tflite import accumulated_errors, convert_keras, layer_errors, plot_accumulated_errors
+    from edgeface.convert.bias_correction import corrected_heads, feature_correction
+    from edgeface.convert.equalization import equalized_backbone
+    from edgeface.convert.tflite import accumulated_errors, convert_keras, layer_errors, plot_accumulated_errors
     from edgeface.eval.evaluate import predict_batched
     from edgeface.train.model import model_parts
 

@@ -82,8 +82,8 @@ def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, syn
 
 def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_int8(
         tiny_model: Path, synthetic_csv: Path, tmp_path: Path) -> None:
-    from convert.pipeline import convert_model
-    from convert.tflite import convert_keras
+    from edgeface.convert.pipeline import convert_model
+    from edgeface.convert.tflite import convert_keras
     from edgeface.runtime.bundle import read_manifest
     from edgeface.modelio import load_keras_model, read_metadata
     from edgeface.runtime.engine import LiteRTEngine, to_model_input
@@ -219,7 +219,7 @@ def test_recentre_whiten_takes_the_cosine_in_the_whitened_space(tiny_model: Path
     np.testing.assert_allclose(predicted["embedding"], whitened[:40], atol=1e-4)  # the gallery's space too
     np.testing.assert_array_equal(predicted["identity"].argmax(1), (whitened[:40] @ centres).argmax(1))
 
-    from convert.pipeline import convert_model  # the extra matrix converts to int8 with the rest
+    from edgeface.convert.pipeline import convert_model  # the extra matrix converts to int8 with the rest
 
     (converted,) = convert_model(out, ["int8"], tmp_path / "bundles", min_agreement=0.0, progress=False,
                                  on_log=lambda _: None)

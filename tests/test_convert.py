@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.pipeline import TIE_MARGIN, compare, convert_model, select_representative
+from edgeface.convert.pipeline import TIE_MARGIN, compare, convert_model, select_representative
 from edgeface.data.manifest import Sample
 from edgeface.runtime.bundle import load_bundle
 from edgeface.runtime.engine import KerasEngine, LiteRTEngine
@@ -122,7 +122,7 @@ def test_backbone_preprocessing_survives_int8(mode: str) -> None:
     """
     import keras
 
-    from convert.tflite import convert_keras
+    from edgeface.convert.tflite import convert_keras
     from edgeface.runtime.engine import to_model_input
     from edgeface.runtime.litert import make_interpreter
     from edgeface.spec import ModelSpec
@@ -153,7 +153,7 @@ def test_backbone_preprocessing_survives_int8(mode: str) -> None:
 
 
 def test_fit_correction_recovers_each_channels_gain_and_offset() -> None:
-    from convert.bias_correction import GAIN_LIMITS, fit_correction
+    from edgeface.convert.bias_correction import GAIN_LIMITS, fit_correction
 
     rng = np.random.default_rng(0)
     reference = rng.normal(size=(200, 4))
@@ -171,7 +171,7 @@ def test_fit_correction_recovers_each_channels_gain_and_offset() -> None:
 
 def test_bias_correction_folds_the_int8_feature_map_into_the_heads(tiny_model: Path,
                                                                    synthetic_csv: Path) -> None:
-    from convert.bias_correction import corrected_heads, feature_correction
+    from edgeface.convert.bias_correction import corrected_heads, feature_correction
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
 
@@ -196,7 +196,7 @@ def test_bias_correction_folds_the_int8_feature_map_into_the_heads(tiny_model: P
 
 
 def test_equalization_is_exact_in_float_and_undone_afterwards(tiny_model: Path, synthetic_csv: Path) -> None:
-    from convert.equalization import equalized_backbone, find_pairs
+    from edgeface.convert.equalization import equalized_backbone, find_pairs
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
     from edgeface.train.model import model_parts
@@ -222,7 +222,7 @@ def test_equalization_is_exact_in_float_and_undone_afterwards(tiny_model: Path, 
 
 
 def test_range_scales_lift_weak_channels_and_leave_dead_ones() -> None:
-    from convert.equalization import MAX_SCALE, range_scales
+    from edgeface.convert.equalization import MAX_SCALE, range_scales
 
     scales = range_scales(np.array([4.0, 2.0, 0.5, 0.0, 1e-5]), ceiling=6.0)
     np.testing.assert_allclose(scales, [1.0, 2.0, 8.0, 1.0, MAX_SCALE], rtol=1e-6)
@@ -236,7 +236,7 @@ def test_equalization_gives_weak_channels_their_int8_bits_back() -> None:
     import keras
     import tensorflow as tf
 
-    from convert.equalization import equalized
+    from edgeface.convert.equalization import equalized
     from edgeface.runtime.litert import make_interpreter
 
     rng = np.random.default_rng(0)
@@ -280,7 +280,7 @@ def test_debug_layers_reports_where_int8_error_accumulates(tiny_bundles: dict[st
                                                            synthetic_csv: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from convert.tflite import accumulated_errors
+    from edgeface.convert.tflite import accumulated_errors
     from edgeface.cli import app
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
@@ -299,7 +299,7 @@ def test_debug_layers_reports_where_int8_error_accumulates(tiny_bundles: dict[st
         noise = np.sum((quantized[head] - reference[head]) ** 2)
         assert abs(10 * np.log10(np.sum(reference[head] ** 2) / noise) - at_outputs[head]) < 0.01, head
     # With float32 input and output the outputs are DEQUANTIZE ops; the int8 tensors they read are measured.
-    from convert.tflite import convert_keras
+    from edgeface.convert.tflite import convert_keras
 
     keras = KerasEngine(tiny_model)
     float_io = convert_keras(keras.model, "int8", keras.spec, crops, io_type="float32")

@@ -164,7 +164,7 @@ def test_gate_fails_on_a_planted_drop(known_set, tiny_bundles: dict[str, Path], 
 
 def test_different_input_sizes_are_cropped_separately(known_set, tiny_bundles: dict[str, Path],
                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
-    from convert.tflite import convert_keras
+    from edgeface.convert.tflite import convert_keras
     from edgeface.eval.evaluate import evaluate_models
     from edgeface.train.model import build_model
 

@@ -48,8 +48,8 @@ def convert(
     Each bundle carries the model, labels, input size and scaling, crop geometry, quantization parameters,
     the source model's checksum and the accuracy measured here. Exit 1 when a precision is refused.
     """
-    from convert.pipeline import convert_model
-    from convert.tflite import PRECISIONS, short_tensor_name
+    from edgeface.convert.pipeline import convert_model
+    from edgeface.convert.tflite import PRECISIONS, short_tensor_name
 
     precisions = list(PRECISIONS) if precision == ["all"] else precision
     unknown = [p for p in precisions if p not in PRECISIONS]
@@ -92,7 +92,7 @@ def convert(
 
 def echo_accumulated_errors(rows: list[dict], worst: int = 5) -> None:
     """Where int8 error compounds: SQNR at the model's outputs and the ops that lose most of it."""
-    from convert.tflite import short_tensor_name
+    from edgeface.convert.tflite import short_tensor_name
 
     typer.echo("\nint8 against float, tensor by tensor (SQNR in dB, higher is better; ~6 dB per bit):")
     at_outputs = ", ".join(f"{row['output']} {row['sqnr_db']:.1f}" for row in rows if row.get("output"))

@@ -75,7 +75,7 @@ def demo(
         typer.echo(f"  validation {head:8s} {values['accuracy']:.3f}")
 
     _step("3/7 convert")
-    from convert.pipeline import convert_model
+    from edgeface.convert.pipeline import convert_model
 
     conversions = convert_model(model_path, ["float32", "int8"], out / "bundles", min_agreement=0.0, progress=False,
                                 on_log=lambda line: typer.echo(f"  {line}"))
