@@ -36,7 +36,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_training_step_throughput(benchmark, train_case: tuple[str, int, str]) -> None:
     import keras
 
-    from edgeface.spec import ModelSpec
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.model import BACKBONES, build_model, set_backbone_trainable
     from edgeface.train.trainer import _compile
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeface.spec import ATTRIBUTE_LABELS, ModelSpec
+from edgeface.core.spec import ATTRIBUTE_LABELS, ModelSpec
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 
@@ -80,7 +80,7 @@ def calibration_faces(size: int, count: int, shared_csv: Path | None, workdir: P
     from edgeface.convert.pipeline import select_representative
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.spec import CropSpec
+    from edgeface.core.spec import CropSpec
 
     if shared_csv is not None and shared_csv.is_file():
         source = shared_csv
@@ -100,7 +100,7 @@ def calibration_faces(size: int, count: int, shared_csv: Path | None, workdir: P
 def build_bundles(model: BenchModel, out: Path, calibration: np.ndarray) -> dict[str, Path]:
     """Build the model and write one bundle per precision: {precision: path}."""
     from edgeface.convert.tflite import convert_keras
-    from edgeface.runtime.bundle import write_bundle
+    from edgeface.core.bundle import write_bundle
     from edgeface.train.model import build_model
 
     labels = {"identity": tuple(f"person_{i:03d}" for i in range(model.people)), **ATTRIBUTE_LABELS}

@@ -143,7 +143,7 @@ class Dlib:
 
 
 def dlib_faces(dlib: Dlib, samples: Sequence[Any], cache: dict[str, np.ndarray | None]) -> Faces:
-    from edgeface.progress import progress_bar
+    from edgeface.core.progress import progress_bar
 
     out = []
     for s in progress_bar(samples, desc="face_recognition", unit="img"):
@@ -163,7 +163,7 @@ def dlib_faces(dlib: Dlib, samples: Sequence[Any], cache: dict[str, np.ndarray |
 
 def build_gallery(split: Split, faces: Faces, size: int, unit: bool) -> Any:
     """The gallery of enrolled people from their accepted offered photos (dlib: distances, so not unit)."""
-    from edgeface.runtime.gallery import Gallery, Person
+    from edgeface.core.gallery import Gallery, Person
 
     people = []
     row = 0  # faces are in the order of split.enroll's photos
@@ -188,7 +188,7 @@ def evaluate_edgeface(bundle: Any, embedder: Any, split: Split, faces: dict[str,
                       ) -> dict[str, Any]:
     from edgeface.runtime.enroll import choose_thresholds
     from edgeface.runtime.labeler import Labeler
-    from edgeface.runtime.results import UNKNOWN
+    from edgeface.core.results import UNKNOWN
 
     spec = embedder.spec
     gallery = build_gallery(split, faces["enroll"], spec.embedding_size, unit=True)
@@ -287,7 +287,7 @@ def measure_latency(embedder: Any, dlib: Dlib | None, samples: Sequence[Any], re
                     ) -> dict[str, dict[str, float]]:
     """Per-face seconds of each stage, the two systems taking turns on the same photos (same machine load)."""
     from edgeface.faces.align import align_face
-    from edgeface.imageio import read_image
+    from edgeface.core.imageio import read_image
     from edgeface.runtime.enroll import pick_face
 
     times: dict[str, dict[str, list[float]]] = {"edgeface": {"detect": [], "align": [], "embed": []},
@@ -367,7 +367,7 @@ def report(results: dict[str, Any], far: float) -> str:
 
 
 def run(args: argparse.Namespace, split: Split) -> dict[str, Any]:
-    from edgeface.runtime.bundle import load_bundle
+    from edgeface.core.bundle import load_bundle
     from edgeface.runtime.enroll import FaceEmbedder
 
     bundle = load_bundle(args.bundle)

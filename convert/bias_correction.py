@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgeface.runtime.engine import LiteRTEngine, keras_predict
-from edgeface.spec import ModelSpec
+from edgeface.core.spec import ModelSpec
 
 FEATURES = "features"
 # Dense layers of the heads model that read the pooled features directly (see edgeface.train.model.build_heads).

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from edgeface.spec import ModelSpec
+from edgeface.core.spec import ModelSpec
 
 # A channel is scaled by at most this much; one that never rises above 1e-6 of its tensor's range on the
 # representative faces is dead and left alone (scaling it would only amplify what the faces did not show).

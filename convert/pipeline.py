@@ -11,11 +11,11 @@ import numpy as np
 
 from edgeface import HEADS
 from edgeface.data.manifest import Dataset, Sample, load_dataset, split_dataset
-from edgeface.errors import DataError, EdgefaceError
+from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.faces.crops import crop_samples
-from edgeface.runtime.bundle import SUFFIX, sha256_bytes, write_bundle
+from edgeface.core.bundle import SUFFIX, sha256_bytes, write_bundle
 from edgeface.runtime.engine import KerasEngine, LiteRTEngine
-from edgeface.spec import EMBEDDING_NAME, ModelSpec
+from edgeface.core.spec import EMBEDDING_NAME, ModelSpec
 
 # On celeba-299 MobileNetV2, 1,000 faces passed the 1-point int8 gate on three draws out of three where 300
 # passed on two (README, Results). Likely why, not measured: range equalisation lifts each channel to the
@@ -207,7 +207,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     float_flatbuffer: bytes | None = None  # kept for --debug-layers' int8-against-float comparison
     steps: Any = precisions
     if progress:
-        from edgeface.progress import progress_bar
+        from edgeface.core.progress import progress_bar
         steps = progress_bar(precisions, desc="converting", unit="model")
     for precision in steps:
         int8 = precision == "int8"

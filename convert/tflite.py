@@ -8,9 +8,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgeface.errors import EdgefaceError
+from edgeface.core.errors import EdgefaceError
 from edgeface.runtime.engine import SIGNATURE, to_model_input
-from edgeface.spec import ModelSpec
+from edgeface.core.spec import ModelSpec
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 INTEGER_IO = ("int8", "uint8", "float32")

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from edgeface.errors import ConfigError, EdgefaceError
+from edgeface.core.errors import ConfigError, EdgefaceError
 
 DEFAULT_RESTART = "sudo -n systemctl restart edgeface"
 DEFAULT_PORT = 8321
@@ -345,7 +345,7 @@ def prepare_release(bundle: str | Path | None = None, config: str | Path | None 
     :data:`DEFAULT_CONFIG` (camera 0). The config is validated with the daemon's own reader.
     """
     from edgeface.daemon.config import load_config
-    from edgeface.runtime.bundle import load_bundle, sha256_bytes
+    from edgeface.core.bundle import load_bundle, sha256_bytes
 
     origin = str(config) if config is not None else "the default config"
     if config is not None:

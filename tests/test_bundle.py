@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeface.errors import BundleError, ModelError
-from edgeface.runtime.bundle import BUNDLE_VERSION, MANIFEST_MEMBER, MODEL_MEMBER, load_bundle, read_manifest
+from edgeface.core.errors import BundleError, ModelError
+from edgeface.core.bundle import BUNDLE_VERSION, MANIFEST_MEMBER, MODEL_MEMBER, load_bundle, read_manifest
 from edgeface.runtime.engine import LiteRTEngine
 from no_tensorflow import run_without_tensorflow
 
@@ -101,7 +101,7 @@ def test_truncated_tflite_is_a_model_error(bundle: Path) -> None:
 RUNTIME_SCRIPT = r"""
 import json, sys
 import numpy as np
-from edgeface.runtime.bundle import load_bundle
+from edgeface.core.bundle import load_bundle
 from edgeface.runtime.engine import load_engine
 from edgeface.runtime.labeler import Labeler
 from edgeface.faces.detect import create_detector

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import app
-from edgeface.errors import ModelError
+from edgeface.core.errors import ModelError
 from edgeface.train.centres import person_centres
 
 
@@ -26,9 +26,9 @@ def test_person_centres_are_unit_means_and_name_nobody_without_faces() -> None:
 
 
 def test_the_centre_head_is_the_cosine_softmax_and_leaves_the_other_heads_alone(tiny_model: Path) -> None:
-    from edgeface.modelio import load_keras_model, read_metadata
+    from edgeface.core.modelio import load_keras_model, read_metadata
     from edgeface.runtime.engine import to_model_input
-    from edgeface.spec import ModelSpec
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.centres import with_centre_identity
 
     spec = ModelSpec.from_dict(read_metadata(tiny_model)["spec"])
@@ -84,10 +84,10 @@ def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_
         tiny_model: Path, synthetic_csv: Path, tmp_path: Path) -> None:
     from edgeface.convert.pipeline import convert_model
     from edgeface.convert.tflite import convert_keras
-    from edgeface.runtime.bundle import read_manifest
-    from edgeface.modelio import load_keras_model, read_metadata
+    from edgeface.core.bundle import read_manifest
+    from edgeface.core.modelio import load_keras_model, read_metadata
     from edgeface.runtime.engine import LiteRTEngine, to_model_input
-    from edgeface.spec import ModelSpec
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.model import compose_model, model_parts
 
     spec = ModelSpec.from_dict(read_metadata(tiny_model)["spec"])
@@ -137,7 +137,7 @@ def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_
 
 
 def test_within_class_whitening_evens_out_how_each_persons_faces_vary() -> None:
-    from edgeface.runtime.gallery import unit_rows
+    from edgeface.core.gallery import unit_rows
     from edgeface.train.centres import within_class_whitening
 
     rng = np.random.default_rng(0)
@@ -183,10 +183,10 @@ def test_recentre_whiten_takes_the_cosine_in_the_whitened_space(tiny_model: Path
 
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.modelio import load_keras_model, read_metadata
+    from edgeface.core.modelio import load_keras_model, read_metadata
     from edgeface.runtime.engine import keras_predict
-    from edgeface.runtime.gallery import unit_rows
-    from edgeface.spec import ModelSpec
+    from edgeface.core.gallery import unit_rows
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.centres import WHITENING_NAME, unit_embeddings, within_class_whitening
     from edgeface.train.model import compose_features, model_parts
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from edgeface.cli import app
-from edgeface.runtime.bundle import load_bundle
+from edgeface.core.bundle import load_bundle
 
 runner = CliRunner()
 

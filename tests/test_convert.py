@@ -9,7 +9,7 @@ import pytest
 
 from edgeface.convert.pipeline import TIE_MARGIN, compare, convert_model, select_representative
 from edgeface.data.manifest import Sample
-from edgeface.runtime.bundle import load_bundle
+from edgeface.core.bundle import load_bundle
 from edgeface.runtime.engine import KerasEngine, LiteRTEngine
 
 
@@ -125,7 +125,7 @@ def test_backbone_preprocessing_survives_int8(mode: str) -> None:
     from edgeface.convert.tflite import convert_keras
     from edgeface.runtime.engine import to_model_input
     from edgeface.runtime.litert import make_interpreter
-    from edgeface.spec import ModelSpec
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.layers import BackbonePreprocess
 
     keras.utils.set_random_seed(0)

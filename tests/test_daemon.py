@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.daemon.config import load_config
-from edgeface.errors import ConfigError
+from edgeface.core.errors import ConfigError
 
 # --- configuration -----------------------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ def test_cli_run_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def _folder_with_images(folder: Path, count: int, corrupt: int | None = None) -> Path:
-    from edgeface.imageio import write_image
+    from edgeface.core.imageio import write_image
 
     folder.mkdir()
     for i in range(count):
@@ -227,7 +227,7 @@ def test_missing_camera_is_retried_not_fatal(tmp_path: Path) -> None:
 def test_tracker_keeps_ids_and_smoothing_stops_a_one_frame_flip() -> None:
     from edgeface.daemon.tracking import Tracker
     from edgeface.runtime.labeler import Labeler
-    from edgeface.spec import ModelSpec
+    from edgeface.core.spec import ModelSpec
 
     spec = ModelSpec(labels={"identity": ("ana", "bo"), "emotion": ("happy", "neutral"),
                              "gender": ("female", "male")})
@@ -269,7 +269,7 @@ def test_tracker_without_smoothing_follows_the_raw_outputs() -> None:
 def _published(index: int, faces: int = 1):
     from edgeface.daemon.pipeline import FaceResult, FrameResult
     from edgeface.daemon.sinks import Published
-    from edgeface.runtime.results import FaceLabels, Prediction
+    from edgeface.core.results import FaceLabels, Prediction
 
     labels = FaceLabels(Prediction("ana", 0.9), Prediction("happy", 0.8), Prediction("female", 0.7))
     result = FrameResult(time=1000.0 + index, index=index,

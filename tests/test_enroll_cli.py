@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import app
-from edgeface.imageio import read_image, write_image
-from edgeface.runtime.bundle import load_bundle, read_manifest
-from edgeface.runtime.gallery import default_gallery_path, read_gallery
+from edgeface.core.imageio import read_image, write_image
+from edgeface.core.bundle import load_bundle, read_manifest
+from edgeface.core.gallery import default_gallery_path, read_gallery
 from no_tensorflow import run_without_tensorflow
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgeface.data.manifest import load_dataset
-from edgeface.imageio import read_image, write_image
+from edgeface.core.imageio import read_image, write_image
 from edgeface.runtime.enroll import FaceEmbedder
 
 pytestmark = pytest.mark.shared

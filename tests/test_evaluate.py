@@ -13,7 +13,7 @@ from edgeface import HEADS
 from edgeface.cli import app
 from edgeface.data.manifest import Sample, load_dataset, write_csv
 from edgeface.faces.crops import crop_samples
-from edgeface.runtime.bundle import load_bundle, write_bundle
+from edgeface.core.bundle import load_bundle, write_bundle
 from edgeface.runtime.engine import LiteRTEngine
 from no_tensorflow import run_without_tensorflow
 

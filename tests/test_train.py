@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgeface.data.manifest import Sample
-from edgeface.errors import ModelError
-from edgeface.spec import ModelSpec
+from edgeface.core.errors import ModelError
+from edgeface.core.spec import ModelSpec
 from edgeface.train.trainer import encode_labels
 
 SPEC = ModelSpec(labels={"identity": ("Jimmy", "Maya", "Mona"), "emotion": ("happy", "neutral"),

@@ -30,7 +30,7 @@ def face_photos(csv: Path, per_person: int = 6, people: Sequence[str] | None = N
     """Up to ``per_person`` photos per person in which BlazeFace finds exactly one clear, frontal face."""
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.detect import create_detector
-    from edgeface.imageio import read_image
+    from edgeface.core.imageio import read_image
 
     detector = create_detector("blazeface", shared=True)
     found: dict[str, list[FacePhoto]] = {}
@@ -152,7 +152,7 @@ def recognised_photos(photos: dict[str, list[FacePhoto]], bundle: Path, face_wid
 
     from edgeface.faces.align import align_faces
     from edgeface.faces.detect import create_detector
-    from edgeface.runtime.bundle import load_bundle
+    from edgeface.core.bundle import load_bundle
     from edgeface.runtime.engine import LiteRTEngine
     from edgeface.runtime.labeler import Labeler
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import typer
 
-from edgeface.errors import EdgefaceError
+from edgeface.core.errors import EdgefaceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

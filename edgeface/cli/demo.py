@@ -125,7 +125,7 @@ def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[in
     (right, unknown, faces scored, frames)."""
     from edgeface.daemon.config import load_config
     from edgeface.daemon.pipeline import run_daemon
-    from edgeface.runtime.results import UNKNOWN
+    from edgeface.core.results import UNKNOWN
 
     jsonl = out / "labels.jsonl"
     jsonl.unlink(missing_ok=True)
@@ -160,7 +160,7 @@ def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[in
 def _score_video(records, truth) -> tuple[int, int, int]:
     """Match each labelled face to the ground-truth face whose box contains its centre: (right, unknown,
     faces matched)."""
-    from edgeface.runtime.results import UNKNOWN
+    from edgeface.core.results import UNKNOWN
 
     frames = {f["index"]: f["faces"] for f in truth["frames"]}
     correct = unknown = total = 0

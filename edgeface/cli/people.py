@@ -29,7 +29,7 @@ STATUS_TEXT = {"ok": "enrolled", "unreadable": "unreadable", "no_face": "no face
 
 
 def _threshold_line(gallery) -> str:
-    from edgeface.runtime.gallery import DEFAULT_SIMILARITY_THRESHOLD
+    from edgeface.core.gallery import DEFAULT_SIMILARITY_THRESHOLD
 
     if gallery.similarity_threshold is None:
         return (f"similarity threshold {DEFAULT_SIMILARITY_THRESHOLD:g} (default; run `edgeface calibrate` "

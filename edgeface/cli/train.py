@@ -48,7 +48,7 @@ def train(
     Faces are detected, aligned and cached once; unknown labels are left out of their head's loss.
     Pretrained backbones train the heads first, then fine-tune. Writes OUT/model.keras and OUT/metadata.json.
     """
-    from edgeface.spec import CropSpec
+    from edgeface.core.spec import CropSpec
     from edgeface.train.trainer import TrainConfig, train as run_training
 
     config = TrainConfig(

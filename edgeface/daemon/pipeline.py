@@ -22,12 +22,12 @@ import numpy as np
 from edgeface import __version__
 from edgeface.daemon.config import DaemonConfig, DetectConfig, TrackingConfig
 from edgeface.daemon.service import EXIT_OK, SystemdNotifier, install_stop_handlers
-from edgeface.runtime.results import FaceLabels
+from edgeface.core.results import FaceLabels
 
 if TYPE_CHECKING:
     from edgeface.daemon.sinks import Published, Sink
     from edgeface.daemon.sources import Frame
-    from edgeface.runtime.bundle import Bundle
+    from edgeface.core.bundle import Bundle
 
 log = logging.getLogger("edgeface.daemon")
 
@@ -171,7 +171,7 @@ class SnapshotWriter:
         folder.mkdir(parents=True, exist_ok=True)
 
     def maybe_write(self, image: np.ndarray, item: "Published") -> None:
-        from edgeface.imageio import write_image
+        from edgeface.core.imageio import write_image
 
         now = time.monotonic()
         if not item.result.faces or now - self._last < self.interval:
@@ -197,7 +197,7 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         from edgeface.daemon.sinks import HttpSink, JsonLinesSink, MqttSink
         from edgeface.daemon.sources import Capture, open_source
-        from edgeface.runtime.bundle import load_bundle
+        from edgeface.core.bundle import load_bundle
         from edgeface.runtime.litert import runtime_name
 
         self.config = config

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from edgeface.errors import ConfigError, DependencyError
+from edgeface.core.errors import ConfigError, DependencyError
 
 if TYPE_CHECKING:
     from edgeface.daemon.config import HttpConfig, MqttConfig

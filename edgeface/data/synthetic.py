@@ -24,8 +24,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from edgeface.errors import EdgefaceError
-from edgeface.spec import EMOTIONS, GENDERS
+from edgeface.core.errors import EdgefaceError
+from edgeface.core.spec import EMOTIONS, GENDERS
 
 # The original project's people come first, so demos and docs can name them; then plausible first names of
 # both genders, alternating, so any prefix of the list is mixed.
@@ -809,8 +809,8 @@ def make_synthetic_dataset(out_dir: str | Path, people: int | Sequence[PersonLoo
     Each person gets as many happy as neutral photos (one more happy when the count is odd), in a shuffled
     order. The same arguments give the same files.
     """
-    from edgeface.progress import progress_bar
-    from edgeface.imageio import write_image
+    from edgeface.core.progress import progress_bar
+    from edgeface.core.imageio import write_image
 
     out = Path(out_dir)
     looks = make_people(people, seed) if isinstance(people, int) else list(people)

@@ -36,12 +36,12 @@ import numpy as np
 
 from edgeface import HEADS, __version__
 from edgeface.data.manifest import Sample, load_dataset
-from edgeface.errors import DataError, EdgefaceError
+from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.eval.metrics import HeadMetrics, head_metrics
 from edgeface.eval.models import ModelInfo, describe_model, display_names
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.faces.detect import check_detector_name
-from edgeface.spec import CropSpec
+from edgeface.core.spec import CropSpec
 
 FORMAT = "edgeface-evaluation"
 FORMAT_VERSION = 1
@@ -117,7 +117,7 @@ def face_counts(crops: CropSet) -> dict[str, int]:
 def predict_batched(engine: Any, crops: np.ndarray, batch_size: int = 32, desc: str = "",
                     progress: bool = False) -> dict[str, np.ndarray]:
     """Run an engine over many crops in batches (bounded memory), with a progress bar."""
-    from edgeface.progress import progress_bar
+    from edgeface.core.progress import progress_bar
 
     starts = range(0, len(crops), batch_size)
     parts: dict[str, list[np.ndarray]] = {}

@@ -56,7 +56,7 @@ def measure_memory(bundle: str | Path, num_threads: int | None = 1, runs: int = 
         command += ["--threads", str(num_threads)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
-        from edgeface.errors import EdgefaceError
+        from edgeface.core.errors import EdgefaceError
 
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise EdgefaceError(f"{bundle}: memory probe failed ({last})")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeface.data.manifest import Sample
-from edgeface.errors import EdgefaceError
+from edgeface.core.errors import EdgefaceError
 
 
 @dataclass(frozen=True)

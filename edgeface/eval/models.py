@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edgeface.errors import BundleError, ModelError
-from edgeface.modelio import MODEL_NAME, read_metadata
-from edgeface.runtime.bundle import SUFFIX, read_manifest
-from edgeface.spec import ModelSpec
+from edgeface.core.errors import BundleError, ModelError
+from edgeface.core.modelio import MODEL_NAME, read_metadata
+from edgeface.core.bundle import SUFFIX, read_manifest
+from edgeface.core.spec import ModelSpec
 
 KERAS = "keras"  # the "precision" of a model before conversion
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeface.errors import DependencyError
+from edgeface.core.errors import DependencyError
 
 # One colour per precision, the same in every chart.
 PRECISION_COLOURS = {"keras": "#6c757d", "float32": "#1f77b4", "float16": "#2ca02c", "dynamic": "#ff7f0e",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeface import HEADS
-from edgeface.errors import DataError
+from edgeface.core.errors import DataError
 from edgeface.eval import bench as bench_module
 from edgeface.eval import evaluate as evaluate_module
 from edgeface.eval.text import ms

@@ -11,8 +11,8 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from edgeface.errors import ModelError
-from edgeface.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
+from edgeface.core.errors import ModelError
+from edgeface.core.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
 
 SIGNATURE = "serving_default"
 # Keras runs eagerly here: a MobileNetV2 at 224x224 peaks near 100 MB of memory per image in a batch (twice
@@ -76,7 +76,7 @@ class LiteRTEngine:
 
     @classmethod
     def from_bundle(cls, bundle: Any, num_threads: int | None = None) -> "LiteRTEngine":
-        from edgeface.runtime.bundle import Bundle, load_bundle
+        from edgeface.core.bundle import Bundle, load_bundle
 
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
@@ -139,7 +139,7 @@ class KerasEngine:
     """A ``model.keras`` with its ``metadata.json``. Imports Keras (TensorFlow) when created."""
 
     def __init__(self, model_path: str | Path) -> None:
-        from edgeface.modelio import load_keras_model, read_metadata
+        from edgeface.core.modelio import load_keras_model, read_metadata
 
         self.path = Path(model_path)
         self.metadata = read_metadata(self.path)

@@ -24,11 +24,11 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from edgeface.errors import DataError, ImageError
+from edgeface.core.errors import DataError, ImageError
 from edgeface.faces.detect import Face, FaceDetector
-from edgeface.runtime.gallery import (Gallery, GalleryError, check_name, default_gallery_path, locked,
+from edgeface.core.gallery import (Gallery, GalleryError, check_name, default_gallery_path, locked,
                                       open_gallery)
-from edgeface.spec import EMBEDDING_NAME, CropSpec
+from edgeface.core.spec import EMBEDDING_NAME, CropSpec
 
 MIN_FACE_PX = 40
 MIN_SHARPNESS = 40.0
@@ -90,7 +90,7 @@ class FaceEmbedder:
     def __init__(self, bundle: Any, num_threads: int | None = None,
                  detector: FaceDetector | None = None) -> None:
         from edgeface.faces.detect import create_detector
-        from edgeface.runtime.bundle import Bundle, load_bundle
+        from edgeface.core.bundle import Bundle, load_bundle
         from edgeface.runtime.engine import LiteRTEngine
 
         self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -104,7 +104,7 @@ class FaceEmbedder:
     def check_photo(self, path: str | Path, quality: bool = True) -> PhotoCheck:
         """Detect and align the photo's face; with ``quality``, apply the enrollment checks too."""
         from edgeface.faces.align import align_face
-        from edgeface.imageio import read_image
+        from edgeface.core.imageio import read_image
 
         path = Path(path)
         try:
@@ -164,7 +164,7 @@ def expand_photos(items: Sequence[str | Path]) -> list[Path]:
 def gallery_for(bundle: Any, gallery_path: str | Path | None = None, state_dir: str | Path | None = None
                 ) -> tuple[Gallery, Path]:
     """The bundle's gallery (empty when there is none yet) and where it is stored."""
-    from edgeface.runtime.bundle import Bundle, load_bundle
+    from edgeface.core.bundle import Bundle, load_bundle
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     path = Path(gallery_path) if gallery_path else default_gallery_path(bundle.model_sha256, state_dir)

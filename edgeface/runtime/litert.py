@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from edgeface.errors import DependencyError, ModelError
+from edgeface.core.errors import DependencyError, ModelError
 
 _CANDIDATES = {
     "ai_edge_litert": "ai_edge_litert.interpreter",

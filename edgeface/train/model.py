@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edgeface.errors import ModelError
-from edgeface.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
+from edgeface.core.errors import ModelError
+from edgeface.core.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
 
 
 @dataclass(frozen=True)

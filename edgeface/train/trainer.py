@@ -20,10 +20,10 @@ import numpy as np
 
 from edgeface import HEADS, __version__
 from edgeface.data.manifest import Dataset, load_dataset, split_dataset
-from edgeface.errors import DataError, ModelError
+from edgeface.core.errors import DataError, ModelError
 from edgeface.faces.crops import CropSet, crop_samples
-from edgeface.modelio import MODEL_NAME, save_keras_model, write_metadata
-from edgeface.spec import CropSpec, ModelSpec
+from edgeface.core.modelio import MODEL_NAME, save_keras_model, write_metadata
+from edgeface.core.spec import CropSpec, ModelSpec
 from edgeface.runtime.engine import keras_predict
 from edgeface.train.model import DISTILL_NAME
 

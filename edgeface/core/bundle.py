@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgeface import __version__
-from edgeface.errors import BundleError, ModelError
-from edgeface.fileio import write_atomic
-from edgeface.spec import ModelSpec
+from edgeface.core.errors import BundleError, ModelError
+from edgeface.core.fileio import write_atomic
+from edgeface.core.spec import ModelSpec
 
 BUNDLE_FORMAT = "edgeface-bundle"
 BUNDLE_VERSION = 1  # bump when a reader of the old version could misread the new one

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgeface.errors import ModelError
+from edgeface.core.errors import ModelError
 
 METADATA_NAME = "metadata.json"
 MODEL_NAME = "model.keras"

@@ -31,9 +31,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from edgeface.errors import ConfigError, EdgefaceError
-from edgeface.fileio import write_atomic
-from edgeface.runtime.results import UNKNOWN
+from edgeface.core.errors import ConfigError, EdgefaceError
+from edgeface.core.fileio import write_atomic
+from edgeface.core.results import UNKNOWN
 
 GALLERY_FORMAT = "edgeface-gallery"
 GALLERY_VERSION = 1

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 from edgeface import HEADS
-from edgeface.errors import ModelError
+from edgeface.core.errors import ModelError
 
 # Fixed vocabularies of the two attribute heads. Identity labels are whatever people the user trained on.
 EMOTIONS: tuple[str, ...] = ("happy", "neutral")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeface.errors import ImageError
+from edgeface.core.errors import ImageError
 
 
 def read_image(path: str | Path) -> np.ndarray:
