@@ -186,7 +186,7 @@ def dlib_scores(people: Sequence[Any], faces: Faces) -> tuple[np.ndarray, np.nda
 
 def evaluate_edgeface(bundle: Any, embedder: Any, split: Split, faces: dict[str, Faces], far: float
                       ) -> dict[str, Any]:
-    from edgeface.runtime.enroll import choose_thresholds
+    from edgeface.people.enroll import choose_thresholds
     from edgeface.runtime.labeler import Labeler
     from edgeface.core.results import UNKNOWN
 
@@ -242,7 +242,7 @@ def evaluate_edgeface(bundle: Any, embedder: Any, split: Split, faces: dict[str,
 
 def evaluate_dlib(split: Split, faces: dict[str, Faces], far: float, tolerance: float = 0.6
                   ) -> dict[str, Any]:
-    from edgeface.runtime.enroll import choose_thresholds
+    from edgeface.people.enroll import choose_thresholds
 
     people = build_gallery(split, faces["enroll"], 128, unit=False)
     names = np.array([p.name for p in people])
@@ -288,7 +288,7 @@ def measure_latency(embedder: Any, dlib: Dlib | None, samples: Sequence[Any], re
     """Per-face seconds of each stage, the two systems taking turns on the same photos (same machine load)."""
     from edgeface.faces.align import align_face
     from edgeface.core.imageio import read_image
-    from edgeface.runtime.enroll import pick_face
+    from edgeface.people.enroll import pick_face
 
     times: dict[str, dict[str, list[float]]] = {"edgeface": {"detect": [], "align": [], "embed": []},
                                                  "face_recognition": {"detect": [], "embed": []}}
@@ -368,7 +368,7 @@ def report(results: dict[str, Any], far: float) -> str:
 
 def run(args: argparse.Namespace, split: Split) -> dict[str, Any]:
     from edgeface.core.bundle import load_bundle
-    from edgeface.runtime.enroll import FaceEmbedder
+    from edgeface.people.enroll import FaceEmbedder
 
     bundle = load_bundle(args.bundle)
     trained = set(bundle.spec.labels["identity"])

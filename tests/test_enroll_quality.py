@@ -13,7 +13,7 @@ import pytest
 
 from edgeface.data.manifest import load_dataset
 from edgeface.core.imageio import read_image, write_image
-from edgeface.runtime.enroll import FaceEmbedder
+from edgeface.people.enroll import FaceEmbedder
 
 pytestmark = pytest.mark.shared
 
