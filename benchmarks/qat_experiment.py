@@ -51,8 +51,9 @@ def main() -> None:
 
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.core.modelio import MODEL_NAME, load_keras_model, read_metadata, save_keras_model, write_metadata
-    from edgeface.runtime.engine import to_model_input
+    from edgeface.core.modelio import MODEL_NAME, read_metadata, write_metadata
+    from edgeface.train.keras_model import load_keras_model, save_keras_model
+    from edgeface.core.preprocess import to_model_input
     from edgeface.core.spec import ModelSpec
     from edgeface.train.model import compose_model, model_parts
 

@@ -19,7 +19,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgeface.runtime.engine import LiteRTEngine, keras_predict
+from edgeface.runtime.engine import LiteRTEngine
+from edgeface.train.keras_model import keras_predict
 from edgeface.core.spec import ModelSpec
 
 FEATURES = "features"

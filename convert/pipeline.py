@@ -14,7 +14,8 @@ from edgeface.data.manifest import Dataset, Sample, load_dataset, split_dataset
 from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.faces.crops import crop_samples
 from edgeface.core.bundle import SUFFIX, sha256_bytes, write_bundle
-from edgeface.runtime.engine import KerasEngine, LiteRTEngine
+from edgeface.runtime.engine import LiteRTEngine
+from edgeface.train.keras_model import KerasEngine
 from edgeface.core.spec import EMBEDDING_NAME, ModelSpec
 
 # On celeba-299 MobileNetV2, 1,000 faces passed the 1-point int8 gate on three draws out of three where 300

@@ -9,8 +9,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from edgeface.core.errors import EdgefaceError
-from edgeface.runtime.engine import SIGNATURE, to_model_input
-from edgeface.core.spec import ModelSpec
+from edgeface.core.preprocess import to_model_input
+from edgeface.core.spec import SIGNATURE, ModelSpec
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 INTEGER_IO = ("int8", "uint8", "float32")

@@ -102,7 +102,7 @@ RUNTIME_SCRIPT = r"""
 import json, sys
 import numpy as np
 from edgeface.core.bundle import load_bundle
-from edgeface.runtime.engine import load_engine
+from edgeface.train.keras_model import load_engine
 from edgeface.runtime.labeler import Labeler
 from edgeface.faces.detect import create_detector
 bundle = load_bundle(sys.argv[1])

@@ -26,8 +26,9 @@ def test_person_centres_are_unit_means_and_name_nobody_without_faces() -> None:
 
 
 def test_the_centre_head_is_the_cosine_softmax_and_leaves_the_other_heads_alone(tiny_model: Path) -> None:
-    from edgeface.core.modelio import load_keras_model, read_metadata
-    from edgeface.runtime.engine import to_model_input
+    from edgeface.core.modelio import read_metadata
+    from edgeface.train.keras_model import load_keras_model
+    from edgeface.core.preprocess import to_model_input
     from edgeface.core.spec import ModelSpec
     from edgeface.train.centres import with_centre_identity
 
@@ -85,8 +86,10 @@ def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_
     from edgeface.convert.pipeline import convert_model
     from edgeface.convert.tflite import convert_keras
     from edgeface.core.bundle import read_manifest
-    from edgeface.core.modelio import load_keras_model, read_metadata
-    from edgeface.runtime.engine import LiteRTEngine, to_model_input
+    from edgeface.core.modelio import read_metadata
+    from edgeface.train.keras_model import load_keras_model
+    from edgeface.core.preprocess import to_model_input
+    from edgeface.runtime.engine import LiteRTEngine
     from edgeface.core.spec import ModelSpec
     from edgeface.train.model import compose_model, model_parts
 
@@ -183,8 +186,8 @@ def test_recentre_whiten_takes_the_cosine_in_the_whitened_space(tiny_model: Path
 
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.core.modelio import load_keras_model, read_metadata
-    from edgeface.runtime.engine import keras_predict
+    from edgeface.core.modelio import read_metadata
+    from edgeface.train.keras_model import keras_predict, load_keras_model
     from edgeface.core.gallery import unit_rows
     from edgeface.core.spec import ModelSpec
     from edgeface.train.centres import WHITENING_NAME, unit_embeddings, within_class_whitening

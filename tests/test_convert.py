@@ -10,7 +10,8 @@ import pytest
 from edgeface.convert.pipeline import TIE_MARGIN, compare, convert_model, select_representative
 from edgeface.data.manifest import Sample
 from edgeface.core.bundle import load_bundle
-from edgeface.runtime.engine import KerasEngine, LiteRTEngine
+from edgeface.runtime.engine import LiteRTEngine
+from edgeface.train.keras_model import KerasEngine
 
 
 def test_every_precision_converts_and_agrees_with_keras(tiny_bundles: dict[str, Path], tiny_model: Path,
@@ -66,7 +67,7 @@ def test_uint8_io_on_request(tiny_model: Path, tmp_path: Path) -> None:
 
 def _assert_pixels_quantized_as_the_input_says(engine: LiteRTEngine) -> None:
     """The engine's fast pixel conversion equals the definition: scale to the model's range, then quantize."""
-    from edgeface.runtime.engine import to_model_input
+    from edgeface.core.preprocess import to_model_input
 
     size = engine.spec.input_size
     pixels = np.resize(np.arange(256, dtype=np.uint8), (2, size, size, 3))
@@ -123,7 +124,7 @@ def test_backbone_preprocessing_survives_int8(mode: str) -> None:
     import keras
 
     from edgeface.convert.tflite import convert_keras
-    from edgeface.runtime.engine import to_model_input
+    from edgeface.core.preprocess import to_model_input
     from edgeface.runtime.litert import make_interpreter
     from edgeface.core.spec import ModelSpec
     from edgeface.train.layers import BackbonePreprocess

@@ -72,8 +72,8 @@ def test_recentre_refit_heads_fits_emotion_and_gender_on_the_mirrored_features(
         tiny_model: Path, synthetic_csv: Path, tmp_path: Path) -> None:
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.core.modelio import load_keras_model, read_metadata
-    from edgeface.runtime.engine import keras_predict
+    from edgeface.core.modelio import read_metadata
+    from edgeface.train.keras_model import keras_predict, load_keras_model
     from edgeface.core.spec import ModelSpec
     from edgeface.train.model import compose_features, model_parts
 

@@ -18,6 +18,7 @@ EMOTIONS: tuple[str, ...] = ("happy", "neutral")
 GENDERS: tuple[str, ...] = ("female", "male")
 ATTRIBUTE_LABELS: dict[str, tuple[str, ...]] = {"emotion": EMOTIONS, "gender": GENDERS}
 
+SIGNATURE = "serving_default"  # the TFLite signature a bundle's model is run through
 INPUT_NAME = "image"
 EMBEDDING_NAME = "embedding"
 

@@ -138,7 +138,7 @@ def evaluate_models(models: Sequence[str | Path], data: str | Path, num_threads:
 
     Models are read lazily: a bundle needs only LiteRT, and TensorFlow is imported only to run a ``.keras``.
     """
-    from edgeface.runtime.engine import load_engine
+    from edgeface.train.keras_model import load_engine
 
     if not models:
         raise EdgefaceError("give at least one model or bundle to evaluate")

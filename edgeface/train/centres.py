@@ -160,8 +160,8 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
 
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.core.modelio import MODEL_NAME, load_keras_model, read_metadata, save_keras_model, write_metadata
-    from edgeface.runtime.engine import keras_predict
+    from edgeface.core.modelio import MODEL_NAME, read_metadata, write_metadata
+    from edgeface.train.keras_model import keras_predict, load_keras_model, save_keras_model
     from edgeface.train.model import compose_features, compose_model, model_parts
 
     model_path = Path(model_path)

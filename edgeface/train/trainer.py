@@ -22,9 +22,9 @@ from edgeface import HEADS, __version__
 from edgeface.data.manifest import Dataset, load_dataset, split_dataset
 from edgeface.core.errors import DataError, ModelError
 from edgeface.faces.crops import CropSet, crop_samples
-from edgeface.core.modelio import MODEL_NAME, save_keras_model, write_metadata
+from edgeface.core.modelio import MODEL_NAME, write_metadata
+from edgeface.train.keras_model import keras_predict, save_keras_model
 from edgeface.core.spec import CropSpec, ModelSpec
-from edgeface.runtime.engine import keras_predict
 from edgeface.train.model import DISTILL_NAME
 
 
@@ -409,7 +409,7 @@ def _with_teacher(teacher, train_crops: CropSet, val_crops: CropSet, train_heads
 
 def _features(built, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -> np.ndarray:
     """Pooled backbone features of uint8 crops (backbone in inference mode)."""
-    from edgeface.runtime.engine import to_model_input
+    from edgeface.core.preprocess import to_model_input
 
     preprocess = built.model.get_layer("preprocess")
     parts = []
