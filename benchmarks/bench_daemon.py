@@ -117,7 +117,7 @@ def test_soak(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, 
     sys.path.insert(0, str(REPO / "tests"))
     from daemon_helpers import DaemonProcess, http_get
 
-    from edgeface.daemon.pipeline import process_status
+    from edgeface.daemon.stats import process_status
 
     seconds = float(os.environ.get("EDGEFACE_SOAK_SECONDS", "600"))
     warm_up = min(60.0, seconds / 5)

@@ -124,7 +124,7 @@ def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[in
     """Run the real daemon over a video (synthetic) or a folder of test photos; score its identity labels:
     (right, unknown, faces scored, frames)."""
     from edgeface.daemon.config import load_config
-    from edgeface.daemon.pipeline import run_daemon
+    from edgeface.daemon.run import run_daemon
     from edgeface.core.results import UNKNOWN
 
     jsonl = out / "labels.jsonl"

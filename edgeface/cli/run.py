@@ -50,7 +50,7 @@ def run(
     source or address. See docs/daemon.md.
     """
     from edgeface.daemon.config import load_config
-    from edgeface.daemon.pipeline import run_daemon
+    from edgeface.daemon.run import run_daemon
     from edgeface.daemon.service import setup_logging
 
     if source is not None and Path(source).expanduser().exists():
