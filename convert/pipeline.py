@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgeface import HEADS
+from edgeface.core.spec import HEADS
 from edgeface.data.manifest import Dataset, Sample, load_dataset, split_dataset
 from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.faces.crops import crop_samples

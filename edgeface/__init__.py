@@ -3,6 +3,7 @@
 Importing this package does no work: models, detectors and TensorFlow load only when asked for.
 """
 
-__version__ = "0.1.0"
+from edgeface.core.spec import HEADS
+from edgeface.core.version import __version__
 
-HEADS: tuple[str, ...] = ("identity", "emotion", "gender")
+__all__ = ["HEADS", "__version__"]

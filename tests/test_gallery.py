@@ -10,9 +10,10 @@ import pytest
 from edgeface.runtime import labeler as labeler_module
 from edgeface.people.enroll import calibration_warnings, choose_thresholds
 from edgeface.core.gallery import (DEFAULT_SIMILARITY_THRESHOLD, GalleryError, check_name,
-                                      default_gallery_path, default_state_dir, empty_gallery, open_gallery,
+                                      default_gallery_path, empty_gallery, open_gallery,
                                       read_gallery)
 from edgeface.runtime.labeler import Labeler
+from edgeface.core.paths import default_state_dir
 from edgeface.core.results import UNKNOWN
 from edgeface.core.spec import ModelSpec
 

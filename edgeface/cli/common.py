@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Any, Callable, Sequence, TypeVar
 
 import typer
@@ -59,6 +58,3 @@ def _fmt(value: Any) -> str:
 def echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

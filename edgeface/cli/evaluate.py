@@ -25,7 +25,7 @@ def _side_by_side(blocks: list[list[str]], gap: int = 4) -> list[str]:
 
 def format_evaluation(evaluation, confusion: bool = True) -> str:  # type: ignore[no-untyped-def]
     """The text report: data, one summary row per model, per-head details, confusion matrices."""
-    from edgeface import HEADS
+    from edgeface.core.spec import HEADS
 
     ref = evaluation.reference
     faces = ref.faces

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgeface import __version__
+from edgeface.core.version import __version__
 from edgeface.core.errors import BundleError, ModelError
 from edgeface.core.fileio import write_atomic
 from edgeface.core.spec import ModelSpec

@@ -8,6 +8,9 @@ import numpy as np
 
 from edgeface.core.errors import ImageError
 
+# The image files edgeface reads from folders (photo sets, enrollment photos, the daemon's folder source).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
 
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB uint8, honouring EXIF orientation. Raises ImageError naming the file."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
-from edgeface import HEADS
 from edgeface.core.errors import ModelError
+
+HEADS: tuple[str, ...] = ("identity", "emotion", "gender")
 
 # Fixed vocabularies of the two attribute heads. Identity labels are whatever people the user trained on.
 EMOTIONS: tuple[str, ...] = ("happy", "neutral")

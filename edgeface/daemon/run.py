@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeface import __version__
+from edgeface.core.version import __version__
 from edgeface.daemon.config import DaemonConfig
 from edgeface.daemon.metrics import prometheus_text
 from edgeface.daemon.pipeline import FacePipeline

@@ -149,7 +149,7 @@ class ImageFolderSource:
     live = False
 
     def __init__(self, folder: Path, loop: bool = False) -> None:
-        from edgeface.data.manifest import IMAGE_SUFFIXES
+        from edgeface.core.imageio import IMAGE_SUFFIXES
 
         self.folder = folder
         self.name = f"folder {folder}"

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
-from edgeface import HEADS
+from edgeface.core.spec import HEADS
 from edgeface.core.errors import DataError
+from edgeface.core.imageio import IMAGE_SUFFIXES
 from edgeface.core.spec import ATTRIBUTE_LABELS
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CSV_COLUMNS = ("image", "identity", "emotion", "gender")
 PEOPLE_FILE = "people.csv"
 

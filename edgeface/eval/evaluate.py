@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeface import HEADS, __version__
+from edgeface.core.spec import HEADS
+from edgeface.core.version import __version__
 from edgeface.data.manifest import Sample, load_dataset
 from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.eval.metrics import HeadMetrics, head_metrics

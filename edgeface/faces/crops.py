@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from edgeface.core.errors import ImageError
 from edgeface.faces.align import align_face
 from edgeface.faces.detect import FaceDetector, create_detector, primary_face
 from edgeface.core.fileio import write_atomic
+from edgeface.core.paths import default_cache_dir
 from edgeface.core.spec import CropSpec
 
 CropStatus = Literal["ok", "multiple", "no_face", "unreadable"]
@@ -56,14 +56,6 @@ class CropSet:
     def skipped(self) -> list[tuple[Sample, str]]:
         """Samples without a crop and why (for the 'nothing dropped silently' listing)."""
         return [(s, m) for s, st, m in zip(self.samples, self.status, self.messages) if st in ("no_face", "unreadable")]
-
-
-def default_cache_dir() -> Path:
-    """``$EDGEFACE_CACHE``, else ``$XDG_CACHE_HOME/edgeface``, else ``~/.cache/edgeface``."""
-    if os.environ.get("EDGEFACE_CACHE"):
-        return Path(os.environ["EDGEFACE_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "edgeface"
 
 
 def _cache_key(samples: Sequence[Sample], crop: CropSpec, size: int, detector_name: str) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from edgeface.core.errors import DataError, ImageError
+from edgeface.core.imageio import IMAGE_SUFFIXES
 from edgeface.faces.detect import Face, FaceDetector
 from edgeface.core.gallery import (Gallery, GalleryError, check_name, default_gallery_path, locked,
                                       open_gallery)
@@ -34,7 +35,6 @@ MIN_FACE_PX = 40
 MIN_SHARPNESS = 40.0
 CONFIDENT_SCORE = 0.75
 SHARPNESS_SIZE = 112
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 PhotoStatus = Literal["ok", "unreadable", "no_face", "several_faces", "too_small", "blurry", "duplicate"]
 

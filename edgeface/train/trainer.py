@@ -10,6 +10,7 @@ learning rate. Both phases stop early on validation loss and keep the best weigh
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -18,11 +19,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeface import HEADS, __version__
+from edgeface.core.spec import HEADS
+from edgeface.core.version import __version__
 from edgeface.data.manifest import Dataset, load_dataset, split_dataset
 from edgeface.core.errors import DataError, ModelError
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.core.modelio import MODEL_NAME, write_metadata
+from edgeface.core.progress import is_terminal
 from edgeface.train.keras_model import keras_predict, save_keras_model
 from edgeface.core.spec import CropSpec, ModelSpec
 from edgeface.train.model import DISTILL_NAME
@@ -286,7 +289,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     model, backbone = built.model, built.backbone
 
     history: dict[str, list[float]] = {}
-    verbose = 1 if config.verbose > 0 and _is_tty() else (2 if config.verbose > 0 else 0)
+    verbose = 1 if config.verbose > 0 and is_terminal(sys.stdout) else (2 if config.verbose > 0 else 0)
     pretrained = config.weights != "none"
 
     def record(name: str, result) -> None:
@@ -417,12 +420,6 @@ def _features(built, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -
         batch = to_model_input(np.asarray(crops[start:start + batch_size]), spec)
         parts.append(np.asarray(built.backbone(preprocess(batch), training=False)))
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
-def _is_tty() -> bool:
-    import sys
-
-    return sys.stdout.isatty()
 
 
 def plot_history(history: dict[str, list], path: Path) -> Path | None:
