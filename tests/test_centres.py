@@ -54,6 +54,7 @@ def test_the_centre_head_is_the_cosine_softmax_and_leaves_the_other_heads_alone(
 def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, synthetic_csv: Path,
                                                            tmp_path: Path) -> None:
     from edgeface.eval.evaluate import evaluate_models
+    from edgeface.train.keras_model import load_engine
 
     out = tmp_path / "centres"
     result = CliRunner().invoke(app, ["recentre", str(tiny_model.parent), "--data", str(synthetic_csv),
@@ -63,7 +64,7 @@ def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, syn
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["identity_centres"]["scale"] == 20.0 and metadata["identity_centres"]["faces"] > 100
     assert metadata["spec"] == json.loads((tiny_model.parent / "metadata.json").read_text())["spec"]
-    report = evaluate_models([tiny_model, out / "model.keras"], synthetic_csv)
+    report = evaluate_models([tiny_model, out / "model.keras"], synthetic_csv, open_engine=load_engine)
     accuracies = [model.heads["identity"].accuracy for model in report.models]
     assert accuracies[1] > 1 / 6 + 0.3  # far above chance over 6 people, on the photos the centres came from
 

@@ -87,10 +87,11 @@ def demo(
     _step("4/7 evaluate on the held-out test photos")
     from edgeface.cli.evaluate import format_evaluation
     from edgeface.eval.evaluate import evaluate_models
+    from edgeface.train.keras_model import load_engine
 
     # ~100 test photos: one face is one point, so the demo's gate allows two (CI gates use bigger sets).
     evaluation = evaluate_models([model_path, bundles["float32"], bundles["int8"]], test_csv, max_drop=2.0,
-                                 progress=True)
+                                 progress=True, open_engine=load_engine)
     typer.echo(format_evaluation(evaluation, confusion=False))
     failures = evaluation.gate_failures()
     typer.echo("  quantization gate (--max-drop 2): " + ("pass" if not failures else "; ".join(failures)))

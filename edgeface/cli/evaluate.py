@@ -97,11 +97,12 @@ def evaluate(
     TensorFlow (this runs on the Pi); Keras models import it.
     """
     from edgeface.eval.evaluate import evaluate_models
+    from edgeface.train.keras_model import load_engine
 
     if threads is not None and threads < 1:
         raise typer.BadParameter("must be 1 or more", param_hint="--threads")
     evaluation = evaluate_models(models, data, num_threads=threads, max_drop=max_drop, detector=detector,
-                                 progress=True, on_log=echo_err)
+                                 progress=True, on_log=echo_err, open_engine=load_engine)
     typer.echo(format_evaluation(evaluation, confusion=confusion))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
