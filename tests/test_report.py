@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import app
-from edgeface.eval.report import build_rows, write_report
+from edgeface.report.markdown import build_rows, write_report
 from edgeface.eval.text import ms
 
 runner = CliRunner()

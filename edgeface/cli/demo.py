@@ -112,7 +112,7 @@ def demo(
                f" threshold), {total - correct - unknown} named wrongly; JSON lines in {out / 'labels.jsonl'}")
 
     _step("7/7 report")
-    from edgeface.eval.report import write_report
+    from edgeface.report.markdown import write_report
 
     files = write_report([evaluation.to_dict()], [bench.to_dict()], out / "report",
                          commands=["edgeface demo" + (f" --data {data}" if data else "")])

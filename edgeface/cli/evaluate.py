@@ -109,7 +109,7 @@ def evaluate(
         json_path.write_text(json.dumps(evaluation.to_dict(), indent=1))
         typer.echo(f"wrote {json_path}")
     if plots is not None:
-        from edgeface.eval.plots import plot_confusion
+        from edgeface.report.plots import plot_confusion
 
         for m in evaluation.models:
             path = plot_confusion({h: (m.heads[h].labels, m.heads[h].confusion) for h in m.heads},

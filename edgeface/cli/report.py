@@ -36,7 +36,7 @@ def report(
     """
     from edgeface.eval.bench import bench_models
     from edgeface.eval.evaluate import evaluate_models
-    from edgeface.eval.report import load_results, write_report
+    from edgeface.report.markdown import load_results, write_report
     from edgeface.train.keras_model import load_engine
 
     documents = [load_results(p) for p in inputs if p.suffix == ".json"]

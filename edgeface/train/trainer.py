@@ -26,6 +26,7 @@ from edgeface.core.errors import DataError, ModelError
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.core.modelio import MODEL_NAME, write_metadata
 from edgeface.core.progress import is_terminal
+from edgeface.report.plots import plot_history
 from edgeface.train.keras_model import keras_predict, save_keras_model
 from edgeface.core.spec import CropSpec, ModelSpec
 from edgeface.train.model import DISTILL_NAME
@@ -420,40 +421,3 @@ def _features(built, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -
         batch = to_model_input(np.asarray(crops[start:start + batch_size]), spec)
         parts.append(np.asarray(built.backbone(preprocess(batch), training=False)))
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
-def plot_history(history: dict[str, list], path: Path) -> Path | None:
-    """Loss and per-head accuracy per epoch, training vs validation, as a PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    if len(epochs) == 0:
-        return None
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    axes[0].plot(epochs, history["loss"], label="train")
-    if "val_loss" in history:
-        axes[0].plot(epochs, history["val_loss"], label="validation")
-    axes[0].set_title("loss")
-    for ax, head in zip(axes[1:], HEADS):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            key = f"{prefix}{head}_accuracy"
-            if key in history:
-                ax.plot(epochs, history[key], style, label="validation" if prefix else "train")
-        ax.set_title(f"{head} accuracy")
-        ax.set_ylim(0, 1)
-    phases = history.get("phase", [])
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        for i in range(1, len(phases)):
-            if phases[i] != phases[i - 1]:
-                ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
