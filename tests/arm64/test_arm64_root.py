@@ -284,7 +284,9 @@ def face_frames(celeba_people_csv: Path, celeba_bundle: Path,
     MJPEG files). Both sides then read the very same pixels.
     """
     import cv2
-    from video_fixtures import face_photos, recognised_photos, write_face_video
+    from video_fixtures import recognised_photos
+
+    from edgeface.eval.video import face_photos, write_face_video
 
     out = tmp_path_factory.mktemp("arm64-video")
     photos = recognised_photos(face_photos(celeba_people_csv, per_person=12), celeba_bundle)
