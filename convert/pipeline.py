@@ -124,8 +124,8 @@ def io_details(engine: LiteRTEngine) -> dict[str, Any]:
         scale, zero_point = details.get("quantization", (0.0, 0))
         return {"dtype": np.dtype(details["dtype"]).name, "scale": float(scale), "zero_point": int(zero_point)}
 
-    return {"input": describe(engine._input),
-            "outputs": {name: describe(d) for name, d in engine._outputs.items()}}
+    return {"input": describe(engine.input_details),
+            "outputs": {name: describe(d) for name, d in engine.output_details.items()}}
 
 
 def compare(keras_out: dict[str, np.ndarray], tflite_out: dict[str, np.ndarray], samples: Sequence[Sample],

@@ -71,12 +71,12 @@ def _assert_pixels_quantized_as_the_input_says(engine: LiteRTEngine) -> None:
 
     size = engine.spec.input_size
     pixels = np.resize(np.arange(256, dtype=np.uint8), (2, size, size, 3))
-    got = engine._quantize_input(pixels)
+    got = engine.input_tensor(pixels)
     real = to_model_input(pixels, engine.spec)
     if engine.input_dtype == np.float32:
         np.testing.assert_array_equal(got, real)
         return
-    scale, zero_point = engine._input["quantization"]
+    scale, zero_point = engine.input_details["quantization"]
     info = np.iinfo(engine.input_dtype)
     assert got.dtype == engine.input_dtype
     np.testing.assert_array_equal(got, np.clip(np.round(real / scale) + zero_point, info.min, info.max))

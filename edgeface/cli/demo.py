@@ -152,13 +152,13 @@ def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[in
     records = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     if truth_path is not None:
         truth = json.loads(Path(truth_path).read_text())
-        return _score_video(records, truth) + (len(records),)
+        return score_video(records, truth) + (len(records),)
     names = [s.identity for s in test_set.samples[:40]]
     scored = [(r["faces"][0]["identity"]["label"], names[r["frame"]]) for r in records if r["faces"]]
     return (sum(a == b for a, b in scored), sum(a == UNKNOWN for a, _ in scored), len(scored), len(records))
 
 
-def _score_video(records, truth) -> tuple[int, int, int]:
+def score_video(records, truth) -> tuple[int, int, int]:
     """Match each labelled face to the ground-truth face whose box contains its centre: (right, unknown,
     faces matched)."""
     from edgeface.core.results import UNKNOWN

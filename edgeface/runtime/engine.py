@@ -78,6 +78,20 @@ class LiteRTEngine:
     def output_names(self) -> list[str]:
         return list(self._outputs)
 
+    @property
+    def input_details(self) -> dict[str, Any]:
+        """The interpreter's details of the ``image`` input: dtype, shape, quantization (scale, zero point)."""
+        return dict(self._input)
+
+    @property
+    def output_details(self) -> dict[str, dict[str, Any]]:
+        """The interpreter's details of each output, by signature name."""
+        return {name: dict(details) for name, details in self._outputs.items()}
+
+    def input_tensor(self, crops: np.ndarray) -> np.ndarray:
+        """The model's input for uint8 crops: scaled, and quantized when the input is an integer type."""
+        return self._quantize_input(crops)
+
     def _input_converter(self) -> Callable[[np.ndarray], np.ndarray]:
         """uint8 crops -> this model's input tensor, chosen once. An integer input is ``to_model_input`` then the
         input's quantization: computed for the 256 pixel values here, so a frame needs one lookup, not float

@@ -176,7 +176,7 @@ def check_head_weights(head_weights: dict[str, float]) -> None:
             raise ModelError(f"head weight for {head} must be above 0, got {weight:g}")
 
 
-def _compile(model, learning_rate: float, label_smoothing: float, decay_steps: int = 0,
+def compile_model(model, learning_rate: float, label_smoothing: float, decay_steps: int = 0,
              identity_head: str = "softmax", identity_margin: float = 0.2, teacher_weight: float = 0.0,
              head_weights: dict[str, float] | None = None) -> None:
     """Adam with per-head cross-entropy; with ``decay_steps`` the rate follows a cosine down to 1% of it.
@@ -310,7 +310,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         train_features = _features(built, train_crops.crops, spec)
         val_features = _features(built, val_crops.crops, spec)
         with strategy.scope():
-            _compile(built.heads_training, config.learning_rate, config.label_smoothing,
+            compile_model(built.heads_training, config.learning_rate, config.label_smoothing,
                      identity_head=config.identity_head, identity_margin=config.identity_margin,
                      teacher_weight=teacher_weight, head_weights=config.head_weights)
         record("heads", built.heads_training.fit(
@@ -328,7 +328,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             trainable = set_backbone_trainable(backbone, True, fine_tune_from if pretrained else None,
                                                batchnorm=config.fine_tune_batchnorm or not pretrained)
             steps = -(-len(train_samples) // config.batch_size) * config.epochs
-            _compile(built.training_model, learning_rate, config.label_smoothing,
+            compile_model(built.training_model, learning_rate, config.label_smoothing,
                      decay_steps=steps if config.cosine_decay else 0, identity_head=config.identity_head,
                      identity_margin=config.identity_margin, teacher_weight=teacher_weight,
                      head_weights=config.head_weights)
