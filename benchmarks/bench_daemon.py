@@ -71,13 +71,15 @@ def mobilenet_bundle(size: int, people_csv: Path, cache: Path) -> Path:
     if bundle.is_file():
         return bundle
     os.environ.setdefault("EDGEFACE_WEIGHTS_DIR", str(WEIGHTS))
+    from edgeface.convert.options import ConvertOptions
     from edgeface.convert.pipeline import convert_model
     from edgeface.train.trainer import TrainConfig, train
 
     model = train(TrainConfig(data=people_csv, out=cache / f"model-{size}", backbone="mobilenetv2",
                               weights="imagenet", input_size=size, frozen_epochs=0, epochs=0, embedding_size=64,
                               verbose=0), on_log=lambda _: None).model_path
-    (result,) = convert_model(model, ["int8"], bundle, min_agreement=0.0, representative_size=100, verify_size=30,
+    (result,) = convert_model(model, ["int8"], bundle, ConvertOptions(min_agreement=0.0, representative_size=100,
+                                                                          verify_size=30),
                               progress=False, on_log=lambda _: None)
     return result.bundle_path
 

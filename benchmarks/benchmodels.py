@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeface.core.bundle import PRECISIONS
 from edgeface.core.spec import ATTRIBUTE_LABELS, ModelSpec
-
-PRECISIONS = ("float32", "float16", "dynamic", "int8")
 
 
 @dataclass(frozen=True)

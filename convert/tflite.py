@@ -8,12 +8,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from edgeface.convert.options import INTEGER_IO
+from edgeface.core.bundle import PRECISIONS
 from edgeface.core.errors import EdgefaceError
 from edgeface.core.preprocess import to_model_input
 from edgeface.core.spec import SIGNATURE, ModelSpec
 
-PRECISIONS = ("float32", "float16", "dynamic", "int8")
-INTEGER_IO = ("int8", "uint8", "float32")
 
 
 def _representative(crops: np.ndarray, spec: ModelSpec):

@@ -84,6 +84,7 @@ def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, syn
 
 def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_int8(
         tiny_model: Path, synthetic_csv: Path, tmp_path: Path) -> None:
+    from edgeface.convert.options import ConvertOptions
     from edgeface.convert.pipeline import convert_model
     from edgeface.convert.tflite import convert_keras
     from edgeface.core.bundle import read_manifest
@@ -135,8 +136,8 @@ def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_
     assert result.exit_code == 0, result.output
     saved = model_parts(load_keras_model(out_dir / "model.keras"))
     assert saved is not None and saved.mirrored  # survives saving; recentre again keeps the mirror
-    (converted,) = convert_model(out_dir, ["float32"], tmp_path / "bundles", min_agreement=0.0, progress=False,
-                                 on_log=lambda _: None)
+    (converted,) = convert_model(out_dir, ["float32"], tmp_path / "bundles", ConvertOptions(min_agreement=0.0),
+                                 progress=False, on_log=lambda _: None)
     assert read_manifest(converted.bundle_path)["source_model"]["mirrored"] is True  # the Pi can tell
 
 
@@ -223,10 +224,12 @@ def test_recentre_whiten_takes_the_cosine_in_the_whitened_space(tiny_model: Path
     np.testing.assert_allclose(predicted["embedding"], whitened[:40], atol=1e-4)  # the gallery's space too
     np.testing.assert_array_equal(predicted["identity"].argmax(1), (whitened[:40] @ centres).argmax(1))
 
+    from edgeface.convert.options import ConvertOptions
+
     from edgeface.convert.pipeline import convert_model  # the extra matrix converts to int8 with the rest
 
-    (converted,) = convert_model(out, ["int8"], tmp_path / "bundles", min_agreement=0.0, progress=False,
-                                 on_log=lambda _: None)
+    (converted,) = convert_model(out, ["int8"], tmp_path / "bundles", ConvertOptions(min_agreement=0.0),
+                                 progress=False, on_log=lambda _: None)
     assert converted.bundle_path is not None and converted.embedding_cosine > 0.9, converted.embedding_cosine
 
     # Recentred afresh without --whiten, the whitened model gets plain centres from its raw embeddings.

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeface.convert.options import ConvertOptions
 from edgeface.convert.pipeline import TIE_MARGIN, compare, convert_model, select_representative
 from edgeface.data.manifest import Sample
 from edgeface.core.bundle import load_bundle
@@ -46,7 +47,7 @@ def test_every_precision_converts_and_agrees_with_keras(tiny_bundles: dict[str, 
 
 
 def test_conversion_is_refused_below_the_agreement_threshold(tiny_model: Path, tmp_path: Path) -> None:
-    (result,) = convert_model(tiny_model, ["dynamic"], tmp_path, min_agreement=1.01, progress=False,
+    (result,) = convert_model(tiny_model, ["dynamic"], tmp_path, ConvertOptions(min_agreement=1.01), progress=False,
                               on_log=lambda _: None)
     assert not result.accepted and result.bundle_path is None
     assert "agrees with Keras on" in result.reason and "below --min-agreement 101%" in result.reason
@@ -54,8 +55,9 @@ def test_conversion_is_refused_below_the_agreement_threshold(tiny_model: Path, t
 
 
 def test_uint8_io_on_request(tiny_model: Path, tmp_path: Path) -> None:
-    (result,) = convert_model(tiny_model, ["int8"], tmp_path / "u8.edgeface", io_type="uint8", min_agreement=0.0,
-                              representative_size=40, verify_size=40, equalize=False, progress=False,
+    options = ConvertOptions(io_type="uint8", min_agreement=0.0, representative_size=40, verify_size=40,
+                             equalize=False)
+    (result,) = convert_model(tiny_model, ["int8"], tmp_path / "u8.edgeface", options, progress=False,
                               on_log=lambda _: None)
     bundle = load_bundle(result.bundle_path)
     assert bundle.manifest["conversion"]["equalization"] is None  # equalize=False (--no-equalize)

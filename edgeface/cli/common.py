@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -29,6 +30,14 @@ def friendly_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def field_default(config: type, name: str) -> Any:
+    """The default of a config dataclass's field, so that an option states it nowhere else."""
+    field = next(f for f in dataclasses.fields(config) if f.name == name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:

@@ -75,9 +75,11 @@ def demo(
         typer.echo(f"  validation {head:8s} {values['accuracy']:.3f}")
 
     _step("3/7 convert")
+    from edgeface.convert.options import ConvertOptions
     from edgeface.convert.pipeline import convert_model
 
-    conversions = convert_model(model_path, ["float32", "int8"], out / "bundles", min_agreement=0.0, progress=False,
+    conversions = convert_model(model_path, ["float32", "int8"], out / "bundles", ConvertOptions(min_agreement=0.0),
+                                progress=False,
                                 on_log=lambda line: typer.echo(f"  {line}"))
     bundles = {c.precision: c.bundle_path for c in conversions}
     for c in conversions:
