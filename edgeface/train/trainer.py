@@ -184,14 +184,25 @@ def load_crops(dataset: Dataset, spec: ModelSpec, cache_dir: Path | None, progre
     return crop_samples(dataset.samples, spec.crop, spec.input_size, cache_dir=cache_dir, progress=progress)
 
 
-def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainResult:
-    """Train and write ``model.keras``, ``metadata.json``, ``history.json`` and ``history.png`` to ``out``."""
-    import keras
+@dataclass
+class TrainingData:
+    """The photos, the model spec they define, and each split's crops and targets."""
 
-    from edgeface.train.model import (BACKBONES, IDENTITY_HEADS, build_model, resolve_weights,
-                                      set_backbone_trainable, with_distillation)
+    data: Dataset  # everything --data holds (its labels make the spec)
+    train_set: Dataset
+    val: Dataset
+    spec: ModelSpec
+    train_crops: CropSet
+    val_crops: CropSet
+    train_heads: HeadArrays
+    val_heads: HeadArrays
 
-    started = time.time()
+
+def check_config(config: TrainConfig) -> Any:
+    """Refuse a bad backbone, head, weights, teacher or head weight before any face is cropped; the teacher
+    (loaded) or None."""
+    from edgeface.train.model import BACKBONES, IDENTITY_HEADS, resolve_weights
+
     if config.backbone not in BACKBONES:
         raise ModelError(f"unknown backbone {config.backbone!r}; choose one of {', '.join(BACKBONES)}")
     if config.identity_head not in IDENTITY_HEADS:
@@ -206,7 +217,11 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             raise ModelError(f"teacher weight must be above 0, got {config.teacher_weight:g}")
         teacher = load_teacher(config.teacher)  # a missing teacher fails before any face is cropped too
     check_head_weights(config.head_weights)
-    keras.utils.set_random_seed(config.seed)
+    return teacher
+
+
+def prepare_data(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainingData:
+    """Load and split the photos, make the spec from their labels, crop the faces and encode the targets."""
     data = load_dataset(config.data)
     data.raise_for_errors()
     if config.val is not None:
@@ -244,19 +259,47 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     train_heads = encode_labels(train_samples, spec)
     val_heads = encode_labels(val_samples, spec, reference_counts={
         h: {k: int(v) for k, v in zip(spec.labels[h], train_heads.targets[h].sum(0))} for h in HEADS})
+    return TrainingData(data, train_set, val, spec, train_crops, val_crops, train_heads, val_heads)
+
+
+def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainResult:
+    """Train and write ``model.keras``, ``metadata.json``, ``history.json`` and ``history.png`` to ``out``."""
+    import keras
+
+    from edgeface.train.model import build_model, with_distillation
+
+    started = time.time()
+    teacher = check_config(config)
+    keras.utils.set_random_seed(config.seed)
+    prepared = prepare_data(config, on_log)
     teacher_weight = 0.0
     if teacher is not None:
-        train_heads, val_heads = _with_teacher(teacher, train_crops, val_crops, train_heads, val_heads, spec, config,
-                                               on_log)
+        prepared.train_heads, prepared.val_heads = _with_teacher(
+            teacher, prepared.train_crops, prepared.val_crops, prepared.train_heads, prepared.val_heads,
+            prepared.spec, config, on_log)
         teacher_weight = config.teacher_weight
 
     strategy = distribution_strategy()
     with strategy.scope():
-        built = build_model(spec, weights=config.weights, identity_head=config.identity_head)
+        built = build_model(prepared.spec, weights=config.weights, identity_head=config.identity_head)
         if teacher is not None:
             built = with_distillation(built, teacher.dimensions)
-    model, backbone = built.model, built.backbone
+    history, images_per_second = fit_phases(built, prepared, config, strategy, teacher_weight, on_log)
+    return write_outputs(built.model, prepared, config, history, images_per_second, started)
 
+
+def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy: Any, teacher_weight: float,
+               on_log: Callable[[str], None] = print) -> tuple[dict[str, list[float]], float | None]:
+    """Heads on frozen backbone features (pretrained backbones), then fine-tuning or training from scratch;
+    both stop early on validation loss. Returns the history and the fitting speed in images per second."""
+    import keras
+
+    from edgeface.train.model import BACKBONES, set_backbone_trainable
+
+    backbone = built.backbone
+    train_crops, val_crops, spec = prepared.train_crops, prepared.val_crops, prepared.spec
+    train_heads, val_heads = prepared.train_heads, prepared.val_heads
+    train_samples = train_crops.cropped_samples
     history: dict[str, list[float]] = {}
     verbose = 1 if config.verbose > 0 and is_terminal(sys.stdout) else (2 if config.verbose > 0 else 0)
     pretrained = config.weights != "none"
@@ -279,8 +322,8 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         val_features = _features(built, val_crops.crops, spec)
         with strategy.scope():
             compile_model(built.heads_training, config.learning_rate, config.label_smoothing,
-                     identity_head=config.identity_head, identity_margin=config.identity_margin,
-                     teacher_weight=teacher_weight, head_weights=config.head_weights)
+                          identity_head=config.identity_head, identity_margin=config.identity_margin,
+                          teacher_weight=teacher_weight, head_weights=config.head_weights)
         record("heads", built.heads_training.fit(
             make_tf_dataset(train_features, train_heads, config.batch_size, True, config.seed, augment=False),
             validation_data=make_tf_dataset(val_features, val_heads, config.batch_size, False),
@@ -297,9 +340,9 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
                                                batchnorm=config.fine_tune_batchnorm or not pretrained)
             steps = -(-len(train_samples) // config.batch_size) * config.epochs
             compile_model(built.training_model, learning_rate, config.label_smoothing,
-                     decay_steps=steps if config.cosine_decay else 0, identity_head=config.identity_head,
-                     identity_margin=config.identity_margin, teacher_weight=teacher_weight,
-                     head_weights=config.head_weights)
+                          decay_steps=steps if config.cosine_decay else 0, identity_head=config.identity_head,
+                          identity_margin=config.identity_margin, teacher_weight=teacher_weight,
+                          head_weights=config.head_weights)
         on_log(f"phase {name}: up to {config.epochs} epoch(s) at lr {learning_rate:g}, "
                f"{trainable} backbone layers trainable, augmented")
         fit_start = time.time()
@@ -309,20 +352,28 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             epochs=config.epochs, callbacks=early_stopping(), shuffle=False, verbose=verbose)
         images_per_second = len(train_samples) * len(result.history["loss"]) / (time.time() - fit_start)
         record(name, result)
+    return history, images_per_second
 
+
+def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, history: dict[str, list[float]],
+                  images_per_second: float | None, started: float) -> TrainResult:
+    """``model.keras``, its ``metadata.json`` (spec, data, validation metrics), ``history.json`` and
+    ``history.png`` in ``config.out``."""
+    from edgeface.eval.metrics import head_metrics
+
+    spec, data, val_crops = prepared.spec, prepared.data, prepared.val_crops
+    train_samples, val_samples = prepared.train_crops.cropped_samples, val_crops.cropped_samples
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / MODEL_NAME
     save_keras_model(model, model_path)
-
-    from edgeface.eval.metrics import head_metrics
 
     probabilities = keras_predict(model, val_crops.crops, spec)
 
     metrics = {head: head_metrics(val_samples, probabilities[head], spec.labels[head], head).to_dict()
                for head in HEADS}
     skipped = [{"image": str(s.image), "where": s.where, "reason": why}
-               for crops in (train_crops, val_crops) for s, why in crops.skipped()]
+               for crops in (prepared.train_crops, val_crops) for s, why in crops.skipped()]
     metadata = {
         "format": "edgeface-model",
         "format_version": 1,
@@ -335,13 +386,13 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             "source": str(config.data),
             "fingerprint": data.fingerprint(),
             "validation": str(config.val) if config.val else f"split {config.val_fraction:g} per person, seed {config.seed}",
-            "train_photos": len(train_set),
-            "val_photos": len(val),
+            "train_photos": len(prepared.train_set),
+            "val_photos": len(prepared.val),
             "train_faces": len(train_samples),
             "val_faces": len(val_samples),
             "skipped": skipped,
         },
-        "class_weights": train_heads.class_weights,
+        "class_weights": prepared.train_heads.class_weights,
         "training": {
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "epochs_run": len(history.get("loss", [])),
