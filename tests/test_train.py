@@ -11,7 +11,7 @@ import pytest
 from edgeface.data.manifest import Sample
 from edgeface.core.errors import ModelError
 from edgeface.core.spec import ModelSpec
-from edgeface.train.trainer import encode_labels
+from edgeface.train.batches import encode_labels
 
 SPEC = ModelSpec(labels={"identity": ("Jimmy", "Maya", "Mona"), "emotion": ("happy", "neutral"),
                          "gender": ("female", "male")}, input_size=64, backbone="tiny")
