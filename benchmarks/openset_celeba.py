@@ -186,7 +186,7 @@ def dlib_scores(people: Sequence[Any], faces: Faces) -> tuple[np.ndarray, np.nda
 
 def evaluate_edgeface(bundle: Any, embedder: Any, split: Split, faces: dict[str, Faces], far: float
                       ) -> dict[str, Any]:
-    from edgeface.people.enroll import choose_thresholds
+    from edgeface.people.calibrate import choose_thresholds
     from edgeface.runtime.labeler import Labeler
     from edgeface.core.results import UNKNOWN
 
@@ -242,7 +242,7 @@ def evaluate_edgeface(bundle: Any, embedder: Any, split: Split, faces: dict[str,
 
 def evaluate_dlib(split: Split, faces: dict[str, Faces], far: float, tolerance: float = 0.6
                   ) -> dict[str, Any]:
-    from edgeface.people.enroll import choose_thresholds
+    from edgeface.people.calibrate import choose_thresholds
 
     people = build_gallery(split, faces["enroll"], 128, unit=False)
     names = np.array([p.name for p in people])

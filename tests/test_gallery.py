@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeface.runtime import labeler as labeler_module
-from edgeface.people.enroll import calibration_warnings, choose_thresholds
+from edgeface.people.calibrate import calibration_warnings, choose_thresholds
 from edgeface.core.gallery import (DEFAULT_SIMILARITY_THRESHOLD, GalleryError, check_name,
                                       default_gallery_path, empty_gallery, open_gallery,
                                       read_gallery)

@@ -151,7 +151,7 @@ def calibrate(
     allowed the same number of the strangers, unless one of them cannot take one more (tied scores). Run it
     again after enrolling or removing people. Hundreds of stranger faces are needed to measure 1%.
     """
-    from edgeface.people.enroll import calibrate as calibrate_gallery
+    from edgeface.people.calibrate import calibrate as calibrate_gallery
 
     result = calibrate_gallery(bundle, impostors, far=far, gallery_path=gallery, state_dir=state_dir,
                                calibrate_identity=identity)
