@@ -102,11 +102,11 @@ RUNTIME_SCRIPT = r"""
 import json, sys
 import numpy as np
 from edgeface.core.bundle import load_bundle
-from edgeface.train.keras_model import load_engine
+from edgeface.runtime.engine import LiteRTEngine
 from edgeface.runtime.labeler import Labeler
 from edgeface.faces.detect import create_detector
 bundle = load_bundle(sys.argv[1])
-engine = load_engine(sys.argv[1])
+engine = LiteRTEngine.from_bundle(bundle)
 detector = create_detector(bundle.spec.crop.detector)
 crops = np.zeros((2, bundle.spec.input_size, bundle.spec.input_size, 3), np.uint8)
 labels = Labeler(bundle.spec, bundle.identity_threshold)(engine.predict(crops))

@@ -7,19 +7,22 @@ The daemon's run loop (``edgeface.daemon.run``) feeds it frames; the public API 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
 from edgeface.daemon.config import DetectConfig, TrackingConfig
 from edgeface.daemon.records import FaceResult, FrameResult
+from edgeface.faces.detect import Face
 
 if TYPE_CHECKING:
     from edgeface.core.bundle import Bundle
 
 
 class FacePipeline:
-    """Detector, engine, tracker and labeler for one bundle; ``process`` one frame at a time."""
+    """Detector, engine, tracker and labeler for one bundle: ``process`` one frame at a time (the daemon),
+    ``run`` over frames, or ``label`` one image. ``edgeface.load`` makes one."""
 
     def __init__(self, bundle: "Bundle", threads: int = 2, detect: DetectConfig = DetectConfig(),
                  tracking: TrackingConfig = TrackingConfig(), identity_threshold: float | None = None,
@@ -46,15 +49,41 @@ class FacePipeline:
         self.detector.detect(np.zeros((240, 320, 3), np.uint8))
         self.engine.predict(np.zeros((1, size, size, 3), np.uint8))
 
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """The faces of an RGB image the pipeline labels: big enough, at most ``max_faces`` (the largest)."""
+        faces = [f for f in self.detector.detect(image) if f.height >= self.min_face]
+        if len(faces) > self.max_faces:
+            faces = sorted(faces, key=lambda f: -f.area)[:self.max_faces]
+        return faces
+
+    def label(self, image: np.ndarray | str | Path) -> tuple[FaceResult, ...]:
+        """Every face of one image (RGB uint8 array, or an image file), labelled on its own: no tracking, no
+        smoothing across calls (``track`` is -1). Identity follows the daemon's rule (docs/identity.md)."""
+        from edgeface.faces.align import align_faces
+
+        if not isinstance(image, np.ndarray):
+            from edgeface.core.imageio import read_image
+
+            image = read_image(image)
+        faces = self.detect(image)
+        if not faces:
+            return ()
+        labels = self.labeler(self.engine.predict(align_faces(image, faces, self.spec.crop, self.spec.input_size)))
+        return tuple(FaceResult(_box(f), -1, label) for f, label in zip(faces, labels))
+
+    def run(self, frames: Iterable[np.ndarray]) -> Iterator[FrameResult]:
+        """Frames in (RGB uint8 arrays, e.g. from a video), one ``FrameResult`` out per frame, faces tracked
+        and their labels smoothed across frames as the daemon does."""
+        for index, frame in enumerate(frames):
+            yield self.process(frame, index)
+
     def process(self, image: np.ndarray, index: int = 0, when: float | None = None, capture_s: float = 0.0
                 ) -> FrameResult:
         from edgeface.faces.align import align_faces
 
         timings = {"capture": capture_s}
         t0 = time.perf_counter()
-        faces = [f for f in self.detector.detect(image) if f.height >= self.min_face]
-        if len(faces) > self.max_faces:
-            faces = sorted(faces, key=lambda f: -f.area)[:self.max_faces]
+        faces = self.detect(image)
         t1 = time.perf_counter()
         crops = align_faces(image, faces, self.spec.crop, self.spec.input_size)
         t2 = time.perf_counter()
@@ -65,6 +94,10 @@ class FacePipeline:
         labels = self.labeler(smoothed) if faces else []
         t4 = time.perf_counter()
         timings.update(detect=t1 - t0, crop=t2 - t1, infer=t3 - t2, track=t4 - t3)
-        results = tuple(FaceResult(tuple(float(v) for v in f.box), track, label)  # type: ignore[arg-type]
-                        for f, track, label in zip(faces, tracks, labels))
+        results = tuple(FaceResult(_box(f), track, label) for f, track, label in zip(faces, tracks, labels))
         return FrameResult(time=time.time() if when is None else when, index=index, faces=results, timings=timings)
+
+
+def _box(face: Face) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = face.box
+    return float(x0), float(y0), float(x1), float(y1)
