@@ -12,6 +12,10 @@ eyes; ``tests/test_synthetic.py`` checks both.
 
 Public functions: ``make_people``, ``render_face`` / ``render_photo``, ``render_head``, ``composite_frame``,
 ``make_synthetic_dataset`` and ``write_synthetic_video``. Nothing here runs at import time.
+
+Why one module of about 900 lines: it is one drawing, read top to bottom (palettes, a person's look, the
+painter's primitives, each part of the head in painting order, then the photo around it); the parts share
+the private ``_Geometry`` and ``_Painter``, and split files would only pass them back and forth.
 """
 
 from __future__ import annotations
