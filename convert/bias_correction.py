@@ -19,9 +19,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from edgeface.core.spec import ModelSpec
 from edgeface.runtime.engine import LiteRTEngine
 from edgeface.train.keras_model import keras_predict
-from edgeface.core.spec import ModelSpec
 
 FEATURES = "features"
 # Dense layers of the heads model that read the pooled features directly (see edgeface.train.model.build_heads).

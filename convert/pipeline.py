@@ -252,7 +252,12 @@ def debug_int8(model: Any, spec: ModelSpec, int8_flatbuffer: bytes, sets: Conver
     Both compare with the float model int8 was made from: the range-equalised one when equalisation applies.
     Returns (layer rows, accumulated rows, files written)."""
     from edgeface.convert.equalization import equalized_backbone
-    from edgeface.convert.tflite import accumulated_errors, convert_keras, layer_errors, plot_accumulated_errors
+    from edgeface.convert.tflite import (
+        accumulated_errors,
+        convert_keras,
+        layer_errors,
+        plot_accumulated_errors,
+    )
 
     debug_crops = sets.verification[:DEBUG_FACES]
     layers_csv = Path(f"{report_stem}-layer-errors.csv")

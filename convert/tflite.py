@@ -15,7 +15,6 @@ from edgeface.core.preprocess import to_model_input
 from edgeface.core.spec import SIGNATURE, ModelSpec
 
 
-
 def _representative(crops: np.ndarray, spec: ModelSpec):
     """The calibration generator TFLite wants: one [0, 1] float image per step, preprocessed as on the Pi."""
 

@@ -126,9 +126,9 @@ def demo(
 def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[int, int, int, int]:
     """Run the real daemon over a video (synthetic) or a folder of test photos; score its identity labels:
     (right, unknown, faces scored, frames)."""
+    from edgeface.core.results import UNKNOWN
     from edgeface.daemon.config import load_config
     from edgeface.daemon.run import run_daemon
-    from edgeface.core.results import UNKNOWN
 
     jsonl = out / "labels.jsonl"
     jsonl.unlink(missing_ok=True)

@@ -21,10 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgeface.core.version import __version__
 from edgeface.core.errors import BundleError, ModelError
 from edgeface.core.fileio import write_atomic
 from edgeface.core.spec import ModelSpec
+from edgeface.core.version import __version__
 
 BUNDLE_FORMAT = "edgeface-bundle"
 BUNDLE_VERSION = 1  # bump when a reader of the old version could misread the new one

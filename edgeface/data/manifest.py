@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
-from edgeface.core.spec import HEADS
 from edgeface.core.errors import DataError
 from edgeface.core.imageio import IMAGE_SUFFIXES
-from edgeface.core.spec import ATTRIBUTE_LABELS
+from edgeface.core.spec import ATTRIBUTE_LABELS, HEADS
 
 CSV_COLUMNS = ("image", "identity", "emotion", "gender")
 PEOPLE_FILE = "people.csv"
@@ -297,8 +296,8 @@ class CheckReport:
 def check_dataset(dataset: Dataset, min_photos: int = 2, read_images: bool = True,
                   progress: bool = False) -> CheckReport:
     """Everything wrong with a dataset: label errors from loading, plus unreadable images and thin classes."""
-    from edgeface.core.imageio import read_image
     from edgeface.core.errors import ImageError
+    from edgeface.core.imageio import read_image
 
     report = CheckReport(dataset.source, rows=len(dataset.samples), readable=0)
     report.problems.extend(dataset.problems)

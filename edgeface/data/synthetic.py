@@ -813,8 +813,8 @@ def make_synthetic_dataset(out_dir: str | Path, people: int | Sequence[PersonLoo
     Each person gets as many happy as neutral photos (one more happy when the count is odd), in a shuffled
     order. The same arguments give the same files.
     """
-    from edgeface.core.progress import progress_bar
     from edgeface.core.imageio import write_image
+    from edgeface.core.progress import progress_bar
 
     out = Path(out_dir)
     looks = make_people(people, seed) if isinstance(people, int) else list(people)

@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeface.core.version import __version__
 from edgeface.core.errors import EdgefaceError
+from edgeface.core.version import __version__
 from edgeface.eval.memprobe import MemoryUsage, measure_memory
 from edgeface.eval.models import ModelInfo, describe_model, display_names
 

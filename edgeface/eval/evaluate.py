@@ -36,16 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from edgeface.core.spec import HEADS
+from edgeface.core.errors import DataError, EdgefaceError
+from edgeface.core.spec import HEADS, CropSpec
 from edgeface.core.version import __version__
 from edgeface.data.manifest import Sample, load_dataset
-from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.eval.metrics import HeadMetrics, head_metrics
 from edgeface.eval.models import ModelInfo, describe_model, display_names
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.faces.detect import check_detector_name
 from edgeface.runtime.engine import InferenceEngine
-from edgeface.core.spec import CropSpec
 
 EngineOpener = Callable[[Path, int | None], InferenceEngine]  # (model path, LiteRT threads) -> engine
 FORMAT = "edgeface-evaluation"

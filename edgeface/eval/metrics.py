@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeface.data.manifest import Sample
 from edgeface.core.errors import EdgefaceError
+from edgeface.data.manifest import Sample
 
 
 @dataclass(frozen=True)

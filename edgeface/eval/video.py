@@ -28,9 +28,9 @@ class FacePhoto:
 def face_photos(csv: Path, per_person: int = 6, people: Sequence[str] | None = None,
                 min_face: int = 60) -> dict[str, list[FacePhoto]]:
     """Up to ``per_person`` photos per person in which BlazeFace finds exactly one clear, frontal face."""
+    from edgeface.core.imageio import read_image
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.detect import create_detector
-    from edgeface.core.imageio import read_image
 
     detector = create_detector("blazeface", shared=True)
     found: dict[str, list[FacePhoto]] = {}

@@ -16,13 +16,13 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from edgeface.data.manifest import Sample
 from edgeface.core.errors import ImageError
-from edgeface.faces.align import align_face
-from edgeface.faces.detect import FaceDetector, create_detector, primary_face
 from edgeface.core.fileio import write_atomic
 from edgeface.core.paths import default_cache_dir
 from edgeface.core.spec import CropSpec
+from edgeface.data.manifest import Sample
+from edgeface.faces.align import align_face
+from edgeface.faces.detect import FaceDetector, create_detector, primary_face
 
 CropStatus = Literal["ok", "multiple", "no_face", "unreadable"]
 CACHE_VERSION = 1

@@ -17,7 +17,6 @@ The two thresholds were measured on 800 celeba-299 photos (docs/identity.md): ab
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -25,11 +24,18 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from edgeface.core.errors import DataError, ImageError
+from edgeface.core.fileio import file_sha256
+from edgeface.core.gallery import (
+    Gallery,
+    GalleryError,
+    check_name,
+    default_gallery_path,
+    locked,
+    open_gallery,
+)
 from edgeface.core.imageio import IMAGE_SUFFIXES
-from edgeface.faces.detect import Face, FaceDetector
-from edgeface.core.gallery import (Gallery, GalleryError, check_name, default_gallery_path, locked,
-                                      open_gallery)
 from edgeface.core.spec import EMBEDDING_NAME, CropSpec
+from edgeface.faces.detect import Face, FaceDetector
 
 MIN_FACE_PX = 40
 MIN_SHARPNESS = 40.0
@@ -76,21 +82,13 @@ def pick_face(faces: Sequence[Face]) -> tuple[Face | None, int]:
     return max(faces, key=lambda f: (f.score, f.area)), confident
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class FaceEmbedder:
     """A bundle's detector and model: photos in, checked faces and embeddings out."""
 
     def __init__(self, bundle: Any, num_threads: int | None = None,
                  detector: FaceDetector | None = None) -> None:
-        from edgeface.faces.detect import create_detector
         from edgeface.core.bundle import Bundle, load_bundle
+        from edgeface.faces.detect import create_detector
         from edgeface.runtime.engine import LiteRTEngine
 
         self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -103,8 +101,8 @@ class FaceEmbedder:
 
     def check_photo(self, path: str | Path, quality: bool = True) -> PhotoCheck:
         """Detect and align the photo's face; with ``quality``, apply the enrollment checks too."""
-        from edgeface.faces.align import align_face
         from edgeface.core.imageio import read_image
+        from edgeface.faces.align import align_face
 
         path = Path(path)
         try:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeface.core.spec import HEADS
 from edgeface.core.errors import DataError
+from edgeface.core.spec import HEADS
 from edgeface.eval import bench as bench_module
 from edgeface.eval import evaluate as evaluate_module
 from edgeface.eval.text import ms

@@ -158,9 +158,9 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     returns the model's path."""
     import keras
 
+    from edgeface.core.modelio import MODEL_NAME, read_metadata, write_metadata
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.core.modelio import MODEL_NAME, read_metadata, write_metadata
     from edgeface.train.keras_model import keras_predict, load_keras_model, save_keras_model
     from edgeface.train.model import compose_features, compose_model, model_parts
 

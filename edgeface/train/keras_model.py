@@ -41,8 +41,9 @@ def load_keras_model(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
-    import edgeface.train.layers  # noqa: F401  (registers the custom layers before loading)
     import keras
+
+    import edgeface.train.layers  # noqa: F401  (registers the custom layers before loading)
 
     try:
         return keras.saving.load_model(path, compile=False)

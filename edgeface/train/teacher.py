@@ -95,8 +95,8 @@ def load_teacher(name: str) -> Teacher:
 def describe_cached(teacher: Teacher, crops: np.ndarray, crop: CropSpec, cache_dir: Path | None,
                     progress: bool = False) -> np.ndarray:
     """The teacher's descriptors of ``crops``, computed once per set of crops (keyed by their bytes)."""
-    from edgeface.core.paths import default_cache_dir
     from edgeface.core.fileio import write_atomic
+    from edgeface.core.paths import default_cache_dir
 
     crops = np.ascontiguousarray(crops)
     digest = hashlib.sha256(f"{teacher.name}|{crop}|{crops.shape}\n".encode())

@@ -19,18 +19,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeface.core.spec import HEADS
-from edgeface.core.version import __version__
-from edgeface.data.manifest import Dataset, load_dataset, split_dataset
 from edgeface.core.errors import DataError, ModelError
-from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.core.modelio import MODEL_NAME, write_metadata
 from edgeface.core.progress import is_terminal
+from edgeface.core.spec import HEADS, CropSpec, ModelSpec
+from edgeface.core.version import __version__
+from edgeface.data.manifest import Dataset, load_dataset, split_dataset
+from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.report.plots import plot_history
-from edgeface.train.keras_model import keras_predict, save_keras_model
-from edgeface.core.spec import CropSpec, ModelSpec
 from edgeface.train.batches import HeadArrays, encode_labels, make_tf_dataset
 from edgeface.train.config import TrainConfig
+from edgeface.train.keras_model import keras_predict, save_keras_model
 from edgeface.train.model import DISTILL_NAME
 
 
