@@ -69,7 +69,7 @@ def cache_key(model: BenchModel, shared_csv: Path | None) -> str:
         except metadata.PackageNotFoundError:
             pass
     for source in (Path(__file__), repo / "convert" / "tflite.py", repo / "edgeface" / "train" / "model.py",
-                   repo / "edgeface" / "train" / "layers.py", repo / "edgeface" / "runtime" / "bundle.py"):
+                   repo / "edgeface" / "train" / "layers.py", repo / "edgeface" / "core" / "bundle.py"):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
 
