@@ -1,6 +1,6 @@
 """Benchmarks of ``edgeface run``: end-to-end FPS, per-stage latency and peak RSS on 640x480 video, and a soak.
 
-The videos composite real faces from ../shared onto 640x480 frames (1 and 3 faces; ``tests/video_fixtures``).
+The videos composite real faces from ../shared onto 640x480 frames (1 and 3 faces; ``edgeface.eval.video``).
 The model is MobileNetV2 (the shared ImageNet weights) with untrained heads, converted to full int8 with
 ``convert_model``: latency does not depend on head weights. The daemon runs as a real subprocess with 2
 inference threads, JSON lines to /dev/null; its own end-of-run summary gives fps (first to last frame), mean
@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,7 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", REPO.parent / "shared"))
 CELEBA = SHARED / "data" / "celeba-299" / "labels.csv"
 WEIGHTS = SHARED / "weights"
-sys.path.insert(0, str(REPO / "tests"))  # the video helpers live with the tests
 
 pytestmark = pytest.mark.skipif(not (CELEBA.is_file() and WEIGHTS.is_dir()),
                                 reason=f"shared data and weights not found at {SHARED} (set EDGEFACE_SHARED)")
@@ -50,7 +53,7 @@ def people_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def videos(people_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    from video_fixtures import face_photos, write_face_video
+    from edgeface.eval.video import face_photos, write_face_video
 
     photos = face_photos(people_csv, per_person=6)
     people = sorted(photos, key=lambda p: (-len(photos[p]), p))
@@ -68,13 +71,15 @@ def mobilenet_bundle(size: int, people_csv: Path, cache: Path) -> Path:
     if bundle.is_file():
         return bundle
     os.environ.setdefault("EDGEFACE_WEIGHTS_DIR", str(WEIGHTS))
-    from convert.pipeline import convert_model
+    from edgeface.convert.options import ConvertOptions
+    from edgeface.convert.pipeline import convert_model
     from edgeface.train.trainer import TrainConfig, train
 
     model = train(TrainConfig(data=people_csv, out=cache / f"model-{size}", backbone="mobilenetv2",
                               weights="imagenet", input_size=size, frozen_epochs=0, epochs=0, embedding_size=64,
                               verbose=0), on_log=lambda _: None).model_path
-    (result,) = convert_model(model, ["int8"], bundle, min_agreement=0.0, representative_size=100, verify_size=30,
+    (result,) = convert_model(model, ["int8"], bundle, ConvertOptions(min_agreement=0.0, representative_size=100,
+                                                                          verify_size=30),
                               progress=False, on_log=lambda _: None)
     return result.bundle_path
 
@@ -97,6 +102,23 @@ def run_daemon(bundle: Path, video: Path, frames: int = RUN_FRAMES, threads: int
     return json.loads(line.split(" summary ", 1)[1])
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    """(status, body); a refused connection (not listening yet) is status 0."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
 @pytest.mark.parametrize("faces", [1, 3])
 @pytest.mark.parametrize("size", [96, pytest.param(224, marks=pytest.mark.slow)])
 def test_throughput(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, Path], size: int,
@@ -114,41 +136,49 @@ def test_throughput(benchmark, model_cache: Path, people_csv: Path, videos: dict
 def test_soak(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, Path], tmp_path: Path) -> None:
     """Full speed for EDGEFACE_SOAK_SECONDS (600): RSS grows under 5% after warm-up, threads and open files
     stay constant. /metrics and /healthz are scraped every 5 s, as Prometheus and a health check would."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from daemon_helpers import DaemonProcess, http_get
-
-    from edgeface.daemon.pipeline import process_status
+    from edgeface.daemon.stats import process_status
 
     seconds = float(os.environ.get("EDGEFACE_SOAK_SECONDS", "600"))
     warm_up = min(60.0, seconds / 5)
     bundle = mobilenet_bundle(96, people_csv, model_cache)
-    jsonl = tmp_path / "labels.jsonl"
-    daemon = DaemonProcess(["--bundle", str(bundle), "--source", str(videos[3]), "--loop", "--threads", "2",
-                            "--http-port", "0", "--jsonl", str(jsonl)])
+    jsonl, log = tmp_path / "labels.jsonl", tmp_path / "daemon.log"
+    port = free_port()
+    with log.open("w") as stderr:
+        daemon = subprocess.Popen([sys.executable, "-m", "edgeface", "run", "--bundle", str(bundle), "--source",
+                                   str(videos[3]), "--loop", "--threads", "2", "--http-port", str(port), "--jsonl",
+                                   str(jsonl)], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=stderr, text=True)
     samples = []
 
     def soak() -> None:
-        port = daemon.http_port()
+        deadline = time.monotonic() + 120
+        while http_get(port, "/healthz")[0] != 200:  # the model loaded and frames flow
+            assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
         start = time.monotonic()
         next_sample = start
         while time.monotonic() - start < seconds:
-            status = process_status(daemon.proc.pid)  # read before the scrape, so no request thread is counted
+            status = process_status(daemon.pid)  # read before the scrape, so no request thread is counted
             if time.monotonic() >= next_sample:
                 samples.append({"t": round(time.monotonic() - start, 1), **status})
                 next_sample += 10
             assert http_get(port, "/healthz")[0] == 200
             http_get(port, "/metrics")
             time.sleep(5)
-        samples.append({"t": round(time.monotonic() - start, 1), **process_status(daemon.proc.pid)})
+        samples.append({"t": round(time.monotonic() - start, 1), **process_status(daemon.pid)})
 
     try:
         benchmark.pedantic(soak, rounds=1, iterations=1)
-        metrics = http_get(daemon.http_port(), "/metrics")[1]
-        code, _ = daemon.stop()
+        metrics = http_get(port, "/metrics")[1]
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(10)
     finally:
-        daemon.kill()
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(10)
     assert code == 0
-    summary = json.loads(next(line for line in daemon.stderr if " summary {" in line).split(" summary ", 1)[1])
+    summary = json.loads(next(line for line in log.read_text().splitlines()
+                              if " summary {" in line).split(" summary ", 1)[1])
     base = next(s for s in samples if s["t"] >= warm_up)
     end = samples[-1]
     growth = (end["rss_bytes"] - base["rss_bytes"]) / base["rss_bytes"]

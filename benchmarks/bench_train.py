@@ -36,9 +36,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_training_step_throughput(benchmark, train_case: tuple[str, int, str]) -> None:
     import keras
 
-    from edgeface.spec import ModelSpec
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.model import BACKBONES, build_model, set_backbone_trainable
-    from edgeface.train.trainer import _compile
+    from edgeface.train.trainer import compile_model
 
     backbone, size, weights = train_case
     if weights == "imagenet" and not os.environ.get("EDGEFACE_WEIGHTS_DIR"):
@@ -50,7 +50,7 @@ def test_training_step_throughput(benchmark, train_case: tuple[str, int, str]) -
     pretrained = weights != "none"
     set_backbone_trainable(built.backbone, True, BACKBONES[backbone].fine_tune_from if pretrained else None,
                            batchnorm=not pretrained)
-    _compile(built.training_model, 1e-4, 0.1)
+    compile_model(built.training_model, 1e-4, 0.1)
     rng = np.random.default_rng(0)
     images = rng.random((BATCH, size, size, 3), dtype=np.float32)
     targets = {head: np.eye(n, dtype=np.float32)[rng.integers(0, n, BATCH)] for head, n in spec.num_classes.items()}

@@ -1,7 +1,7 @@
 """The models the benchmarks time: built (not trained) and converted with the project's own converter.
 
 Latency does not depend on the weight values, so the heads stay untrained; the architecture, input size and
-conversion settings are the real ones (``edgeface.train.model.build_model`` and ``convert.tflite``). Full
+conversion settings are the real ones (``edgeface.train.model.build_model`` and ``edgeface.convert.tflite``). Full
 int8 still needs a calibration set: real face crops from ``../shared`` when it is there, the project's
 synthetic faces otherwise.
 
@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeface.spec import ATTRIBUTE_LABELS, ModelSpec
-
-PRECISIONS = ("float32", "float16", "dynamic", "int8")
+from edgeface.core.bundle import PRECISIONS
+from edgeface.core.spec import ATTRIBUTE_LABELS, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -70,17 +69,17 @@ def cache_key(model: BenchModel, shared_csv: Path | None) -> str:
         except metadata.PackageNotFoundError:
             pass
     for source in (Path(__file__), repo / "convert" / "tflite.py", repo / "edgeface" / "train" / "model.py",
-                   repo / "edgeface" / "train" / "layers.py", repo / "edgeface" / "runtime" / "bundle.py"):
+                   repo / "edgeface" / "train" / "layers.py", repo / "edgeface" / "core" / "bundle.py"):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
 
 
 def calibration_faces(size: int, count: int, shared_csv: Path | None, workdir: Path) -> tuple[np.ndarray, str]:
     """Aligned face crops for int8 calibration, and where they came from."""
-    from convert.pipeline import select_representative
+    from edgeface.convert.pipeline import select_representative
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.spec import CropSpec
+    from edgeface.core.spec import CropSpec
 
     if shared_csv is not None and shared_csv.is_file():
         source = shared_csv
@@ -99,8 +98,8 @@ def calibration_faces(size: int, count: int, shared_csv: Path | None, workdir: P
 
 def build_bundles(model: BenchModel, out: Path, calibration: np.ndarray) -> dict[str, Path]:
     """Build the model and write one bundle per precision: {precision: path}."""
-    from convert.tflite import convert_keras
-    from edgeface.runtime.bundle import write_bundle
+    from edgeface.convert.tflite import convert_keras
+    from edgeface.core.bundle import write_bundle
     from edgeface.train.model import build_model
 
     labels = {"identity": tuple(f"person_{i:03d}" for i in range(model.people)), **ATTRIBUTE_LABELS}

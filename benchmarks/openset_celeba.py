@@ -143,7 +143,7 @@ class Dlib:
 
 
 def dlib_faces(dlib: Dlib, samples: Sequence[Any], cache: dict[str, np.ndarray | None]) -> Faces:
-    from edgeface.progress import progress_bar
+    from edgeface.core.progress import progress_bar
 
     out = []
     for s in progress_bar(samples, desc="face_recognition", unit="img"):
@@ -163,7 +163,7 @@ def dlib_faces(dlib: Dlib, samples: Sequence[Any], cache: dict[str, np.ndarray |
 
 def build_gallery(split: Split, faces: Faces, size: int, unit: bool) -> Any:
     """The gallery of enrolled people from their accepted offered photos (dlib: distances, so not unit)."""
-    from edgeface.runtime.gallery import Gallery, Person
+    from edgeface.core.gallery import Gallery, Person
 
     people = []
     row = 0  # faces are in the order of split.enroll's photos
@@ -186,9 +186,9 @@ def dlib_scores(people: Sequence[Any], faces: Faces) -> tuple[np.ndarray, np.nda
 
 def evaluate_edgeface(bundle: Any, embedder: Any, split: Split, faces: dict[str, Faces], far: float
                       ) -> dict[str, Any]:
-    from edgeface.runtime.enroll import choose_thresholds
+    from edgeface.people.calibrate import choose_thresholds
     from edgeface.runtime.labeler import Labeler
-    from edgeface.runtime.results import UNKNOWN
+    from edgeface.core.results import UNKNOWN
 
     spec = embedder.spec
     gallery = build_gallery(split, faces["enroll"], spec.embedding_size, unit=True)
@@ -242,7 +242,7 @@ def evaluate_edgeface(bundle: Any, embedder: Any, split: Split, faces: dict[str,
 
 def evaluate_dlib(split: Split, faces: dict[str, Faces], far: float, tolerance: float = 0.6
                   ) -> dict[str, Any]:
-    from edgeface.runtime.enroll import choose_thresholds
+    from edgeface.people.calibrate import choose_thresholds
 
     people = build_gallery(split, faces["enroll"], 128, unit=False)
     names = np.array([p.name for p in people])
@@ -287,8 +287,8 @@ def measure_latency(embedder: Any, dlib: Dlib | None, samples: Sequence[Any], re
                     ) -> dict[str, dict[str, float]]:
     """Per-face seconds of each stage, the two systems taking turns on the same photos (same machine load)."""
     from edgeface.faces.align import align_face
-    from edgeface.imageio import read_image
-    from edgeface.runtime.enroll import pick_face
+    from edgeface.core.imageio import read_image
+    from edgeface.people.enroll import pick_face
 
     times: dict[str, dict[str, list[float]]] = {"edgeface": {"detect": [], "align": [], "embed": []},
                                                  "face_recognition": {"detect": [], "embed": []}}
@@ -367,8 +367,8 @@ def report(results: dict[str, Any], far: float) -> str:
 
 
 def run(args: argparse.Namespace, split: Split) -> dict[str, Any]:
-    from edgeface.runtime.bundle import load_bundle
-    from edgeface.runtime.enroll import FaceEmbedder
+    from edgeface.core.bundle import load_bundle
+    from edgeface.people.enroll import FaceEmbedder
 
     bundle = load_bundle(args.bundle)
     trained = set(bundle.spec.labels["identity"])

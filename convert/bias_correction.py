@@ -19,8 +19,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgeface.runtime.engine import LiteRTEngine, keras_predict
-from edgeface.spec import ModelSpec
+from edgeface.core.spec import ModelSpec
+from edgeface.runtime.engine import LiteRTEngine
+from edgeface.train.keras_model import keras_predict
 
 FEATURES = "features"
 # Dense layers of the heads model that read the pooled features directly (see edgeface.train.model.build_heads).
@@ -73,7 +74,7 @@ def feature_correction(model: Any, spec: ModelSpec, crops: np.ndarray) -> Featur
     as edgeface builds it (preprocess -> backbone -> heads)."""
     import keras
 
-    from convert.tflite import convert_keras
+    from edgeface.convert.tflite import convert_keras
     from edgeface.eval.evaluate import predict_batched
     from edgeface.train.model import compose_features, model_parts
 

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from edgeface.spec import ModelSpec
+from edgeface.core.spec import ModelSpec
 
 # A channel is scaled by at most this much; one that never rises above 1e-6 of its tensor's range on the
 # representative faces is dead and left alone (scaling it would only amplify what the faces did not show).
@@ -164,7 +164,7 @@ def equalized_backbone(model: Any, spec: ModelSpec, crops: np.ndarray | None) ->
     """:func:`equalized` on the backbone of an edgeface model, its ranges measured on ``crops`` as the model
     sees them (preprocessed; with their mirror images for a mirrored model). Yields None, changing nothing,
     when ``crops`` is None, the model is not preprocess -> backbone -> heads, or its backbone has no pair."""
-    from edgeface.runtime.engine import to_model_input
+    from edgeface.core.preprocess import to_model_input
     from edgeface.train.layers import MirrorBatch
     from edgeface.train.model import model_parts
 

@@ -9,20 +9,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgeface import HEADS
+from edgeface.convert.options import ConvertOptions
+from edgeface.core.bundle import SUFFIX, sha256_bytes, write_bundle
+from edgeface.core.errors import DataError, EdgefaceError
+from edgeface.core.modelio import MODEL_NAME
+from edgeface.core.spec import EMBEDDING_NAME, HEADS, ModelSpec
 from edgeface.data.manifest import Dataset, Sample, load_dataset, split_dataset
-from edgeface.errors import DataError, EdgefaceError
 from edgeface.faces.crops import crop_samples
-from edgeface.runtime.bundle import SUFFIX, sha256_bytes, write_bundle
-from edgeface.runtime.engine import KerasEngine, LiteRTEngine
-from edgeface.spec import EMBEDDING_NAME, ModelSpec
+from edgeface.runtime.engine import LiteRTEngine
+from edgeface.train.keras_model import KerasEngine
+from edgeface.train.model import model_parts
 
-# On celeba-299 MobileNetV2, 1,000 faces passed the 1-point int8 gate on three draws out of three where 300
-# passed on two (README, Results). Likely why, not measured: range equalisation lifts each channel to the
-# largest value the representative faces gave it, leaving it no headroom, so those peaks had better be true.
-DEFAULT_REPRESENTATIVE_SIZE = 1000
-DEFAULT_VERIFY_SIZE = 600
-DEFAULT_MIN_AGREEMENT = 0.90
 DEBUG_FACES = 64  # verification faces the quantization debugger runs on (--debug-layers)
 # ... and the accumulated-error comparison, which keeps every tensor of both models (about 30 MB per face)
 ACCUMULATED_FACES = 32
@@ -123,8 +120,8 @@ def io_details(engine: LiteRTEngine) -> dict[str, Any]:
         scale, zero_point = details.get("quantization", (0.0, 0))
         return {"dtype": np.dtype(details["dtype"]).name, "scale": float(scale), "zero_point": int(zero_point)}
 
-    return {"input": describe(engine._input),
-            "outputs": {name: describe(d) for name, d in engine._outputs.items()}}
+    return {"input": describe(engine.input_details),
+            "outputs": {name: describe(d) for name, d in engine.output_details.items()}}
 
 
 def compare(keras_out: dict[str, np.ndarray], tflite_out: dict[str, np.ndarray], samples: Sequence[Sample],
@@ -150,35 +147,172 @@ def compare(keras_out: dict[str, np.ndarray], tflite_out: dict[str, np.ndarray],
 def default_bundle_path(model_path: Path, precision: str, out: Path) -> Path:
     if out.suffix == SUFFIX:
         return out
-    stem = model_path.parent.name if model_path.name == "model.keras" else model_path.stem
+    stem = model_path.parent.name if model_path.name == MODEL_NAME else model_path.stem
     return out / f"{stem}-{precision}{SUFFIX}"
 
 
+@dataclass(frozen=True)
+class ConversionSets:
+    """The faces conversion works on: calibration crops, and held-out crops with Keras' outputs on them."""
+
+    representative: np.ndarray  # uint8 crops (N, S, S, 3) that calibrate int8
+    representative_source: Path
+    verification: np.ndarray  # uint8 crops Keras and TFLite are compared on
+    verification_samples: list[Sample]
+    verification_source: Path
+    keras_outputs: dict[str, np.ndarray]  # Keras on the verification crops
+
+
+def prepare_sets(keras_engine: KerasEngine, options: ConvertOptions, progress: bool = True,
+                 on_log: Callable[[str], None] = print) -> ConversionSets:
+    """Crop the representative and verification faces (by default the model's own training and validation
+    splits), and run Keras on the verification faces once for every precision to be compared with."""
+    if options.representative is None or options.verify_data is None:
+        train_part, val_part = _split_from_metadata(keras_engine.metadata)
+    rep_set = load_dataset(options.representative) if options.representative is not None else train_part
+    ver_set = load_dataset(options.verify_data) if options.verify_data is not None else val_part
+    rep_what = "" if options.representative is not None else " (its training split)"
+    ver_what = "" if options.verify_data is not None else " (its validation split: photos the model never trained on)"
+    on_log(f"representative set: up to {options.representative_size} photos from {rep_set.source}{rep_what}")
+    spec = keras_engine.spec
+    rep = _crops_for(rep_set, spec, options.representative_size, options.seed, progress)
+    ver = _crops_for(ver_set, spec, options.verify_size, options.seed + 1, progress)
+    samples = ver.cropped_samples
+    on_log(f"verification set: {len(samples)} faces from {ver_set.source}{ver_what}")
+    return ConversionSets(rep.crops, rep_set.source, np.asarray(ver.crops), samples, ver_set.source,
+                          keras_engine.predict(np.asarray(ver.crops)))
+
+
+@dataclass(frozen=True)
+class Converted:
+    """One precision's flatbuffer and what was done to the model before converting it."""
+
+    flatbuffer: bytes
+    equalization: dict[str, Any] | None  # figures of the range equalisation (int8), None when not applied
+    bias_correction: dict[str, Any] | None  # the corrected layers and figures (int8), None when not applied
+
+
+def convert_precision(model: Any, spec: ModelSpec, precision: str, representative: np.ndarray,
+                      options: ConvertOptions, on_log: Callable[[str], None] = print) -> Converted:
+    """One TFLite flatbuffer. Full int8 first equalises channel ranges and fits the bias correction (as
+    ``options`` say); every change to the Keras model is undone when this returns."""
+    from edgeface.convert.bias_correction import corrected_heads, feature_correction
+    from edgeface.convert.equalization import equalized_backbone
+    from edgeface.convert.tflite import convert_keras
+
+    int8 = precision == "int8"
+    with equalized_backbone(model, spec, representative if int8 and options.equalize else None) as equalization:
+        equalization_figures = equalization.summary() if equalization is not None else None
+        if equalization_figures:
+            on_log(f"range equalisation: {equalization_figures['pairs']} ReLU -> depthwise pairs, channel "
+                   f"scales median {equalization_figures['scale_median']:.3g}, up to "
+                   f"{equalization_figures['scale_max']:.3g} ({len(representative)} faces)")
+        elif int8 and options.equalize:
+            on_log("range equalisation: skipped (no BatchNorm -> ReLU -> depthwise chain in the backbone, "
+                   "or not an edgeface model)")
+        correction = feature_correction(model, spec, representative) if int8 and options.bias_correction else None
+        if int8 and options.bias_correction and correction is None:
+            on_log("bias correction: skipped (the model is not preprocess -> backbone -> heads)")
+        with corrected_heads(model, correction) as corrected:
+            flatbuffer = convert_keras(model, precision, spec, representative if int8 else None,
+                                       io_type=options.io_type)
+    figures = correction.summary() if corrected and correction is not None else None
+    if figures:
+        on_log(f"bias correction: int8 shifts the pooled features by {figures['feature_shift_norm']:.3g} "
+               f"and scales their channels by {figures['gain_p5']:.2f} to {figures['gain_p95']:.2f} "
+               f"(5th-95th percentile, {len(representative)} faces); undone in {', '.join(corrected)}")
+    return Converted(flatbuffer, equalization_figures, {"layers": corrected, **figures} if figures else None)
+
+
+def verify(flatbuffer: bytes, precision: str, spec: ModelSpec, sets: ConversionSets,
+           min_agreement: float) -> tuple[ConversionResult, LiteRTEngine]:
+    """Run the flatbuffer on the verification faces and compare it with Keras; refused below ``min_agreement``."""
+    from edgeface.eval.evaluate import predict_batched
+
+    engine = LiteRTEngine(flatbuffer, spec, source=f"{precision} model")
+    tflite_out = predict_batched(engine, sets.verification)
+    keras_out = sets.keras_outputs
+    checks = compare(keras_out, tflite_out, sets.verification_samples, spec)
+    cosine = None
+    if EMBEDDING_NAME in keras_out and EMBEDDING_NAME in tflite_out:
+        cosine = float(np.mean(np.sum(keras_out[EMBEDDING_NAME] * tflite_out[EMBEDDING_NAME], axis=1)))
+    low = [h for h, c in checks.items() if c.agreement < min_agreement]
+    result = ConversionResult(precision, len(flatbuffer), checks, accepted=not low, embedding_cosine=cosine)
+    if low:
+        result.reason = "; ".join(f"{h} agrees with Keras on {checks[h].agreement:.1%} of faces, below "
+                                  f"--min-agreement {min_agreement:.0%}" for h in low)
+    return result, engine
+
+
+def debug_int8(model: Any, spec: ModelSpec, int8_flatbuffer: bytes, sets: ConversionSets, options: ConvertOptions,
+               report_stem: Path, title: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Path]]:
+    """``--debug-layers``: each int8 layer's own error (TFLite's quantization debugger, float inputs) and where
+    error accumulates (int8 against float, tensor by tensor), as CSVs and a plot beside the bundles.
+
+    Both compare with the float model int8 was made from: the range-equalised one when equalisation applies.
+    Returns (layer rows, accumulated rows, files written)."""
+    from edgeface.convert.equalization import equalized_backbone
+    from edgeface.convert.tflite import (
+        accumulated_errors,
+        convert_keras,
+        layer_errors,
+        plot_accumulated_errors,
+    )
+
+    debug_crops = sets.verification[:DEBUG_FACES]
+    layers_csv = Path(f"{report_stem}-layer-errors.csv")
+    with equalized_backbone(model, spec, sets.representative if options.equalize else None):
+        reference_float = convert_keras(model, "float32", spec)
+        layer_rows = layer_errors(model, spec, sets.representative, debug_crops, csv_path=layers_csv)
+    debug_crops = debug_crops[:ACCUMULATED_FACES]
+    accumulated = accumulated_errors(reference_float, int8_flatbuffer, debug_crops, spec)
+    reports = [layers_csv,
+               write_rows_csv(accumulated, Path(f"{report_stem}-int8-accumulated-errors.csv")),
+               plot_accumulated_errors(accumulated, Path(f"{report_stem}-int8-accumulated-errors.png"),
+                                       title=f"{title}: int8 against float, tensor by tensor "
+                                             f"({len(debug_crops)} faces)")]
+    return layer_rows, accumulated, reports
+
+
+def bundle_manifest(keras_engine: KerasEngine, model_path: Path, model_sha256: str, precision: str,
+                    engine: LiteRTEngine, converted: Converted, result: ConversionResult, sets: ConversionSets,
+                    options: ConvertOptions) -> dict[str, Any]:
+    """What a bundle records beyond the model and its spec: I/O quantization, thresholds, where the model
+    came from, how it was converted, and the agreement measured here."""
+    metadata = keras_engine.metadata
+    parts = model_parts(keras_engine.model)
+    return {
+        "io": io_details(engine),
+        "identity_threshold": options.identity_threshold,
+        "source_model": {"path": str(model_path), "sha256": model_sha256,
+                         "backbone": metadata.get("backbone"), "weights": metadata.get("weights"),
+                         "trained": metadata.get("created"),
+                         # each face read as the mean of itself and its mirror (recentre --mirror)
+                         "mirrored": bool(parts and parts.mirrored)},
+        "dataset_fingerprint": metadata.get("dataset", {}).get("fingerprint"),
+        "conversion": {"representative": str(sets.representative_source),
+                       "representative_faces": len(sets.representative), "seed": options.seed,
+                       "verification": str(sets.verification_source),
+                       "io_type": options.io_type if precision == "int8" else "float32",
+                       "min_agreement": options.min_agreement, "equalization": converted.equalization,
+                       "bias_correction": converted.bias_correction},
+        "accuracy": {head: check.to_dict() for head, check in result.checks.items()},
+        "embedding_cosine": result.embedding_cosine,
+    }
+
+
 def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | Path,
-                  representative: str | Path | None = None, verify_data: str | Path | None = None,
-                  representative_size: int = DEFAULT_REPRESENTATIVE_SIZE, verify_size: int = DEFAULT_VERIFY_SIZE,
-                  io_type: str = "int8", min_agreement: float = DEFAULT_MIN_AGREEMENT, debug_layers: bool = False,
-                  identity_threshold: float = 0.5, seed: int = 0, bias_correction: bool = True,
-                  equalize: bool = True, progress: bool = True,
+                  options: ConvertOptions = ConvertOptions(), progress: bool = True,
                   on_log: Callable[[str], None] = print) -> list[ConversionResult]:
     """Convert a trained ``model.keras`` into one bundle per precision, each verified against Keras.
 
-    A precision whose argmax agreement with Keras is below ``min_agreement`` on any head is refused: its
-    result says why and no bundle is written. With ``bias_correction``, full int8 first fits the per-channel
-    gain and offset that map the int8 backbone's features to the float one's on the representative crops, and
-    folds them into the heads that read the features (``convert/bias_correction.py``). With ``equalize``, it
-    first lifts every channel that feeds a depthwise convolution to its tensor's range
-    (``convert/equalization.py``); the bias correction is then fitted to the equalised model.
+    A precision whose argmax agreement with Keras is below ``options.min_agreement`` on any head is refused:
+    its result says why and no bundle is written. Full int8 is range-equalised and bias-corrected first (see
+    ``convert_precision``); with ``options.debug_layers`` its errors are reported layer by layer (``debug_int8``).
     """
-    from convert.bias_correction import corrected_heads, feature_correction
-    from convert.equalization import equalized_backbone
-    from convert.tflite import accumulated_errors, convert_keras, layer_errors, plot_accumulated_errors
-    from edgeface.eval.evaluate import predict_batched
-    from edgeface.train.model import model_parts
-
     model_path = Path(model_path)
     if model_path.is_dir():
-        model_path = model_path / "model.keras"
+        model_path = model_path / MODEL_NAME
     if len(set(precisions)) != len(precisions) or not precisions:
         raise EdgefaceError(f"give each precision once: {', '.join(precisions) or 'none given'}")
     out = Path(out)
@@ -187,104 +321,25 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
                             "give a folder")
     keras_engine = KerasEngine(model_path)
     spec = keras_engine.spec
-    parts = model_parts(keras_engine.model)
-    if representative is None or verify_data is None:
-        train_part, val_part = _split_from_metadata(keras_engine.metadata)
-    rep_set = load_dataset(representative) if representative is not None else train_part
-    ver_set = load_dataset(verify_data) if verify_data is not None else val_part
-
-    rep_what = "" if representative is not None else " (its training split)"
-    ver_what = "" if verify_data is not None else " (its validation split: photos the model never trained on)"
-    on_log(f"representative set: up to {representative_size} photos from {rep_set.source}{rep_what}")
-    rep_crops = _crops_for(rep_set, spec, representative_size, seed, progress).crops
-    ver = _crops_for(ver_set, spec, verify_size, seed + 1, progress)
-    ver_samples = ver.cropped_samples
-    on_log(f"verification set: {len(ver_samples)} faces from {ver_set.source}{ver_what}")
-    keras_out = keras_engine.predict(np.asarray(ver.crops))
-    model_bytes_hash = sha256_bytes(model_path.read_bytes())
-
+    sets = prepare_sets(keras_engine, options, progress, on_log)
+    model_sha256 = sha256_bytes(model_path.read_bytes())
     results = []
-    float_flatbuffer: bytes | None = None  # kept for --debug-layers' int8-against-float comparison
     steps: Any = precisions
     if progress:
-        from edgeface.progress import progress_bar
+        from edgeface.core.progress import progress_bar
         steps = progress_bar(precisions, desc="converting", unit="model")
     for precision in steps:
-        int8 = precision == "int8"
-        reference_float = float_flatbuffer  # what --debug-layers compares int8 with, tensor by tensor
-        with equalized_backbone(keras_engine.model, spec, rep_crops if int8 and equalize else None) as equalization:
-            equalization_figures = equalization.summary() if equalization is not None else None
-            if equalization_figures:
-                on_log(f"range equalisation: {equalization_figures['pairs']} ReLU -> depthwise pairs, channel "
-                       f"scales median {equalization_figures['scale_median']:.3g}, up to "
-                       f"{equalization_figures['scale_max']:.3g} ({len(rep_crops)} faces)")
-            elif int8 and equalize:
-                on_log("range equalisation: skipped (no BatchNorm -> ReLU -> depthwise chain in the backbone, "
-                       "or not an edgeface model)")
-            correction = feature_correction(keras_engine.model, spec, rep_crops) if int8 and bias_correction else None
-            if int8 and bias_correction and correction is None:
-                on_log("bias correction: skipped (the model is not preprocess -> backbone -> heads)")
-            if debug_layers and int8:
-                # the equalised float model: its tensors are the ones int8 approximates
-                if equalization is not None or reference_float is None:
-                    reference_float = convert_keras(keras_engine.model, "float32", spec)
-                debug_crops = np.asarray(ver.crops[:DEBUG_FACES])
-                report_stem = (out if out.suffix != SUFFIX else out.parent) / model_path.parent.name
-                layers_csv = Path(f"{report_stem}-layer-errors.csv")
-                layer_rows = layer_errors(keras_engine.model, spec, rep_crops, debug_crops, csv_path=layers_csv)
-            with corrected_heads(keras_engine.model, correction) as corrected:
-                flatbuffer = convert_keras(keras_engine.model, precision, spec,
-                                           rep_crops if int8 else None, io_type=io_type)
-        figures = correction.summary() if corrected and correction is not None else None
-        if figures:
-            on_log(f"bias correction: int8 shifts the pooled features by {figures['feature_shift_norm']:.3g} "
-                   f"and scales their channels by {figures['gain_p5']:.2f} to {figures['gain_p95']:.2f} "
-                   f"(5th-95th percentile, {len(rep_crops)} faces); undone in {', '.join(corrected)}")
-        engine = LiteRTEngine(flatbuffer, spec, source=f"{precision} model")
-        tflite_out = predict_batched(engine, np.asarray(ver.crops))
-        checks = compare(keras_out, tflite_out, ver_samples, spec)
-        cosine = None
-        if EMBEDDING_NAME in keras_out and EMBEDDING_NAME in tflite_out:
-            cosine = float(np.mean(np.sum(keras_out[EMBEDDING_NAME] * tflite_out[EMBEDDING_NAME], axis=1)))
-        low = [h for h, c in checks.items() if c.agreement < min_agreement]
-        result = ConversionResult(precision, len(flatbuffer), checks, accepted=not low, embedding_cosine=cosine)
-        if low:
-            result.reason = "; ".join(f"{h} agrees with Keras on {checks[h].agreement:.1%} of faces, below "
-                                      f"--min-agreement {min_agreement:.0%}" for h in low)
-        if precision == "float32":
-            float_flatbuffer = flatbuffer
-        if debug_layers and int8:
-            result.layer_errors = layer_rows
-            debug_crops = debug_crops[:ACCUMULATED_FACES]
-            result.accumulated_errors = accumulated_errors(reference_float, flatbuffer, debug_crops, spec)
-            result.debug_reports = [
-                layers_csv,
-                write_rows_csv(result.accumulated_errors, Path(f"{report_stem}-int8-accumulated-errors.csv")),
-                plot_accumulated_errors(result.accumulated_errors,
-                                        Path(f"{report_stem}-int8-accumulated-errors.png"),
-                                        title=f"{model_path.parent.name}: int8 against float, tensor by "
-                                              f"tensor ({len(debug_crops)} faces)")]
+        converted = convert_precision(keras_engine.model, spec, precision, sets.representative, options, on_log)
+        result, engine = verify(converted.flatbuffer, precision, spec, sets, options.min_agreement)
+        if options.debug_layers and precision == "int8":
+            report_stem = (out if out.suffix != SUFFIX else out.parent) / model_path.parent.name
+            result.layer_errors, result.accumulated_errors, result.debug_reports = debug_int8(
+                keras_engine.model, spec, converted.flatbuffer, sets, options, report_stem, model_path.parent.name)
         if result.accepted:
-            metadata = keras_engine.metadata
-            result.bundle_path = write_bundle(default_bundle_path(model_path, precision, out), flatbuffer, spec,
-                                              precision, extra={
-                "io": io_details(engine),
-                "identity_threshold": identity_threshold,
-                "source_model": {"path": str(model_path), "sha256": model_bytes_hash,
-                                 "backbone": metadata.get("backbone"), "weights": metadata.get("weights"),
-                                 "trained": metadata.get("created"),
-                                 # each face read as the mean of itself and its mirror (recentre --mirror)
-                                 "mirrored": bool(parts and parts.mirrored)},
-                "dataset_fingerprint": metadata.get("dataset", {}).get("fingerprint"),
-                "conversion": {"representative": str(rep_set.source), "representative_faces": len(rep_crops),
-                               "seed": seed,
-                               "verification": str(ver_set.source), "io_type": io_type if precision == "int8"
-                               else "float32", "min_agreement": min_agreement,
-                               "equalization": equalization_figures,
-                               "bias_correction": {"layers": corrected, **figures} if figures else None},
-                "accuracy": {head: check.to_dict() for head, check in checks.items()},
-                "embedding_cosine": cosine,
-            })
+            result.bundle_path = write_bundle(default_bundle_path(model_path, precision, out), converted.flatbuffer,
+                                              spec, precision, extra=bundle_manifest(
+                                                  keras_engine, model_path, model_sha256, precision, engine,
+                                                  converted, result, sets, options))
         results.append(result)
     return results
 

@@ -8,12 +8,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edgeface.errors import EdgefaceError
-from edgeface.runtime.engine import SIGNATURE, to_model_input
-from edgeface.spec import ModelSpec
-
-PRECISIONS = ("float32", "float16", "dynamic", "int8")
-INTEGER_IO = ("int8", "uint8", "float32")
+from edgeface.convert.options import INTEGER_IO
+from edgeface.core.bundle import PRECISIONS
+from edgeface.core.errors import EdgefaceError
+from edgeface.core.preprocess import to_model_input
+from edgeface.core.spec import SIGNATURE, ModelSpec
 
 
 def _representative(crops: np.ndarray, spec: ModelSpec):

@@ -1,8 +1,71 @@
 """edgeface: a three-head face model (identity, emotion, gender) from workstation to Raspberry Pi.
 
-Importing this package does no work: models, detectors and TensorFlow load only when asked for.
+The Python API, for programs that embed edgeface (docs/python-api.md)::
+
+    import edgeface
+
+    pipeline = edgeface.load("bundles/home-int8.edgeface")     # bundle, detector, LiteRT engine, gallery
+    for face in pipeline.label("photo.jpg"):                    # or an RGB uint8 array
+        print(face.box, face.labels.identity.label, face.labels.identity.score)
+    for result in pipeline.run(frames):                         # RGB arrays; faces tracked across frames
+        print(result.index, [face.labels.identity.label for face in result.faces])
+
+Importing this package does no work: the names below load their modules when first used, and nothing here
+imports TensorFlow (the device side of edgeface never does).
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-HEADS: tuple[str, ...] = ("identity", "emotion", "gender")
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeface.core.version import __version__
+
+if TYPE_CHECKING:
+    from edgeface.daemon.pipeline import FacePipeline
+
+# name -> the module that defines it, imported on first use
+_LAZY = {
+    "HEADS": "edgeface.core.spec",
+    "Bundle": "edgeface.core.bundle",
+    "load_bundle": "edgeface.core.bundle",
+    "read_image": "edgeface.core.imageio",
+    "EdgefaceError": "edgeface.core.errors",
+    "FaceLabels": "edgeface.core.results",
+    "Prediction": "edgeface.core.results",
+    "FaceResult": "edgeface.daemon.records",
+    "FrameResult": "edgeface.daemon.records",
+    "FacePipeline": "edgeface.daemon.pipeline",
+}
+
+__all__ = ["__version__", "load", *_LAZY]
+
+
+def load(bundle: str | Path | Any, *, threads: int = 2, detector: str = "", gallery: str | Path | None = "",
+         identity_threshold: float | None = None, similarity_threshold: float | None = None) -> FacePipeline:
+    """A ready pipeline for a bundle (``.edgeface`` path or a loaded ``Bundle``): ``.label(image)``, ``.run(frames)``.
+
+    ``threads``: LiteRT inference threads. ``detector``: a face detector other than the bundle's own.
+    ``gallery``: "" the bundle's gallery of enrolled people in the state folder (if any), None no gallery, or a
+    gallery file. Thresholds left None come from the gallery's calibration, then the bundle (docs/identity.md).
+    """
+    from edgeface.core.bundle import Bundle, load_bundle
+    from edgeface.daemon.config import DetectConfig
+    from edgeface.daemon.pipeline import FacePipeline
+
+    loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    return FacePipeline(loaded, threads, DetectConfig(detector=detector), identity_threshold=identity_threshold,
+                        gallery="none" if gallery is None else str(gallery), similarity_threshold=similarity_threshold)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

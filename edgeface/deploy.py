@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from edgeface.errors import ConfigError, EdgefaceError
+from edgeface.core.errors import ConfigError, EdgefaceError
 
 DEFAULT_RESTART = "sudo -n systemctl restart edgeface"
 DEFAULT_PORT = 8321
@@ -344,8 +344,8 @@ def prepare_release(bundle: str | Path | None = None, config: str | Path | None 
     ``bundle`` defaults to the one the config names (relative to the config's folder); ``config`` defaults to
     :data:`DEFAULT_CONFIG` (camera 0). The config is validated with the daemon's own reader.
     """
+    from edgeface.core.bundle import load_bundle, sha256_bytes
     from edgeface.daemon.config import load_config
-    from edgeface.runtime.bundle import load_bundle, sha256_bytes
 
     origin = str(config) if config is not None else "the default config"
     if config is not None:

@@ -79,11 +79,12 @@ def tiny_model(synthetic_csv: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def tiny_bundles(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny model in all four precisions: {precision: bundle path}."""
-    from convert.pipeline import convert_model
+    from edgeface.convert.options import ConvertOptions
+    from edgeface.convert.pipeline import convert_model
 
     out = tmp_path_factory.mktemp("tiny-bundles")
-    results = convert_model(tiny_model, ["float32", "float16", "dynamic", "int8"], out, min_agreement=0.0,
-                            progress=False, on_log=lambda _: None)
+    results = convert_model(tiny_model, ["float32", "float16", "dynamic", "int8"], out,
+                            ConvertOptions(min_agreement=0.0), progress=False, on_log=lambda _: None)
     return {r.precision: r.bundle_path for r in results}
 
 
@@ -104,8 +105,10 @@ def celeba_model(celeba_people_csv: Path, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="session")
 def celeba_bundle(celeba_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``celeba_model`` as a full-int8 bundle."""
-    from convert.pipeline import convert_model
+    from edgeface.convert.options import ConvertOptions
+    from edgeface.convert.pipeline import convert_model
 
     out = tmp_path_factory.mktemp("celeba-bundle")
-    (result,) = convert_model(celeba_model, ["int8"], out, min_agreement=0.0, progress=False, on_log=lambda _: None)
+    (result,) = convert_model(celeba_model, ["int8"], out, ConvertOptions(min_agreement=0.0), progress=False,
+                              on_log=lambda _: None)
     return result.bundle_path

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeface.errors import BundleError, ModelError
-from edgeface.runtime.bundle import BUNDLE_VERSION, MANIFEST_MEMBER, MODEL_MEMBER, load_bundle, read_manifest
+from edgeface.core.errors import BundleError, ModelError
+from edgeface.core.bundle import BUNDLE_VERSION, MANIFEST_MEMBER, MODEL_MEMBER, load_bundle, read_manifest
 from edgeface.runtime.engine import LiteRTEngine
 from no_tensorflow import run_without_tensorflow
 
@@ -101,12 +101,12 @@ def test_truncated_tflite_is_a_model_error(bundle: Path) -> None:
 RUNTIME_SCRIPT = r"""
 import json, sys
 import numpy as np
-from edgeface.runtime.bundle import load_bundle
-from edgeface.runtime.engine import load_engine
+from edgeface.core.bundle import load_bundle
+from edgeface.runtime.engine import LiteRTEngine
 from edgeface.runtime.labeler import Labeler
 from edgeface.faces.detect import create_detector
 bundle = load_bundle(sys.argv[1])
-engine = load_engine(sys.argv[1])
+engine = LiteRTEngine.from_bundle(bundle)
 detector = create_detector(bundle.spec.crop.detector)
 crops = np.zeros((2, bundle.spec.input_size, bundle.spec.input_size, 3), np.uint8)
 labels = Labeler(bundle.spec, bundle.identity_threshold)(engine.predict(crops))

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import app
-from edgeface.errors import ModelError
+from edgeface.core.errors import ModelError
 from edgeface.train.centres import person_centres
 
 
@@ -26,9 +26,10 @@ def test_person_centres_are_unit_means_and_name_nobody_without_faces() -> None:
 
 
 def test_the_centre_head_is_the_cosine_softmax_and_leaves_the_other_heads_alone(tiny_model: Path) -> None:
-    from edgeface.modelio import load_keras_model, read_metadata
-    from edgeface.runtime.engine import to_model_input
-    from edgeface.spec import ModelSpec
+    from edgeface.core.modelio import read_metadata
+    from edgeface.train.keras_model import load_keras_model
+    from edgeface.core.preprocess import to_model_input
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.centres import with_centre_identity
 
     spec = ModelSpec.from_dict(read_metadata(tiny_model)["spec"])
@@ -53,6 +54,7 @@ def test_the_centre_head_is_the_cosine_softmax_and_leaves_the_other_heads_alone(
 def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, synthetic_csv: Path,
                                                            tmp_path: Path) -> None:
     from edgeface.eval.evaluate import evaluate_models
+    from edgeface.train.keras_model import load_engine
 
     out = tmp_path / "centres"
     result = CliRunner().invoke(app, ["recentre", str(tiny_model.parent), "--data", str(synthetic_csv),
@@ -62,7 +64,7 @@ def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, syn
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["identity_centres"]["scale"] == 20.0 and metadata["identity_centres"]["faces"] > 100
     assert metadata["spec"] == json.loads((tiny_model.parent / "metadata.json").read_text())["spec"]
-    report = evaluate_models([tiny_model, out / "model.keras"], synthetic_csv)
+    report = evaluate_models([tiny_model, out / "model.keras"], synthetic_csv, open_engine=load_engine)
     accuracies = [model.heads["identity"].accuracy for model in report.models]
     assert accuracies[1] > 1 / 6 + 0.3  # far above chance over 6 people, on the photos the centres came from
 
@@ -82,12 +84,15 @@ def test_recentre_cli_writes_a_model_that_names_its_people(tiny_model: Path, syn
 
 def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_int8(
         tiny_model: Path, synthetic_csv: Path, tmp_path: Path) -> None:
-    from convert.pipeline import convert_model
-    from convert.tflite import convert_keras
-    from edgeface.runtime.bundle import read_manifest
-    from edgeface.modelio import load_keras_model, read_metadata
-    from edgeface.runtime.engine import LiteRTEngine, to_model_input
-    from edgeface.spec import ModelSpec
+    from edgeface.convert.options import ConvertOptions
+    from edgeface.convert.pipeline import convert_model
+    from edgeface.convert.tflite import convert_keras
+    from edgeface.core.bundle import read_manifest
+    from edgeface.core.modelio import read_metadata
+    from edgeface.train.keras_model import load_keras_model
+    from edgeface.core.preprocess import to_model_input
+    from edgeface.runtime.engine import LiteRTEngine
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.model import compose_model, model_parts
 
     spec = ModelSpec.from_dict(read_metadata(tiny_model)["spec"])
@@ -131,13 +136,13 @@ def test_a_mirrored_model_reads_each_face_with_its_mirror_image_and_converts_to_
     assert result.exit_code == 0, result.output
     saved = model_parts(load_keras_model(out_dir / "model.keras"))
     assert saved is not None and saved.mirrored  # survives saving; recentre again keeps the mirror
-    (converted,) = convert_model(out_dir, ["float32"], tmp_path / "bundles", min_agreement=0.0, progress=False,
-                                 on_log=lambda _: None)
+    (converted,) = convert_model(out_dir, ["float32"], tmp_path / "bundles", ConvertOptions(min_agreement=0.0),
+                                 progress=False, on_log=lambda _: None)
     assert read_manifest(converted.bundle_path)["source_model"]["mirrored"] is True  # the Pi can tell
 
 
 def test_within_class_whitening_evens_out_how_each_persons_faces_vary() -> None:
-    from edgeface.runtime.gallery import unit_rows
+    from edgeface.core.gallery import unit_rows
     from edgeface.train.centres import within_class_whitening
 
     rng = np.random.default_rng(0)
@@ -183,10 +188,10 @@ def test_recentre_whiten_takes_the_cosine_in_the_whitened_space(tiny_model: Path
 
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.modelio import load_keras_model, read_metadata
-    from edgeface.runtime.engine import keras_predict
-    from edgeface.runtime.gallery import unit_rows
-    from edgeface.spec import ModelSpec
+    from edgeface.core.modelio import read_metadata
+    from edgeface.train.keras_model import keras_predict, load_keras_model
+    from edgeface.core.gallery import unit_rows
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.centres import WHITENING_NAME, unit_embeddings, within_class_whitening
     from edgeface.train.model import compose_features, model_parts
 
@@ -219,10 +224,12 @@ def test_recentre_whiten_takes_the_cosine_in_the_whitened_space(tiny_model: Path
     np.testing.assert_allclose(predicted["embedding"], whitened[:40], atol=1e-4)  # the gallery's space too
     np.testing.assert_array_equal(predicted["identity"].argmax(1), (whitened[:40] @ centres).argmax(1))
 
-    from convert.pipeline import convert_model  # the extra matrix converts to int8 with the rest
+    from edgeface.convert.options import ConvertOptions
 
-    (converted,) = convert_model(out, ["int8"], tmp_path / "bundles", min_agreement=0.0, progress=False,
-                                 on_log=lambda _: None)
+    from edgeface.convert.pipeline import convert_model  # the extra matrix converts to int8 with the rest
+
+    (converted,) = convert_model(out, ["int8"], tmp_path / "bundles", ConvertOptions(min_agreement=0.0),
+                                 progress=False, on_log=lambda _: None)
     assert converted.bundle_path is not None and converted.embedding_cosine > 0.9, converted.embedding_cosine
 
     # Recentred afresh without --whiten, the whitened model gets plain centres from its raw embeddings.

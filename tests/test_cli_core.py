@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from edgeface.cli import app
-from edgeface.runtime.bundle import load_bundle
+from edgeface.core.bundle import load_bundle
 
 runner = CliRunner()
 
@@ -91,7 +91,7 @@ def test_convert_names_a_missing_model(tmp_path: Path) -> None:
 
 
 def test_demo_scores_video_faces_as_right_unknown_or_wrong() -> None:
-    from edgeface.cli.demo import _score_video
+    from edgeface.cli.demo import score_video
 
     truth = {"frames": [{"index": 0, "faces": [{"identity": "Maya", "box": [0, 0, 100, 100]},
                                                {"identity": "Jimmy", "box": [200, 0, 300, 100]}]},
@@ -102,4 +102,4 @@ def test_demo_scores_video_faces_as_right_unknown_or_wrong() -> None:
 
     records = [{"frame": 0, "faces": [face("Maya", 10), face("unknown", 220)]},
                {"frame": 1, "faces": [face("Jimmy", 10), face("Maya", 400)]}]  # the last box matches no true face
-    assert _score_video(records, truth) == (1, 1, 3)  # right, unknown, faces matched (the third is wrong)
+    assert score_video(records, truth) == (1, 1, 3)  # right, unknown, faces matched (the third is wrong)

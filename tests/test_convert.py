@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.pipeline import TIE_MARGIN, compare, convert_model, select_representative
+from edgeface.convert.options import ConvertOptions
+from edgeface.convert.pipeline import TIE_MARGIN, compare, convert_model, select_representative
 from edgeface.data.manifest import Sample
-from edgeface.runtime.bundle import load_bundle
-from edgeface.runtime.engine import KerasEngine, LiteRTEngine
+from edgeface.core.bundle import load_bundle
+from edgeface.runtime.engine import LiteRTEngine
+from edgeface.train.keras_model import KerasEngine
 
 
 def test_every_precision_converts_and_agrees_with_keras(tiny_bundles: dict[str, Path], tiny_model: Path,
@@ -45,7 +47,7 @@ def test_every_precision_converts_and_agrees_with_keras(tiny_bundles: dict[str, 
 
 
 def test_conversion_is_refused_below_the_agreement_threshold(tiny_model: Path, tmp_path: Path) -> None:
-    (result,) = convert_model(tiny_model, ["dynamic"], tmp_path, min_agreement=1.01, progress=False,
+    (result,) = convert_model(tiny_model, ["dynamic"], tmp_path, ConvertOptions(min_agreement=1.01), progress=False,
                               on_log=lambda _: None)
     assert not result.accepted and result.bundle_path is None
     assert "agrees with Keras on" in result.reason and "below --min-agreement 101%" in result.reason
@@ -53,8 +55,9 @@ def test_conversion_is_refused_below_the_agreement_threshold(tiny_model: Path, t
 
 
 def test_uint8_io_on_request(tiny_model: Path, tmp_path: Path) -> None:
-    (result,) = convert_model(tiny_model, ["int8"], tmp_path / "u8.edgeface", io_type="uint8", min_agreement=0.0,
-                              representative_size=40, verify_size=40, equalize=False, progress=False,
+    options = ConvertOptions(io_type="uint8", min_agreement=0.0, representative_size=40, verify_size=40,
+                             equalize=False)
+    (result,) = convert_model(tiny_model, ["int8"], tmp_path / "u8.edgeface", options, progress=False,
                               on_log=lambda _: None)
     bundle = load_bundle(result.bundle_path)
     assert bundle.manifest["conversion"]["equalization"] is None  # equalize=False (--no-equalize)
@@ -66,16 +69,16 @@ def test_uint8_io_on_request(tiny_model: Path, tmp_path: Path) -> None:
 
 def _assert_pixels_quantized_as_the_input_says(engine: LiteRTEngine) -> None:
     """The engine's fast pixel conversion equals the definition: scale to the model's range, then quantize."""
-    from edgeface.runtime.engine import to_model_input
+    from edgeface.core.preprocess import to_model_input
 
     size = engine.spec.input_size
     pixels = np.resize(np.arange(256, dtype=np.uint8), (2, size, size, 3))
-    got = engine._quantize_input(pixels)
+    got = engine.input_tensor(pixels)
     real = to_model_input(pixels, engine.spec)
     if engine.input_dtype == np.float32:
         np.testing.assert_array_equal(got, real)
         return
-    scale, zero_point = engine._input["quantization"]
+    scale, zero_point = engine.input_details["quantization"]
     info = np.iinfo(engine.input_dtype)
     assert got.dtype == engine.input_dtype
     np.testing.assert_array_equal(got, np.clip(np.round(real / scale) + zero_point, info.min, info.max))
@@ -122,10 +125,10 @@ def test_backbone_preprocessing_survives_int8(mode: str) -> None:
     """
     import keras
 
-    from convert.tflite import convert_keras
-    from edgeface.runtime.engine import to_model_input
+    from edgeface.convert.tflite import convert_keras
+    from edgeface.core.preprocess import to_model_input
     from edgeface.runtime.litert import make_interpreter
-    from edgeface.spec import ModelSpec
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.layers import BackbonePreprocess
 
     keras.utils.set_random_seed(0)
@@ -153,7 +156,7 @@ def test_backbone_preprocessing_survives_int8(mode: str) -> None:
 
 
 def test_fit_correction_recovers_each_channels_gain_and_offset() -> None:
-    from convert.bias_correction import GAIN_LIMITS, fit_correction
+    from edgeface.convert.bias_correction import GAIN_LIMITS, fit_correction
 
     rng = np.random.default_rng(0)
     reference = rng.normal(size=(200, 4))
@@ -171,7 +174,7 @@ def test_fit_correction_recovers_each_channels_gain_and_offset() -> None:
 
 def test_bias_correction_folds_the_int8_feature_map_into_the_heads(tiny_model: Path,
                                                                    synthetic_csv: Path) -> None:
-    from convert.bias_correction import corrected_heads, feature_correction
+    from edgeface.convert.bias_correction import corrected_heads, feature_correction
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
 
@@ -196,7 +199,7 @@ def test_bias_correction_folds_the_int8_feature_map_into_the_heads(tiny_model: P
 
 
 def test_equalization_is_exact_in_float_and_undone_afterwards(tiny_model: Path, synthetic_csv: Path) -> None:
-    from convert.equalization import equalized_backbone, find_pairs
+    from edgeface.convert.equalization import equalized_backbone, find_pairs
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
     from edgeface.train.model import model_parts
@@ -222,7 +225,7 @@ def test_equalization_is_exact_in_float_and_undone_afterwards(tiny_model: Path, 
 
 
 def test_range_scales_lift_weak_channels_and_leave_dead_ones() -> None:
-    from convert.equalization import MAX_SCALE, range_scales
+    from edgeface.convert.equalization import MAX_SCALE, range_scales
 
     scales = range_scales(np.array([4.0, 2.0, 0.5, 0.0, 1e-5]), ceiling=6.0)
     np.testing.assert_allclose(scales, [1.0, 2.0, 8.0, 1.0, MAX_SCALE], rtol=1e-6)
@@ -236,7 +239,7 @@ def test_equalization_gives_weak_channels_their_int8_bits_back() -> None:
     import keras
     import tensorflow as tf
 
-    from convert.equalization import equalized
+    from edgeface.convert.equalization import equalized
     from edgeface.runtime.litert import make_interpreter
 
     rng = np.random.default_rng(0)
@@ -280,7 +283,7 @@ def test_debug_layers_reports_where_int8_error_accumulates(tiny_bundles: dict[st
                                                            synthetic_csv: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from convert.tflite import accumulated_errors
+    from edgeface.convert.tflite import accumulated_errors
     from edgeface.cli import app
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
@@ -299,7 +302,7 @@ def test_debug_layers_reports_where_int8_error_accumulates(tiny_bundles: dict[st
         noise = np.sum((quantized[head] - reference[head]) ** 2)
         assert abs(10 * np.log10(np.sum(reference[head] ** 2) / noise) - at_outputs[head]) < 0.01, head
     # With float32 input and output the outputs are DEQUANTIZE ops; the int8 tensors they read are measured.
-    from convert.tflite import convert_keras
+    from edgeface.convert.tflite import convert_keras
 
     keras = KerasEngine(tiny_model)
     float_io = convert_keras(keras.model, "int8", keras.spec, crops, io_type="float32")

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.daemon.config import load_config
-from edgeface.errors import ConfigError
+from edgeface.core.errors import ConfigError
 
 # --- configuration -----------------------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ def test_cli_run_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def _folder_with_images(folder: Path, count: int, corrupt: int | None = None) -> Path:
-    from edgeface.imageio import write_image
+    from edgeface.core.imageio import write_image
 
     folder.mkdir()
     for i in range(count):
@@ -227,7 +227,7 @@ def test_missing_camera_is_retried_not_fatal(tmp_path: Path) -> None:
 def test_tracker_keeps_ids_and_smoothing_stops_a_one_frame_flip() -> None:
     from edgeface.daemon.tracking import Tracker
     from edgeface.runtime.labeler import Labeler
-    from edgeface.spec import ModelSpec
+    from edgeface.core.spec import ModelSpec
 
     spec = ModelSpec(labels={"identity": ("ana", "bo"), "emotion": ("happy", "neutral"),
                              "gender": ("female", "male")})
@@ -267,9 +267,8 @@ def test_tracker_without_smoothing_follows_the_raw_outputs() -> None:
 
 
 def _published(index: int, faces: int = 1):
-    from edgeface.daemon.pipeline import FaceResult, FrameResult
-    from edgeface.daemon.sinks import Published
-    from edgeface.runtime.results import FaceLabels, Prediction
+    from edgeface.daemon.records import FaceResult, FrameResult, Published
+    from edgeface.core.results import FaceLabels, Prediction
 
     labels = FaceLabels(Prediction("ana", 0.9), Prediction("happy", 0.8), Prediction("female", 0.7))
     result = FrameResult(time=1000.0 + index, index=index,
@@ -278,7 +277,7 @@ def _published(index: int, faces: int = 1):
 
 
 def test_jsonl_file_sink_rotates_and_keeps_backups(tmp_path: Path) -> None:
-    from edgeface.daemon.sinks import JsonLinesSink
+    from edgeface.daemon.sinks.jsonl import JsonLinesSink
 
     path = tmp_path / "out" / "labels.jsonl"
     sink = JsonLinesSink(str(path), max_bytes=2000, backups=2, queue=1000)
@@ -299,41 +298,41 @@ def test_publish_modes() -> None:
     assert _published(1).wanted("every")
 
 
-def test_http_sink_port_in_use_is_a_config_error() -> None:
+def test_http_server_port_in_use_is_a_config_error() -> None:
     from edgeface.daemon.config import HttpConfig
-    from edgeface.daemon.sinks import HttpSink
+    from edgeface.daemon.server import HttpServer
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
-            HttpSink(HttpConfig(port=port), lambda: (True, {}), lambda: "")
+            HttpServer(HttpConfig(port=port), lambda: (True, {}), lambda: "")
 
 
-def test_http_sink_answers_only_once_started() -> None:
+def test_http_server_answers_only_once_started() -> None:
     """The daemon starts the server after its other sinks exist, so the first /metrics already lists them."""
     import urllib.request
 
     from edgeface.daemon.config import HttpConfig
-    from edgeface.daemon.sinks import HttpSink
+    from edgeface.daemon.server import HttpServer
 
-    sink = HttpSink(HttpConfig(port=0), lambda: (True, {}), lambda: "edgeface_up 1\n")
+    server = HttpServer(HttpConfig(port=0), lambda: (True, {}), lambda: "edgeface_up 1\n")
     try:
-        url = f"http://127.0.0.1:{sink.address[1]}/metrics"
-        with socket.create_connection(("127.0.0.1", sink.address[1]), timeout=2) as early:
+        url = f"http://127.0.0.1:{server.address[1]}/metrics"
+        with socket.create_connection(("127.0.0.1", server.address[1]), timeout=2) as early:
             early.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             early.settimeout(0.3)
             with pytest.raises(TimeoutError):  # bound and listening, but not answering yet
                 early.recv(1)
-            sink.start()
+            server.start()
             early.settimeout(5)
             assert early.recv(64).startswith(b"HTTP/1.1 200")  # the waiting request is answered, not refused
         with urllib.request.urlopen(url, timeout=5) as reply:
             assert reply.read() == b"edgeface_up 1\n"
     finally:
-        sink.close(2)
-    never_started = HttpSink(HttpConfig(port=0), lambda: (True, {}), lambda: "")
+        server.close(2)
+    never_started = HttpServer(HttpConfig(port=0), lambda: (True, {}), lambda: "")
     never_started.close(2)  # returns at once: there is no serve loop to wait for
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from daemon_helpers import DaemonProcess
-from video_fixtures import face_photos, match_truth, recognised_photos, write_face_video
+from video_fixtures import match_truth, recognised_photos
+
+from edgeface.eval.video import face_photos, write_face_video
 
 pytestmark = pytest.mark.shared
 

@@ -60,7 +60,7 @@ def check_record(record: dict, labels: dict[str, tuple[str, ...]]) -> None:
 
 
 def test_video_file_runs_to_its_end_and_exits_0(bundle: Path, video: Path, tmp_path: Path) -> None:
-    from edgeface.runtime.bundle import load_bundle
+    from edgeface.core.bundle import load_bundle
 
     labels = load_bundle(bundle).spec.labels
     daemon = DaemonProcess(["--bundle", str(bundle), "--source", str(video), "--http-port", "0"], cwd=tmp_path)
@@ -167,7 +167,7 @@ def test_network_camera_absent_at_start_lost_mid_run_and_back(bundle: Path, vide
 
 
 def test_corrupt_frames_are_skipped_and_counted(bundle: Path, video: Path, tmp_path: Path) -> None:
-    from edgeface.imageio import write_image
+    from edgeface.core.imageio import write_image
 
     folder = tmp_path / "frames"
     folder.mkdir()

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from edgeface.cli import app
 from edgeface.deploy import (BUNDLE_NAME, CONFIG_NAME, DeployOptions, Host, deploy, parse_host,
                              prepare_release)
-from edgeface.errors import BundleError, ConfigError
+from edgeface.core.errors import BundleError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SSHD = Path("/usr/sbin/sshd")
@@ -336,7 +336,7 @@ def test_identical_deploy_is_a_noop(first_deploy, sshd: SshServer, pi: Pi, tiny_
 @pytest.mark.system
 def test_failed_deploy_rolls_back(first_deploy, sshd: SshServer, pi: Pi, tiny_bundles: dict[str, Path],
                                   tmp_path: Path) -> None:
-    from edgeface.runtime.bundle import load_bundle, write_bundle
+    from edgeface.core.bundle import load_bundle, write_bundle
 
     _, good = first_deploy
     # A bundle that is intact (its checksum matches) but whose model LiteRT cannot load: only the Pi finds out.

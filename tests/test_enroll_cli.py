@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import app
-from edgeface.imageio import read_image, write_image
-from edgeface.runtime.bundle import load_bundle, read_manifest
-from edgeface.runtime.gallery import default_gallery_path, read_gallery
+from edgeface.core.imageio import read_image, write_image
+from edgeface.core.bundle import load_bundle, read_manifest
+from edgeface.core.gallery import default_gallery_path, read_gallery
 from no_tensorflow import run_without_tensorflow
 
 runner = CliRunner()
@@ -157,7 +157,7 @@ def test_daemon_reports_enrolled_people_and_unknown(tiny_bundles: dict[str, Path
     assert cli("calibrate", "--bundle", bundle, "--far", "0", *impostor_args(strangers)).exit_code == 0
     # At --far 0 the thresholds sit just above the closest stranger (ABOVE_ALL_MARGIN); the daemon gets the
     # stranger furthest below both, so its frame tests the labels, not that margin.
-    from edgeface.runtime.enroll import FaceEmbedder
+    from edgeface.people.enroll import FaceEmbedder
 
     gallery = read_gallery(default_gallery_path(load_bundle(bundle).model_sha256, state))
     checks, outputs = FaceEmbedder(bundle).photos(strangers, quality=False)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from edgeface.data.manifest import load_dataset
-from edgeface.imageio import read_image, write_image
-from edgeface.runtime.enroll import FaceEmbedder
+from edgeface.core.imageio import read_image, write_image
+from edgeface.people.enroll import FaceEmbedder
 
 pytestmark = pytest.mark.shared
 

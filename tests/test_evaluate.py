@@ -13,7 +13,7 @@ from edgeface import HEADS
 from edgeface.cli import app
 from edgeface.data.manifest import Sample, load_dataset, write_csv
 from edgeface.faces.crops import crop_samples
-from edgeface.runtime.bundle import load_bundle, write_bundle
+from edgeface.core.bundle import load_bundle, write_bundle
 from edgeface.runtime.engine import LiteRTEngine
 from no_tensorflow import run_without_tensorflow
 
@@ -164,7 +164,7 @@ def test_gate_fails_on_a_planted_drop(known_set, tiny_bundles: dict[str, Path], 
 
 def test_different_input_sizes_are_cropped_separately(known_set, tiny_bundles: dict[str, Path],
                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
-    from convert.tflite import convert_keras
+    from edgeface.convert.tflite import convert_keras
     from edgeface.eval.evaluate import evaluate_models
     from edgeface.train.model import build_model
 

@@ -10,10 +10,10 @@ import pytest
 from edgeface.data.manifest import Sample, load_dataset
 from edgeface.faces.align import align_face, alignment_matrix
 from edgeface.faces.crops import crop_samples
-from edgeface.fileio import write_atomic
+from edgeface.core.fileio import write_atomic
 from edgeface.faces.detect import Face, create_detector, primary_face
-from edgeface.imageio import read_image, write_image
-from edgeface.spec import CropSpec
+from edgeface.core.imageio import read_image, write_image
+from edgeface.core.spec import CropSpec
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_no_face_in_a_plain_image() -> None:
 
 
 def test_unknown_detector_is_a_clear_error() -> None:
-    from edgeface.errors import EdgefaceError
+    from edgeface.core.errors import EdgefaceError
 
     with pytest.raises(EdgefaceError, match="unknown face detector 'yolo'"):
         create_detector("yolo")

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from edgeface.runtime import labeler as labeler_module
-from edgeface.runtime.enroll import calibration_warnings, choose_thresholds
-from edgeface.runtime.gallery import (DEFAULT_SIMILARITY_THRESHOLD, GalleryError, check_name,
-                                      default_gallery_path, default_state_dir, empty_gallery, open_gallery,
+from edgeface.people.calibrate import calibration_warnings, choose_thresholds
+from edgeface.core.gallery import (DEFAULT_SIMILARITY_THRESHOLD, GalleryError, check_name,
+                                      default_gallery_path, empty_gallery, open_gallery,
                                       read_gallery)
 from edgeface.runtime.labeler import Labeler
-from edgeface.runtime.results import UNKNOWN
-from edgeface.spec import ModelSpec
+from edgeface.core.paths import default_state_dir
+from edgeface.core.results import UNKNOWN
+from edgeface.core.spec import ModelSpec
 
 SHA = "ab" * 32
 SPEC = ModelSpec(labels={"identity": ("Jimmy", "Maya"), "emotion": ("happy", "neutral"),

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgeface.data.manifest import check_dataset, load_dataset, split_dataset, write_csv
-from edgeface.errors import DataError
-from edgeface.imageio import write_image
+from edgeface.core.errors import DataError
+from edgeface.core.imageio import write_image
 
 
 def _photo(path: Path, seed: int = 0) -> Path:

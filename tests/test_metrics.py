@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeface.data.manifest import Sample
-from edgeface.errors import EdgefaceError
+from edgeface.core.errors import EdgefaceError
 from edgeface.eval.metrics import classification_metrics, head_metrics
 
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import app
-from edgeface.errors import ModelError
+from edgeface.core.errors import ModelError
 from edgeface.train.refit import fit_softmax_head
 
 
@@ -72,9 +72,9 @@ def test_recentre_refit_heads_fits_emotion_and_gender_on_the_mirrored_features(
         tiny_model: Path, synthetic_csv: Path, tmp_path: Path) -> None:
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.modelio import load_keras_model, read_metadata
-    from edgeface.runtime.engine import keras_predict
-    from edgeface.spec import ModelSpec
+    from edgeface.core.modelio import read_metadata
+    from edgeface.train.keras_model import keras_predict, load_keras_model
+    from edgeface.core.spec import ModelSpec
     from edgeface.train.model import compose_features, model_parts
 
     out = tmp_path / "refit"

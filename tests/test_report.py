@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import app
-from edgeface.eval.report import build_rows, write_report
+from edgeface.report.markdown import build_rows, write_report
 from edgeface.eval.text import ms
 
 runner = CliRunner()
@@ -55,9 +55,10 @@ def test_report_from_measured_results(tiny_model: Path, tiny_bundles: dict[str, 
                                       tmp_path: Path) -> None:
     from edgeface.eval.bench import bench_models
     from edgeface.eval.evaluate import evaluate_models
+    from edgeface.train.keras_model import load_engine
 
     models = [tiny_model, *tiny_bundles.values()]
-    evaluation = evaluate_models(models, synthetic_csv).to_dict()
+    evaluation = evaluate_models(models, synthetic_csv, open_engine=load_engine).to_dict()
     bench = bench_models(list(tiny_bundles.values()), threads=(1,), runs=3, warmup=1, frames=False,
                          memory=False).to_dict()
     files = write_report([evaluation], [bench], tmp_path / "report", commands=["edgeface report ..."])

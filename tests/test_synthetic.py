@@ -19,8 +19,8 @@ from edgeface.data.synthetic import (
     render_photo,
     write_synthetic_video,
 )
-from edgeface.errors import DependencyError, EdgefaceError
-from edgeface.spec import EMOTIONS, GENDERS
+from edgeface.core.errors import DependencyError, EdgefaceError
+from edgeface.core.spec import EMOTIONS, GENDERS
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_people_start_with_the_original_four_and_mix_genders() -> None:
 
 def test_dataset_csv_layout_and_labels(tmp_path: Path) -> None:
     from edgeface.data.manifest import load_dataset
-    from edgeface.imageio import read_image
+    from edgeface.core.imageio import read_image
 
     csv_path = make_synthetic_dataset(tmp_path / "set", people=3, photos_per_person=5, image_size=(160, 128))
     assert csv_path == tmp_path / "set" / "labels.csv"
@@ -110,7 +110,7 @@ def test_expressions_change_the_mouth_not_the_person() -> None:
 def test_blazeface_finds_the_faces_and_their_eyes(blazeface) -> None:
     from edgeface.faces.align import align_face
     from edgeface.faces.detect import LEFT_EYE, RIGHT_EYE, primary_face
-    from edgeface.spec import CropSpec
+    from edgeface.core.spec import CropSpec
 
     people = make_people(6, seed=11)
     found = eyes_on_target = 0

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeface.errors import ModelError
-from edgeface.spec import CropSpec
+from edgeface.core.errors import ModelError
+from edgeface.core.spec import CropSpec
 from edgeface.train.teacher import describe_cached, distillation_targets, face_box, load_teacher
 
 
@@ -81,7 +81,7 @@ def test_training_with_a_teacher_keeps_the_exported_model_unchanged(teacher, cel
                                                                     tmp_path: Path) -> None:
     import keras
 
-    from edgeface.modelio import read_metadata
+    from edgeface.core.modelio import read_metadata
     from edgeface.train.trainer import TrainConfig, train
 
     weights = Path(os.environ.get("EDGEFACE_WEIGHTS_DIR", "")) / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from edgeface.data.manifest import Sample
-from edgeface.errors import ModelError
-from edgeface.spec import ModelSpec
-from edgeface.train.trainer import encode_labels
+from edgeface.core.errors import ModelError
+from edgeface.core.spec import ModelSpec
+from edgeface.train.batches import encode_labels
 
 SPEC = ModelSpec(labels={"identity": ("Jimmy", "Maya", "Mona"), "emotion": ("happy", "neutral"),
                          "gender": ("female", "male")}, input_size=64, backbone="tiny")
@@ -113,10 +113,10 @@ def test_real_training_beats_chance_on_every_head(celeba_model: Path) -> None:
 
 def test_head_weights_scale_each_heads_share_of_the_loss() -> None:
     from edgeface.train.model import build_model
-    from edgeface.train.trainer import _compile, check_head_weights
+    from edgeface.train.trainer import check_head_weights, compile_model
 
     built = build_model(SPEC.with_(embedding_size=16, input_size=32), weights="none")
-    _compile(built.training_model, 1e-3, 0.0, head_weights={"emotion": 3.0})
+    compile_model(built.training_model, 1e-3, 0.0, head_weights={"emotion": 3.0})
     rng = np.random.default_rng(0)
     images = rng.random((4, 32, 32, 3), dtype=np.float32)
     targets = {head: np.eye(n, dtype=np.float32)[rng.integers(0, n, 4)] for head, n in

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import sys
 from typing import Any, Callable, Sequence, TypeVar
 
 import typer
 
-from edgeface.errors import EdgefaceError
+from edgeface.core.errors import EdgefaceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,6 +30,14 @@ def friendly_errors(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def field_default(config: type, name: str) -> Any:
+    """The default of a config dataclass's field, so that an option states it nowhere else."""
+    field = next(f for f in dataclasses.fields(config) if f.name == name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
@@ -59,6 +67,3 @@ def _fmt(value: Any) -> str:
 def echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

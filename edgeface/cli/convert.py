@@ -8,8 +8,11 @@ from typing import List, Optional
 import typer
 
 from edgeface.cli.common import EXIT_CHECK_FAILED, friendly_errors, table
+from edgeface.convert.options import ConvertOptions
+from edgeface.core.bundle import PRECISIONS
 
 ORDER = 30
+DEFAULTS = ConvertOptions()
 
 
 @friendly_errors
@@ -19,48 +22,57 @@ def convert(
                                         help="float32, float16, dynamic or int8; repeat for several, or 'all'."),
     out: Path = typer.Option(Path("bundles"), help="Folder for NAME-PRECISION.edgeface, or a .edgeface file path."),
     representative: Optional[Path] = typer.Option(
-        None, help="Photos for int8 calibration (CSV or folder). Default: the model's own training split."),
-    representative_size: int = typer.Option(1000, help="How many faces calibrate int8, spread over people and "
-                                                      "labels (fewer converts faster but can cost accuracy)."),
+        DEFAULTS.representative,
+        help="Photos for int8 calibration (CSV or folder). Default: the model's own training split."),
+    representative_size: int = typer.Option(
+        DEFAULTS.representative_size, help="How many faces calibrate int8, spread over people and labels "
+                                           "(fewer converts faster but can cost accuracy)."),
     verify_data: Optional[Path] = typer.Option(
-        None, help="Held-out photos to compare Keras and TFLite on. Default: the model's validation split."),
-    verify_size: int = typer.Option(600, help="How many held-out faces to compare on."),
-    seed: int = typer.Option(0, help="Which faces are drawn for calibration and verification; convert with a few "
-                                     "seeds to see how much the int8 result depends on the draw."),
-    io_type: str = typer.Option("int8", help="int8 model input/output type: int8 (XNNPACK's native), uint8 or float32."),
-    min_agreement: float = typer.Option(0.90, help="Refuse a precision whose argmax agrees with Keras on fewer faces "
-                                                   "than this, on any head."),
-    identity_threshold: float = typer.Option(0.5, help="Identity confidence below which the device says 'unknown'."),
-    debug_layers: bool = typer.Option(False, help="int8: report each layer's own error (TFLite quantization "
-                                                  "debugger) and where error accumulates, int8 against float "
-                                                  "tensor by tensor (CSVs and a plot beside the bundles)."),
-    bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",
-                                         help="int8: fit the per-channel gain and shift int8 gives the "
-                                              "backbone's features on the representative faces and undo them "
-                                              "in the heads that read the features."),
-    equalize: bool = typer.Option(True, "--equalize/--no-equalize",
-                                  help="int8: before calibrating, scale each channel that feeds a depthwise "
-                                       "convolution up to its tensor's range (and its kernel down), so int8 "
-                                       "keeps the weak channels; exact in float. MobileNet-class backbones only."),
+        DEFAULTS.verify_data,
+        help="Held-out photos to compare Keras and TFLite on. Default: the model's validation split."),
+    verify_size: int = typer.Option(DEFAULTS.verify_size, help="How many held-out faces to compare on."),
+    seed: int = typer.Option(
+        DEFAULTS.seed, help="Which faces are drawn for calibration and verification; convert with a few "
+                            "seeds to see how much the int8 result depends on the draw."),
+    io_type: str = typer.Option(
+        DEFAULTS.io_type, help="int8 model input/output type: int8 (XNNPACK's native), uint8 or float32."),
+    min_agreement: float = typer.Option(
+        DEFAULTS.min_agreement, help="Refuse a precision whose argmax agrees with Keras on fewer faces than "
+                                     "this, on any head."),
+    identity_threshold: float = typer.Option(
+        DEFAULTS.identity_threshold, help="Identity confidence below which the device says 'unknown'."),
+    debug_layers: bool = typer.Option(
+        DEFAULTS.debug_layers, help="int8: report each layer's own error (TFLite quantization debugger) and "
+                                    "where error accumulates, int8 against float tensor by tensor (CSVs and a "
+                                    "plot beside the bundles)."),
+    bias_correction: bool = typer.Option(
+        DEFAULTS.bias_correction, "--bias-correction/--no-bias-correction",
+        help="int8: fit the per-channel gain and shift int8 gives the backbone's features on the "
+             "representative faces and undo them in the heads that read the features."),
+    equalize: bool = typer.Option(
+        DEFAULTS.equalize, "--equalize/--no-equalize",
+        help="int8: before calibrating, scale each channel that feeds a depthwise convolution up to its "
+             "tensor's range (and its kernel down), so int8 keeps the weak channels; exact in float. "
+             "MobileNet-class backbones only."),
 ) -> None:
     """Convert a trained model to TFLite bundles and verify each against Keras.
 
     Each bundle carries the model, labels, input size and scaling, crop geometry, quantization parameters,
     the source model's checksum and the accuracy measured here. Exit 1 when a precision is refused.
     """
-    from convert.pipeline import convert_model
-    from convert.tflite import PRECISIONS, short_tensor_name
+    from edgeface.convert.pipeline import convert_model
+    from edgeface.convert.tflite import short_tensor_name
 
     precisions = list(PRECISIONS) if precision == ["all"] else precision
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise typer.BadParameter(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)} or all",
                                  param_hint="--precision")
-    results = convert_model(model, precisions, out, representative=representative, verify_data=verify_data,
-                            representative_size=representative_size, verify_size=verify_size, io_type=io_type,
-                            min_agreement=min_agreement, debug_layers=debug_layers, bias_correction=bias_correction,
-                            equalize=equalize, identity_threshold=identity_threshold, seed=seed,
-                            on_log=lambda s: typer.echo(s, err=True))
+    options = ConvertOptions(representative=representative, verify_data=verify_data,
+                             representative_size=representative_size, verify_size=verify_size, seed=seed,
+                             io_type=io_type, min_agreement=min_agreement, identity_threshold=identity_threshold,
+                             bias_correction=bias_correction, equalize=equalize, debug_layers=debug_layers)
+    results = convert_model(model, precisions, out, options, on_log=lambda s: typer.echo(s, err=True))
     float_size = next((r.size_bytes for r in results if r.precision == "float32"), None)
     rows = []
     for r in results:
@@ -92,7 +104,7 @@ def convert(
 
 def echo_accumulated_errors(rows: list[dict], worst: int = 5) -> None:
     """Where int8 error compounds: SQNR at the model's outputs and the ops that lose most of it."""
-    from convert.tflite import short_tensor_name
+    from edgeface.convert.tflite import short_tensor_name
 
     typer.echo("\nint8 against float, tensor by tensor (SQNR in dB, higher is better; ~6 dB per bit):")
     at_outputs = ", ".join(f"{row['output']} {row['sqnr_db']:.1f}" for row in rows if row.get("output"))

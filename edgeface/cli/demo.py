@@ -75,9 +75,11 @@ def demo(
         typer.echo(f"  validation {head:8s} {values['accuracy']:.3f}")
 
     _step("3/7 convert")
-    from convert.pipeline import convert_model
+    from edgeface.convert.options import ConvertOptions
+    from edgeface.convert.pipeline import convert_model
 
-    conversions = convert_model(model_path, ["float32", "int8"], out / "bundles", min_agreement=0.0, progress=False,
+    conversions = convert_model(model_path, ["float32", "int8"], out / "bundles", ConvertOptions(min_agreement=0.0),
+                                progress=False,
                                 on_log=lambda line: typer.echo(f"  {line}"))
     bundles = {c.precision: c.bundle_path for c in conversions}
     for c in conversions:
@@ -87,10 +89,11 @@ def demo(
     _step("4/7 evaluate on the held-out test photos")
     from edgeface.cli.evaluate import format_evaluation
     from edgeface.eval.evaluate import evaluate_models
+    from edgeface.train.keras_model import load_engine
 
     # ~100 test photos: one face is one point, so the demo's gate allows two (CI gates use bigger sets).
     evaluation = evaluate_models([model_path, bundles["float32"], bundles["int8"]], test_csv, max_drop=2.0,
-                                 progress=True)
+                                 progress=True, open_engine=load_engine)
     typer.echo(format_evaluation(evaluation, confusion=False))
     failures = evaluation.gate_failures()
     typer.echo("  quantization gate (--max-drop 2): " + ("pass" if not failures else "; ".join(failures)))
@@ -111,7 +114,7 @@ def demo(
                f" threshold), {total - correct - unknown} named wrongly; JSON lines in {out / 'labels.jsonl'}")
 
     _step("7/7 report")
-    from edgeface.eval.report import write_report
+    from edgeface.report.markdown import write_report
 
     files = write_report([evaluation.to_dict()], [bench.to_dict()], out / "report",
                          commands=["edgeface demo" + (f" --data {data}" if data else "")])
@@ -123,9 +126,9 @@ def demo(
 def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[int, int, int, int]:
     """Run the real daemon over a video (synthetic) or a folder of test photos; score its identity labels:
     (right, unknown, faces scored, frames)."""
+    from edgeface.core.results import UNKNOWN
     from edgeface.daemon.config import load_config
-    from edgeface.daemon.pipeline import run_daemon
-    from edgeface.runtime.results import UNKNOWN
+    from edgeface.daemon.run import run_daemon
 
     jsonl = out / "labels.jsonl"
     jsonl.unlink(missing_ok=True)
@@ -151,16 +154,16 @@ def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[in
     records = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     if truth_path is not None:
         truth = json.loads(Path(truth_path).read_text())
-        return _score_video(records, truth) + (len(records),)
+        return score_video(records, truth) + (len(records),)
     names = [s.identity for s in test_set.samples[:40]]
     scored = [(r["faces"][0]["identity"]["label"], names[r["frame"]]) for r in records if r["faces"]]
     return (sum(a == b for a, b in scored), sum(a == UNKNOWN for a, _ in scored), len(scored), len(records))
 
 
-def _score_video(records, truth) -> tuple[int, int, int]:
+def score_video(records, truth) -> tuple[int, int, int]:
     """Match each labelled face to the ground-truth face whose box contains its centre: (right, unknown,
     faces matched)."""
-    from edgeface.runtime.results import UNKNOWN
+    from edgeface.core.results import UNKNOWN
 
     frames = {f["index"]: f["faces"] for f in truth["frames"]}
     correct = unknown = total = 0

@@ -25,7 +25,7 @@ def _side_by_side(blocks: list[list[str]], gap: int = 4) -> list[str]:
 
 def format_evaluation(evaluation, confusion: bool = True) -> str:  # type: ignore[no-untyped-def]
     """The text report: data, one summary row per model, per-head details, confusion matrices."""
-    from edgeface import HEADS
+    from edgeface.core.spec import HEADS
 
     ref = evaluation.reference
     faces = ref.faces
@@ -97,18 +97,19 @@ def evaluate(
     TensorFlow (this runs on the Pi); Keras models import it.
     """
     from edgeface.eval.evaluate import evaluate_models
+    from edgeface.train.keras_model import load_engine
 
     if threads is not None and threads < 1:
         raise typer.BadParameter("must be 1 or more", param_hint="--threads")
     evaluation = evaluate_models(models, data, num_threads=threads, max_drop=max_drop, detector=detector,
-                                 progress=True, on_log=echo_err)
+                                 progress=True, on_log=echo_err, open_engine=load_engine)
     typer.echo(format_evaluation(evaluation, confusion=confusion))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(evaluation.to_dict(), indent=1))
         typer.echo(f"wrote {json_path}")
     if plots is not None:
-        from edgeface.eval.plots import plot_confusion
+        from edgeface.report.plots import plot_confusion
 
         for m in evaluation.models:
             path = plot_confusion({h: (m.heads[h].labels, m.heads[h].confusion) for h in m.heads},

@@ -29,7 +29,7 @@ STATUS_TEXT = {"ok": "enrolled", "unreadable": "unreadable", "no_face": "no face
 
 
 def _threshold_line(gallery) -> str:
-    from edgeface.runtime.gallery import DEFAULT_SIMILARITY_THRESHOLD
+    from edgeface.core.gallery import DEFAULT_SIMILARITY_THRESHOLD
 
     if gallery.similarity_threshold is None:
         return (f"similarity threshold {DEFAULT_SIMILARITY_THRESHOLD:g} (default; run `edgeface calibrate` "
@@ -61,7 +61,7 @@ def enroll(
     photo was enrolled, 1 when none was, 2 on bad input. 5 clear photos (different days, light, expressions)
     work best.
     """
-    from edgeface.runtime.enroll import enroll as enroll_person
+    from edgeface.people.enroll import enroll as enroll_person
 
     result = enroll_person(bundle, name, photos, gallery_path=gallery, state_dir=state_dir,
                            replace_existing=replace)
@@ -94,7 +94,7 @@ def list_people(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Who is enrolled for this bundle, with how many photos, and the thresholds in use."""
-    from edgeface.runtime.enroll import gallery_for
+    from edgeface.people.enroll import gallery_for
 
     found, path = gallery_for(bundle, gallery, state_dir)
     if as_json:
@@ -124,7 +124,7 @@ def remove_people(
     gallery: Optional[Path] = typer.Option(None, help=GALLERY_HELP),
 ) -> None:
     """Forget enrolled people (their embeddings are deleted from the gallery file)."""
-    from edgeface.runtime.enroll import remove_person
+    from edgeface.people.enroll import remove_person
 
     for name in names:
         remaining = remove_person(bundle, name, gallery, state_dir)
@@ -151,7 +151,7 @@ def calibrate(
     allowed the same number of the strangers, unless one of them cannot take one more (tied scores). Run it
     again after enrolling or removing people. Hundreds of stranger faces are needed to measure 1%.
     """
-    from edgeface.runtime.enroll import calibrate as calibrate_gallery
+    from edgeface.people.calibrate import calibrate as calibrate_gallery
 
     result = calibrate_gallery(bundle, impostors, far=far, gallery_path=gallery, state_dir=state_dir,
                                calibrate_identity=identity)
@@ -181,7 +181,7 @@ def identify(
 ) -> None:
     """Name the main face of each photo with the rule the daemon uses (enrolled people, trained people, or
     unknown): a quick check after enrolling or calibrating."""
-    from edgeface.runtime.enroll import FaceEmbedder, expand_photos
+    from edgeface.people.enroll import FaceEmbedder, expand_photos
     from edgeface.runtime.labeler import Labeler
 
     embedder = FaceEmbedder(bundle)

@@ -36,7 +36,8 @@ def report(
     """
     from edgeface.eval.bench import bench_models
     from edgeface.eval.evaluate import evaluate_models
-    from edgeface.eval.report import load_results, write_report
+    from edgeface.report.markdown import load_results, write_report
+    from edgeface.train.keras_model import load_engine
 
     documents = [load_results(p) for p in inputs if p.suffix == ".json"]
     evaluations = [d for d in documents if d["format"] == "edgeface-evaluation"]
@@ -47,7 +48,7 @@ def report(
         if data is None:
             raise typer.BadParameter("models were given: say which photos to evaluate them on",
                                      param_hint="--data")
-        evaluation = evaluate_models(models, data, progress=True, on_log=echo_err).to_dict()
+        evaluation = evaluate_models(models, data, progress=True, on_log=echo_err, open_engine=load_engine).to_dict()
         (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))
         evaluations.append(evaluation)
         bundles = [m["path"] for m in evaluation["models"] if m["kind"] == "bundle"]

@@ -7,9 +7,13 @@ from typing import Any, Optional
 
 import typer
 
-from edgeface.cli.common import friendly_errors
+from edgeface.cli.common import field_default, friendly_errors
+from edgeface.daemon.config import DaemonConfig, HttpConfig, MqttConfig
 
 ORDER = 60
+# The defaults the help names, read from the daemon's config, where they are set.
+THREADS, MQTT_PORT = field_default(DaemonConfig, "threads"), field_default(MqttConfig, "port")
+HTTP_HOST, HTTP_PORT = field_default(HttpConfig, "host"), field_default(HttpConfig, "port")
 
 
 def _abs(path: Optional[Path]) -> Optional[str]:
@@ -22,7 +26,7 @@ def run(
     source: Optional[str] = typer.Option(None, help="Camera index (0), /dev/videoN, picamera2[:N], a video file, "
                                                     "a folder of images, or an rtsp:// / http:// stream URL."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="A TOML config file; flags override it."),
-    threads: Optional[int] = typer.Option(None, help="Inference threads (default 2)."),
+    threads: Optional[int] = typer.Option(None, help=f"Inference threads (default {THREADS})."),
     loop: Optional[bool] = typer.Option(None, "--loop/--no-loop", help="Restart a video file or folder at its end."),
     fps: Optional[float] = typer.Option(None, help="Camera frame rate to ask for; for a file, play at this rate."),
     identity_threshold: Optional[float] = typer.Option(None, help="Identity confidence below which a face is "
@@ -30,10 +34,10 @@ def run(
     jsonl: Optional[str] = typer.Option(None, help="Write JSON lines to this file ('-' for stdout)."),
     publish: Optional[str] = typer.Option(None, help="JSON lines: 'every' frame with faces or on 'change'."),
     mqtt_host: Optional[str] = typer.Option(None, help="Publish to this MQTT broker."),
-    mqtt_port: Optional[int] = typer.Option(None, help="MQTT broker port (default 1883)."),
+    mqtt_port: Optional[int] = typer.Option(None, help=f"MQTT broker port (default {MQTT_PORT})."),
     http: Optional[bool] = typer.Option(None, "--http/--no-http", help="Serve /healthz, /labels, /metrics."),
-    http_host: Optional[str] = typer.Option(None, help="HTTP address (default 127.0.0.1)."),
-    http_port: Optional[int] = typer.Option(None, help="HTTP port (default 8321; 0 picks a free one)."),
+    http_host: Optional[str] = typer.Option(None, help=f"HTTP address (default {HTTP_HOST})."),
+    http_port: Optional[int] = typer.Option(None, help=f"HTTP port (default {HTTP_PORT}; 0 picks a free one)."),
     snapshots: Optional[Path] = typer.Option(None, help="Save frames with faces in this folder (off by default: "
                                                         "no image is ever written unless you ask)."),
     max_frames: Optional[int] = typer.Option(None, help="Stop after this many processed frames."),
@@ -50,7 +54,7 @@ def run(
     source or address. See docs/daemon.md.
     """
     from edgeface.daemon.config import load_config
-    from edgeface.daemon.pipeline import run_daemon
+    from edgeface.daemon.run import run_daemon
     from edgeface.daemon.service import setup_logging
 
     if source is not None and Path(source).expanduser().exists():

@@ -7,49 +7,69 @@ from typing import List, Optional
 
 import typer
 
-from edgeface.cli.common import friendly_errors
+from edgeface.cli.common import field_default, friendly_errors
+from edgeface.core.spec import CropSpec
+from edgeface.train.config import TrainConfig
 
 ORDER = 20
+
+
+def _default(name: str):  # type: ignore[no-untyped-def]
+    return field_default(TrainConfig, name)
 
 
 @friendly_errors
 def train(
     data: Path = typer.Option(..., help="Training photos: CSV manifest or folder (see `edgeface data check -h`)."),
     out: Path = typer.Option(..., help="Output folder: model.keras, metadata.json, history.json, history.png."),
-    val: Optional[Path] = typer.Option(None, help="Validation photos. Default: a seeded per-person split of --data."),
-    backbone: str = typer.Option("mobilenetv2", help="mobilenetv2 (edge default), resnet50, vgg16, or tiny (tests)."),
-    weights: str = typer.Option("imagenet", help="imagenet (download, or $EDGEFACE_WEIGHTS_DIR), none, or a .h5 path."),
-    input_size: int = typer.Option(224, help="Side of the square face crop fed to the model."),
-    epochs: int = typer.Option(10, help="Epochs of fine-tuning (or of training from scratch); early stopping applies."),
-    frozen_epochs: int = typer.Option(30, help="Epochs training only the heads on a frozen pretrained backbone "
-                                            "(fast: its features are computed once)."),
-    batch_size: int = typer.Option(32),
-    learning_rate: float = typer.Option(1e-3, help="Adam learning rate for the heads (and from-scratch training)."),
-    fine_tune_learning_rate: float = typer.Option(1e-4, help="Adam learning rate while fine-tuning the backbone."),
-    fine_tune_from: str = typer.Option("default", help="First backbone layer to unfreeze; 'all' for the whole backbone."),
-    identity_head: str = typer.Option("softmax", help="softmax: a plain Dense softmax; cosface: cosine to each "
-                                      "person's centre, trained with a margin (metric learning)."),
-    identity_margin: float = typer.Option(0.2, help="CosFace margin on the true person's cosine while training."),
-    teacher: Optional[str] = typer.Option(None, help="Distil identity from a face encoder: 'dlib' (needs "
-                                          "pip install 'edgeface[teacher]'). Training only; the model keeps its size."),
-    teacher_weight: float = typer.Option(5.0, help="Weight of the teacher's cosine loss beside the heads' losses."),
+    val: Optional[Path] = typer.Option(
+        _default("val"), help="Validation photos. Default: a seeded per-person split of --data."),
+    backbone: str = typer.Option(
+        _default("backbone"), help="mobilenetv2 (edge default), resnet50, vgg16, or tiny (tests)."),
+    weights: str = typer.Option(
+        _default("weights"), help="imagenet (download, or $EDGEFACE_WEIGHTS_DIR), none, or a .h5 path."),
+    input_size: int = typer.Option(_default("input_size"), help="Side of the square face crop fed to the model."),
+    epochs: int = typer.Option(
+        _default("epochs"), help="Epochs of fine-tuning (or of training from scratch); early stopping applies."),
+    frozen_epochs: int = typer.Option(
+        _default("frozen_epochs"), help="Epochs training only the heads on a frozen pretrained backbone "
+                                        "(fast: its features are computed once)."),
+    batch_size: int = typer.Option(_default("batch_size")),
+    learning_rate: float = typer.Option(
+        _default("learning_rate"), help="Adam learning rate for the heads (and from-scratch training)."),
+    fine_tune_learning_rate: float = typer.Option(
+        _default("fine_tune_learning_rate"), help="Adam learning rate while fine-tuning the backbone."),
+    fine_tune_from: str = typer.Option(
+        _default("fine_tune_from"), help="First backbone layer to unfreeze; 'all' for the whole backbone."),
+    identity_head: str = typer.Option(
+        _default("identity_head"), help="softmax: a plain Dense softmax; cosface: cosine to each person's "
+                                        "centre, trained with a margin (metric learning)."),
+    identity_margin: float = typer.Option(
+        _default("identity_margin"), help="CosFace margin on the true person's cosine while training."),
+    teacher: Optional[str] = typer.Option(
+        _default("teacher"), help="Distil identity from a face encoder: 'dlib' (needs pip install "
+                                  "'edgeface[teacher]'). Training only; the model keeps its size."),
+    teacher_weight: float = typer.Option(
+        _default("teacher_weight"), help="Weight of the teacher's cosine loss beside the heads' losses."),
     head_weight: List[str] = typer.Option([], metavar="HEAD=W", help="Scale a head's loss, e.g. emotion=2 "
                                           "(repeatable; heads not named weigh 1)."),
-    val_fraction: float = typer.Option(0.15, help="Share of each person's photos held out when --val is not given."),
-    patience: int = typer.Option(3, help="Early-stopping patience in epochs (validation loss)."),
-    detector: str = typer.Option("blazeface", help="Face detector for crops: blazeface, blazeface-full, "
-                                                   "blazeface-fallback (short range, then full range where it "
-                                                   "finds none: best for photo collections) or haar."),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="Rotation, translation, zoom, flip, contrast."),
-    seed: int = typer.Option(0),
+    val_fraction: float = typer.Option(
+        _default("val_fraction"), help="Share of each person's photos held out when --val is not given."),
+    patience: int = typer.Option(_default("patience"), help="Early-stopping patience in epochs (validation loss)."),
+    detector: str = typer.Option(
+        _default("detector"), help="Face detector for crops: blazeface, blazeface-full, blazeface-fallback "
+                                   "(short range, then full range where it finds none: best for photo "
+                                   "collections) or haar."),
+    augment: bool = typer.Option(
+        _default("augment"), "--augment/--no-augment", help="Rotation, translation, zoom, flip, contrast."),
+    seed: int = typer.Option(_default("seed")),
 ) -> None:
     """Train the three-head model (identity, emotion, gender) on labelled photos.
 
     Faces are detected, aligned and cached once; unknown labels are left out of their head's loss.
     Pretrained backbones train the heads first, then fine-tune. Writes OUT/model.keras and OUT/metadata.json.
     """
-    from edgeface.spec import CropSpec
-    from edgeface.train.trainer import TrainConfig, train as run_training
+    from edgeface.train.trainer import train as run_training
 
     config = TrainConfig(
         data=data, out=out, val=val, backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from edgeface.errors import ConfigError
+from edgeface.core.errors import ConfigError
 
 PUBLISH_MODES = ("every", "change")
 LOG_LEVELS = ("debug", "info", "warning", "error")

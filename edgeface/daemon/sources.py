@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeface.errors import EdgefaceError, ImageError
+from edgeface.core.errors import EdgefaceError, ImageError
 
 log = logging.getLogger("edgeface.daemon")
 
@@ -149,7 +149,7 @@ class ImageFolderSource:
     live = False
 
     def __init__(self, folder: Path, loop: bool = False) -> None:
-        from edgeface.data.manifest import IMAGE_SUFFIXES
+        from edgeface.core.imageio import IMAGE_SUFFIXES
 
         self.folder = folder
         self.name = f"folder {folder}"
@@ -163,7 +163,7 @@ class ImageFolderSource:
         self._next = 0
 
     def read(self) -> np.ndarray | None:
-        from edgeface.imageio import read_image
+        from edgeface.core.imageio import read_image
 
         if self._next >= len(self._files):
             if not self.loop:

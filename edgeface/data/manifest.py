@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
-from edgeface import HEADS
-from edgeface.errors import DataError
-from edgeface.spec import ATTRIBUTE_LABELS
+from edgeface.core.errors import DataError
+from edgeface.core.imageio import IMAGE_SUFFIXES
+from edgeface.core.spec import ATTRIBUTE_LABELS, HEADS
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CSV_COLUMNS = ("image", "identity", "emotion", "gender")
 PEOPLE_FILE = "people.csv"
 
@@ -297,14 +296,14 @@ class CheckReport:
 def check_dataset(dataset: Dataset, min_photos: int = 2, read_images: bool = True,
                   progress: bool = False) -> CheckReport:
     """Everything wrong with a dataset: label errors from loading, plus unreadable images and thin classes."""
-    from edgeface.imageio import read_image
-    from edgeface.errors import ImageError
+    from edgeface.core.errors import ImageError
+    from edgeface.core.imageio import read_image
 
     report = CheckReport(dataset.source, rows=len(dataset.samples), readable=0)
     report.problems.extend(dataset.problems)
     samples: Iterable[Sample] = dataset.samples
     if read_images and progress:
-        from edgeface.progress import progress_bar
+        from edgeface.core.progress import progress_bar
         samples = progress_bar(dataset.samples, desc="reading images", unit="img")
     for sample in samples:
         if not read_images:

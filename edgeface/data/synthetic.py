@@ -12,6 +12,10 @@ eyes; ``tests/test_synthetic.py`` checks both.
 
 Public functions: ``make_people``, ``render_face`` / ``render_photo``, ``render_head``, ``composite_frame``,
 ``make_synthetic_dataset`` and ``write_synthetic_video``. Nothing here runs at import time.
+
+Why one module of about 900 lines: it is one drawing, read top to bottom (palettes, a person's look, the
+painter's primitives, each part of the head in painting order, then the photo around it); the parts share
+the private ``_Geometry`` and ``_Painter``, and split files would only pass them back and forth.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from edgeface.errors import EdgefaceError
-from edgeface.spec import EMOTIONS, GENDERS
+from edgeface.core.errors import EdgefaceError
+from edgeface.core.spec import EMOTIONS, GENDERS
 
 # The original project's people come first, so demos and docs can name them; then plausible first names of
 # both genders, alternating, so any prefix of the list is mixed.
@@ -809,8 +813,8 @@ def make_synthetic_dataset(out_dir: str | Path, people: int | Sequence[PersonLoo
     Each person gets as many happy as neutral photos (one more happy when the count is odd), in a shuffled
     order. The same arguments give the same files.
     """
-    from edgeface.progress import progress_bar
-    from edgeface.imageio import write_image
+    from edgeface.core.imageio import write_image
+    from edgeface.core.progress import progress_bar
 
     out = Path(out_dir)
     looks = make_people(people, seed) if isinstance(people, int) else list(people)

@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeface import __version__
-from edgeface.errors import EdgefaceError
+from edgeface.core.errors import EdgefaceError
+from edgeface.core.version import __version__
 from edgeface.eval.memprobe import MemoryUsage, measure_memory
 from edgeface.eval.models import ModelInfo, describe_model, display_names
 
@@ -146,7 +146,7 @@ def machine_info() -> dict[str, Any]:
 def time_round_robin(calls: Mapping[Hashable, Callable[[], Any]], runs: int, warmup: int = 5,
                      progress: bool = False, desc: str = "timing") -> dict[Hashable, LatencyStats]:
     """Time each call ``runs`` times, one call of each per round (see the module docstring for why)."""
-    from edgeface.progress import progress_bar
+    from edgeface.core.progress import progress_bar
 
     if runs < 1:
         raise EdgefaceError(f"runs must be 1 or more, got {runs}")
@@ -219,7 +219,7 @@ def bench_models(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), 
     frame_rows: list[tuple[Frame, str, LatencyStats]] = []
     frame_stats: dict[Hashable, LatencyStats] = {}
     if frames:
-        from edgeface.imageio import read_image
+        from edgeface.core.imageio import read_image
 
         if image is not None:
             pictures = [(Path(image).name, read_image(image), None)]

@@ -1,6 +1,8 @@
 """Evaluate several models on the same faces: what ``edgeface evaluate`` runs.
 
-Any mix of Keras models and bundles. Each photo is detected and cropped once (by ``crop_samples``, cached on
+Any mix of Keras models and bundles. Bundles run on LiteRT here (this runs on the Pi); a Keras model runs
+through the engine opener the caller passes, ``edgeface.train.keras_model.load_engine`` on the workstation,
+so this module never imports the workstation side. Each photo is detected and cropped once (by ``crop_samples``, cached on
 disk) for every distinct (crop geometry, input size) among the models, so models that share them see the
 very same crops. A photo with no detectable face counts as a miss for every model.
 
@@ -34,15 +36,17 @@ from typing import Any
 
 import numpy as np
 
-from edgeface import HEADS, __version__
+from edgeface.core.errors import DataError, EdgefaceError
+from edgeface.core.spec import HEADS, CropSpec
+from edgeface.core.version import __version__
 from edgeface.data.manifest import Sample, load_dataset
-from edgeface.errors import DataError, EdgefaceError
 from edgeface.eval.metrics import HeadMetrics, head_metrics
 from edgeface.eval.models import ModelInfo, describe_model, display_names
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.faces.detect import check_detector_name
-from edgeface.spec import CropSpec
+from edgeface.runtime.engine import InferenceEngine
 
+EngineOpener = Callable[[Path, int | None], InferenceEngine]  # (model path, LiteRT threads) -> engine
 FORMAT = "edgeface-evaluation"
 FORMAT_VERSION = 1
 
@@ -117,7 +121,7 @@ def face_counts(crops: CropSet) -> dict[str, int]:
 def predict_batched(engine: Any, crops: np.ndarray, batch_size: int = 32, desc: str = "",
                     progress: bool = False) -> dict[str, np.ndarray]:
     """Run an engine over many crops in batches (bounded memory), with a progress bar."""
-    from edgeface.progress import progress_bar
+    from edgeface.core.progress import progress_bar
 
     starts = range(0, len(crops), batch_size)
     parts: dict[str, list[np.ndarray]] = {}
@@ -129,22 +133,35 @@ def predict_batched(engine: Any, crops: np.ndarray, batch_size: int = 32, desc: 
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
+def open_bundle(path: Path, num_threads: int | None = None) -> InferenceEngine:
+    """The device's engine opener: a bundle on LiteRT."""
+    from edgeface.runtime.engine import LiteRTEngine
+
+    return LiteRTEngine.from_bundle(path, num_threads=num_threads)
+
+
 def evaluate_models(models: Sequence[str | Path], data: str | Path, num_threads: int | None = None,
                     batch_size: int = 32, max_drop: float | None = None, detector: str | None = None,
-                    progress: bool = False, on_log: Callable[[str], None] = lambda _: None) -> Evaluation:
+                    progress: bool = False, on_log: Callable[[str], None] = lambda _: None,
+                    open_engine: EngineOpener | None = None) -> Evaluation:
     """Evaluate every model on the photos of ``data`` (a CSV manifest or a folder per person).
 
     ``detector`` finds the faces instead of each model's own detector (its crop geometry is kept).
-
-    Models are read lazily: a bundle needs only LiteRT, and TensorFlow is imported only to run a ``.keras``.
+    ``open_engine`` opens each model for inference; the default opens bundles only, and
+    ``edgeface.train.keras_model.load_engine`` opens ``.keras`` models too (importing TensorFlow for them).
+    Models are read lazily: every path is checked before any slow work.
     """
-    from edgeface.runtime.engine import load_engine
-
     if not models:
         raise EdgefaceError("give at least one model or bundle to evaluate")
     if max_drop is not None and max_drop < 0:
         raise EdgefaceError(f"--max-drop must be 0 or more accuracy points, got {max_drop:g}")
     infos = [describe_model(path) for path in models]  # every path checked before any slow work
+    keras = [info.path for info in infos if info.kind != "bundle"]
+    if open_engine is None:
+        if keras:
+            raise EdgefaceError(f"{keras[0]}: a Keras model; evaluating it needs the workstation's engine "
+                                "opener (open_engine=edgeface.train.keras_model.load_engine)")
+        open_engine = open_bundle
     if detector is not None:
         check_detector_name(detector)
     dataset = load_dataset(data)
@@ -168,7 +185,7 @@ def evaluate_models(models: Sequence[str | Path], data: str | Path, num_threads:
     results = []
     for info, name in zip(infos, names):
         crops = crop_sets[(crop_of(info), info.spec.input_size)]
-        engine = load_engine(info.path, num_threads=num_threads)
+        engine = open_engine(info.path, num_threads)
         started = time.perf_counter()
         outputs = predict_batched(engine, crops.crops, batch_size, desc=name, progress=progress)
         seconds = time.perf_counter() - started

@@ -56,7 +56,7 @@ def measure_memory(bundle: str | Path, num_threads: int | None = 1, runs: int = 
         command += ["--threads", str(num_threads)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
-        from edgeface.errors import EdgefaceError
+        from edgeface.core.errors import EdgefaceError
 
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise EdgefaceError(f"{bundle}: memory probe failed ({last})")
@@ -70,9 +70,9 @@ def _probe(bundle: str, num_threads: int | None, runs: int) -> dict[str, int | N
     import numpy as np
 
     from edgeface.runtime.engine import LiteRTEngine
-    from edgeface.runtime.litert import _interpreter_module
+    from edgeface.runtime.litert import interpreter_module
 
-    _interpreter_module()  # import the interpreter package before the baseline: it is not the model's cost
+    interpreter_module()  # import the interpreter package before the baseline: it is not the model's cost
     baseline = peak_rss_kib()
     engine = LiteRTEngine.from_bundle(bundle, num_threads=num_threads)
     size = engine.spec.input_size

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeface.core.errors import EdgefaceError
 from edgeface.data.manifest import Sample
-from edgeface.errors import EdgefaceError
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,16 @@ loaded (importing TensorFlow) when it is actually run.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edgeface.errors import BundleError, ModelError
-from edgeface.modelio import MODEL_NAME, read_metadata
-from edgeface.runtime.bundle import SUFFIX, read_manifest
-from edgeface.spec import ModelSpec
+from edgeface.core.bundle import SUFFIX, read_manifest
+from edgeface.core.errors import BundleError, ModelError
+from edgeface.core.fileio import file_sha256
+from edgeface.core.modelio import MODEL_NAME, read_metadata
+from edgeface.core.spec import ModelSpec
 
 KERAS = "keras"  # the "precision" of a model before conversion
 
@@ -45,14 +45,6 @@ class ModelInfo:
         return self.path.parent.name if self.path.name == MODEL_NAME else self.path.stem
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_model(path: str | Path) -> ModelInfo:
     """Read a bundle's manifest or a ``model.keras``'s ``metadata.json``. Raises a one-line error."""
     path = Path(path)
@@ -63,7 +55,7 @@ def describe_model(path: str | Path) -> ModelInfo:
             raise ModelError(f"{path}: model file not found")
         metadata = read_metadata(path)
         spec = ModelSpec.from_dict(metadata["spec"])
-        digest = _file_sha256(path)
+        digest = file_sha256(path)
         return ModelInfo(path, "keras", spec, KERAS, path.stat().st_size, digest, digest, path.stat().st_size)
     if not path.exists():
         raise ModelError(f"{path}: no such file or folder")

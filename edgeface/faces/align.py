@@ -9,8 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from edgeface.core.spec import CropSpec
 from edgeface.faces.detect import LEFT_EYE, RIGHT_EYE, Face
-from edgeface.spec import CropSpec
 
 # Where the eyes sit inside a detector box when the detector gives no keypoints (Haar): measured on
 # BlazeFace detections of real photos, so Haar crops come out close to BlazeFace crops.

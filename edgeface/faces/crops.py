@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,13 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from edgeface.core.errors import ImageError
+from edgeface.core.fileio import write_atomic
+from edgeface.core.paths import default_cache_dir
+from edgeface.core.spec import CropSpec
 from edgeface.data.manifest import Sample
-from edgeface.errors import ImageError
 from edgeface.faces.align import align_face
 from edgeface.faces.detect import FaceDetector, create_detector, primary_face
-from edgeface.fileio import write_atomic
-from edgeface.spec import CropSpec
 
 CropStatus = Literal["ok", "multiple", "no_face", "unreadable"]
 CACHE_VERSION = 1
@@ -58,14 +58,6 @@ class CropSet:
         return [(s, m) for s, st, m in zip(self.samples, self.status, self.messages) if st in ("no_face", "unreadable")]
 
 
-def default_cache_dir() -> Path:
-    """``$EDGEFACE_CACHE``, else ``$XDG_CACHE_HOME/edgeface``, else ``~/.cache/edgeface``."""
-    if os.environ.get("EDGEFACE_CACHE"):
-        return Path(os.environ["EDGEFACE_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "edgeface"
-
-
 def _cache_key(samples: Sequence[Sample], crop: CropSpec, size: int, detector_name: str) -> str:
     digest = hashlib.sha256(f"v{CACHE_VERSION}|{detector_name}|{crop}|{size}\n".encode())
     for s in samples:
@@ -80,7 +72,7 @@ def _cache_key(samples: Sequence[Sample], crop: CropSpec, size: int, detector_na
 def crop_samples(samples: Sequence[Sample], crop: CropSpec, size: int, detector: FaceDetector | None = None,
                  cache_dir: Path | None | Literal[False] = None, progress: bool = False) -> CropSet:
     """Detect, align and crop the main face of each sample's photo (cached unless ``cache_dir=False``)."""
-    from edgeface.imageio import read_image
+    from edgeface.core.imageio import read_image
 
     samples = tuple(samples)
     detector_name = detector.name if detector is not None else crop.detector
@@ -99,7 +91,7 @@ def crop_samples(samples: Sequence[Sample], crop: CropSpec, size: int, detector:
     count = 0
     iterator: object = samples
     if progress:
-        from edgeface.progress import progress_bar
+        from edgeface.core.progress import progress_bar
         iterator = progress_bar(samples, desc="detecting faces", unit="img")
     for sample in iterator:  # type: ignore[attr-defined]
         try:

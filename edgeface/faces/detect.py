@@ -25,7 +25,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from edgeface.errors import DependencyError, EdgefaceError
+from edgeface.core.errors import DependencyError, EdgefaceError
 
 # Keypoint order of BlazeFace: subject's right eye (left in the image), left eye, nose tip, mouth centre,
 # right ear tragion, left ear tragion.

@@ -1,1 +1,1 @@
-"""What runs on the device: bundles, the LiteRT interpreter and inference engines. No TensorFlow here."""
+"""What runs models on the device: the LiteRT interpreter, the inference engine and the labeler. No TensorFlow."""

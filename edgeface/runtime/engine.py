@@ -1,23 +1,18 @@
 """Inference engines behind one interface: aligned uint8 crops in, per-head probabilities out.
 
-``LiteRTEngine`` runs a bundle's TFLite model (the device); ``KerasEngine`` runs a ``model.keras`` (the
-workstation, for comparisons). Both take the same crops, so any difference between them is the model's.
+``LiteRTEngine`` runs a bundle's TFLite model (the device). ``edgeface.train.keras_model.KerasEngine`` runs a
+``model.keras`` behind the same interface on the workstation, so any difference between them is the model's.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from edgeface.errors import ModelError
-from edgeface.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
-
-SIGNATURE = "serving_default"
-# Keras runs eagerly here: a MobileNetV2 at 224x224 peaks near 100 MB of memory per image in a batch (twice
-# that mirrored), so 16 keeps a conversion beside a training run within a workstation's memory, as fast.
-KERAS_BATCH = 16
+from edgeface.core.errors import ModelError
+from edgeface.core.preprocess import check_crops, to_model_input
+from edgeface.core.spec import EMBEDDING_NAME, INPUT_NAME, SIGNATURE, ModelSpec
 
 
 class InferenceEngine(Protocol):
@@ -29,18 +24,6 @@ class InferenceEngine(Protocol):
         """``crops``: uint8 (N, S, S, 3) RGB. Returns float32 probabilities (N, C) per head, plus
         ``embedding`` (N, D) when the model has one."""
         ...
-
-
-def to_model_input(crops: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """uint8 pixels -> the float range the model was trained on (the one definition of scaling)."""
-    low, high = spec.input_range
-    return crops.astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)
-
-
-def _check_crops(crops: np.ndarray, spec: ModelSpec) -> None:
-    size = spec.input_size
-    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
-        raise ModelError(f"expected uint8 crops of shape (N, {size}, {size}, 3), got {crops.dtype} {crops.shape}")
 
 
 class LiteRTEngine:
@@ -76,7 +59,7 @@ class LiteRTEngine:
 
     @classmethod
     def from_bundle(cls, bundle: Any, num_threads: int | None = None) -> "LiteRTEngine":
-        from edgeface.runtime.bundle import Bundle, load_bundle
+        from edgeface.core.bundle import Bundle, load_bundle
 
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
@@ -94,6 +77,20 @@ class LiteRTEngine:
     @property
     def output_names(self) -> list[str]:
         return list(self._outputs)
+
+    @property
+    def input_details(self) -> dict[str, Any]:
+        """The interpreter's details of the ``image`` input: dtype, shape, quantization (scale, zero point)."""
+        return dict(self._input)
+
+    @property
+    def output_details(self) -> dict[str, dict[str, Any]]:
+        """The interpreter's details of each output, by signature name."""
+        return {name: dict(details) for name, details in self._outputs.items()}
+
+    def input_tensor(self, crops: np.ndarray) -> np.ndarray:
+        """The model's input for uint8 crops: scaled, and quantized when the input is an integer type."""
+        return self._quantize_input(crops)
 
     def _input_converter(self) -> Callable[[np.ndarray], np.ndarray]:
         """uint8 crops -> this model's input tensor, chosen once. An integer input is ``to_model_input`` then the
@@ -116,7 +113,7 @@ class LiteRTEngine:
         return lambda crops: table[crops]
 
     def predict(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        _check_crops(crops, self.spec)
+        check_crops(crops, self.spec)
         if len(crops) == 0:
             return {name: np.zeros((0, int(d["shape"][-1])), np.float32) for name, d in self._outputs.items()}
         raw = self._runner(**{INPUT_NAME: self._quantize_input(crops)})
@@ -133,41 +130,3 @@ class LiteRTEngine:
             norms = np.linalg.norm(out[EMBEDDING_NAME], axis=1, keepdims=True)
             out[EMBEDDING_NAME] = out[EMBEDDING_NAME] / np.maximum(norms, 1e-12)
         return out
-
-
-class KerasEngine:
-    """A ``model.keras`` with its ``metadata.json``. Imports Keras (TensorFlow) when created."""
-
-    def __init__(self, model_path: str | Path) -> None:
-        from edgeface.modelio import load_keras_model, read_metadata
-
-        self.path = Path(model_path)
-        self.metadata = read_metadata(self.path)
-        self.spec = ModelSpec.from_dict(self.metadata["spec"])
-        self.model = load_keras_model(self.path)
-
-    def predict(self, crops: np.ndarray, batch_size: int = KERAS_BATCH) -> dict[str, np.ndarray]:
-        _check_crops(crops, self.spec)
-        return keras_predict(self.model, crops, self.spec, batch_size)
-
-
-def keras_predict(model: Any, crops: Any, spec: ModelSpec,
-                  batch_size: int = KERAS_BATCH) -> dict[str, np.ndarray]:
-    """Every output of a loaded Keras model on uint8 crops, batched, in inference mode: {output name: array}
-    ({} for no crops)."""
-    outputs: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(crops), batch_size):
-        result = model(to_model_input(np.asarray(crops[start:start + batch_size]), spec), training=False)
-        for name, value in result.items():
-            outputs.setdefault(name, []).append(np.asarray(value, dtype=np.float32))
-    return {name: np.concatenate(parts) for name, parts in outputs.items()}
-
-
-def load_engine(path: str | Path, num_threads: int | None = None) -> InferenceEngine:
-    """An engine for a bundle (``.edgeface``) or a Keras model (``.keras``, or a training output folder)."""
-    path = Path(path)
-    if path.is_dir() and (path / "model.keras").is_file():
-        path = path / "model.keras"
-    if path.suffix == ".keras":
-        return KerasEngine(path)
-    return LiteRTEngine.from_bundle(path, num_threads=num_threads)

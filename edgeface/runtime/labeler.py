@@ -24,9 +24,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgeface.runtime.gallery import DEFAULT_SIMILARITY_THRESHOLD, Gallery, GalleryError
-from edgeface.runtime.results import FaceLabels, Prediction, decode_outputs
-from edgeface.spec import EMBEDDING_NAME, ModelSpec
+from edgeface.core.gallery import DEFAULT_SIMILARITY_THRESHOLD, Gallery, GalleryError
+from edgeface.core.results import FaceLabels, Prediction, decode_outputs
+from edgeface.core.spec import EMBEDDING_NAME, ModelSpec
 
 # Under the daemon's logger, so that its lines reach the service log.
 log = logging.getLogger("edgeface.daemon.identity")
@@ -68,7 +68,7 @@ class Labeler:
         every ``RELOAD_CHECK_SECONDS``. Thresholds given here win over the gallery's calibrated ones, which
         win over the bundle's ``identity_threshold`` and ``DEFAULT_SIMILARITY_THRESHOLD``.
         """
-        from edgeface.runtime.gallery import default_gallery_path, read_gallery
+        from edgeface.core.gallery import default_gallery_path, read_gallery
 
         given = bundle.identity_threshold if identity_threshold is None else identity_threshold
         labeler = cls(bundle.spec, given, similarity_threshold=similarity_threshold)
@@ -112,7 +112,7 @@ class Labeler:
                      ("calibrated" if calibrated is not None else "default"), self.identity_threshold)
 
     def _maybe_reload(self) -> None:
-        from edgeface.runtime.gallery import read_gallery
+        from edgeface.core.gallery import read_gallery
 
         now = time.monotonic()
         if self._watch is None or now < self._next_check:

@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from edgeface.errors import DependencyError, ModelError
+from edgeface.core.errors import DependencyError, ModelError
 
 _CANDIDATES = {
     "ai_edge_litert": "ai_edge_litert.interpreter",
@@ -20,7 +20,8 @@ _CANDIDATES = {
 
 
 @lru_cache(maxsize=1)
-def _interpreter_module() -> tuple[str, Any]:
+def interpreter_module() -> tuple[str, Any]:
+    """(name, module) of the TFLite interpreter package in use, imported on the first call."""
     forced = os.environ.get("EDGEFACE_RUNTIME")
     names = [forced] if forced else list(_CANDIDATES)
     if forced and forced not in _CANDIDATES:
@@ -37,7 +38,7 @@ def _interpreter_module() -> tuple[str, Any]:
 
 def runtime_name() -> str:
     """Which interpreter package is in use: ``ai_edge_litert``, ``tflite_runtime`` or ``tensorflow``."""
-    return _interpreter_module()[0]
+    return interpreter_module()[0]
 
 
 def make_interpreter(model_content: bytes, num_threads: int | None = None, source: str = "model",
@@ -48,7 +49,7 @@ def make_interpreter(model_content: bytes, num_threads: int | None = None, sourc
     only: slower, more memory) keeps every intermediate tensor readable after ``invoke``; the default
     delegate (XNNPACK) is left out because it computes inside itself and leaves them unwritten.
     """
-    _, module = _interpreter_module()
+    _, module = interpreter_module()
     options: dict[str, Any] = {}
     if keep_all_tensors:
         resolver = getattr(module, "OpResolverType", None) or module.experimental.OpResolverType

@@ -23,9 +23,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgeface.errors import ModelError
-from edgeface.runtime.gallery import unit_rows
-from edgeface.spec import EMBEDDING_NAME, ModelSpec
+from edgeface.core.errors import ModelError
+from edgeface.core.gallery import unit_rows
+from edgeface.core.spec import EMBEDDING_NAME, ModelSpec
 from edgeface.train.refit import DEFAULT_L2, fit_softmax_head
 
 # WCCN's ridge, relative to the mean within-class variance (trace(S_w) / D): 1 keeps the whitening gentle.
@@ -158,10 +158,10 @@ def recentre(model_path: str | Path, data: str | Path, out: str | Path, scale: f
     returns the model's path."""
     import keras
 
+    from edgeface.core.modelio import MODEL_NAME, read_metadata, write_metadata
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.modelio import MODEL_NAME, load_keras_model, read_metadata, save_keras_model, write_metadata
-    from edgeface.runtime.engine import keras_predict
+    from edgeface.train.keras_model import keras_predict, load_keras_model, save_keras_model
     from edgeface.train.model import compose_features, compose_model, model_parts
 
     model_path = Path(model_path)

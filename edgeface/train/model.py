@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edgeface.errors import ModelError
-from edgeface.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
+from edgeface.core.errors import ModelError
+from edgeface.core.spec import EMBEDDING_NAME, INPUT_NAME, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def with_distillation(built: BuiltModel, dimensions: int) -> BuiltModel:
     normalisation) in the two training models only: ``model``, which is saved and converted, does not have it."""
     import keras
 
-    from edgeface import HEADS
+    from edgeface.core.spec import HEADS
 
     heads = built.heads
     projection = keras.layers.Dense(dimensions, name=DISTILL_NAME)(heads.get_layer("embedding_bn").output)

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgeface.errors import ModelError
+from edgeface.core.errors import ModelError
 
 # scikit-learn's LogisticRegression default (C = 1 on standardised features); not tuned on any test set.
 DEFAULT_L2 = 1.0

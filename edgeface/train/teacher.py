@@ -17,8 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeface.errors import ModelError
-from edgeface.spec import CropSpec
+from edgeface.core.errors import ModelError
+from edgeface.core.spec import CropSpec
 
 # The face box dlib's shape predictor expects, relative to the eye centre in units of the eye distance:
 # the median of dlib's own HOG detections on 200 aligned celeba-299 crops (left, top, right, bottom; dlib's
@@ -74,7 +74,7 @@ class DlibTeacher:
         rectangle = self._dlib.rectangle(*face_box(crop, crops.shape[1]))
         rows: object = range(len(crops))
         if progress:
-            from edgeface.progress import progress_bar
+            from edgeface.core.progress import progress_bar
             rows = progress_bar(rows, desc="teacher descriptors", unit="face")
         for row in rows:  # type: ignore[attr-defined]
             image = np.ascontiguousarray(crops[row])
@@ -95,8 +95,8 @@ def load_teacher(name: str) -> Teacher:
 def describe_cached(teacher: Teacher, crops: np.ndarray, crop: CropSpec, cache_dir: Path | None,
                     progress: bool = False) -> np.ndarray:
     """The teacher's descriptors of ``crops``, computed once per set of crops (keyed by their bytes)."""
-    from edgeface.faces.crops import default_cache_dir
-    from edgeface.fileio import write_atomic
+    from edgeface.core.fileio import write_atomic
+    from edgeface.core.paths import default_cache_dir
 
     crops = np.ascontiguousarray(crops)
     digest = hashlib.sha256(f"{teacher.name}|{crop}|{crops.shape}\n".encode())

@@ -10,55 +10,27 @@ learning rate. Both phases stop early on validation loss and keep the best weigh
 from __future__ import annotations
 
 import json
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from edgeface import HEADS, __version__
+from edgeface.core.errors import DataError, ModelError
+from edgeface.core.modelio import MODEL_NAME, write_metadata
+from edgeface.core.progress import is_terminal
+from edgeface.core.spec import HEADS, CropSpec, ModelSpec
+from edgeface.core.version import __version__
 from edgeface.data.manifest import Dataset, load_dataset, split_dataset
-from edgeface.errors import DataError, ModelError
 from edgeface.faces.crops import CropSet, crop_samples
-from edgeface.modelio import MODEL_NAME, save_keras_model, write_metadata
-from edgeface.spec import CropSpec, ModelSpec
-from edgeface.runtime.engine import keras_predict
+from edgeface.report.plots import plot_history
+from edgeface.train.batches import HeadArrays, encode_labels, make_tf_dataset
+from edgeface.train.config import TrainConfig
+from edgeface.train.keras_model import keras_predict, save_keras_model
 from edgeface.train.model import DISTILL_NAME
-
-
-@dataclass
-class TrainConfig:
-    data: Path
-    out: Path
-    val: Path | None = None
-    backbone: str = "mobilenetv2"
-    weights: str = "imagenet"
-    input_size: int = 224
-    batch_size: int = 32
-    epochs: int = 10  # fine-tuning (or from-scratch) epochs, with early stopping
-    frozen_epochs: int = 30  # heads-only epochs on a frozen pretrained backbone (cheap: cached features)
-    learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
-    fine_tune_from: str | None = "default"  # "default": the backbone's usual point; None: whole backbone
-    patience: int = 3
-    val_fraction: float = 0.15
-    seed: int = 0
-    embedding_size: int = 128
-    label_smoothing: float = 0.1
-    identity_head: str = "softmax"  # "softmax": plain Dense; "cosface": cosine head trained with a margin
-    identity_margin: float = 0.2  # CosFace margin subtracted from the true person's cosine while training
-    cosine_decay: bool = True  # fine-tuning rate follows a cosine over the epochs
-    fine_tune_batchnorm: bool = False  # let a pretrained backbone's BatchNorm statistics adapt to faces
-    teacher: str | None = None  # a face encoder the identity embedding learns from (edgeface.train.teacher)
-    teacher_weight: float = 5.0  # weight of the distillation (cosine) loss beside the heads' cross-entropies
-    head_weights: dict[str, float] = field(default_factory=dict)  # loss weight per head; unnamed heads weigh 1
-    augment: bool = True
-    detector: str = "blazeface"
-    crop: CropSpec = field(default_factory=CropSpec)
-    cache_dir: Path | None = None
-    verbose: int = 1
 
 
 @dataclass
@@ -66,88 +38,6 @@ class TrainResult:
     model_path: Path
     metadata: dict[str, Any]
     history: dict[str, list[float]]
-
-
-@dataclass(frozen=True)
-class HeadArrays:
-    """Per-head one-hot targets and sample weights; an unknown label is a zero row with weight 0."""
-
-    targets: dict[str, np.ndarray]
-    weights: dict[str, np.ndarray]
-    class_weights: dict[str, dict[str, float]]
-
-
-def encode_labels(samples, spec: ModelSpec, class_weighted: tuple[str, ...] = ("emotion", "gender"),
-                  reference_counts: dict[str, dict[str, int]] | None = None) -> HeadArrays:
-    """One-hot targets with masks, and inverse-frequency class weights for the attribute heads."""
-    targets: dict[str, np.ndarray] = {}
-    weights: dict[str, np.ndarray] = {}
-    class_weights: dict[str, dict[str, float]] = {}
-    for head in HEADS:
-        labels = spec.labels[head]
-        lookup = {label: i for i, label in enumerate(labels)}
-        onehot = np.zeros((len(samples), len(labels)), dtype=np.float32)
-        mask = np.zeros(len(samples), dtype=np.float32)
-        for row, sample in enumerate(samples):
-            label = sample.label(head)
-            if label is not None and label in lookup:
-                onehot[row, lookup[label]] = 1.0
-                mask[row] = 1.0
-        counts = onehot.sum(0) if reference_counts is None else np.array(
-            [reference_counts[head].get(label, 0) for label in labels], dtype=np.float32)
-        per_class = np.ones(len(labels), dtype=np.float32)
-        if head in class_weighted and counts.sum() > 0:
-            present = counts > 0
-            per_class[present] = counts.sum() / (present.sum() * counts[present])
-        class_weights[head] = {label: float(w) for label, w in zip(labels, per_class)}
-        targets[head] = onehot
-        weights[head] = mask * (onehot @ per_class if head in class_weighted else 1.0)
-    return HeadArrays(targets, weights, class_weights)
-
-
-def _augmenter(seed: int):
-    import keras
-
-    # Rotation is a fraction of a full turn: 0.04 is about +-15 degrees.
-    return keras.Sequential([
-        keras.layers.RandomRotation(0.04, fill_mode="reflect", seed=seed),
-        keras.layers.RandomTranslation(0.08, 0.08, fill_mode="reflect", seed=seed + 1),
-        keras.layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=seed + 2),
-        keras.layers.RandomFlip("horizontal", seed=seed + 3),
-        keras.layers.RandomContrast(0.2, seed=seed + 4),
-    ], name="augment")
-
-
-def make_tf_dataset(crops: np.ndarray, heads: HeadArrays, batch_size: int, training: bool, seed: int = 0,
-                    augment: bool = True):
-    """uint8 crops (or float features) -> batches of (input, targets, sample weights); augmented when training.
-
-    The arrays are held once, as tensors; the pipeline shuffles and batches row indices and gathers each batch,
-    so memory stays near the size of the crops however large the shuffle. Images are scaled to [0, 1] floats
-    here; feature vectors pass through unchanged.
-    """
-    import tensorflow as tf
-
-    inputs = tf.convert_to_tensor(np.asarray(crops))
-    targets = {head: tf.convert_to_tensor(v) for head, v in heads.targets.items()}
-    weights = {head: tf.convert_to_tensor(v) for head, v in heads.weights.items()}
-    data = tf.data.Dataset.range(len(crops))
-    if training:
-        data = data.shuffle(len(crops), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size)
-    augmenter = _augmenter(seed) if (training and augment) else None
-    is_image = inputs.shape.rank == 4
-
-    def gather(rows):
-        batch = tf.gather(inputs, rows)
-        if is_image:
-            batch = tf.cast(batch, tf.float32) / 255.0
-            if augmenter is not None:
-                batch = tf.clip_by_value(augmenter(batch, training=True), 0.0, 1.0)
-        return (batch, {h: tf.gather(v, rows) for h, v in targets.items()},
-                {h: tf.gather(v, rows) for h, v in weights.items()})
-
-    return data.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def distribution_strategy():
@@ -172,7 +62,7 @@ def check_head_weights(head_weights: dict[str, float]) -> None:
             raise ModelError(f"head weight for {head} must be above 0, got {weight:g}")
 
 
-def _compile(model, learning_rate: float, label_smoothing: float, decay_steps: int = 0,
+def compile_model(model, learning_rate: float, label_smoothing: float, decay_steps: int = 0,
              identity_head: str = "softmax", identity_margin: float = 0.2, teacher_weight: float = 0.0,
              head_weights: dict[str, float] | None = None) -> None:
     """Adam with per-head cross-entropy; with ``decay_steps`` the rate follows a cosine down to 1% of it.
@@ -212,14 +102,25 @@ def load_crops(dataset: Dataset, spec: ModelSpec, cache_dir: Path | None, progre
     return crop_samples(dataset.samples, spec.crop, spec.input_size, cache_dir=cache_dir, progress=progress)
 
 
-def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainResult:
-    """Train and write ``model.keras``, ``metadata.json``, ``history.json`` and ``history.png`` to ``out``."""
-    import keras
+@dataclass
+class TrainingData:
+    """The photos, the model spec they define, and each split's crops and targets."""
 
-    from edgeface.train.model import (BACKBONES, IDENTITY_HEADS, build_model, resolve_weights,
-                                      set_backbone_trainable, with_distillation)
+    data: Dataset  # everything --data holds (its labels make the spec)
+    train_set: Dataset
+    val: Dataset
+    spec: ModelSpec
+    train_crops: CropSet
+    val_crops: CropSet
+    train_heads: HeadArrays
+    val_heads: HeadArrays
 
-    started = time.time()
+
+def check_config(config: TrainConfig) -> Any:
+    """Refuse a bad backbone, head, weights, teacher or head weight before any face is cropped; the teacher
+    (loaded) or None."""
+    from edgeface.train.model import BACKBONES, IDENTITY_HEADS, resolve_weights
+
     if config.backbone not in BACKBONES:
         raise ModelError(f"unknown backbone {config.backbone!r}; choose one of {', '.join(BACKBONES)}")
     if config.identity_head not in IDENTITY_HEADS:
@@ -234,7 +135,11 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             raise ModelError(f"teacher weight must be above 0, got {config.teacher_weight:g}")
         teacher = load_teacher(config.teacher)  # a missing teacher fails before any face is cropped too
     check_head_weights(config.head_weights)
-    keras.utils.set_random_seed(config.seed)
+    return teacher
+
+
+def prepare_data(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainingData:
+    """Load and split the photos, make the spec from their labels, crop the faces and encode the targets."""
     data = load_dataset(config.data)
     data.raise_for_errors()
     if config.val is not None:
@@ -272,21 +177,49 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     train_heads = encode_labels(train_samples, spec)
     val_heads = encode_labels(val_samples, spec, reference_counts={
         h: {k: int(v) for k, v in zip(spec.labels[h], train_heads.targets[h].sum(0))} for h in HEADS})
+    return TrainingData(data, train_set, val, spec, train_crops, val_crops, train_heads, val_heads)
+
+
+def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainResult:
+    """Train and write ``model.keras``, ``metadata.json``, ``history.json`` and ``history.png`` to ``out``."""
+    import keras
+
+    from edgeface.train.model import build_model, with_distillation
+
+    started = time.time()
+    teacher = check_config(config)
+    keras.utils.set_random_seed(config.seed)
+    prepared = prepare_data(config, on_log)
     teacher_weight = 0.0
     if teacher is not None:
-        train_heads, val_heads = _with_teacher(teacher, train_crops, val_crops, train_heads, val_heads, spec, config,
-                                               on_log)
+        prepared.train_heads, prepared.val_heads = _with_teacher(
+            teacher, prepared.train_crops, prepared.val_crops, prepared.train_heads, prepared.val_heads,
+            prepared.spec, config, on_log)
         teacher_weight = config.teacher_weight
 
     strategy = distribution_strategy()
     with strategy.scope():
-        built = build_model(spec, weights=config.weights, identity_head=config.identity_head)
+        built = build_model(prepared.spec, weights=config.weights, identity_head=config.identity_head)
         if teacher is not None:
             built = with_distillation(built, teacher.dimensions)
-    model, backbone = built.model, built.backbone
+    history, images_per_second = fit_phases(built, prepared, config, strategy, teacher_weight, on_log)
+    return write_outputs(built.model, prepared, config, history, images_per_second, started)
 
+
+def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy: Any, teacher_weight: float,
+               on_log: Callable[[str], None] = print) -> tuple[dict[str, list[float]], float | None]:
+    """Heads on frozen backbone features (pretrained backbones), then fine-tuning or training from scratch;
+    both stop early on validation loss. Returns the history and the fitting speed in images per second."""
+    import keras
+
+    from edgeface.train.model import BACKBONES, set_backbone_trainable
+
+    backbone = built.backbone
+    train_crops, val_crops, spec = prepared.train_crops, prepared.val_crops, prepared.spec
+    train_heads, val_heads = prepared.train_heads, prepared.val_heads
+    train_samples = train_crops.cropped_samples
     history: dict[str, list[float]] = {}
-    verbose = 1 if config.verbose > 0 and _is_tty() else (2 if config.verbose > 0 else 0)
+    verbose = 1 if config.verbose > 0 and is_terminal(sys.stdout) else (2 if config.verbose > 0 else 0)
     pretrained = config.weights != "none"
 
     def record(name: str, result) -> None:
@@ -306,9 +239,9 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         train_features = _features(built, train_crops.crops, spec)
         val_features = _features(built, val_crops.crops, spec)
         with strategy.scope():
-            _compile(built.heads_training, config.learning_rate, config.label_smoothing,
-                     identity_head=config.identity_head, identity_margin=config.identity_margin,
-                     teacher_weight=teacher_weight, head_weights=config.head_weights)
+            compile_model(built.heads_training, config.learning_rate, config.label_smoothing,
+                          identity_head=config.identity_head, identity_margin=config.identity_margin,
+                          teacher_weight=teacher_weight, head_weights=config.head_weights)
         record("heads", built.heads_training.fit(
             make_tf_dataset(train_features, train_heads, config.batch_size, True, config.seed, augment=False),
             validation_data=make_tf_dataset(val_features, val_heads, config.batch_size, False),
@@ -324,10 +257,10 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             trainable = set_backbone_trainable(backbone, True, fine_tune_from if pretrained else None,
                                                batchnorm=config.fine_tune_batchnorm or not pretrained)
             steps = -(-len(train_samples) // config.batch_size) * config.epochs
-            _compile(built.training_model, learning_rate, config.label_smoothing,
-                     decay_steps=steps if config.cosine_decay else 0, identity_head=config.identity_head,
-                     identity_margin=config.identity_margin, teacher_weight=teacher_weight,
-                     head_weights=config.head_weights)
+            compile_model(built.training_model, learning_rate, config.label_smoothing,
+                          decay_steps=steps if config.cosine_decay else 0, identity_head=config.identity_head,
+                          identity_margin=config.identity_margin, teacher_weight=teacher_weight,
+                          head_weights=config.head_weights)
         on_log(f"phase {name}: up to {config.epochs} epoch(s) at lr {learning_rate:g}, "
                f"{trainable} backbone layers trainable, augmented")
         fit_start = time.time()
@@ -337,20 +270,28 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             epochs=config.epochs, callbacks=early_stopping(), shuffle=False, verbose=verbose)
         images_per_second = len(train_samples) * len(result.history["loss"]) / (time.time() - fit_start)
         record(name, result)
+    return history, images_per_second
 
+
+def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, history: dict[str, list[float]],
+                  images_per_second: float | None, started: float) -> TrainResult:
+    """``model.keras``, its ``metadata.json`` (spec, data, validation metrics), ``history.json`` and
+    ``history.png`` in ``config.out``."""
+    from edgeface.eval.metrics import head_metrics
+
+    spec, data, val_crops = prepared.spec, prepared.data, prepared.val_crops
+    train_samples, val_samples = prepared.train_crops.cropped_samples, val_crops.cropped_samples
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / MODEL_NAME
     save_keras_model(model, model_path)
-
-    from edgeface.eval.metrics import head_metrics
 
     probabilities = keras_predict(model, val_crops.crops, spec)
 
     metrics = {head: head_metrics(val_samples, probabilities[head], spec.labels[head], head).to_dict()
                for head in HEADS}
     skipped = [{"image": str(s.image), "where": s.where, "reason": why}
-               for crops in (train_crops, val_crops) for s, why in crops.skipped()]
+               for crops in (prepared.train_crops, val_crops) for s, why in crops.skipped()]
     metadata = {
         "format": "edgeface-model",
         "format_version": 1,
@@ -363,13 +304,13 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
             "source": str(config.data),
             "fingerprint": data.fingerprint(),
             "validation": str(config.val) if config.val else f"split {config.val_fraction:g} per person, seed {config.seed}",
-            "train_photos": len(train_set),
-            "val_photos": len(val),
+            "train_photos": len(prepared.train_set),
+            "val_photos": len(prepared.val),
             "train_faces": len(train_samples),
             "val_faces": len(val_samples),
             "skipped": skipped,
         },
-        "class_weights": train_heads.class_weights,
+        "class_weights": prepared.train_heads.class_weights,
         "training": {
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "epochs_run": len(history.get("loss", [])),
@@ -409,7 +350,7 @@ def _with_teacher(teacher, train_crops: CropSet, val_crops: CropSet, train_heads
 
 def _features(built, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -> np.ndarray:
     """Pooled backbone features of uint8 crops (backbone in inference mode)."""
-    from edgeface.runtime.engine import to_model_input
+    from edgeface.core.preprocess import to_model_input
 
     preprocess = built.model.get_layer("preprocess")
     parts = []
@@ -417,46 +358,3 @@ def _features(built, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -
         batch = to_model_input(np.asarray(crops[start:start + batch_size]), spec)
         parts.append(np.asarray(built.backbone(preprocess(batch), training=False)))
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
-
-
-def _is_tty() -> bool:
-    import sys
-
-    return sys.stdout.isatty()
-
-
-def plot_history(history: dict[str, list], path: Path) -> Path | None:
-    """Loss and per-head accuracy per epoch, training vs validation, as a PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    if len(epochs) == 0:
-        return None
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    axes[0].plot(epochs, history["loss"], label="train")
-    if "val_loss" in history:
-        axes[0].plot(epochs, history["val_loss"], label="validation")
-    axes[0].set_title("loss")
-    for ax, head in zip(axes[1:], HEADS):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            key = f"{prefix}{head}_accuracy"
-            if key in history:
-                ax.plot(epochs, history[key], style, label="validation" if prefix else "train")
-        ax.set_title(f"{head} accuracy")
-        ax.set_ylim(0, 1)
-    phases = history.get("phase", [])
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        for i in range(1, len(phases)):
-            if phases[i] != phases[i - 1]:
-                ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from edgeface.runtime.bundle import load_bundle
+from edgeface.core.bundle import load_bundle
 from edgeface.runtime.engine import LiteRTEngine
 from edgeface.runtime.labeler import Labeler
 from edgeface.runtime.litert import runtime_name

@@ -235,7 +235,7 @@ def test_engine_outputs_on_real_face_crops_match_x86(pi: Arm64Root, celeba_bundl
     """The int8 model on the same aligned crops of real faces: identical labels, scores compared."""
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
-    from edgeface.runtime.bundle import load_bundle
+    from edgeface.core.bundle import load_bundle
 
     spec = load_bundle(celeba_bundle).spec
     per_person: dict[str, list] = {}
@@ -284,7 +284,9 @@ def face_frames(celeba_people_csv: Path, celeba_bundle: Path,
     MJPEG files). Both sides then read the very same pixels.
     """
     import cv2
-    from video_fixtures import face_photos, recognised_photos, write_face_video
+    from video_fixtures import recognised_photos
+
+    from edgeface.eval.video import face_photos, write_face_video
 
     out = tmp_path_factory.mktemp("arm64-video")
     photos = recognised_photos(face_photos(celeba_people_csv, per_person=12), celeba_bundle)
@@ -327,7 +329,7 @@ def test_daemon_labels_on_a_video_of_real_faces_match_x86(pi: Arm64Root, celeba_
     """``edgeface run`` on the same frames with the same int8 bundle: x86 here, arm64 in the root as the
     service user. Per frame: the same faces, boxes (within a pixel) and tracks; per face and head, the same
     label unless the score is borderline on either side (``BORDERLINE``); every difference is reported."""
-    from edgeface.runtime.bundle import load_bundle
+    from edgeface.core.bundle import load_bundle
 
     shared_frames = pi.share / "frames"
     shutil.copytree(face_frames, shared_frames)

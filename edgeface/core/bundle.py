@@ -21,10 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from edgeface import __version__
-from edgeface.errors import BundleError, ModelError
-from edgeface.fileio import write_atomic
-from edgeface.spec import ModelSpec
+from edgeface.core.errors import BundleError, ModelError
+from edgeface.core.fileio import write_atomic
+from edgeface.core.spec import ModelSpec
+from edgeface.core.version import __version__
 
 BUNDLE_FORMAT = "edgeface-bundle"
 BUNDLE_VERSION = 1  # bump when a reader of the old version could misread the new one
@@ -32,6 +32,8 @@ SUFFIX = ".edgeface"
 MODEL_MEMBER = "model.tflite"
 MANIFEST_MEMBER = "bundle.json"
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
+# Identity confidence below which a face is "unknown", for a bundle whose manifest sets none.
+DEFAULT_IDENTITY_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Bundle:
 
     @property
     def identity_threshold(self) -> float:
-        return float(self.manifest.get("identity_threshold", 0.5))
+        return float(self.manifest.get("identity_threshold", DEFAULT_IDENTITY_THRESHOLD))
 
     @property
     def model_size(self) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -31,9 +30,10 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from edgeface.errors import ConfigError, EdgefaceError
-from edgeface.fileio import write_atomic
-from edgeface.runtime.results import UNKNOWN
+from edgeface.core.errors import ConfigError, EdgefaceError
+from edgeface.core.fileio import write_atomic
+from edgeface.core.paths import default_state_dir
+from edgeface.core.results import UNKNOWN
 
 GALLERY_FORMAT = "edgeface-gallery"
 GALLERY_VERSION = 1
@@ -46,17 +46,6 @@ MAX_NAME_LENGTH = 64
 
 class GalleryError(EdgefaceError):
     """A gallery file is unreadable, of another model, or a request on it is invalid."""
-
-
-def default_state_dir() -> Path:
-    """Where the device keeps its state: ``$EDGEFACE_STATE_DIR``, else systemd's ``$STATE_DIRECTORY`` (set by
-    ``StateDirectory=`` in a unit), else ``$XDG_STATE_HOME/edgeface``, else ``~/.local/state/edgeface``."""
-    if os.environ.get("EDGEFACE_STATE_DIR"):
-        return Path(os.environ["EDGEFACE_STATE_DIR"]).expanduser()
-    if os.environ.get("STATE_DIRECTORY"):
-        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base).expanduser() / "edgeface"
 
 
 def default_gallery_path(model_sha256: str, state_dir: str | Path | None = None) -> Path:
@@ -315,5 +304,5 @@ def locked(path: Path) -> Iterator[None]:
 
 
 __all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "Gallery", "GalleryError", "Match", "Person", "check_name",
-           "default_gallery_path", "default_state_dir", "empty_gallery", "locked", "open_gallery",
+           "default_gallery_path", "empty_gallery", "locked", "open_gallery",
            "read_gallery"]

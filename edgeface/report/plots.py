@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeface.errors import DependencyError
+from edgeface.core.errors import DependencyError
+from edgeface.core.spec import HEADS
 
 # One colour per precision, the same in every chart.
 PRECISION_COLOURS = {"keras": "#6c757d", "float32": "#1f77b4", "float16": "#2ca02c", "dynamic": "#ff7f0e",
@@ -152,3 +153,40 @@ def _legend_below(fig: Any, ax: Any) -> None:
     fig.legend(handles, labels, title="precision", loc="lower center", ncol=max(len(labels), 1), fontsize=9,
                frameon=False)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
+
+
+def plot_history(history: dict[str, list], path: Path) -> Path | None:
+    """Loss and per-head accuracy per epoch, training vs validation, as a PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    if len(epochs) == 0:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    axes[0].plot(epochs, history["loss"], label="train")
+    if "val_loss" in history:
+        axes[0].plot(epochs, history["val_loss"], label="validation")
+    axes[0].set_title("loss")
+    for ax, head in zip(axes[1:], HEADS):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            key = f"{prefix}{head}_accuracy"
+            if key in history:
+                ax.plot(epochs, history[key], style, label="validation" if prefix else "train")
+        ax.set_title(f"{head} accuracy")
+        ax.set_ylim(0, 1)
+    phases = history.get("phase", [])
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

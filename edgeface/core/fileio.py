@@ -1,11 +1,21 @@
-"""Atomic file writes, shared by bundles, galleries and caches."""
+"""Atomic file writes, shared by bundles, galleries and caches, and file checksums."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's contents (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], object], durable: bool = False) -> Path:

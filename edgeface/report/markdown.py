@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeface import HEADS
-from edgeface.errors import DataError
+from edgeface.core.errors import DataError
+from edgeface.core.spec import HEADS
 from edgeface.eval import bench as bench_module
 from edgeface.eval import evaluate as evaluate_module
 from edgeface.eval.text import ms
@@ -137,7 +137,7 @@ def write_report(evaluations: Sequence[Mapping[str, Any]], benches: Sequence[Map
                  title: str = "edgeface: accuracy, size and latency before and after quantization",
                  commands: Sequence[str] = ()) -> ReportFiles:
     """Write ``report.md``, ``accuracy.png`` and ``latency.png`` into ``out``."""
-    from edgeface.eval.plots import plot_accuracy, plot_latency
+    from edgeface.report.plots import plot_accuracy, plot_latency
 
     if not evaluations and not benches:
         raise DataError("nothing to report: give evaluation or benchmark results")

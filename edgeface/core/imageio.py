@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeface.errors import ImageError
+from edgeface.core.errors import ImageError
+
+# The image files edgeface reads from folders (photo sets, enrollment photos, the daemon's folder source).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def read_image(path: str | Path) -> np.ndarray:

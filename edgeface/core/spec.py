@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
-from edgeface import HEADS
-from edgeface.errors import ModelError
+from edgeface.core.errors import ModelError
+
+HEADS: tuple[str, ...] = ("identity", "emotion", "gender")
 
 # Fixed vocabularies of the two attribute heads. Identity labels are whatever people the user trained on.
 EMOTIONS: tuple[str, ...] = ("happy", "neutral")
 GENDERS: tuple[str, ...] = ("female", "male")
 ATTRIBUTE_LABELS: dict[str, tuple[str, ...]] = {"emotion": EMOTIONS, "gender": GENDERS}
 
+SIGNATURE = "serving_default"  # the TFLite signature a bundle's model is run through
 INPUT_NAME = "image"
 EMBEDDING_NAME = "embedding"
 # Alignment points a crop can be fitted on, with how many of them it may use: the detector's keypoints

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from edgeface.spec import ModelSpec
+from edgeface.core.spec import ModelSpec
 
 UNKNOWN = "unknown"
 

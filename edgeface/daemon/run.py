@@ -1,0 +1,189 @@
+"""One run of ``edgeface run``: a source (on its capture thread), the face pipeline and the outputs wired
+together, health and metrics answered, systemd told how it goes, and a clean stop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edgeface.core.version import __version__
+from edgeface.daemon.config import DaemonConfig
+from edgeface.daemon.metrics import prometheus_text
+from edgeface.daemon.pipeline import FacePipeline
+from edgeface.daemon.records import FrameResult, Published
+from edgeface.daemon.service import EXIT_OK, SystemdNotifier, install_stop_handlers
+from edgeface.daemon.sinks.base import Sink
+from edgeface.daemon.snapshots import SnapshotWriter
+from edgeface.daemon.sources import Capture, Frame
+from edgeface.daemon.stats import RunStats, process_status
+
+log = logging.getLogger("edgeface.daemon")
+
+
+class Daemon:
+    """One run of ``edgeface run``: everything is opened and checked in the constructor (errors are one line,
+    exit code 2), then ``run`` loops until the source ends, ``stop`` is set, or a signal arrives."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        from edgeface.core.bundle import load_bundle
+        from edgeface.daemon.server import HttpServer
+        from edgeface.daemon.sinks.jsonl import JsonLinesSink
+        from edgeface.daemon.sinks.mqtt import MqttSink
+        from edgeface.daemon.sources import open_source
+        from edgeface.runtime.litert import runtime_name
+
+        self.config = config
+        self.bundle = load_bundle(config.bundle)
+        self.source = open_source(config.source, config.capture.width, config.capture.height, config.capture.fps,
+                                  loop=config.capture.loop)
+        drop = config.capture.drop_stale
+        latest_only = self.source.live if drop == "auto" else drop == "yes"
+        self.capture = Capture(self.source, latest_only, config.capture.retry_max, pace_fps=config.capture.fps)
+        self.pipeline = FacePipeline(self.bundle, config.threads, config.detect, config.tracking,
+                                     config.identity_threshold, config.gallery, config.similarity_threshold)
+        self.runtime = runtime_name()
+        self.stats = RunStats()
+        self.sinks: list[Sink] = []
+        self.http: HttpServer | None = None
+        self.snapshots = (SnapshotWriter(Path(config.snapshots.dir), config.snapshots.interval,
+                                         config.snapshots.max_files) if config.snapshots.dir else None)
+        try:
+            if config.http.enabled:
+                self.http = HttpServer(config.http, self.health, self.metrics_text)
+                self.sinks.append(self.http)
+            if config.jsonl_on:
+                self.sinks.append(JsonLinesSink(config.jsonl.path, config.jsonl.publish, config.jsonl.max_bytes,
+                                                config.jsonl.backups, config.jsonl.queue))
+            if config.mqtt_on:
+                self.sinks.append(MqttSink(config.mqtt, config.device, self.bundle.path.stem))
+            if self.http is not None:
+                self.http.start()
+        except BaseException:
+            self._close_sinks(0.5)
+            raise
+        self._last_signature: tuple = ()
+
+    # --- health and metrics --------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy when the source is connected and a frame was processed within ``[http] stale_after``."""
+        stats, capture = self.stats, self.capture.stats
+        age = None if stats.last_processed is None else time.monotonic() - stats.last_processed
+        if not capture.connected:
+            reason = capture.last_error or "source not opened yet"
+        elif age is None:
+            reason = "no frame processed yet"
+        elif age > self.config.http.stale_after:
+            reason = f"no frame processed for {age:.1f} s"
+        else:
+            reason = ""
+        return not reason, {
+            "status": "unhealthy" if reason else "ok", "reason": reason or None,
+            "source": self.source.name, "source_connected": capture.connected,
+            "frames": stats.processed, "fps": round(stats.fps, 2),
+            "last_frame_age_s": None if age is None else round(age, 3),
+            "uptime_s": round(time.monotonic() - stats.started, 1),
+            "bundle": self.bundle.path.name, "precision": self.bundle.precision,
+            "model_sha256": self.bundle.model_sha256,
+            "dropped": capture.dropped, "corrupt": capture.corrupt,
+        }
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition format 0.0.4."""
+        healthy, _ = self.health()
+        info = {"version": __version__, "bundle": self.bundle.path.name, "precision": self.bundle.precision,
+                "runtime": self.runtime}
+        return prometheus_text(info, healthy, self.stats, self.capture.stats,
+                               {sink.name: sink.metrics() for sink in self.sinks}, process_status())
+
+    # --- the loop ------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> int:
+        """Loop until the source ends or ``stop`` is set; returns exit code 0."""
+        stop = stop or threading.Event()
+        notifier = SystemdNotifier()
+        try:
+            self.pipeline.warm_up()
+            self.capture.start()
+            notifier.ready(f"reading {self.source.name}")
+            log.info("running: %s, bundle %s (%s, %s)", self.source.name, self.bundle.path.name,
+                     self.bundle.precision, self.runtime)
+            max_frames = self.config.service.max_frames
+            status_every = self.config.service.status_interval
+            next_status = time.monotonic() + status_every
+            while not stop.is_set():
+                notifier.watchdog()
+                item = self.capture.get(timeout=0.25)
+                if item is Capture.END:
+                    log.info("source ended after %d frames", self.stats.processed)
+                    break
+                if item is not None:
+                    self._handle(item)  # type: ignore[arg-type]
+                    if max_frames and self.stats.processed >= max_frames:
+                        break
+                if status_every and time.monotonic() >= next_status:
+                    next_status = time.monotonic() + status_every
+                    line = self.status_line()
+                    log.info("%s", line)
+                    notifier.status(line)
+            return EXIT_OK
+        finally:
+            notifier.stopping()
+            self.close()
+            notifier.close()
+            log.info("stopped: %s", self.status_line())
+            log.info("summary %s", json.dumps({**self.stats.summary(), **process_status(),
+                                                "dropped": self.capture.stats.dropped,
+                                                "corrupt": self.capture.stats.corrupt}))
+
+    def _handle(self, frame: Frame) -> None:
+        result = self.pipeline.process(frame.image, frame.index, frame.time, frame.capture_s)
+        start = time.perf_counter()
+        signature = result.signature()
+        item = Published(result, signature != self._last_signature)
+        self._last_signature = signature
+        for sink in self.sinks:
+            sink.publish(item)
+        if self.snapshots is not None:
+            self.snapshots.maybe_write(frame.image, item)
+        timings = dict(result.timings, publish=time.perf_counter() - start)
+        self.stats.record(FrameResult(result.time, result.index, result.faces, timings))
+
+    def status_line(self) -> str:
+        c = self.capture.stats
+        sinks = ", ".join(f"{s.name} {int(m['sent'])} sent {int(m['dropped'])} dropped"
+                          for s, m in ((s, s.metrics()) for s in self.sinks))
+        return (f"{self.stats.processed} frames ({self.stats.fps:.1f} fps), {self.stats.faces} faces, "
+                f"{c.dropped} stale dropped, {c.corrupt} corrupt, source "
+                f"{'connected' if c.connected else 'DISCONNECTED'}; {sinks}")
+
+    def close(self) -> None:
+        """Stop capture and flush the sinks, within about 1.5 s in all."""
+        deadline = time.monotonic() + 1.5
+        self.capture.stop(timeout=0.4)
+        self._close_sinks(deadline - time.monotonic())
+
+    def _close_sinks(self, budget: float) -> None:
+        deadline = time.monotonic() + budget
+        for sink in self.sinks:
+            try:
+                sink.close(max(0.05, deadline - time.monotonic()))
+            except Exception as exc:  # one sink failing to close must not keep the others open
+                log.warning("%s sink: error while closing: %s", sink.name, exc)
+
+
+def run_daemon(config: DaemonConfig, stop: threading.Event | None = None) -> int:
+    """Open everything (one-line errors), run until the source ends or SIGTERM/SIGINT, return the exit code.
+
+    The signal handlers are in place before the model loads, so a stop during start-up is clean too.
+    """
+    stop = stop or threading.Event()
+    undo_signals = install_stop_handlers(stop)
+    try:
+        return Daemon(config).run(stop)
+    finally:
+        undo_signals()
