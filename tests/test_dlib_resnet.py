@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import dlib_writer as dw
-from edgeface.errors import ModelError
+from edgeface.core.errors import ModelError
 from edgeface.train.dlib_dat import read_dlib_network
 from edgeface.train import dlib_resnet as dr
 

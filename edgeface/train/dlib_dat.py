@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeface.errors import ModelError
+from edgeface.core.errors import ModelError
 
 INPUT_LAYERS = ("input_rgb_image_sized", "input_rgb_image")
 # float_details' exponents for infinities and NaN (dlib/float_details.h).

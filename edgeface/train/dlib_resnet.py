@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edgeface.errors import ModelError
+from edgeface.core.errors import ModelError
 from edgeface.train.dlib_dat import DlibNetwork, read_dlib_network
 
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
@@ -207,7 +207,7 @@ def file_digest(path: Path) -> str:
 
 def cached_weights_file(dat: Path, cache_dir: Path | None = None, width: float = 1.0) -> Path:
     """The Keras weights file converted from ``dat``, made once per ``.dat`` (keyed by its SHA-256)."""
-    from edgeface.faces.crops import default_cache_dir
+    from edgeface.core.paths import default_cache_dir
 
     path = Path(cache_dir or default_cache_dir()) / "weights" / f"dlib-resnet-{file_digest(dat)[:16]}.weights.h5"
     if path.is_file():
