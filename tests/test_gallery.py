@@ -65,6 +65,29 @@ def test_add_more_photos_replace_and_remove(gallery) -> None:
         gallery.with_person("Cy", np.ones((2, 3)))
 
 
+def test_remove_one_photo_and_rename() -> None:
+    g = empty_gallery(SHA, 4).with_person("Ana", np.stack([unit(1, 0, 0, 0), unit(0, 1, 0, 0)]),
+                                          [{"file": "a.jpg", "sha256": "a1"}, {"file": "b.jpg", "sha256": "a2"}])
+    one = g.without_photo("ana", "a1")
+    assert one.get("Ana").photos == ({"file": "b.jpg", "sha256": "a2"},)
+    np.testing.assert_allclose(one.get("Ana").embeddings, unit(0, 1, 0, 0)[None])
+    assert one.without_photo("Ana", "a2").names == ()  # the last photo takes the person with it
+    with pytest.raises(GalleryError, match="Ana has no photo a3"):
+        g.without_photo("Ana", "a3")
+    unaligned = g.with_person("Ana", unit(0, 0, 1, 0)[None])  # an embedding without a photo record
+    with pytest.raises(GalleryError, match="3 embeddings for 2 photo records"):
+        unaligned.without_photo("Ana", "a1")
+
+    two = g.with_person("Ben", unit(0, 0, 1, 0)[None], [{"file": "c.jpg", "sha256": "b1"}])
+    renamed = two.renamed("ana", "Anna")
+    assert renamed.names == ("Anna", "Ben") and len(renamed.get("Anna").embeddings) == 2
+    assert two.renamed("Ana", "ANA").names == ("ANA", "Ben")  # a change of case only
+    with pytest.raises(GalleryError, match="'Ben' is already enrolled"):
+        two.renamed("Ana", "ben")
+    with pytest.raises(GalleryError, match="reserved"):
+        two.renamed("Ana", "unknown")
+
+
 @pytest.mark.parametrize("name, message", [("  ", "the name is empty"), ("Unknown", "reserved"),
                                            ("a\tb", "control characters"), ("x" * 65, "longer than 64")])
 def test_bad_names_are_refused(name: str, message: str) -> None:

@@ -13,8 +13,8 @@ it changes)::
      "people": [{"name": "Maya", "added": "2025-01-01T10:00:00+00:00",
                  "photos": [{"file": "maya1.jpg", "sha256": "..."}], "embeddings": [[...], ...]}]}
 
-No image is stored: only embeddings and the names of the photos they came from. Reading and matching need
-numpy only.
+No image is stored in it: only embeddings and the names of the photos they came from (the small face crops that
+the web page shows live beside it, ``edgeface.people.album``). Reading and matching need numpy only.
 """
 
 from __future__ import annotations
@@ -189,11 +189,40 @@ class Gallery:
         return replace(self, people=tuple(people))
 
     def without(self, name: str) -> "Gallery":
+        person = self._person(name)
+        return replace(self, people=tuple(p for p in self.people if p is not person))
+
+    def without_photo(self, name: str, sha256: str) -> "Gallery":
+        """Forget one enrolled photo of a person (its embedding and record); a person left with no photo is
+        forgotten too. Refused when the gallery's records do not say which embedding came from which photo."""
+        person = self._person(name)
+        if len(person.photos) != len(person.embeddings):
+            raise GalleryError(f"{person.name}: {len(person.embeddings)} embeddings for {len(person.photos)} "
+                               "photo records, so one photo cannot be told from another; remove the person")
+        index = next((i for i, p in enumerate(person.photos) if p.get("sha256") == sha256), None)
+        if index is None:
+            raise GalleryError(f"{person.name} has no photo {sha256[:12]}")
+        if len(person.embeddings) == 1:
+            return self.without(person.name)
+        kept = Person(person.name, np.delete(person.embeddings, index, axis=0),
+                      person.photos[:index] + person.photos[index + 1:], person.added)
+        return replace(self, people=tuple(kept if p is person else p for p in self.people))
+
+    def renamed(self, name: str, new_name: str) -> "Gallery":
+        """The person ``name`` under ``new_name`` (refused when somebody else already has that name)."""
+        person = self._person(name)
+        new_name = check_name(new_name)
+        other = self.get(new_name)
+        if other is not None and other is not person:
+            raise GalleryError(f"{other.name!r} is already enrolled; remove one of the two first")
+        return replace(self, people=tuple(replace(p, name=new_name) if p is person else p for p in self.people))
+
+    def _person(self, name: str) -> Person:
         person = self.get(name)
         if person is None:
             known = ", ".join(self.names) or "nobody is enrolled"
             raise GalleryError(f"{name!r} is not enrolled ({known})")
-        return replace(self, people=tuple(p for p in self.people if p is not person))
+        return person
 
     def calibrated(self, similarity_threshold: float, identity_threshold: float | None,
                    details: Mapping[str, Any]) -> "Gallery":

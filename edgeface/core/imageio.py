@@ -34,15 +34,24 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def write_image(path: str | Path, image_rgb: np.ndarray, quality: int = 90) -> None:
-    """Encode an RGB uint8 image to the format its suffix names (JPEG, PNG)."""
+def encode_image(image_rgb: np.ndarray, suffix: str = ".jpg", quality: int = 90) -> bytes:
+    """An RGB uint8 image as the bytes of a file of the format ``suffix`` names (JPEG, PNG)."""
     import cv2
 
-    path = Path(path)
-    suffix = path.suffix.lower() or ".jpg"
+    suffix = suffix.lower() or ".jpg"
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix in (".jpg", ".jpeg") else []
     ok, encoded = cv2.imencode(suffix, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
-        raise ImageError(f"{path}: cannot encode image as {path.suffix}")
+        raise ImageError(f"cannot encode image as {suffix}")
+    return encoded.tobytes()
+
+
+def write_image(path: str | Path, image_rgb: np.ndarray, quality: int = 90) -> None:
+    """Encode an RGB uint8 image to the format its suffix names (JPEG, PNG)."""
+    path = Path(path)
+    try:
+        data = encode_image(image_rgb, path.suffix, quality)
+    except ImageError:
+        raise ImageError(f"{path}: cannot encode image as {path.suffix}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    encoded.tofile(path)
+    path.write_bytes(data)
