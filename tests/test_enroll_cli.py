@@ -115,8 +115,18 @@ def test_list_and_remove(tiny_bundles: dict[str, Path], photos, state: Path) -> 
     assert [p["name"] for p in as_json["people"]] == ["Priya", "Kenji"]
     assert as_json["similarity_threshold"] is None
 
+    # Each enrolled photo's face is kept beside the gallery, readable by this user only.
+    path = default_gallery_path(load_bundle(bundle).model_sha256, state)
+    crops = path.with_name(path.stem + ".faces") / "people"
+    kenji = [crops / f"{p['sha256']}.jpg" for p in read_gallery(path).get("Kenji").photos]
+    assert len(list(crops.glob("*.jpg"))) == 4 and all(c.is_file() for c in kenji)
+    assert {oct(c.stat().st_mode & 0o777) for c in crops.iterdir()} == {"0o600"}
+    assert oct(crops.stat().st_mode & 0o777) == oct(crops.parent.stat().st_mode & 0o777) == "0o700"
+    assert read_image(kenji[0]).shape == (64, 64, 3)
+
     removed = cli("people", "remove", "--bundle", bundle, "kenji")
     assert removed.exit_code == 0 and "removed kenji; 1 people left" in removed.output
+    assert not any(c.exists() for c in kenji) and len(list(crops.glob("*.jpg"))) == 2
     left = json.loads(cli("people", "list", "--bundle", bundle, "--json").output)["people"]
     assert [p["name"] for p in left] == ["Priya"]
     missing = cli("people", "remove", "--bundle", bundle, "Zoe")

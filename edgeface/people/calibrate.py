@@ -153,36 +153,61 @@ def calibrate(bundle: Any, impostors: Sequence[str | Path], far: float = 0.01,
               calibrate_identity: bool = True, embedder: FaceEmbedder | None = None) -> CalibrationResult:
     """Pick the thresholds for a false-accept rate ``far`` on photos of people who are neither enrolled nor
     trained, and store them in the gallery (the daemon and ``Labeler.for_bundle`` use them)."""
-    if not 0.0 <= far < 1.0:
-        raise DataError(f"--far must be in [0, 1), got {far}")
+    _check_far(far)
     embedder = embedder or FaceEmbedder(bundle)
-    gallery, path = gallery_for(embedder.bundle, gallery_path, state_dir)
-    if not len(gallery):
-        raise GalleryError(f"{path}: nobody is enrolled for this bundle; enroll people first (the threshold "
-                           "depends on who is enrolled)")
+    gallery, path = _enrolled_gallery(embedder.bundle, gallery_path, state_dir)
     trained = embedder.spec.labels["identity"]
     paths, skipped = read_impostors(impostors, list(gallery.names) + list(trained))
     if not paths:
         raise DataError("no stranger photos left to calibrate on" + (f" ({skipped[0]})" if skipped else ""))
     checks, outputs = embedder.photos(paths, quality=False)
     skipped += [c.message for c in checks if not c.ok]
-    faces = len(outputs[EMBEDDING_NAME])
-    if faces == 0:
+    if len(outputs[EMBEDDING_NAME]) == 0:
         raise DataError(f"no face found in any of the {len(paths)} stranger photos")
-    similarity = gallery.match(outputs[EMBEDDING_NAME]).similarity
     confidence = outputs["identity"].max(1) if calibrate_identity else None
+    return calibrate_faces(embedder.bundle, outputs[EMBEDDING_NAME], confidence, far, path, photos=len(paths),
+                           skipped=skipped)
+
+
+def calibrate_faces(bundle: Any, embeddings: np.ndarray, confidence: np.ndarray | None, far: float = 0.01,
+                    gallery_path: str | Path | None = None, state_dir: str | Path | None = None,
+                    photos: int | None = None, skipped: Sequence[str] = ()) -> CalibrationResult:
+    """``calibrate`` on stranger faces already embedded: ``embeddings`` (N, D) and each face's top identity
+    probability ``confidence`` (N,), None to keep the bundle's identity threshold. The web page calibrates on
+    the strangers' faces it stored this way."""
+    _check_far(far)
+    embeddings = np.asarray(embeddings, np.float32)
+    faces = len(embeddings)
+    if faces == 0:
+        raise DataError("no stranger faces to calibrate on")
+    gallery, path = _enrolled_gallery(bundle, gallery_path, state_dir)
+    similarity = gallery.match(embeddings).similarity
     thresholds = choose_thresholds(similarity, confidence, far)
     warnings = calibration_warnings(confidence, thresholds, far)
     gallery_far = float(np.mean(similarity >= thresholds.similarity))
     model_far = None if confidence is None else float(np.mean(confidence >= thresholds.identity))
+    photos = faces if photos is None else photos
     details: dict[str, Any] = {"far_target": far, "far_measured": thresholds.far, "faces": faces,
-                               "photos": len(paths), "gallery_far": gallery_far, "model_far": model_far}
+                               "photos": photos, "gallery_far": gallery_far, "model_far": model_far}
     with locked(path):
-        current, _ = gallery_for(embedder.bundle, path)
+        current, _ = gallery_for(bundle, path)
         if current.names != gallery.names:
             raise GalleryError(f"{path}: the people enrolled changed while calibrating; run calibrate again")
         gallery = current.calibrated(thresholds.similarity, thresholds.identity, details)
         gallery.save(path)
-    return CalibrationResult(thresholds, far, gallery, path, len(paths), faces, tuple(skipped), gallery_far,
+    return CalibrationResult(thresholds, far, gallery, path, photos, faces, tuple(skipped), gallery_far,
                              model_far, tuple(warnings))
 
+
+def _check_far(far: float) -> None:
+    if not 0.0 <= far < 1.0:
+        raise DataError(f"--far must be in [0, 1), got {far}")
+
+
+def _enrolled_gallery(bundle: Any, gallery_path: str | Path | None, state_dir: str | Path | None
+                      ) -> tuple[Gallery, Path]:
+    gallery, path = gallery_for(bundle, gallery_path, state_dir)
+    if not len(gallery):
+        raise GalleryError(f"{path}: nobody is enrolled for this bundle; enroll people first (the threshold "
+                           "depends on who is enrolled)")
+    return gallery, path

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from edgeface.core.gallery import (
 from edgeface.core.imageio import IMAGE_SUFFIXES
 from edgeface.core.spec import EMBEDDING_NAME, CropSpec
 from edgeface.faces.detect import Face, FaceDetector
+from edgeface.people.album import prune_crops, referenced, save_crop
 
 MIN_FACE_PX = 40
 MIN_SHARPNESS = 40.0
@@ -64,11 +65,16 @@ class PhotoCheck:
 def sharpness(image: np.ndarray, face: Face, crop: CropSpec) -> float:
     """Variance of the Laplacian of the grey aligned face, measured at a fixed size so it does not depend on
     the model's input size; the crop's border (hair, background) is left out."""
-    import cv2
-
     from edgeface.faces.align import align_face
 
-    grey = cv2.cvtColor(align_face(image, face, crop, SHARPNESS_SIZE), cv2.COLOR_RGB2GRAY)
+    return crop_sharpness(align_face(image, face, crop, SHARPNESS_SIZE))
+
+
+def crop_sharpness(face: np.ndarray) -> float:
+    """``sharpness`` of a face already aligned at ``SHARPNESS_SIZE`` (RGB): the web page keeps that crop too."""
+    import cv2
+
+    grey = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
     margin = (SHARPNESS_SIZE - 80) // 2
     centre = grey[margin + 4:margin + 84, margin:margin + 80]  # eyes to chin: shifted down a little
     return float(cv2.Laplacian(centre, cv2.CV_64F).var())
@@ -220,17 +226,55 @@ def enroll(bundle: Any, name: str, photos: Sequence[str | Path], gallery_path: s
                 final.append(check)
             row += 1
         if keep:
+            for record, check in zip(records, (c for c in final if c.ok)):
+                save_crop(path, record["sha256"], check.crop)  # type: ignore[arg-type]
+            before = referenced(gallery)
             gallery = gallery.with_person(name, outputs[EMBEDDING_NAME][keep], records, replace_existing)
             gallery.save(path)
+            prune_crops(path, gallery, before - referenced(gallery))  # --replace drops the earlier photos
     trained = name.casefold() in {n.casefold() for n in embedder.spec.labels["identity"]}
     return EnrollResult(name, tuple(final), len(keep), gallery, path, trained)
 
 
-def remove_person(bundle: Any, name: str, gallery_path: str | Path | None = None,
-                  state_dir: str | Path | None = None) -> Gallery:
+def change_gallery(bundle: Any, change: Callable[[Gallery], Gallery], gallery_path: str | Path | None = None,
+                   state_dir: str | Path | None = None) -> tuple[Gallery, Path]:
+    """Apply ``change`` to the bundle's gallery under its lock and save it; the crops of photos it no longer
+    names are deleted. Returns the new gallery and its path."""
     gallery, path = gallery_for(bundle, gallery_path, state_dir)
     with locked(path):
-        gallery, _ = gallery_for(bundle, path)
-        gallery = gallery.without(name)
-        gallery.save(path)
-    return gallery
+        gallery, _ = gallery_for(bundle, path)  # again under the lock: another process may have changed it
+        changed = change(gallery)
+        changed.save(path)
+        prune_crops(path, changed, referenced(gallery) - referenced(changed))
+    return changed, path
+
+
+def remove_person(bundle: Any, name: str, gallery_path: str | Path | None = None,
+                  state_dir: str | Path | None = None) -> Gallery:
+    """Forget a person: their embeddings and their face crops."""
+    return change_gallery(bundle, lambda g: g.without(name), gallery_path, state_dir)[0]
+
+
+def remove_photo(bundle: Any, name: str, sha256: str, gallery_path: str | Path | None = None,
+                 state_dir: str | Path | None = None) -> Gallery:
+    """Forget one enrolled photo of a person (embedding and crop); the person goes with their last photo."""
+    return change_gallery(bundle, lambda g: g.without_photo(name, sha256), gallery_path, state_dir)[0]
+
+
+def rename_person(bundle: Any, name: str, new_name: str, gallery_path: str | Path | None = None,
+                  state_dir: str | Path | None = None) -> Gallery:
+    return change_gallery(bundle, lambda g: g.renamed(name, new_name), gallery_path, state_dir)[0]
+
+
+def enroll_faces(bundle: Any, name: str, embeddings: np.ndarray, crops: Sequence[bytes],
+                 records: Sequence[Mapping[str, str]], gallery_path: str | Path | None = None,
+                 state_dir: str | Path | None = None) -> Gallery:
+    """Add faces that were already detected, aligned and embedded (the daemon's own, from the web page) to a
+    person: ``embeddings`` (K, D), their JPEG ``crops`` and gallery ``records`` (``file``, ``sha256``, ...)."""
+    name = check_name(name)
+    if not (len(embeddings) == len(crops) == len(records)) or not len(records):
+        raise GalleryError(f"{name}: {len(embeddings)} embeddings, {len(crops)} crops and {len(records)} records")
+    _, path = gallery_for(bundle, gallery_path, state_dir)
+    for record, crop in zip(records, crops):
+        save_crop(path, record["sha256"], crop)
+    return change_gallery(bundle, lambda g: g.with_person(name, embeddings, records), path)[0]
