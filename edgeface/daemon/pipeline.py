@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 
 from edgeface.daemon.config import DetectConfig, TrackingConfig
-from edgeface.daemon.records import FaceResult, FrameResult
+from edgeface.daemon.records import FaceResult, FaceSamples, FrameResult
 from edgeface.faces.detect import Face
 
 if TYPE_CHECKING:
@@ -95,7 +95,9 @@ class FacePipeline:
         t4 = time.perf_counter()
         timings.update(detect=t1 - t0, crop=t2 - t1, infer=t3 - t2, track=t4 - t3)
         results = tuple(FaceResult(_box(f), track, label) for f, track, label in zip(faces, tracks, labels))
-        return FrameResult(time=time.time() if when is None else when, index=index, faces=results, timings=timings)
+        samples = FaceSamples(tuple(faces), crops, outputs) if faces else None
+        return FrameResult(time=time.time() if when is None else when, index=index, faces=results, timings=timings,
+                           samples=samples)
 
 
 def _box(face: Face) -> tuple[float, float, float, float]:

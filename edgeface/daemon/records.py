@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
+
+import numpy as np
 
 from edgeface.core.results import FaceLabels
+
+if TYPE_CHECKING:
+    from edgeface.faces.detect import Face
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,17 @@ class FaceResult:
 
 
 @dataclass(frozen=True)
+class FaceSamples:
+    """What the model saw of a frame's faces, in the order of ``FrameResult.faces``: the detector's faces, the
+    aligned crops (N, S, S, 3) uint8 and the model's own outputs per face, before any smoothing. Kept only for
+    observers that keep faces (the web page's unknown faces); the outputs never carry them."""
+
+    detections: tuple["Face", ...]
+    crops: np.ndarray
+    outputs: Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
 class FrameResult:
     """All faces of one processed frame, and the seconds each stage took on it."""
 
@@ -33,6 +49,7 @@ class FrameResult:
     index: int
     faces: tuple[FaceResult, ...]
     timings: Mapping[str, float] = field(default_factory=dict, compare=False)
+    samples: FaceSamples | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"time": round(self.time, 3), "frame": self.index, "faces": [f.to_dict() for f in self.faces]}
@@ -62,3 +79,12 @@ class Published:
     def wanted(self, mode: str) -> bool:
         """``every``: frames with faces; ``change``: frames whose tracks or labels differ from the last one."""
         return self.changed if mode == "change" else bool(self.result.faces)
+
+
+class FrameObserver(Protocol):
+    """Something that sees every processed frame with its image, on the pipeline's thread (so it must be quick
+    and never block): snapshots, the web page. ``close`` is called once at the end of the run."""
+
+    def observe(self, image: np.ndarray, item: Published) -> None: ...
+
+    def close(self) -> None: ...

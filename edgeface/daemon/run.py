@@ -8,13 +8,13 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from edgeface.core.version import __version__
 from edgeface.daemon.config import DaemonConfig
 from edgeface.daemon.metrics import prometheus_text
 from edgeface.daemon.pipeline import FacePipeline
-from edgeface.daemon.records import FrameResult, Published
+from edgeface.daemon.records import FrameObserver, FrameResult, Published
 from edgeface.daemon.service import EXIT_OK, SystemdNotifier, install_stop_handlers
 from edgeface.daemon.sinks.base import Sink
 from edgeface.daemon.snapshots import SnapshotWriter
@@ -24,11 +24,19 @@ from edgeface.daemon.stats import RunStats, process_status
 log = logging.getLogger("edgeface.daemon")
 
 
+# Made once the run's parts exist, before the HTTP server answers: an observer of every frame that may add pages
+# to the server (the web page, ``edgeface.web``, which sits above the daemon and is passed in by the CLI).
+Extension = Callable[["Daemon"], FrameObserver]
+
+
 class Daemon:
     """One run of ``edgeface run``: everything is opened and checked in the constructor (errors are one line,
-    exit code 2), then ``run`` loops until the source ends, ``stop`` is set, or a signal arrives."""
+    exit code 2), then ``run`` loops until the source ends, ``stop`` is set, or a signal arrives.
 
-    def __init__(self, config: DaemonConfig) -> None:
+    ``extensions`` are called with the daemon once its pipeline, sinks and server exist; each returns an
+    observer that sees every processed frame with its image."""
+
+    def __init__(self, config: DaemonConfig, extensions: Sequence[Extension] = ()) -> None:
         from edgeface.core.bundle import load_bundle
         from edgeface.daemon.server import HttpServer
         from edgeface.daemon.sinks.jsonl import JsonLinesSink
@@ -49,8 +57,10 @@ class Daemon:
         self.stats = RunStats()
         self.sinks: list[Sink] = []
         self.http: HttpServer | None = None
-        self.snapshots = (SnapshotWriter(Path(config.snapshots.dir), config.snapshots.interval,
-                                         config.snapshots.max_files) if config.snapshots.dir else None)
+        self.observers: list[FrameObserver] = []
+        if config.snapshots.dir:
+            self.observers.append(SnapshotWriter(Path(config.snapshots.dir), config.snapshots.interval,
+                                                 config.snapshots.max_files))
         try:
             if config.http.enabled:
                 self.http = HttpServer(config.http, self.health, self.metrics_text)
@@ -60,9 +70,12 @@ class Daemon:
                                                 config.jsonl.backups, config.jsonl.queue))
             if config.mqtt_on:
                 self.sinks.append(MqttSink(config.mqtt, config.device, self.bundle.path.stem))
+            for extension in extensions:
+                self.observers.append(extension(self))
             if self.http is not None:
                 self.http.start()
         except BaseException:
+            self._close_observers()
             self._close_sinks(0.5)
             raise
         self._last_signature: tuple = ()
@@ -148,8 +161,8 @@ class Daemon:
         self._last_signature = signature
         for sink in self.sinks:
             sink.publish(item)
-        if self.snapshots is not None:
-            self.snapshots.maybe_write(frame.image, item)
+        for observer in self.observers:
+            observer.observe(frame.image, item)
         timings = dict(result.timings, publish=time.perf_counter() - start)
         self.stats.record(FrameResult(result.time, result.index, result.faces, timings))
 
@@ -165,7 +178,15 @@ class Daemon:
         """Stop capture and flush the sinks, within about 1.5 s in all."""
         deadline = time.monotonic() + 1.5
         self.capture.stop(timeout=0.4)
+        self._close_observers()
         self._close_sinks(deadline - time.monotonic())
+
+    def _close_observers(self) -> None:
+        for observer in self.observers:
+            try:
+                observer.close()
+            except Exception as exc:  # one failing must not keep the sinks from flushing
+                log.warning("error while closing %s: %s", type(observer).__name__, exc)
 
     def _close_sinks(self, budget: float) -> None:
         deadline = time.monotonic() + budget
@@ -176,7 +197,8 @@ class Daemon:
                 log.warning("%s sink: error while closing: %s", sink.name, exc)
 
 
-def run_daemon(config: DaemonConfig, stop: threading.Event | None = None) -> int:
+def run_daemon(config: DaemonConfig, stop: threading.Event | None = None,
+               extensions: Sequence[Extension] = ()) -> int:
     """Open everything (one-line errors), run until the source ends or SIGTERM/SIGINT, return the exit code.
 
     The signal handlers are in place before the model loads, so a stop during start-up is clean too.
@@ -184,6 +206,6 @@ def run_daemon(config: DaemonConfig, stop: threading.Event | None = None) -> int
     stop = stop or threading.Event()
     undo_signals = install_stop_handlers(stop)
     try:
-        return Daemon(config).run(stop)
+        return Daemon(config, extensions).run(stop)
     finally:
         undo_signals()

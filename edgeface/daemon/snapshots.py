@@ -14,7 +14,8 @@ log = logging.getLogger("edgeface.daemon")
 
 
 class SnapshotWriter:
-    """Frames with faces, written only when the user configured a folder (privacy: off by default)."""
+    """Frames with faces, written only when the user configured a folder (privacy: off by default); a
+    ``FrameObserver`` of the run."""
 
     def __init__(self, folder: Path, interval: float, max_files: int) -> None:
         self.folder = folder
@@ -24,7 +25,7 @@ class SnapshotWriter:
         self.written = 0
         folder.mkdir(parents=True, exist_ok=True)
 
-    def maybe_write(self, image: np.ndarray, item: Published) -> None:
+    def observe(self, image: np.ndarray, item: Published) -> None:
         from edgeface.core.imageio import write_image
 
         now = time.monotonic()
@@ -42,3 +43,6 @@ class SnapshotWriter:
                 old.with_suffix(".json").unlink(missing_ok=True)
         except Exception as exc:  # a full disk must not stop the labelling
             log.warning("snapshot %s not written: %s", stem, exc)
+
+    def close(self) -> None:
+        pass

@@ -52,6 +52,8 @@ class Labeler:
         self._bundle_identity = identity_threshold
         self._watch: tuple[Path, str, Any] | None = None  # (path, model sha, last stat) when reloading
         self._next_check = 0.0
+        self._reread = False  # read the gallery again at the next call, changed or not
+        self.similarity_from = self.identity_from = "given"  # where each threshold in use came from
         self.gallery: Gallery | None = None
         self.similarity_threshold = DEFAULT_SIMILARITY_THRESHOLD
         self._set_gallery(gallery)
@@ -74,6 +76,7 @@ class Labeler:
         labeler = cls(bundle.spec, given, similarity_threshold=similarity_threshold)
         labeler._explicit_identity = identity_threshold
         labeler._bundle_identity = bundle.identity_threshold
+        labeler.identity_from = "given" if identity_threshold is not None else "bundle"
         if gallery is None or str(gallery) == GALLERY_OFF:
             return labeler
         if bundle.spec.embedding_size <= 0:
@@ -98,18 +101,34 @@ class Labeler:
         self.gallery = gallery if gallery is not None and len(gallery) else None
         calibrated = gallery.similarity_threshold if gallery is not None else None
         if self._explicit_similarity is not None:
-            self.similarity_threshold = self._explicit_similarity
+            self.similarity_threshold, self.similarity_from = self._explicit_similarity, "given"
+        elif calibrated is not None:
+            self.similarity_threshold, self.similarity_from = calibrated, "calibrated"
         else:
-            self.similarity_threshold = calibrated if calibrated is not None else DEFAULT_SIMILARITY_THRESHOLD
+            self.similarity_threshold, self.similarity_from = DEFAULT_SIMILARITY_THRESHOLD, "default"
         if self._explicit_identity is None:
             gallery_identity = gallery.identity_threshold if gallery is not None else None
-            self.identity_threshold = (gallery_identity if gallery_identity is not None
-                                       else float(self._bundle_identity or 0.0))
+            self.identity_threshold, self.identity_from = ((gallery_identity, "calibrated")
+                                                           if gallery_identity is not None
+                                                           else (float(self._bundle_identity or 0.0), "bundle"))
         if gallery is not None:
             log.info("gallery %s: %d people, similarity threshold %.3f (%s), identity threshold %.3f",
-                     gallery.path, len(gallery), self.similarity_threshold,
-                     "given" if self._explicit_similarity is not None else
-                     ("calibrated" if calibrated is not None else "default"), self.identity_threshold)
+                     gallery.path, len(gallery), self.similarity_threshold, self.similarity_from,
+                     self.identity_threshold)
+
+    @property
+    def gallery_path(self) -> Path | None:
+        """The gallery file this labeler reads and watches (None: it uses no gallery file)."""
+        if self._watch is not None:
+            return self._watch[0]
+        return self.gallery.path if self.gallery is not None else None
+
+    def reload_now(self) -> None:
+        """Read the gallery file again before the next faces are labelled, without waiting for the periodic
+        check: whoever just changed it (the web page, in the daemon's process) wants the change used at once.
+        Safe to call from another thread: the labelling thread does the reading."""
+        self._reread = True
+        self._next_check = 0.0
 
     def _maybe_reload(self) -> None:
         from edgeface.core.gallery import read_gallery
@@ -120,7 +139,8 @@ class Labeler:
         self._next_check = now + RELOAD_CHECK_SECONDS
         path, sha, seen = self._watch
         current = _stat(path)
-        if current == seen:
+        reread, self._reread = self._reread, False
+        if current == seen and not reread:
             return
         self._watch = (path, sha, current)
         if current is None:
