@@ -97,6 +97,11 @@ class HttpConfig:
     host: str = _opt("127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network")
     port: int = _opt(8321, _range(0, 65535), "port (0: any free port, logged at start)")
     stale_after: float = _opt(10.0, _range(0.5, 3600), "/healthz is 503 when no frame was processed this long")
+    token_file: str = _opt("", help="a file holding the bearer token every path but /healthz then requires; "
+                                    "default: the systemd credential http-token, else $EDGEFACE_HTTP_TOKEN")
+    timeout: float = _opt(10.0, _range(1, 3600), "a connection with no traffic for this long is closed (s)")
+    max_connections: int = _opt(256, _range(8, 900), "open connections at most; at the cap the longest idle "
+                                                     "one is closed (below 1,024: paho-mqtt uses select())")
 
 
 @dataclass(frozen=True)
@@ -228,7 +233,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         raw["gallery"] = resolve(raw["gallery"])
     if isinstance(raw.get("source"), str) and looks_like_path(raw["source"]) and not raw["source"].startswith("/dev/"):
         raw["source"] = resolve(raw["source"])
-    for section, key in (("jsonl", "path"), ("snapshots", "dir")):
+    for section, key in (("jsonl", "path"), ("snapshots", "dir"), ("http", "token_file")):
         if key in raw.get(section, {}):
             raw[section][key] = resolve(raw[section][key])
 

@@ -8,10 +8,10 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from edgeface.core.version import __version__
-from edgeface.daemon.config import DaemonConfig
+from edgeface.daemon.config import DaemonConfig, HttpConfig
 from edgeface.daemon.metrics import prometheus_text
 from edgeface.daemon.pipeline import FacePipeline
 from edgeface.daemon.records import FrameObserver, FrameResult, Published
@@ -21,7 +21,12 @@ from edgeface.daemon.snapshots import SnapshotWriter
 from edgeface.daemon.sources import Capture, Frame
 from edgeface.daemon.stats import RunStats, process_status
 
+if TYPE_CHECKING:
+    from edgeface.daemon.server import HttpServer, Reply, Request
+
 log = logging.getLogger("edgeface.daemon")
+
+HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV = "http-token", "EDGEFACE_HTTP_TOKEN"
 
 
 # Made once the run's parts exist, before the HTTP server answers: an observer of every frame that may add pages
@@ -38,7 +43,6 @@ class Daemon:
 
     def __init__(self, config: DaemonConfig, extensions: Sequence[Extension] = ()) -> None:
         from edgeface.core.bundle import load_bundle
-        from edgeface.daemon.server import HttpServer
         from edgeface.daemon.sinks.jsonl import JsonLinesSink
         from edgeface.daemon.sinks.mqtt import MqttSink
         from edgeface.daemon.sources import open_source
@@ -57,14 +61,14 @@ class Daemon:
         self.stats = RunStats()
         self.sinks: list[Sink] = []
         self.http: HttpServer | None = None
+        self.latest: Published | None = None
         self.observers: list[FrameObserver] = []
         if config.snapshots.dir:
             self.observers.append(SnapshotWriter(Path(config.snapshots.dir), config.snapshots.interval,
                                                  config.snapshots.max_files))
         try:
             if config.http.enabled:
-                self.http = HttpServer(config.http, self.health, self.metrics_text)
-                self.sinks.append(self.http)
+                self.http = self._http_server(config.http)
             if config.jsonl_on:
                 self.sinks.append(JsonLinesSink(config.jsonl.path, config.jsonl.publish, config.jsonl.max_bytes,
                                                 config.jsonl.backups, config.jsonl.queue))
@@ -76,9 +80,34 @@ class Daemon:
                 self.http.start()
         except BaseException:
             self._close_observers()
-            self._close_sinks(0.5)
+            self._close_outputs(0.5)
             raise
         self._last_signature: tuple = ()
+
+    def _http_server(self, config: HttpConfig) -> "HttpServer":
+        """``/healthz``, ``/labels`` and ``/metrics``; more routes can be added until ``start``."""
+        from edgeface.daemon.secrets import read_secret, redact
+        from edgeface.daemon.server import HttpServer, json_reply
+
+        token = read_secret("[http] token", config.token_file, HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV)
+        server = HttpServer(config.host, config.port, token=token, timeout=config.timeout,
+                            max_connections=config.max_connections)
+
+        def healthz(request: Request) -> Reply:
+            healthy, details = self.health()
+            status, headers, body = json_reply(200 if healthy else 503, details)
+            return status, headers, redact(body)  # a source URL's password, in "source" or "reason"
+
+        server.route("GET", "/healthz", healthz)
+        server.route("GET", "/labels", lambda request: json_reply(200, self.latest_labels()))
+        server.route("GET", "/metrics", lambda request: (
+            200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}, self.metrics_text()))
+        return server
+
+    def latest_labels(self) -> dict[str, Any]:
+        """The latest processed frame as a JSON-lines record (``/labels``)."""
+        item = self.latest
+        return {"time": None, "frame": None, "faces": []} if item is None else item.result.to_dict()
 
     # --- health and metrics --------------------------------------------------------------------------------
 
@@ -111,7 +140,12 @@ class Daemon:
         info = {"version": __version__, "bundle": self.bundle.path.name, "precision": self.bundle.precision,
                 "runtime": self.runtime}
         return prometheus_text(info, healthy, self.stats, self.capture.stats,
-                               {sink.name: sink.metrics() for sink in self.sinks}, process_status())
+                               {out.name: out.metrics() for out in self.outputs}, process_status())
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The HTTP server (counted by requests answered) and the sinks, as /metrics and the status line list them."""
+        return ([self.http] if self.http is not None else []) + list(self.sinks)
 
     # --- the loop ------------------------------------------------------------------------------------------
 
@@ -159,6 +193,7 @@ class Daemon:
         signature = result.signature()
         item = Published(result, signature != self._last_signature)
         self._last_signature = signature
+        self.latest = item
         for sink in self.sinks:
             sink.publish(item)
         for observer in self.observers:
@@ -169,7 +204,7 @@ class Daemon:
     def status_line(self) -> str:
         c = self.capture.stats
         sinks = ", ".join(f"{s.name} {int(m['sent'])} sent {int(m['dropped'])} dropped"
-                          for s, m in ((s, s.metrics()) for s in self.sinks))
+                          for s, m in ((s, s.metrics()) for s in self.outputs))
         return (f"{self.stats.processed} frames ({self.stats.fps:.1f} fps), {self.stats.faces} faces, "
                 f"{c.dropped} stale dropped, {c.corrupt} corrupt, source "
                 f"{'connected' if c.connected else 'DISCONNECTED'}; {sinks}")
@@ -179,7 +214,7 @@ class Daemon:
         deadline = time.monotonic() + 1.5
         self.capture.stop(timeout=0.4)
         self._close_observers()
-        self._close_sinks(deadline - time.monotonic())
+        self._close_outputs(deadline - time.monotonic())
 
     def _close_observers(self) -> None:
         for observer in self.observers:
@@ -188,9 +223,9 @@ class Daemon:
             except Exception as exc:  # one failing must not keep the sinks from flushing
                 log.warning("error while closing %s: %s", type(observer).__name__, exc)
 
-    def _close_sinks(self, budget: float) -> None:
+    def _close_outputs(self, budget: float) -> None:
         deadline = time.monotonic() + budget
-        for sink in self.sinks:
+        for sink in self.outputs:
             try:
                 sink.close(max(0.05, deadline - time.monotonic()))
             except Exception as exc:  # one sink failing to close must not keep the others open
@@ -203,8 +238,11 @@ def run_daemon(config: DaemonConfig, stop: threading.Event | None = None,
 
     The signal handlers are in place before the model loads, so a stop during start-up is clean too.
     """
+    from edgeface.daemon.server import raise_open_files_limit
+
     stop = stop or threading.Event()
     undo_signals = install_stop_handlers(stop)
+    raise_open_files_limit()
     try:
         return Daemon(config, extensions).run(stop)
     finally:

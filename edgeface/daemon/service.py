@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Callable, Mapping
 
+from edgeface.daemon.secrets import redact
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -102,9 +104,16 @@ def install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
     return undo
 
 
-class _JournalFormatter(logging.Formatter):
+class _Formatter(logging.Formatter):
+    """Every line with the passwords of URLs in it redacted; under journald with a ``<N>`` priority prefix."""
+
+    def __init__(self, fmt: str, datefmt: str | None = None, journal: bool = False) -> None:
+        super().__init__(fmt, datefmt)
+        self.journal = journal
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+        line = redact(super().format(record))
+        return f"<{_PRIORITY.get(record.levelno, 6)}>{line}" if self.journal else line
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -132,8 +141,8 @@ def setup_logging(level: str = "info") -> logging.Logger:
     handler = _StderrHandler()
     handler._edgeface = True  # type: ignore[attr-defined]
     if os.environ.get("JOURNAL_STREAM"):  # journald adds time and unit itself
-        handler.setFormatter(_JournalFormatter("%(message)s"))
+        handler.setFormatter(_Formatter("%(message)s", journal=True))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger.addHandler(handler)
     return logger

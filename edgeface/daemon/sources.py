@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from edgeface.core.errors import EdgefaceError, ImageError
+from edgeface.daemon.secrets import redact
 
 log = logging.getLogger("edgeface.daemon")
 
@@ -81,7 +82,7 @@ class OpenCVSource:
         self.target = target
         self.kind = kind  # "camera", "file" or "stream"
         self.live = kind != "file"
-        self.name = f"{kind} {target}"
+        self.name = f"{kind} {redact(str(target))}"  # a stream URL's password is never shown
         self.loop = loop
         self._size = (width, height)
         self._fps = fps
@@ -363,7 +364,7 @@ class Capture:
             except Exception as exc:  # a driver error we do not know: a lost camera, or a file that cannot work
                 self.source.close()
                 opened = False
-                message = f"{self.source.name}: {type(exc).__name__}: {exc}"
+                message = redact(f"{self.source.name}: {type(exc).__name__}: {exc}")
                 if not self.source.live:
                     self._fail(SourceError(message))
                     return
@@ -380,6 +381,7 @@ class Capture:
             index += 1
 
     def _unavailable(self, message: str, retry_in: float) -> None:
+        message = redact(message)  # shown in /healthz as the reason
         if self.stats.connected or self.stats.last_error != message:
             suffix = f"; retrying in {retry_in:g} s" if retry_in else "; reconnecting"
             log.warning("%s%s", message, suffix)
