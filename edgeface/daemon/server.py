@@ -21,7 +21,9 @@ Routes are registered before ``start``: ``server.route("GET", "/labels", handler
 ``Request`` and returns ``(status, headers, body)`` (body ``bytes`` or ``str``; ``Content-Length`` and
 ``Cache-Control: no-store`` are added). A ``HEAD`` request is answered by its ``GET`` route without the body.
 With a token set, every path but ``/healthz`` (unknown paths too) needs ``Authorization: Bearer <token>``,
-compared in constant time; without it the answer is 401 with ``WWW-Authenticate: Bearer``.
+compared in constant time; without it the answer is 401 with ``WWW-Authenticate: Bearer``. A route added with
+``public=True`` is let through and checks access itself (the web page, whose browser cannot send that header
+on a link or an image, checks the token from its sign-in cookie with ``check_token``).
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ class HttpServer:
         self.refused = 0  # requests answered 401
         self._token = token.encode() if token else None
         self._routes: dict[str, dict[str, Handler]] = {}
+        self._public: set[str] = set(PUBLIC_PATHS)  # paths answered without the token check
         self._stop = threading.Event()
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         room = max(8, soft - RESERVED_FDS) if soft != resource.RLIM_INFINITY else max_connections
@@ -119,11 +122,24 @@ class HttpServer:
 
     # --- routes ------------------------------------------------------------------------------------------------
 
-    def route(self, method: str, path: str, handler: Handler) -> None:
-        """Answer ``method`` (``GET``, ``POST``, ...) on ``path`` (exact, no query) with ``handler``."""
+    def route(self, method: str, path: str, handler: Handler, *, public: bool = False) -> None:
+        """Answer ``method`` (``GET``, ``POST``, ...) on ``path`` (exact, no query) with ``handler``.
+
+        ``public``: the server does not ask for the token on this path; the handler must decide who may use it.
+        """
         if not path.startswith("/"):
             raise ValueError(f"route path must start with '/': {path!r}")
         self._routes.setdefault(path, {})[method.upper()] = handler
+        if public:
+            self._public.add(path)
+
+    @property
+    def has_token(self) -> bool:
+        return self._token is not None
+
+    def check_token(self, presented: str) -> bool:
+        """Whether ``presented`` is the token (compared in constant time); True when there is no token."""
+        return self._token is None or hmac.compare_digest(presented.strip().encode(), self._token)
 
     @property
     def paths(self) -> list[str]:
@@ -179,7 +195,7 @@ class HttpServer:
         return [b""] if method == "HEAD" else [data]
 
     def _answer(self, method: str, path: str, environ: dict[str, Any]) -> Reply:
-        if self._token is not None and path not in PUBLIC_PATHS and not self._authorized(environ):
+        if self._token is not None and path not in self._public and not self._authorized(environ):
             self.refused += 1
             status, headers, body = json_reply(401, {"error": "a bearer token is required "
                                                               "(Authorization: Bearer <token>)"})
@@ -204,13 +220,12 @@ class HttpServer:
     def _authorized(self, environ: Mapping[str, Any]) -> bool:
         scheme, _, presented = str(environ.get("HTTP_AUTHORIZATION", "")).strip().partition(" ")
         assert self._token is not None
-        # compare_digest takes time independent of where the strings differ
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self._token)
+        return scheme.lower() == "bearer" and self.check_token(presented)
 
 
-_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+_REASONS = {200: "OK", 204: "No Content", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
             404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error",
-            503: "Service Unavailable"}
+            421: "Misdirected Request", 503: "Service Unavailable"}
 
 
 def _server_class() -> type:
