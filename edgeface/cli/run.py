@@ -38,6 +38,9 @@ def run(
     http: Optional[bool] = typer.Option(None, "--http/--no-http", help="Serve /healthz, /labels, /metrics."),
     http_host: Optional[str] = typer.Option(None, help=f"HTTP address (default {HTTP_HOST})."),
     http_port: Optional[int] = typer.Option(None, help=f"HTTP port (default {HTTP_PORT}; 0 picks a free one)."),
+    web: Optional[bool] = typer.Option(None, "--web/--no-web", help="Serve the web page on the HTTP server (live "
+                                                                    "view, unknown faces to name, people) and keep "
+                                                                    "the faces nobody could name; off by default."),
     snapshots: Optional[Path] = typer.Option(None, help="Save frames with faces in this folder (off by default: "
                                                         "no image is ever written unless you ask)."),
     max_frames: Optional[int] = typer.Option(None, help="Stop after this many processed frames."),
@@ -65,14 +68,19 @@ def run(
         "jsonl.path": jsonl if jsonl in (None, "-") else _abs(Path(jsonl)), "jsonl.publish": publish,
         "jsonl.enabled": True if jsonl else None,
         "mqtt.host": mqtt_host, "mqtt.port": mqtt_port,
-        "http.enabled": http, "http.host": http_host, "http.port": http_port,
+        "http.enabled": http, "http.host": http_host, "http.port": http_port, "web.enabled": web,
         "snapshots.dir": _abs(snapshots), "service.max_frames": max_frames, "service.log_level": log_level,
         "gallery": gallery if gallery in (None, "", "none") else _abs(Path(gallery)),
         "similarity_threshold": similarity_threshold,
     }
     settings = load_config(config, overrides)
     setup_logging(settings.service.log_level)
-    raise typer.Exit(run_daemon(settings))
+    extensions = []
+    if settings.web.enabled:
+        from edgeface.web.app import WebPage
+
+        extensions.append(WebPage)
+    raise typer.Exit(run_daemon(settings, extensions=extensions))
 
 
 def register(app: typer.Typer) -> None:

@@ -105,6 +105,19 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = _opt(False, help="serve the web page on the HTTP server (live view, unknown faces, people, "
+                                     "thresholds) and keep the faces nobody could name; off: no page, no face kept")
+    max_visits: int = _opt(100, _range(1, 10_000), "unknown faces: visits kept (one card each); the oldest go first")
+    keep_days: float = _opt(7.0, _range(0.01, 3650), "unknown faces older than this many days are deleted")
+    max_strangers: int = _opt(500, _range(0, 100_000), "strangers' faces kept for calibration; the oldest go first")
+    strangers_keep_days: float = _opt(90.0, _range(0.01, 3650), "strangers' faces older than this are deleted")
+    live_fps: float = _opt(4.0, _range(0.2, 30), "frames per second the open live view asks for")
+    hosts: str = _opt("", help="host names the page answers to besides IP addresses, localhost and this "
+                               "machine's name (comma-separated): a guard against DNS rebinding")
+
+
+@dataclass(frozen=True)
 class SnapshotConfig:
     dir: str = _opt("", help="write frames with faces here; empty (the default): never write any image")
     interval: float = _opt(10.0, _range(0.0, 86400), "seconds between snapshots")
@@ -120,7 +133,8 @@ class ServiceConfig:
 
 SECTIONS: dict[str, type] = {
     "capture": CaptureConfig, "detect": DetectConfig, "tracking": TrackingConfig, "jsonl": JsonlConfig,
-    "mqtt": MqttConfig, "http": HttpConfig, "snapshots": SnapshotConfig, "service": ServiceConfig,
+    "mqtt": MqttConfig, "http": HttpConfig, "web": WebConfig, "snapshots": SnapshotConfig,
+    "service": ServiceConfig,
 }
 TOP_LEVEL = ("bundle", "source", "threads", "identity_threshold", "gallery", "similarity_threshold")
 
@@ -139,6 +153,7 @@ class DaemonConfig:
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     origin: str = "flags"  # where the settings came from, for messages
@@ -292,6 +307,8 @@ def _build(raw: Mapping[str, Any], origin: str) -> DaemonConfig:
                           similarity_threshold=top.similarity_threshold, origin=origin, **sections)
     if config.mqtt_on and not config.mqtt.host:
         raise ConfigError(f"{origin}: [mqtt] is enabled but has no host")
+    if config.web.enabled and not config.http.enabled:
+        raise ConfigError(f"{origin}: [web] is enabled but [http] is not: the page is served by the HTTP server")
     if config.jsonl_on and config.jsonl.path != "-" and Path(config.jsonl.path).is_dir():
         raise ConfigError(f"{origin}: [jsonl] path {config.jsonl.path} is a folder; give a file name")
     return config

@@ -1,0 +1,155 @@
+"""The web page in a real browser: name a face the daemon could not name, and read that name in its output.
+
+The real ``edgeface run --web`` (tiny int8 bundle, a bearer token) on a looping video of one synthetic person
+the model was not trained on; Debian's chromium, headless, through chromedriver (tests/browser.py). Each page
+is saved at phone and desktop widths in artifacts/screenshots/ for a person to look at (not committed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from browser import DESKTOP, PHONE, chromium, screenshot, use_screen
+from daemon_helpers import REPO, DaemonProcess
+
+pytestmark = pytest.mark.system
+
+SHOTS = REPO / "artifacts" / "screenshots"
+TOKEN = "correct horse battery staple"
+NAME = "Ada Lovelace"
+
+
+@pytest.fixture(scope="module")
+def stranger_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s at 10 fps of one synthetic person who is not among the tiny model's six."""
+    from edgeface.data.synthetic import make_people, write_synthetic_video
+
+    path = tmp_path_factory.mktemp("web-video") / "stranger.avi"
+    write_synthetic_video(path, people=make_people(9, seed=0)[6:7], seconds=6, fps=10, faces_per_frame=1, seed=1)
+    return path
+
+
+def api(port: int, path: str) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def labels_after(daemon: DaemonProcess, since: float) -> list[str]:
+    """The identity of every face in the frames captured after ``since`` (the daemon's JSON lines)."""
+    return [face["identity"]["label"] for record in daemon.records() if record["time"] > since
+            for face in record["faces"]]
+
+
+def shoot(driver, name: str) -> None:
+    for tag, screen in (("phone", PHONE), ("desktop", DESKTOP)):
+        use_screen(driver, screen)
+        driver.refresh()
+        time.sleep(0.3)
+        screenshot(driver, SHOTS / f"{name}-{tag}.png", screen)
+
+
+def test_name_an_unknown_face_in_the_browser(tiny_bundles: dict[str, Path], stranger_video: Path,
+                                             tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    daemon = DaemonProcess(["--bundle", str(tiny_bundles["int8"]), "--source", str(stranger_video), "--loop",
+                            "--fps", "10", "--web", "--http-port", "0"],
+                           env={"EDGEFACE_STATE_DIR": str(tmp_path / "state"), "EDGEFACE_HTTP_TOKEN": TOKEN})
+    try:
+        port = daemon.http_port()
+        base = f"http://127.0.0.1:{port}"
+        daemon.wait_for(lambda: len(daemon.records()) >= 20, 30, "20 frames")
+        assert set(labels_after(daemon, 0)) == {"unknown"}  # nobody is enrolled: the daemon cannot name them
+        assert api(port, "/ui/api/stats")["live_frames_encoded"] == 0  # no page open: no frame encoded
+
+        with chromium() as driver:
+            wait = WebDriverWait(driver, 20)
+            use_screen(driver, PHONE)
+            # 1. The token: the page asks for it, then keeps it in a cookie for its own paths.
+            driver.get(f"{base}/")
+            wait.until(ready.presence_of_element_located((By.ID, "token")))
+            assert driver.current_url.startswith(f"{base}/ui/login")
+            shoot(driver, "0-sign-in")
+            driver.find_element(By.ID, "token").send_keys(TOKEN)
+            driver.find_element(By.CSS_SELECTOR, "form button.primary").click()
+
+            # 2. Live: the newest frame with the face's box and its labels, refreshed while the page is open.
+            wait.until(lambda d: d.execute_script(
+                "var i = document.getElementById('live-image'); return i && i.naturalWidth > 0 && "
+                "document.querySelectorAll('#live-boxes .box.unknown').length > 0"))
+            first = driver.find_element(By.ID, "live-status").text
+            wait.until(lambda d: d.find_element(By.ID, "live-status").text != first)
+            assert "unknown" in driver.find_element(By.CSS_SELECTOR, "#live-boxes .box span").text
+            shoot(driver, "1-live-unknown")
+            assert api(port, "/ui/api/stats")["live_frames_encoded"] >= 2
+
+            # 3. Unknown faces: one card for the visit, its crops ticked; name them.
+            driver.get(f"{base}/ui/unknown")
+            cards = driver.find_elements(By.CSS_SELECTOR, "article.card")
+            assert len(cards) == 1, driver.page_source[:2000]
+            crops = cards[0].find_elements(By.CSS_SELECTOR, "label.crop input[type=checkbox]")
+            assert crops and all(c.is_selected() for c in crops)
+            wait.until(lambda d: all(d.execute_script("return arguments[0].naturalWidth", img) > 0
+                                     for img in d.find_elements(By.CSS_SELECTOR, "article.card img")))
+            shoot(driver, "2-unknown-card")
+            card = driver.find_element(By.CSS_SELECTOR, "article.card")
+            card.find_element(By.NAME, "name").send_keys(NAME)
+            card.find_element(By.CSS_SELECTOR, "button[value=name]").click()
+            note = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".note.ok"))).text
+            named_at = time.time()
+            assert note.startswith(f"{NAME}: {len(crops)} faces added")
+            assert not driver.find_elements(By.CSS_SELECTOR, "article.card")  # the card is gone
+            shoot(driver, "3-unknown-named")
+
+            # 4. The running daemon names them from the next frames on, without a restart.
+            daemon.wait_for(lambda: len(labels_after(daemon, named_at)) >= 10, 20, "10 frames after naming")
+            after = labels_after(daemon, named_at)
+            assert after.count(NAME) == len(after), after
+
+            # 5. The other pages: the person with their crops, the recognition, the thresholds.
+            driver.get(f"{base}/ui/")
+            wait.until(lambda d: NAME in d.find_element(By.ID, "live-faces").text)
+            shoot(driver, "4-live-named")
+            driver.get(f"{base}/ui/people")
+            person = driver.find_element(By.CSS_SELECTOR, "article.person")
+            assert person.find_element(By.CSS_SELECTOR, ".name").text == NAME
+            assert len(person.find_elements(By.CSS_SELECTOR, "figure.crop img")) == len(crops)
+            shoot(driver, "5-people")
+            driver.get(f"{base}/ui/recent")
+            wait.until(lambda d: NAME in d.find_element(By.TAG_NAME, "main").text)
+            shoot(driver, "6-recent")
+            driver.get(f"{base}/ui/thresholds")
+            shoot(driver, "7-thresholds")
+
+            # 6. "Not Ada" from the live view: the naming of this visit is taken back, the face is kept as a
+            # stranger's for calibration, and the daemon says "unknown" again.
+            driver.get(f"{base}/ui/")
+            button = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "#live-faces button.warn")))
+            assert button.text == f"Not {NAME}"
+            button.click()
+            note = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".note"))).text
+            undone_at = time.time()
+            assert f"The {len(crops)} faces of this visit were taken out of {NAME}'s photos" in note
+            daemon.wait_for(lambda: len(labels_after(daemon, undone_at)) >= 5, 20, "5 frames after 'not'")
+            assert set(labels_after(daemon, undone_at)) == {"unknown"}
+            driver.get(f"{base}/ui/thresholds")
+            assert len(driver.find_elements(By.CSS_SELECTOR, "figure.crop img")) == 1
+            shoot(driver, "8-thresholds-stranger")
+            driver.get(f"{base}/ui/people")
+            assert "Nobody is enrolled yet" in driver.find_element(By.TAG_NAME, "main").text
+
+        code, _ = daemon.stop()
+        assert code == 0, daemon.log()
+    finally:
+        daemon.kill()
+    crops_dir = next((tmp_path / "state" / "galleries").glob("*.faces"))
+    assert oct(crops_dir.stat().st_mode & 0o777) == "0o700"
+    assert {oct(p.stat().st_mode & 0o777) for p in crops_dir.rglob("*") if p.is_file()} == {"0o600"}
