@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgeface.core.version import __version__
 from edgeface.daemon.config import DaemonConfig, HttpConfig
@@ -61,7 +61,8 @@ class Daemon:
                 self.http = self._http_server(config.http)
             if config.jsonl_on:
                 self.sinks.append(JsonLinesSink(config.jsonl.path, config.jsonl.publish, config.jsonl.max_bytes,
-                                                config.jsonl.backups, config.jsonl.queue))
+                                                config.jsonl.backups, config.jsonl.queue,
+                                                config.jsonl.unhealthy_after))
             if config.mqtt_on:
                 self.sinks.append(MqttSink(config.mqtt, config.device, self.bundle.path.stem))
             if self.http is not None:
@@ -99,9 +100,11 @@ class Daemon:
     # --- health and metrics --------------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy when the source is connected and a frame was processed within ``[http] stale_after``."""
+        """Healthy when the source is connected, a frame was processed within ``[http] stale_after``, and no
+        sink has failed to deliver for longer than its ``unhealthy_after``."""
         stats, capture = self.stats, self.capture.stats
         age = None if stats.last_processed is None else time.monotonic() - stats.last_processed
+        failing = [problem for problem in (sink.problem() for sink in self.sinks) if problem]
         if not capture.connected:
             reason = capture.last_error or "source not opened yet"
         elif age is None:
@@ -109,7 +112,7 @@ class Daemon:
         elif age > self.config.http.stale_after:
             reason = f"no frame processed for {age:.1f} s"
         else:
-            reason = ""
+            reason = "; ".join(failing)
         return not reason, {
             "status": "unhealthy" if reason else "ok", "reason": reason or None,
             "source": self.source.name, "source_connected": capture.connected,
@@ -119,6 +122,8 @@ class Daemon:
             "bundle": self.bundle.path.name, "precision": self.bundle.precision,
             "model_sha256": self.bundle.model_sha256,
             "dropped": capture.dropped, "corrupt": capture.corrupt,
+            "sinks": {sink.name: sink.status() for sink in self.sinks},
+            **({"snapshots": self.snapshots.status()} if self.snapshots is not None else {}),
         }
 
     def metrics_text(self) -> str:
@@ -136,8 +141,9 @@ class Daemon:
 
     # --- the loop ------------------------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event | None = None) -> int:
-        """Loop until the source ends or ``stop`` is set; returns exit code 0."""
+    def run(self, stop: threading.Event | None = None, reloading: threading.Event | None = None) -> int:
+        """Loop until the source ends or ``stop`` is set; returns exit code 0. With ``reloading`` set at the
+        end, systemd is told the service reloads rather than stops."""
         stop = stop or threading.Event()
         notifier = SystemdNotifier()
         try:
@@ -166,7 +172,10 @@ class Daemon:
                     notifier.status(line)
             return EXIT_OK
         finally:
-            notifier.stopping()
+            if reloading is not None and reloading.is_set():
+                notifier.reloading()
+            else:
+                notifier.stopping()
             self.close()
             notifier.close()
             log.info("stopped: %s", self.status_line())
@@ -211,17 +220,33 @@ class Daemon:
                 log.warning("%s sink: error while closing: %s", sink.name, exc)
 
 
-def run_daemon(config: DaemonConfig, stop: threading.Event | None = None) -> int:
+def run_daemon(config: DaemonConfig, stop: threading.Event | None = None,
+               reload: Callable[[], DaemonConfig] | None = None) -> int:
     """Open everything (one-line errors), run until the source ends or SIGTERM/SIGINT, return the exit code.
 
-    The signal handlers are in place before the model loads, so a stop during start-up is clean too.
+    The signal handlers are in place before the model loads, so a stop during start-up is clean too. With
+    ``reload`` (which reads the config again), SIGHUP flushes and stops the run, then starts a new one with
+    the config ``reload`` returns; if that fails with a config error, with the previous config. Without it,
+    SIGHUP stops like SIGTERM.
     """
+    from edgeface.core.errors import ConfigError
     from edgeface.daemon.server import raise_open_files_limit
 
     stop = stop or threading.Event()
-    undo_signals = install_stop_handlers(stop)
+    reload_requested = threading.Event()
+    undo_signals = install_stop_handlers(stop, reload_requested if reload is not None else None)
     raise_open_files_limit()
     try:
-        return Daemon(config).run(stop)
+        while True:
+            code = Daemon(config).run(stop, reload_requested)
+            if reload is None or not reload_requested.is_set():
+                return code
+            try:
+                config = reload()
+                log.info("reloaded the configuration from %s", config.origin)
+            except ConfigError as exc:
+                log.error("reload: %s; keeping the previous configuration", exc)
+            reload_requested.clear()
+            stop.clear()
     finally:
         undo_signals()
