@@ -67,6 +67,7 @@ class MqttSink(QueuedSink):
         self._early: dict[int, float] = {}
         self._ack_lock = threading.Lock()
         self._connect_warning = Throttled()
+        self._connect_error = ""
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id or f"edgeface-{device}")
         if config.username:
             client.username_pw_set(config.username, mqtt_password(config))
@@ -154,7 +155,7 @@ class MqttSink(QueuedSink):
             self._connect_failed(f"broker {self.config.host}:{self.config.port} refused the connection: {reason}")
             return
         self.connects += 1
-        self.last_error = ""
+        self.last_error = self._connect_error = ""
         self.failing_since = None
         log.info("mqtt: connected to %s:%s", self.config.host, self.config.port)
         client.publish(self.status_topic, "online", qos=1, retain=True)
@@ -168,11 +169,17 @@ class MqttSink(QueuedSink):
         kind = "TLS" if isinstance(exc, ssl.SSLError) else "connection"
         self._connect_failed(f"{kind} to {self.config.host}:{self.config.port} failed: {exc or 'unknown error'}")
 
+    def _failed(self, message: str) -> None:
+        if self.connected.is_set():
+            super()._failed(message)
+        else:  # waiting for the broker: the connection's own messages said why, once
+            self.errors += 1
+
     def _connect_failed(self, message: str) -> None:
         """Logged when it first happens or changes, then once a minute with a count; shown in /healthz."""
-        if message != self.last_error:
+        if message != self._connect_error:
             self._connect_warning = Throttled()
-        self.last_error = message
+        self.last_error = self._connect_error = message
         if self.failing_since is None:
             self.failing_since = time.monotonic()
         self._connect_warning.warning("mqtt: %s; retrying with backoff (up to 30 s)", message)
