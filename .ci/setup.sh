@@ -9,11 +9,13 @@ mode=${1:-dev}
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-# mosquitto: MQTT sink tests; openssh-server/-client + rsync: deploy tests; systemd: `systemd-analyze verify`
-# of the unit; shellcheck: lint of firmware_scripts; curl: deploy health checks; python3-venv: the install.sh
-# test makes a venv from /usr/bin/python3 as the Pi would; chromium + chromium-driver: the web page's browser
-# tests (Debian's builds: browsers downloaded at run time do not work offline).
-DEV_DEBS=(mosquitto openssh-server openssh-client rsync curl shellcheck systemd python3-venv chromium chromium-driver)
+# mosquitto (+ openssl for its TLS certificates): MQTT sink and fault tests; openssh-server/-client + rsync:
+# deploy tests; systemd: `systemd-analyze verify` of the unit; shellcheck: lint of firmware_scripts; curl:
+# deploy health checks; python3-venv: the install.sh test makes a venv from /usr/bin/python3 as the Pi would;
+# chromium + chromium-driver: the web page's browser tests (Debian's builds: browsers downloaded at run time do
+# not work offline).
+DEV_DEBS=(mosquitto openssh-server openssh-client rsync curl shellcheck systemd python3-venv openssl chromium
+          chromium-driver)
 
 install_debs() {
   local missing=()

@@ -53,12 +53,13 @@ def run(
     """Label faces from a camera, file or stream until stopped; a video file or folder ends the run.
 
     With no sink configured, one JSON line per frame with faces goes to stdout; logs go to stderr. SIGTERM or
-    SIGINT stop cleanly. Exit codes: 0 source ended or clean stop; 1 unexpected failure; 2 bad config, bundle,
-    source or address. See docs/daemon.md.
+    SIGINT stop cleanly; SIGHUP flushes and reloads the config. Exit codes: 0 source ended or clean stop;
+    1 unexpected failure; 2 bad config, bundle, source or address. See docs/daemon.md.
     """
     from edgeface.daemon.config import load_config
     from edgeface.daemon.run import run_daemon
     from edgeface.daemon.service import setup_logging
+    from edgeface.web.app import web_page  # serves the page when the config has [web] enabled
 
     if source is not None and Path(source).expanduser().exists():
         source = _abs(Path(source))
@@ -73,14 +74,12 @@ def run(
         "gallery": gallery if gallery in (None, "", "none") else _abs(Path(gallery)),
         "similarity_threshold": similarity_threshold,
     }
-    settings = load_config(config, overrides)
-    setup_logging(settings.service.log_level)
-    extensions = []
-    if settings.web.enabled:
-        from edgeface.web.app import WebPage
+    def reload() -> DaemonConfig:  # SIGHUP: the file again, the same flags on top
+        settings = load_config(config, overrides)
+        setup_logging(settings.service.log_level)
+        return settings
 
-        extensions.append(WebPage)
-    raise typer.Exit(run_daemon(settings, extensions=extensions))
+    raise typer.Exit(run_daemon(reload(), reload=reload, extensions=[web_page]))
 
 
 def register(app: typer.Typer) -> None:

@@ -29,9 +29,10 @@ log = logging.getLogger("edgeface.daemon")
 HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV = "http-token", "EDGEFACE_HTTP_TOKEN"
 
 
-# Made once the run's parts exist, before the HTTP server answers: an observer of every frame that may add pages
-# to the server (the web page, ``edgeface.web``, which sits above the daemon and is passed in by the CLI).
-Extension = Callable[["Daemon"], FrameObserver]
+# Called once the run's parts exist, before the HTTP server answers: an observer of every frame that may add
+# routes to the server, or None for nothing (the web page, ``edgeface.web``, which sits above the daemon and is
+# passed in by the CLI, answers None when its config says it is off). Called again for each run after a SIGHUP.
+Extension = Callable[["Daemon"], "FrameObserver | None"]
 
 
 class Daemon:
@@ -62,20 +63,22 @@ class Daemon:
         self.sinks: list[Sink] = []
         self.http: HttpServer | None = None
         self.latest: Published | None = None
-        self.observers: list[FrameObserver] = []
-        if config.snapshots.dir:
-            self.observers.append(SnapshotWriter(Path(config.snapshots.dir), config.snapshots.interval,
-                                                 config.snapshots.max_files))
+        self.snapshots = (SnapshotWriter(Path(config.snapshots.dir), config.snapshots.interval,
+                                         config.snapshots.max_files) if config.snapshots.dir else None)
+        self.observers: list[FrameObserver] = [self.snapshots] if self.snapshots is not None else []
         try:
             if config.http.enabled:
                 self.http = self._http_server(config.http)
             if config.jsonl_on:
                 self.sinks.append(JsonLinesSink(config.jsonl.path, config.jsonl.publish, config.jsonl.max_bytes,
-                                                config.jsonl.backups, config.jsonl.queue))
+                                                config.jsonl.backups, config.jsonl.queue,
+                                                config.jsonl.unhealthy_after))
             if config.mqtt_on:
                 self.sinks.append(MqttSink(config.mqtt, config.device, self.bundle.path.stem))
             for extension in extensions:
-                self.observers.append(extension(self))
+                observer = extension(self)
+                if observer is not None:
+                    self.observers.append(observer)
             if self.http is not None:
                 self.http.start()
         except BaseException:
@@ -112,9 +115,11 @@ class Daemon:
     # --- health and metrics --------------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy when the source is connected and a frame was processed within ``[http] stale_after``."""
+        """Healthy when the source is connected, a frame was processed within ``[http] stale_after``, and no
+        sink has failed to deliver for longer than its ``unhealthy_after``."""
         stats, capture = self.stats, self.capture.stats
         age = None if stats.last_processed is None else time.monotonic() - stats.last_processed
+        failing = [problem for problem in (sink.problem() for sink in self.sinks) if problem]
         if not capture.connected:
             reason = capture.last_error or "source not opened yet"
         elif age is None:
@@ -122,7 +127,7 @@ class Daemon:
         elif age > self.config.http.stale_after:
             reason = f"no frame processed for {age:.1f} s"
         else:
-            reason = ""
+            reason = "; ".join(failing)
         return not reason, {
             "status": "unhealthy" if reason else "ok", "reason": reason or None,
             "source": self.source.name, "source_connected": capture.connected,
@@ -132,6 +137,8 @@ class Daemon:
             "bundle": self.bundle.path.name, "precision": self.bundle.precision,
             "model_sha256": self.bundle.model_sha256,
             "dropped": capture.dropped, "corrupt": capture.corrupt,
+            "sinks": {sink.name: sink.status() for sink in self.sinks},
+            **({"snapshots": self.snapshots.status()} if self.snapshots is not None else {}),
         }
 
     def metrics_text(self) -> str:
@@ -149,8 +156,9 @@ class Daemon:
 
     # --- the loop ------------------------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event | None = None) -> int:
-        """Loop until the source ends or ``stop`` is set; returns exit code 0."""
+    def run(self, stop: threading.Event | None = None, reloading: threading.Event | None = None) -> int:
+        """Loop until the source ends or ``stop`` is set; returns exit code 0. With ``reloading`` set at the
+        end, systemd is told the service reloads rather than stops."""
         stop = stop or threading.Event()
         notifier = SystemdNotifier()
         try:
@@ -179,7 +187,10 @@ class Daemon:
                     notifier.status(line)
             return EXIT_OK
         finally:
-            notifier.stopping()
+            if reloading is not None and reloading.is_set():
+                notifier.reloading()
+            else:
+                notifier.stopping()
             self.close()
             notifier.close()
             log.info("stopped: %s", self.status_line())
@@ -233,17 +244,32 @@ class Daemon:
 
 
 def run_daemon(config: DaemonConfig, stop: threading.Event | None = None,
-               extensions: Sequence[Extension] = ()) -> int:
+               reload: Callable[[], DaemonConfig] | None = None, extensions: Sequence[Extension] = ()) -> int:
     """Open everything (one-line errors), run until the source ends or SIGTERM/SIGINT, return the exit code.
 
-    The signal handlers are in place before the model loads, so a stop during start-up is clean too.
+    The signal handlers are in place before the model loads, so a stop during start-up is clean too. With
+    ``reload`` (which reads the config again), SIGHUP flushes and stops the run, then starts a new one with
+    the config ``reload`` returns; if that fails with a config error, with the previous config. Without it,
+    SIGHUP stops like SIGTERM.
     """
+    from edgeface.core.errors import ConfigError
     from edgeface.daemon.server import raise_open_files_limit
 
     stop = stop or threading.Event()
-    undo_signals = install_stop_handlers(stop)
+    reload_requested = threading.Event()
+    undo_signals = install_stop_handlers(stop, reload_requested if reload is not None else None)
     raise_open_files_limit()
     try:
-        return Daemon(config, extensions).run(stop)
+        while True:
+            code = Daemon(config, extensions).run(stop, reload_requested)
+            if reload is None or not reload_requested.is_set():
+                return code
+            try:
+                config = reload()
+                log.info("reloaded the configuration from %s", config.origin)
+            except ConfigError as exc:
+                log.error("reload: %s; keeping the previous configuration", exc)
+            reload_requested.clear()
+            stop.clear()
     finally:
         undo_signals()

@@ -26,6 +26,7 @@ import numpy as np
 
 from edgeface.core.errors import EdgefaceError, ImageError
 from edgeface.daemon.secrets import redact
+from edgeface.daemon.service import Throttled
 
 log = logging.getLogger("edgeface.daemon")
 
@@ -283,6 +284,7 @@ class Capture:
         self._error: EdgefaceError | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._corrupt_warning = Throttled(10.0)
         self._thread = threading.Thread(target=self._run, name="edgeface-capture", daemon=True)
 
     def start(self) -> None:
@@ -354,7 +356,7 @@ class Capture:
                 image = self.source.read()
             except CorruptFrame as exc:
                 self.stats.corrupt += 1
-                log.warning("skipped a corrupt frame: %s", exc)
+                self._corrupt_warning.warning("skipped a corrupt frame: %s", exc)
                 continue
             except SourceUnavailable as exc:
                 self.source.close()

@@ -468,3 +468,9 @@ class WebPage:
 def _local(path: str) -> str:
     """A page of this site to go back to, never another site's."""
     return path if path.startswith(f"{PREFIX}/") and "//" not in path and "\\" not in path else f"{PREFIX}/"
+
+
+def web_page(daemon: "Daemon") -> WebPage | None:
+    """The run's web page when its config has ``[web] enabled``, else None: an extension of the daemon
+    (``edgeface.daemon.run.Extension``), asked again at each start and SIGHUP reload."""
+    return WebPage(daemon) if daemon.config.web.enabled else None
