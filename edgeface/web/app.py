@@ -78,6 +78,7 @@ class WebPage:
         self.guard = Guard(PREFIX, daemon.http.check_token, daemon.http.has_token, self.web.hosts,
                            public=(f"{PREFIX}/login", *(f"{PREFIX}/static/{name}" for name in STATIC)))
         self._notes: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
+        self._notes_lock = threading.Lock()
         self._disk = threading.Lock()  # writes of unknown faces against the actions that delete them
         self._stop = threading.Event()
         self._errors = 0
@@ -187,9 +188,10 @@ class WebPage:
         """Redirect after a POST, with a message shown once on the page it leads to (kept here, not in the URL,
         so that no link can make the page say something it did not)."""
         key = secrets.token_hex(6)
-        self._notes[key] = (kind, text)
-        while len(self._notes) > 50:
-            self._notes.popitem(last=False)
+        with self._notes_lock:  # two requests may finish at once
+            self._notes[key] = (kind, text)
+            while len(self._notes) > 50:
+                self._notes.popitem(last=False)
         return Response.redirect(f"{path}{'&' if '?' in path else '?'}note={key}")
 
     def live_page(self, request: "Request") -> Response:
@@ -425,7 +427,9 @@ class WebPage:
         try:
             far = float(field_of(request, "far", "1")) / 100
         except ValueError:
-            return self._back(here, "error", "The share of strangers must be a number of percent.")
+            far = -1.0
+        if not 0.0 <= far <= 0.5:
+            return self._back(here, "error", "The share of strangers named must be between 0 and 50 percent.")
         strangers = [s for s, _ in self.store.strangers()]
         try:
             result = calibrate_faces(self.bundle, np.stack([s.embedding for s in strangers]) if strangers else
