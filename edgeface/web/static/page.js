@@ -30,7 +30,8 @@
       box.style.width = (100 * (b[2] - b[0]) / state.width) + "%";
       box.style.height = (100 * (b[3] - b[1]) / state.height) + "%";
       var label = document.createElement("span");
-      label.textContent = id.label + " " + id.score.toFixed(2) + " · " + face.emotion.label + " · " + face.gender.label;
+      label.textContent = "#" + face.track + " " + id.label + " " + id.score.toFixed(2) + " · " + face.emotion.label +
+        " · " + face.gender.label;  // #track: the same number as in the list below
       box.appendChild(label);
       boxes.appendChild(box);
     });
