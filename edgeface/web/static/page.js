@@ -35,6 +35,13 @@
       box.appendChild(label);
       boxes.appendChild(box);
     });
+    // A label wider than the room beside its box is moved back inside the picture (phones).
+    var frame = live.getBoundingClientRect();
+    boxes.querySelectorAll(".box span").forEach(function (label) {
+      var r = label.getBoundingClientRect();
+      var dx = r.left < frame.left ? frame.left - r.left : (r.right > frame.right ? frame.right - r.right : 0);
+      if (dx) label.style.transform = "translateX(" + dx + "px)";
+    });
   }
 
   function tick() {
