@@ -46,6 +46,31 @@ def labels_after(daemon: DaemonProcess, since: float) -> list[str]:
             for face in record["faces"]]
 
 
+def text(driver, css: str) -> str:
+    """The text of the first element ``css`` matches, read in one step: the live view's script replaces its
+    boxes every frame and its list when a label changes, so an element found first may be gone when read."""
+    return driver.execute_script("var e = document.querySelector(arguments[0]); return e ? e.textContent : ''",
+                                 css)
+
+
+def click(driver, css: str) -> str:
+    """Click the first element ``css`` matches, again if the script replaced it meanwhile; return its text."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def attempt(d) -> str | None:
+        try:
+            element = d.find_element(By.CSS_SELECTOR, css)
+            label = element.text
+            element.click()
+            return label
+        except StaleElementReferenceException:
+            return None
+
+    return WebDriverWait(driver, 20).until(attempt)
+
+
 def shoot(driver, name: str) -> None:
     for tag, screen in (("phone", PHONE), ("desktop", DESKTOP)):
         use_screen(driver, screen)
@@ -85,9 +110,9 @@ def test_name_an_unknown_face_in_the_browser(tiny_bundles: dict[str, Path], stra
             wait.until(lambda d: d.execute_script(
                 "var i = document.getElementById('live-image'); return i && i.naturalWidth > 0 && "
                 "document.querySelectorAll('#live-boxes .box.unknown').length > 0"))
-            first = driver.find_element(By.ID, "live-status").text
-            wait.until(lambda d: d.find_element(By.ID, "live-status").text != first)
-            assert "unknown" in driver.find_element(By.CSS_SELECTOR, "#live-boxes .box span").text
+            first = text(driver, "#live-status")
+            wait.until(lambda d: text(d, "#live-status") != first)  # refreshed while the page is open
+            assert "unknown" in text(driver, "#live-boxes .box span")
             shoot(driver, "1-live-unknown")
             assert api(port, "/ui/api/stats")["live_frames_encoded"] >= 2
 
@@ -116,7 +141,7 @@ def test_name_an_unknown_face_in_the_browser(tiny_bundles: dict[str, Path], stra
 
             # 5. The other pages: the person with their crops, the recognition, the thresholds.
             driver.get(f"{base}/ui/")
-            wait.until(lambda d: NAME in d.find_element(By.ID, "live-faces").text)
+            wait.until(lambda d: NAME in text(d, "#live-faces"))
             shoot(driver, "4-live-named")
             driver.get(f"{base}/ui/people")
             person = driver.find_element(By.CSS_SELECTOR, "article.person")
@@ -124,7 +149,7 @@ def test_name_an_unknown_face_in_the_browser(tiny_bundles: dict[str, Path], stra
             assert len(person.find_elements(By.CSS_SELECTOR, "figure.crop img")) == len(crops)
             shoot(driver, "5-people")
             driver.get(f"{base}/ui/recent")
-            wait.until(lambda d: NAME in d.find_element(By.TAG_NAME, "main").text)
+            wait.until(lambda d: NAME in text(d, "main"))
             shoot(driver, "6-recent")
             driver.get(f"{base}/ui/thresholds")
             shoot(driver, "7-thresholds")
@@ -132,9 +157,8 @@ def test_name_an_unknown_face_in_the_browser(tiny_bundles: dict[str, Path], stra
             # 6. "Not Ada" from the live view: the naming of this visit is taken back, the face is kept as a
             # stranger's for calibration, and the daemon says "unknown" again.
             driver.get(f"{base}/ui/")
-            button = wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "#live-faces button.warn")))
-            assert button.text == f"Not {NAME}"
-            button.click()
+            wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "#live-faces button.warn")))
+            assert click(driver, "#live-faces button.warn") == f"Not {NAME}"
             note = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".note"))).text
             undone_at = time.time()
             assert f"The {len(crops)} faces of this visit were taken out of {NAME}'s photos" in note
