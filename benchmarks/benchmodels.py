@@ -51,7 +51,7 @@ def _weights(backbone: str) -> str:
     from edgeface.train.model import BACKBONES
 
     folder = os.environ.get("EDGEFACE_WEIGHTS_DIR")
-    if folder and any((Path(folder) / name).is_file() for name in BACKBONES[backbone].imagenet_files):
+    if folder and any((Path(folder) / name).is_file() for name in BACKBONES[backbone].weight_files):
         return "imagenet"
     return "none"
 

@@ -70,7 +70,7 @@ def expected_kinds() -> list[str]:
 
 def find_dat(explicit: str | Path | None = None) -> Path:
     """The ``.dat`` file: ``explicit``, else ``$EDGEFACE_WEIGHTS_DIR``, else the ``face-recognition-models``
-    package (``pip install 'edgeface[dlib]'``)."""
+    package (``pip install "edgeface[train]"``)."""
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file():
@@ -82,7 +82,7 @@ def find_dat(explicit: str | Path | None = None) -> Path:
     try:
         import face_recognition_models
     except ImportError:
-        raise ModelError(f"dlib's face encoder weights ({DAT_NAME}) not found: pip install 'edgeface[dlib]' "
+        raise ModelError(f"dlib's face encoder weights ({DAT_NAME}) not found: pip install 'edgeface[train]' "
                          "(face-recognition-models), or put the file in $EDGEFACE_WEIGHTS_DIR") from None
     return Path(face_recognition_models.face_recognition_model_location())
 
