@@ -8,6 +8,7 @@ from keras import ops
 
 # Each backbone's own input convention, applied inside the graph to [0, 1] RGB input.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_DLIB_MEAN_RGB = (122.782, 117.001, 104.298)  # dlib's face encoder: (0-255 RGB - mean) / 256
 
 
 @keras.saving.register_keras_serializable(package="edgeface")
@@ -15,12 +16,12 @@ class BackbonePreprocess(keras.layers.Layer):
     """[0, 1] RGB -> what the backbone's ImageNet weights expect.
 
     ``tf``: [-1, 1] (MobileNet family); ``caffe``: BGR, 0-255, ImageNet mean subtracted (VGG16, ResNet50);
-    ``none``: unchanged.
+    ``dlib``: 0-255 RGB minus dlib's channel means, divided by 256 (dlib's face encoder); ``none``: unchanged.
     """
 
     def __init__(self, mode: str = "tf", **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("tf", "caffe", "none"):
+        if mode not in ("tf", "caffe", "dlib", "none"):
             raise ValueError(f"unknown preprocessing mode {mode!r}")
         self.mode = mode
 
@@ -36,6 +37,9 @@ class BackbonePreprocess(keras.layers.Layer):
                 kernel[0, 0, rgb_channel, 2 - rgb_channel] = 255.0
             bgr = ops.conv(inputs, ops.convert_to_tensor(kernel, dtype=inputs.dtype), strides=1, padding="valid")
             return bgr - ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=inputs.dtype)
+        if self.mode == "dlib":
+            means = np.asarray(_DLIB_MEAN_RGB, np.float32) / 256.0
+            return inputs * (255.0 / 256.0) - ops.convert_to_tensor(means, dtype=inputs.dtype)
         return inputs
 
     def get_config(self):
@@ -140,3 +144,23 @@ class MirrorMean(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (None if input_shape[0] is None else input_shape[0] // 2, *input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="edgeface")
+class ZeroPadSum(keras.layers.Layer):
+    """The sum of two feature maps of different sizes, the smaller padded with zeros at the end of each axis
+    (rows, columns, channels): dlib's ``add_prev``, the shortcut of a residual "down" block."""
+
+    def call(self, inputs):
+        first, second = inputs
+        target = [max(int(a), int(b)) for a, b in zip(first.shape[1:], second.shape[1:])]
+
+        def padded(tensor):
+            pads = [[0, 0]] + [[0, t - int(n)] for t, n in zip(target, tensor.shape[1:])]
+            return tensor if not any(p[1] for p in pads) else ops.pad(tensor, pads)
+
+        return padded(first) + padded(second)
+
+    def compute_output_shape(self, input_shapes):
+        first, second = input_shapes
+        return (first[0], *[max(a, b) for a, b in zip(first[1:], second[1:])])
