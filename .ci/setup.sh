@@ -9,10 +9,10 @@ mode=${1:-dev}
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-# mosquitto: MQTT sink tests; openssh-server/-client + rsync: deploy tests; systemd: `systemd-analyze verify`
-# of the unit; shellcheck: lint of firmware_scripts; curl: deploy health checks; python3-venv: the install.sh
-# test makes a venv from /usr/bin/python3 as the Pi would.
-DEV_DEBS=(mosquitto openssh-server openssh-client rsync curl shellcheck systemd python3-venv)
+# mosquitto (+ openssl for its TLS certificates): MQTT sink and fault tests; openssh-server/-client + rsync:
+# deploy tests; systemd: `systemd-analyze verify` of the unit; shellcheck: lint of firmware_scripts; curl:
+# deploy health checks; python3-venv: the install.sh test makes a venv from /usr/bin/python3 as the Pi would.
+DEV_DEBS=(mosquitto openssh-server openssh-client rsync curl shellcheck systemd python3-venv openssl)
 
 install_debs() {
   local missing=()

@@ -8,6 +8,9 @@ On real photos (``../shared``'s celeba-299 by default), dlib's own pipeline (HOG
 * **alignment**: edgeface's own crops of the same photos (BlazeFace, face-mesh landmarks, the model's crop
   geometry), described by the Keras port, against dlib's chips described by dlib.
 
+``--latency`` also times, per face and taking turns on the same chips, dlib's encoder against the int8 and
+float32 port (LiteRT, 1 and 2 threads).
+
 ``--fit-template`` also prints where the face mesh's five points land in dlib's chips (the median, as fractions
 of the chip side), which is how ``edgeface.train.dlib_resnet.CHIP_KEYPOINTS`` was measured.
 
@@ -69,7 +72,7 @@ def summary(cosines: np.ndarray) -> dict[str, float]:
             "p5": round(float(np.percentile(cosines, 5)), 6), "min": round(float(cosines.min()), 6)}
 
 
-def measure(photos: list[Path], calibration_share: float = 0.3) -> dict:
+def measure(photos: list[Path], calibration_share: float = 0.3, latency_rounds: int = 0) -> dict:
     from edgeface.convert.tflite import convert_keras
     from edgeface.core.spec import ATTRIBUTE_LABELS, EMBEDDING_NAME, ModelSpec
     from edgeface.faces.align import align_face
@@ -87,12 +90,15 @@ def measure(photos: list[Path], calibration_share: float = 0.3) -> dict:
     model = build_model(spec).model
     chips = np.stack([f["chip"] for f in faces])
     results = {"port": {"keras": summary((keras_predict(model, chips, spec)[EMBEDDING_NAME] * reference).sum(1))}}
+    flatbuffers = {}
     for precision in ("float32", "int8"):
-        flatbuffer = convert_keras(model, precision, spec,
-                                   np.stack([f["chip"] for f in calibration]) if precision == "int8" else None)
+        flatbuffer = flatbuffers[precision] = convert_keras(
+            model, precision, spec, np.stack([f["chip"] for f in calibration]) if precision == "int8" else None)
         embedding = LiteRTEngine(flatbuffer, spec, source=precision).predict(chips)[EMBEDDING_NAME]
         results["port"][precision] = summary((embedding * reference).sum(1))
         results["port"][precision]["bytes"] = len(flatbuffer)
+    if latency_rounds:
+        results["latency_ms"] = latency(flatbuffers, spec, chips, latency_rounds)
 
     detector = create_detector(spec.crop.detector)
     crops, rows = [], []
@@ -107,6 +113,34 @@ def measure(photos: list[Path], calibration_share: float = 0.3) -> dict:
     results["dlib_found"] = len(found)
     results["calibration_chips"] = calibrate
     return results
+
+
+def latency(flatbuffers: dict[str, bytes], spec, chips: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median milliseconds per face: dlib's encoder and each LiteRT engine, taking turns face by face."""
+    import time
+
+    import dlib
+    import face_recognition_models as models
+
+    from edgeface.runtime.engine import LiteRTEngine
+
+    encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+    runners = {"dlib encoder": lambda chip: encoder.compute_face_descriptor(chip)}
+    for precision, flatbuffer in flatbuffers.items():
+        for threads in (1, 2):
+            engine = LiteRTEngine(flatbuffer, spec, num_threads=threads, source=precision)
+            runners[f"{precision}, {threads} thread{'s' if threads > 1 else ''}"] = (
+                lambda chip, engine=engine: engine.predict(chip[None]))
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for name, run in runners.items():  # warm up
+        run(chips[0])
+    for i in range(rounds):
+        chip = np.ascontiguousarray(chips[i % len(chips)])
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(chip)
+            times[name].append(time.perf_counter() - start)
+    return {name: round(1000 * float(np.median(values)), 3) for name, values in times.items()}
 
 
 def fit_template(photos: list[Path]) -> list[tuple[float, float]]:
@@ -135,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faces", type=int, default=300, help="photos to use (first N in a seeded order)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--latency", type=int, default=0, metavar="ROUNDS",
+                        help="time dlib's encoder against the port for this many faces each")
     parser.add_argument("--fit-template", action="store_true", help="print the face mesh's five points in "
                                                                     "dlib's chips (uses other photos)")
     args = parser.parse_args(argv)
@@ -142,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = [args.data.parent / row["image"] for row in csv.DictReader(handle)]
     order = np.random.default_rng(args.seed).permutation(len(paths))
     photos = [paths[i] for i in order[:args.faces]]
-    results = measure(photos)
+    results = measure(photos, latency_rounds=args.latency)
     if args.fit_template:
         results["template"] = fit_template([paths[i] for i in order[args.faces:2 * args.faces]])
     print(json.dumps(results, indent=2))

@@ -27,10 +27,15 @@ class DaemonProcess:
     """``python -m edgeface run ARGS``; stdout and stderr are collected line by line on threads."""
 
     def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, read_stdout: bool = True,
-                 cwd: Path = REPO) -> None:
+                 cwd: Path = REPO, open_files: tuple[int, int] | None = None) -> None:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        limit = None
+        if open_files is not None:  # (soft, hard) RLIMIT_NOFILE of the daemon, set in the child before exec
+            import resource
+
+            limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files)  # noqa: E731
         self.proc = subprocess.Popen([sys.executable, "-m", "edgeface", "run", *args], cwd=cwd, env=full_env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._threads = [threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True)]
@@ -93,9 +98,16 @@ class DaemonProcess:
         return "\n".join(self.stderr[-30:])
 
 
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def http_get(port: int, path: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()

@@ -299,7 +299,6 @@ def test_publish_modes() -> None:
 
 
 def test_http_server_port_in_use_is_a_config_error() -> None:
-    from edgeface.daemon.config import HttpConfig
     from edgeface.daemon.server import HttpServer
 
     with socket.socket() as taken:
@@ -307,17 +306,17 @@ def test_http_server_port_in_use_is_a_config_error() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
-            HttpServer(HttpConfig(port=port), lambda: (True, {}), lambda: "")
+            HttpServer("127.0.0.1", port)
 
 
 def test_http_server_answers_only_once_started() -> None:
     """The daemon starts the server after its other sinks exist, so the first /metrics already lists them."""
     import urllib.request
 
-    from edgeface.daemon.config import HttpConfig
     from edgeface.daemon.server import HttpServer
 
-    server = HttpServer(HttpConfig(port=0), lambda: (True, {}), lambda: "edgeface_up 1\n")
+    server = HttpServer("127.0.0.1", 0)
+    server.route("GET", "/metrics", lambda request: (200, {}, "edgeface_up 1\n"))
     try:
         url = f"http://127.0.0.1:{server.address[1]}/metrics"
         with socket.create_connection(("127.0.0.1", server.address[1]), timeout=2) as early:
@@ -332,7 +331,7 @@ def test_http_server_answers_only_once_started() -> None:
             assert reply.read() == b"edgeface_up 1\n"
     finally:
         server.close(2)
-    never_started = HttpServer(HttpConfig(port=0), lambda: (True, {}), lambda: "")
+    never_started = HttpServer("127.0.0.1", 0)
     never_started.close(2)  # returns at once: there is no serve loop to wait for
 
 

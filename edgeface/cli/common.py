@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import typer
 
 from edgeface.core.errors import EdgefaceError
+from edgeface.daemon.secrets import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,7 +25,7 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except EdgefaceError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {redact(str(exc))}", err=True)  # a URL's password never reaches the screen
             raise typer.Exit(exc.exit_code) from None
         except MemoryError:  # inputs are bounded; this is what is left (a machine smaller than the input)
             typer.echo("error: out of memory: the input is too large for this machine's memory", err=True)

@@ -50,8 +50,8 @@ def run(
     """Label faces from a camera, file or stream until stopped; a video file or folder ends the run.
 
     With no sink configured, one JSON line per frame with faces goes to stdout; logs go to stderr. SIGTERM or
-    SIGINT stop cleanly. Exit codes: 0 source ended or clean stop; 1 unexpected failure; 2 bad config, bundle,
-    source or address. See docs/daemon.md.
+    SIGINT stop cleanly; SIGHUP flushes and reloads the config. Exit codes: 0 source ended or clean stop;
+    1 unexpected failure; 2 bad config, bundle, source or address. See docs/daemon.md.
     """
     from edgeface.daemon.config import load_config
     from edgeface.daemon.run import run_daemon
@@ -70,9 +70,12 @@ def run(
         "gallery": gallery if gallery in (None, "", "none") else _abs(Path(gallery)),
         "similarity_threshold": similarity_threshold,
     }
-    settings = load_config(config, overrides)
-    setup_logging(settings.service.log_level)
-    raise typer.Exit(run_daemon(settings))
+    def reload() -> DaemonConfig:  # SIGHUP: the file again, the same flags on top
+        settings = load_config(config, overrides)
+        setup_logging(settings.service.log_level)
+        return settings
+
+    raise typer.Exit(run_daemon(reload(), reload=reload))
 
 
 def register(app: typer.Typer) -> None:

@@ -72,6 +72,7 @@ class JsonlConfig:
     max_bytes: int = _opt(10_000_000, _range(1000, 1 << 40), "rotate the file when it grows past this")
     backups: int = _opt(3, _range(0, 100), "rotated files to keep")
     queue: int = _opt(256, _range(1, 100_000), "records held while the output is slow; older ones are dropped")
+    unhealthy_after: float = _opt(60.0, _range(1, 86400), "/healthz is 503 once writing has failed this long")
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,23 @@ class MqttConfig:
     host: str = _opt("", help="broker host name")
     port: int = _opt(1883, _range(1, 65535), "broker port")
     username: str = _opt("", help="")
-    password: str = _opt("", help="")
+    password: str = _opt("", help="in the file itself; prefer password_file, the systemd credential "
+                                  "mqtt-password or $EDGEFACE_MQTT_PASSWORD")
+    password_file: str = _opt("", help="a file holding the password")
     client_id: str = _opt("", help="default: edgeface-<device>")
     device: str = _opt("", help="device id in topics; default: the host name")
     topic: str = _opt("edgeface", help="topic prefix: <topic>/<device>/...")
-    qos: int = _opt(0, _range(0, 2), "QoS of label messages")
+    qos: int = _opt(1, _range(0, 2), "QoS of frame messages; 1: counted as sent when the broker acknowledges "
+                                     "them, resent after a reconnection; 0: counted when written to the socket")
     publish: str = _opt("change", _one_of(PUBLISH_MODES), "every frame with faces, or only when labels change")
     keepalive: int = _opt(30, _range(5, 3600), "seconds")
-    tls: bool = _opt(False, help="connect with TLS (system CA certificates)")
+    tls: bool = _opt(False, help="connect with TLS (on by itself when ca_certs or certfile is set)")
+    ca_certs: str = _opt("", help="CA certificates (PEM) the broker's certificate must chain to; "
+                                  "default: the system's")
+    certfile: str = _opt("", help="client certificate (PEM), for brokers that require one")
+    keyfile: str = _opt("", help="the client certificate's private key (PEM); default: inside certfile")
+    unhealthy_after: float = _opt(60.0, _range(1, 86400), "/healthz is 503 once the broker has been away "
+                                                          "(refused, unreachable, not acknowledging) this long")
     discovery: bool = _opt(False, help="publish Home Assistant MQTT discovery configs")
     discovery_prefix: str = _opt("homeassistant", help="Home Assistant discovery prefix")
     queue: int = _opt(1000, _range(1, 1_000_000), "messages held while the broker is away; more are dropped")
@@ -99,6 +109,11 @@ class HttpConfig:
     host: str = _opt("127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network")
     port: int = _opt(8321, _range(0, 65535), "port (0: any free port, logged at start)")
     stale_after: float = _opt(10.0, _range(0.5, 3600), "/healthz is 503 when no frame was processed this long")
+    token_file: str = _opt("", help="a file holding the bearer token every path but /healthz then requires; "
+                                    "default: the systemd credential http-token, else $EDGEFACE_HTTP_TOKEN")
+    timeout: float = _opt(10.0, _range(1, 3600), "a connection with no traffic for this long is closed (s)")
+    max_connections: int = _opt(256, _range(8, 900), "open connections at most; at the cap the longest idle "
+                                                     "one is closed (below 1,024: paho-mqtt uses select())")
 
 
 @dataclass(frozen=True)
@@ -227,7 +242,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         raw["gallery"] = resolve(raw["gallery"])
     if isinstance(raw.get("source"), str) and looks_like_path(raw["source"]) and not raw["source"].startswith("/dev/"):
         raw["source"] = resolve(raw["source"])
-    for section, key in (("jsonl", "path"), ("snapshots", "dir")):
+    for section, key in (("jsonl", "path"), ("snapshots", "dir"), ("http", "token_file"), ("mqtt", "password_file"),
+                         ("mqtt", "ca_certs"), ("mqtt", "certfile"), ("mqtt", "keyfile")):
         if key in raw.get(section, {}):
             raw[section][key] = resolve(raw[section][key])
 
@@ -288,7 +304,22 @@ def _build(raw: Mapping[str, Any], origin: str) -> DaemonConfig:
         raise ConfigError(f"{origin}: [mqtt] is enabled but has no host")
     if config.jsonl_on and config.jsonl.path != "-" and Path(config.jsonl.path).is_dir():
         raise ConfigError(f"{origin}: [jsonl] path {config.jsonl.path} is a folder; give a file name")
+    if config.snapshots.dir and Path(config.snapshots.dir).exists() and not Path(config.snapshots.dir).is_dir():
+        raise ConfigError(f"{origin}: [snapshots] dir {config.snapshots.dir} is a file, not a folder")
+    if config.mqtt_on:
+        _check_mqtt(config.mqtt, origin)
     return config
+
+
+def _check_mqtt(mqtt: MqttConfig, origin: str) -> None:
+    if mqtt.password and mqtt.password_file:
+        raise ConfigError(f"{origin}: [mqtt] password and password_file are both set; keep one (password_file)")
+    if mqtt.keyfile and not mqtt.certfile:
+        raise ConfigError(f"{origin}: [mqtt] keyfile is set without certfile")
+    for key in ("password_file", "ca_certs", "certfile", "keyfile"):
+        value = getattr(mqtt, key)
+        if value and not Path(value).expanduser().is_file():
+            raise ConfigError(f"{origin}: [mqtt] {key} {value}: no such file")
 
 
 @dataclass(frozen=True)

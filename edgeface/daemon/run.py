@@ -8,10 +8,10 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgeface.core.version import __version__
-from edgeface.daemon.config import DaemonConfig
+from edgeface.daemon.config import DaemonConfig, HttpConfig
 from edgeface.daemon.metrics import prometheus_text
 from edgeface.daemon.pipeline import FacePipeline
 from edgeface.daemon.records import FrameResult, Published
@@ -21,7 +21,12 @@ from edgeface.daemon.snapshots import SnapshotWriter
 from edgeface.daemon.sources import Capture, Frame
 from edgeface.daemon.stats import RunStats, process_status
 
+if TYPE_CHECKING:
+    from edgeface.daemon.server import HttpServer, Reply, Request
+
 log = logging.getLogger("edgeface.daemon")
+
+HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV = "http-token", "EDGEFACE_HTTP_TOKEN"
 
 
 class Daemon:
@@ -30,7 +35,6 @@ class Daemon:
 
     def __init__(self, config: DaemonConfig) -> None:
         from edgeface.core.bundle import load_bundle
-        from edgeface.daemon.server import HttpServer
         from edgeface.daemon.sinks.jsonl import JsonLinesSink
         from edgeface.daemon.sinks.mqtt import MqttSink
         from edgeface.daemon.sources import open_source
@@ -49,30 +53,58 @@ class Daemon:
         self.stats = RunStats()
         self.sinks: list[Sink] = []
         self.http: HttpServer | None = None
+        self.latest: Published | None = None
         self.snapshots = (SnapshotWriter(Path(config.snapshots.dir), config.snapshots.interval,
                                          config.snapshots.max_files) if config.snapshots.dir else None)
         try:
             if config.http.enabled:
-                self.http = HttpServer(config.http, self.health, self.metrics_text)
-                self.sinks.append(self.http)
+                self.http = self._http_server(config.http)
             if config.jsonl_on:
                 self.sinks.append(JsonLinesSink(config.jsonl.path, config.jsonl.publish, config.jsonl.max_bytes,
-                                                config.jsonl.backups, config.jsonl.queue))
+                                                config.jsonl.backups, config.jsonl.queue,
+                                                config.jsonl.unhealthy_after))
             if config.mqtt_on:
                 self.sinks.append(MqttSink(config.mqtt, config.device, self.bundle.path.stem))
             if self.http is not None:
                 self.http.start()
         except BaseException:
-            self._close_sinks(0.5)
+            self._close_outputs(0.5)
             raise
         self._last_signature: tuple = ()
+
+    def _http_server(self, config: HttpConfig) -> "HttpServer":
+        """``/healthz``, ``/labels`` and ``/metrics``; more routes can be added until ``start``."""
+        from edgeface.daemon.secrets import read_secret, redact
+        from edgeface.daemon.server import HttpServer, json_reply
+
+        token = read_secret("[http] token", config.token_file, HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV)
+        server = HttpServer(config.host, config.port, token=token, timeout=config.timeout,
+                            max_connections=config.max_connections)
+
+        def healthz(request: Request) -> Reply:
+            healthy, details = self.health()
+            status, headers, body = json_reply(200 if healthy else 503, details)
+            return status, headers, redact(body)  # a source URL's password, in "source" or "reason"
+
+        server.route("GET", "/healthz", healthz)
+        server.route("GET", "/labels", lambda request: json_reply(200, self.latest_labels()))
+        server.route("GET", "/metrics", lambda request: (
+            200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}, self.metrics_text()))
+        return server
+
+    def latest_labels(self) -> dict[str, Any]:
+        """The latest processed frame as a JSON-lines record (``/labels``)."""
+        item = self.latest
+        return {"time": None, "frame": None, "faces": []} if item is None else item.result.to_dict()
 
     # --- health and metrics --------------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy when the source is connected and a frame was processed within ``[http] stale_after``."""
+        """Healthy when the source is connected, a frame was processed within ``[http] stale_after``, and no
+        sink has failed to deliver for longer than its ``unhealthy_after``."""
         stats, capture = self.stats, self.capture.stats
         age = None if stats.last_processed is None else time.monotonic() - stats.last_processed
+        failing = [problem for problem in (sink.problem() for sink in self.sinks) if problem]
         if not capture.connected:
             reason = capture.last_error or "source not opened yet"
         elif age is None:
@@ -80,7 +112,7 @@ class Daemon:
         elif age > self.config.http.stale_after:
             reason = f"no frame processed for {age:.1f} s"
         else:
-            reason = ""
+            reason = "; ".join(failing)
         return not reason, {
             "status": "unhealthy" if reason else "ok", "reason": reason or None,
             "source": self.source.name, "source_connected": capture.connected,
@@ -90,6 +122,8 @@ class Daemon:
             "bundle": self.bundle.path.name, "precision": self.bundle.precision,
             "model_sha256": self.bundle.model_sha256,
             "dropped": capture.dropped, "corrupt": capture.corrupt,
+            "sinks": {sink.name: sink.status() for sink in self.sinks},
+            **({"snapshots": self.snapshots.status()} if self.snapshots is not None else {}),
         }
 
     def metrics_text(self) -> str:
@@ -98,12 +132,18 @@ class Daemon:
         info = {"version": __version__, "bundle": self.bundle.path.name, "precision": self.bundle.precision,
                 "runtime": self.runtime}
         return prometheus_text(info, healthy, self.stats, self.capture.stats,
-                               {sink.name: sink.metrics() for sink in self.sinks}, process_status())
+                               {out.name: out.metrics() for out in self.outputs}, process_status())
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The HTTP server (counted by requests answered) and the sinks, as /metrics and the status line list them."""
+        return ([self.http] if self.http is not None else []) + list(self.sinks)
 
     # --- the loop ------------------------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event | None = None) -> int:
-        """Loop until the source ends or ``stop`` is set; returns exit code 0."""
+    def run(self, stop: threading.Event | None = None, reloading: threading.Event | None = None) -> int:
+        """Loop until the source ends or ``stop`` is set; returns exit code 0. With ``reloading`` set at the
+        end, systemd is told the service reloads rather than stops."""
         stop = stop or threading.Event()
         notifier = SystemdNotifier()
         try:
@@ -132,7 +172,10 @@ class Daemon:
                     notifier.status(line)
             return EXIT_OK
         finally:
-            notifier.stopping()
+            if reloading is not None and reloading.is_set():
+                notifier.reloading()
+            else:
+                notifier.stopping()
             self.close()
             notifier.close()
             log.info("stopped: %s", self.status_line())
@@ -146,6 +189,7 @@ class Daemon:
         signature = result.signature()
         item = Published(result, signature != self._last_signature)
         self._last_signature = signature
+        self.latest = item
         for sink in self.sinks:
             sink.publish(item)
         if self.snapshots is not None:
@@ -156,7 +200,7 @@ class Daemon:
     def status_line(self) -> str:
         c = self.capture.stats
         sinks = ", ".join(f"{s.name} {int(m['sent'])} sent {int(m['dropped'])} dropped"
-                          for s, m in ((s, s.metrics()) for s in self.sinks))
+                          for s, m in ((s, s.metrics()) for s in self.outputs))
         return (f"{self.stats.processed} frames ({self.stats.fps:.1f} fps), {self.stats.faces} faces, "
                 f"{c.dropped} stale dropped, {c.corrupt} corrupt, source "
                 f"{'connected' if c.connected else 'DISCONNECTED'}; {sinks}")
@@ -165,25 +209,44 @@ class Daemon:
         """Stop capture and flush the sinks, within about 1.5 s in all."""
         deadline = time.monotonic() + 1.5
         self.capture.stop(timeout=0.4)
-        self._close_sinks(deadline - time.monotonic())
+        self._close_outputs(deadline - time.monotonic())
 
-    def _close_sinks(self, budget: float) -> None:
+    def _close_outputs(self, budget: float) -> None:
         deadline = time.monotonic() + budget
-        for sink in self.sinks:
+        for sink in self.outputs:
             try:
                 sink.close(max(0.05, deadline - time.monotonic()))
             except Exception as exc:  # one sink failing to close must not keep the others open
                 log.warning("%s sink: error while closing: %s", sink.name, exc)
 
 
-def run_daemon(config: DaemonConfig, stop: threading.Event | None = None) -> int:
+def run_daemon(config: DaemonConfig, stop: threading.Event | None = None,
+               reload: Callable[[], DaemonConfig] | None = None) -> int:
     """Open everything (one-line errors), run until the source ends or SIGTERM/SIGINT, return the exit code.
 
-    The signal handlers are in place before the model loads, so a stop during start-up is clean too.
+    The signal handlers are in place before the model loads, so a stop during start-up is clean too. With
+    ``reload`` (which reads the config again), SIGHUP flushes and stops the run, then starts a new one with
+    the config ``reload`` returns; if that fails with a config error, with the previous config. Without it,
+    SIGHUP stops like SIGTERM.
     """
+    from edgeface.core.errors import ConfigError
+    from edgeface.daemon.server import raise_open_files_limit
+
     stop = stop or threading.Event()
-    undo_signals = install_stop_handlers(stop)
+    reload_requested = threading.Event()
+    undo_signals = install_stop_handlers(stop, reload_requested if reload is not None else None)
+    raise_open_files_limit()
     try:
-        return Daemon(config).run(stop)
+        while True:
+            code = Daemon(config).run(stop, reload_requested)
+            if reload is None or not reload_requested.is_set():
+                return code
+            try:
+                config = reload()
+                log.info("reloaded the configuration from %s", config.origin)
+            except ConfigError as exc:
+                log.error("reload: %s; keeping the previous configuration", exc)
+            reload_requested.clear()
+            stop.clear()
     finally:
         undo_signals()

@@ -1,108 +1,261 @@
-"""The daemon's HTTP server: ``/healthz``, ``/labels`` (the latest frame) and ``/metrics``.
+"""The daemon's HTTP server: routes (method + path -> handler), an optional bearer token, bounded connections.
 
-Not a sink: it delivers nothing, it answers from the run's state. It takes each published frame like the sinks
-do only to keep the latest for ``/labels``.
+Built on waitress (pure-Python WSGI, no C extension): one thread runs an event loop over ``poll()`` (no
+1,024-descriptor ceiling as with ``select()``) that reads requests and writes answers for every connection;
+only a complete request reaches one of a few worker threads. An idle or half-sent connection costs a socket
+and a small object, not a thread. The standard library's ``ThreadingHTTPServer`` gives each connection a
+thread that blocks in ``recv`` with no time limit and accepts in a loop that spins once the process runs out
+of descriptors: 100 connections that sent half a request line, with the open-files limit at 64, kept it at
+150% CPU and ``/healthz`` unanswered.
+
+Bounds, on top of waitress's own request size limits:
+
+* ``timeout``: a connection with no traffic for this long (idle keep-alive, a half-sent request, a client that
+  does not read) is closed;
+* ``max_connections``: at the cap, the connection idle the longest (never one whose request is being served)
+  is closed to admit the new one, so idle connections, however many, cannot lock others out;
+* running out of descriptors pauses accepting for half a second (one warning a minute) instead of spinning;
+* ``raise_open_files_limit`` lifts the soft open-files limit to the hard one.
+
+Routes are registered before ``start``: ``server.route("GET", "/labels", handler)``; a handler takes a
+``Request`` and returns ``(status, headers, body)`` (body ``bytes`` or ``str``; ``Content-Length`` and
+``Cache-Control: no-store`` are added). A ``HEAD`` request is answered by its ``GET`` route without the body.
+With a token set, every path but ``/healthz`` (unknown paths too) needs ``Authorization: Bearer <token>``,
+compared in constant time; without it the answer is 401 with ``WWW-Authenticate: Bearer``.
 """
 
 from __future__ import annotations
 
+import errno
+import hmac
 import json
 import logging
+import resource
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
-from edgeface.core.errors import ConfigError
-from edgeface.daemon.records import Published
-
-if TYPE_CHECKING:
-    from edgeface.daemon.config import HttpConfig
+from edgeface.core.errors import ConfigError, DependencyError
+from edgeface.daemon.secrets import redact
 
 log = logging.getLogger("edgeface.daemon")
 
+PUBLIC_PATHS = ("/healthz",)  # answered without the token: a health check must not need a secret
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 1 << 20
+WORKER_THREADS = 2
+RESERVED_FDS = 32  # descriptors kept for everything but HTTP connections (camera, files, MQTT, logs)
+
+Body = bytes | str
+Reply = tuple[int, Mapping[str, str], Body]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One complete HTTP request as a route handler sees it. Header names are lower case."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    remote: str = ""
+
+
+Handler = Callable[[Request], Reply]
+
+
+def json_reply(status: int, payload: Any) -> Reply:
+    return status, {"Content-Type": "application/json"}, json.dumps(payload)
+
+
+def raise_open_files_limit() -> int:
+    """Lift the soft open-files limit to the hard one (systemd's soft default is 1,024); return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:  # a sandbox may refuse; the cap below then follows the soft limit
+            log.warning("http: cannot raise the open-files limit from %d to %d (%s)", soft, hard, exc)
+    return soft
+
 
 class HttpServer:
-    """``/healthz``, ``/labels`` and ``/metrics`` on a small threaded HTTP server (localhost by default).
-
-    ``health()`` returns (healthy, details); ``metrics_text()`` the Prometheus exposition. Both are the run's.
-    """
+    """Routes on a waitress server in a thread of its own; see the module docstring for the bounds."""
 
     name = "http"
 
-    def __init__(self, config: "HttpConfig", health: Callable[[], tuple[bool, dict[str, Any]]],
-                 metrics_text: Callable[[], str]) -> None:
-        from http.server import ThreadingHTTPServer
-
-        self._latest: Published | None = None
-        self.requests = 0
-        sink = self
-        handler = _make_handler(sink, health, metrics_text)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
+                 timeout: float = 10.0, max_connections: int = 256) -> None:
         try:
-            self._server = ThreadingHTTPServer((config.host, config.port), handler)
+            from waitress.adjustments import Adjustments
+        except ModuleNotFoundError:
+            raise DependencyError("the HTTP server needs waitress: pip install waitress") from None
+        self.requests = 0
+        self.refused = 0  # requests answered 401
+        self._token = token.encode() if token else None
+        self._routes: dict[str, dict[str, Handler]] = {}
+        self._stop = threading.Event()
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        room = max(8, soft - RESERVED_FDS) if soft != resource.RLIM_INFINITY else max_connections
+        self.max_connections = min(max_connections, room)
+        seconds = max(1, round(timeout))
+        adj = Adjustments(host=host, port=port, threads=WORKER_THREADS, asyncore_use_poll=True,
+                          # the listener and waitress's wake-up pipe count against the limit too
+                          connection_limit=self.max_connections + 2, channel_timeout=seconds,
+                          cleanup_interval=max(1, seconds // 2), max_request_header_size=MAX_HEADER_BYTES,
+                          max_request_body_size=MAX_BODY_BYTES, ident="edgeface", expose_tracebacks=False,
+                          log_socket_errors=False, backlog=128)
+        try:
+            self._server = _server_class()(self._wsgi, adj=adj)
         except OSError as exc:
-            raise ConfigError(f"[http] cannot listen on {config.host}:{config.port} "
+            raise ConfigError(f"[http] cannot listen on {host}:{port} "
                               f"({exc.strerror or exc}); set [http] port or --http-port") from None
-        self._server.daemon_threads = True
-        self.address = self._server.server_address[:2]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="edgeface-http", daemon=True)
+        self.address = (self._server.effective_host, self._server.effective_port)
+        self._thread = threading.Thread(target=self._serve, name="edgeface-http", daemon=True)
+
+    # --- routes ------------------------------------------------------------------------------------------------
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        """Answer ``method`` (``GET``, ``POST``, ...) on ``path`` (exact, no query) with ``handler``."""
+        if not path.startswith("/"):
+            raise ValueError(f"route path must start with '/': {path!r}")
+        self._routes.setdefault(path, {})[method.upper()] = handler
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted(self._routes)
 
     def start(self) -> None:
-        """Answer requests. Called once every sink exists, so the first /metrics already lists them all
-        (connections made before this wait in the listen backlog)."""
+        """Answer requests (connections made before this wait in the listen backlog)."""
         self._thread.start()
-        log.info("http: serving /healthz /labels /metrics on http://%s:%s", *self.address)
-
-    def publish(self, item: Published) -> None:
-        self._latest = item
-
-    def latest(self) -> dict[str, Any]:
-        item = self._latest
-        if item is None:
-            return {"time": None, "frame": None, "faces": []}
-        return item.result.to_dict()
+        log.info("http: serving %s on http://%s:%s%s", " ".join(self.paths), *self.address,
+                 " (bearer token required except on /healthz)" if self._token else "")
 
     def close(self, timeout: float) -> None:
-        if self._thread.is_alive():  # shutdown() waits for serve_forever, so only when it runs
-            self._server.shutdown()
+        self._stop.set()
+        if self._thread.is_alive():
+            self._server.pull_trigger()
             self._thread.join(timeout)
-        self._server.server_close()
+        else:
+            self._shutdown()
 
     def metrics(self) -> dict[str, float]:
         return {"sent": self.requests, "dropped": 0}
 
+    # --- serving -----------------------------------------------------------------------------------------------
 
-def _make_handler(sink: HttpServer, health: Callable[[], tuple[bool, dict[str, Any]]],
-                  metrics_text: Callable[[], str]) -> type:
-    from http.server import BaseHTTPRequestHandler
+    def _serve(self) -> None:
+        from waitress import wasyncore
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "edgeface"
-        protocol_version = "HTTP/1.1"
+        try:
+            while not self._stop.is_set():
+                wasyncore.loop(timeout=0.5, map=self._server._map, use_poll=True, count=1)
+        finally:
+            self._shutdown()
 
-        def do_GET(self) -> None:  # noqa: N802 - the http.server name
-            sink.requests += 1
-            path = self.path.split("?", 1)[0]
-            if path == "/healthz":
-                healthy, details = health()
-                self._reply(200 if healthy else 503, json.dumps(details), "application/json")
-            elif path == "/labels":
-                self._reply(200, json.dumps(sink.latest()), "application/json")
-            elif path == "/metrics":
-                self._reply(200, metrics_text(), "text/plain; version=0.0.4; charset=utf-8")
-            else:
-                self._reply(404, json.dumps({"error": f"no such endpoint {path}; try /healthz, /labels, /metrics"}),
-                            "application/json")
+    def _shutdown(self) -> None:
+        from waitress import wasyncore
 
-        def _reply(self, status: int, body: str, content_type: str) -> None:
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(data)
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=0.5)
+        wasyncore.close_all(self._server._map)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("http: " + format, *args)
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        self.requests += 1
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        path = environ.get("PATH_INFO") or "/"
+        try:
+            status, headers, body = self._answer(method, path, environ)
+        except Exception:  # a failing handler is a 500 and a logged traceback, never a dead server
+            log.exception("http: %s %s failed", method, redact(path))
+            status, headers, body = json_reply(500, {"error": "internal error; see the daemon's log"})
+        data = body.encode() if isinstance(body, str) else body
+        out = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store", **headers,
+               "Content-Length": str(len(data))}
+        start_response(f"{status} {_REASONS.get(status, 'Status')}", list(out.items()))
+        return [b""] if method == "HEAD" else [data]
 
-    return Handler
+    def _answer(self, method: str, path: str, environ: dict[str, Any]) -> Reply:
+        if self._token is not None and path not in PUBLIC_PATHS and not self._authorized(environ):
+            self.refused += 1
+            status, headers, body = json_reply(401, {"error": "a bearer token is required "
+                                                              "(Authorization: Bearer <token>)"})
+            return status, {**headers, "WWW-Authenticate": 'Bearer realm="edgeface"'}, body
+        methods = self._routes.get(path)
+        if methods is None:
+            return json_reply(404, {"error": f"no such endpoint {path}; try {', '.join(self.paths)}"})
+        handler = methods.get("GET" if method == "HEAD" and "HEAD" not in methods else method)
+        if handler is None:
+            allowed = ", ".join(sorted(methods))
+            status, headers, body = json_reply(405, {"error": f"{method} not allowed on {path}; use {allowed}"})
+            return status, {**headers, "Allow": allowed}, body
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        request = Request(method=method, path=path, query=urllib.parse.parse_qs(environ.get("QUERY_STRING", "")),
+                          headers={k[5:].replace("_", "-").lower(): v for k, v in environ.items()
+                                   if k.startswith("HTTP_")}
+                          | {k.replace("_", "-").lower(): environ[k] for k in ("CONTENT_TYPE",) if environ.get(k)},
+                          body=environ["wsgi.input"].read(length) if length > 0 else b"",
+                          remote=environ.get("REMOTE_ADDR", ""))
+        return handler(request)
+
+    def _authorized(self, environ: Mapping[str, Any]) -> bool:
+        scheme, _, presented = str(environ.get("HTTP_AUTHORIZATION", "")).strip().partition(" ")
+        assert self._token is not None
+        # compare_digest takes time independent of where the strings differ
+        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), self._token)
+
+
+_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+
+
+def _server_class() -> type:
+    """waitress's TCP server with two changes: at the connection cap the longest-idle connection makes room,
+    and running out of descriptors pauses accepting instead of spinning on a listener that stays readable."""
+    from waitress.server import TcpWSGIServer
+
+    logging.getLogger("waitress").setLevel(logging.ERROR)  # its queue-depth notes would flood the journal
+
+    class BoundedServer(TcpWSGIServer):
+        evicted = 0
+        _paused_until = 0.0
+        _last_warning = -float("inf")
+
+        def readable(self) -> bool:
+            now = time.time()
+            if now >= self.next_channel_cleanup:  # waitress's sweep of connections past the timeout
+                self.next_channel_cleanup = now + self.adj.cleanup_interval
+                self.maintenance(now)
+            if not self.accepting or time.monotonic() < self._paused_until:
+                return False
+            if len(self._map) >= self.adj.connection_limit:
+                self._make_room()
+                return False
+            return True
+
+        def _make_room(self) -> None:
+            channels = list(self.active_channels.values())
+            if any(channel.will_close for channel in channels):
+                return  # one already on its way out: it closes on this loop turn
+            idle = [channel for channel in channels if not channel.requests]
+            if idle:
+                min(idle, key=lambda channel: channel.last_activity).will_close = True
+                self.evicted += 1
+
+        def accept(self) -> Any:
+            try:
+                return super().accept()
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                self._paused_until = time.monotonic() + 0.5
+                if time.monotonic() - self._last_warning > 60:
+                    self._last_warning = time.monotonic()
+                    log.warning("http: out of file descriptors (%s); pausing new connections", exc.strerror)
+                return None
+
+    return BoundedServer

@@ -5,6 +5,9 @@ The notify protocol is a datagram of ``KEY=value`` lines sent to the ``AF_UNIX``
 systemd sets ``$WATCHDOG_USEC`` and expects ``WATCHDOG=1`` at least that often: the run loop pings at half the
 interval, so a loop that hangs gets the service restarted.
 
+SIGHUP flushes the sinks, reads the config file again and starts over with it (a config that no longer
+loads is logged in one line and the previous one is kept); ``systemctl reload`` sends it.
+
 Exit codes of ``edgeface run``: 0 a finite source ended or a clean stop (SIGTERM, SIGINT); 1 an unexpected
 failure at run time (logged with its traceback); 2 bad configuration, bundle, source or listen address;
 130 a second SIGTERM/SIGINT during the stop (immediate exit, buffers not flushed).
@@ -20,6 +23,8 @@ import sys
 import threading
 import time
 from typing import Callable, Mapping
+
+from edgeface.daemon.secrets import redact
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -70,6 +75,10 @@ class SystemdNotifier:
     def stopping(self) -> None:
         self.notify("STOPPING=1")
 
+    def reloading(self) -> None:
+        """SIGHUP: the run stops and a new one starts; its ``ready`` ends the reload for systemd."""
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+
     def watchdog(self) -> None:
         """Ping if half the watchdog interval has passed (cheap to call every loop turn)."""
         if self.watchdog_interval and time.monotonic() - self._last_ping >= self.watchdog_interval:
@@ -82,18 +91,25 @@ class SystemdNotifier:
             self._socket = None
 
 
-def install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
-    """SIGTERM and SIGINT set ``stop`` (the loop finishes its frame and shuts down). Returns an undo."""
+def install_stop_handlers(stop: threading.Event, reload: threading.Event | None = None) -> Callable[[], None]:
+    """SIGTERM and SIGINT set ``stop`` (the loop finishes its frame and shuts down, flushing the sinks).
+    SIGHUP sets ``reload`` and ``stop`` (the caller reads the config again and starts over), or, without
+    ``reload``, stops like SIGTERM. A second signal while stopping exits at once with 130. Returns an undo."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None  # signals only reach the main thread; a caller elsewhere stops the run itself
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():  # asked twice: the user wants out now, unflushed
             os._exit(EXIT_INTERRUPTED)
-        logging.getLogger("edgeface.daemon").info("%s: stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP and reload is not None:
+            logging.getLogger("edgeface.daemon").info("%s: flushing, then reloading the configuration", name)
+            reload.set()
+        else:
+            logging.getLogger("edgeface.daemon").info("%s: stopping", name)
         stop.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     def undo() -> None:
         for sig, old in previous.items():
@@ -102,9 +118,36 @@ def install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
     return undo
 
 
-class _JournalFormatter(logging.Formatter):
+class Throttled:
+    """A warning that may repeat (a full disk, a broker away): logged at most once per ``every`` seconds, with
+    how many were held back since the last one, so an output down for days cannot flood the journal."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self.held = 0
+        self._last = -float("inf")
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self.held += 1
+            return
+        if self.held:
+            message += f" ({self.held} more like this in the last {now - self._last:.0f} s)"
+        logging.getLogger("edgeface.daemon").warning(message, *args)
+        self._last, self.held = now, 0
+
+
+class _Formatter(logging.Formatter):
+    """Every line with the passwords of URLs in it redacted; under journald with a ``<N>`` priority prefix."""
+
+    def __init__(self, fmt: str, datefmt: str | None = None, journal: bool = False) -> None:
+        super().__init__(fmt, datefmt)
+        self.journal = journal
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{_PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+        line = redact(super().format(record))
+        return f"<{_PRIORITY.get(record.levelno, 6)}>{line}" if self.journal else line
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -132,8 +175,8 @@ def setup_logging(level: str = "info") -> logging.Logger:
     handler = _StderrHandler()
     handler._edgeface = True  # type: ignore[attr-defined]
     if os.environ.get("JOURNAL_STREAM"):  # journald adds time and unit itself
-        handler.setFormatter(_JournalFormatter("%(message)s"))
+        handler.setFormatter(_Formatter("%(message)s", journal=True))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger.addHandler(handler)
     return logger

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import logging
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from edgeface.core.errors import ConfigError
 from edgeface.daemon.records import Published
-
-log = logging.getLogger("edgeface.daemon")
+from edgeface.daemon.service import Throttled
 
 
 class SnapshotWriter:
-    """Frames with faces, written only when the user configured a folder (privacy: off by default)."""
+    """Frames with faces, written only when the user configured a folder (privacy: off by default).
+
+    A snapshot is a JPEG and its JSON record, both whole or neither: each is written to a temporary name and
+    renamed into place only when complete, so a full disk leaves no empty or cut file. Failures are counted
+    and warned about once a minute.
+    """
 
     def __init__(self, folder: Path, interval: float, max_files: int) -> None:
         self.folder = folder
@@ -22,23 +28,52 @@ class SnapshotWriter:
         self.max_files = max_files
         self._last = -float("inf")
         self.written = 0
-        folder.mkdir(parents=True, exist_ok=True)
+        self.failed = 0
+        self.last_error = ""
+        self._warn = Throttled()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError(f"[snapshots] dir {folder} is a file, not a folder") from None
+        except OSError as exc:
+            raise ConfigError(f"[snapshots] dir {folder}: cannot create ({exc.strerror or exc})") from None
 
     def maybe_write(self, image: np.ndarray, item: Published) -> None:
-        from edgeface.core.imageio import write_image
-
         now = time.monotonic()
         if not item.result.faces or now - self._last < self.interval:
             return
         self._last = now
         stem = self.folder / f"snapshot-{int(item.result.time * 1000)}-{item.result.index}"
         try:
-            write_image(stem.with_suffix(".jpg"), image)
-            stem.with_suffix(".json").write_text(item.json + "\n")
+            self._write(stem, image, item.json)
             self.written += 1
             files = sorted(self.folder.glob("snapshot-*.jpg"), key=lambda p: p.stat().st_mtime)
             for old in files[:max(0, len(files) - self.max_files)]:
                 old.unlink(missing_ok=True)
                 old.with_suffix(".json").unlink(missing_ok=True)
         except Exception as exc:  # a full disk must not stop the labelling
-            log.warning("snapshot %s not written: %s", stem, exc)
+            self.failed += 1
+            self.last_error = str(exc)
+            self._warn.warning("snapshot %s not written: %s", stem.name, exc)
+
+    @staticmethod
+    def _write(stem: Path, image: np.ndarray, record: str) -> None:
+        import cv2
+
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise ValueError("cannot encode the frame as JPEG")
+        parts = ((stem.with_suffix(".jpg"), jpeg.tobytes()), (stem.with_suffix(".json"), (record + "\n").encode()))
+        temporary = [path.with_name(f".{path.name}.part") for path, _ in parts]
+        try:
+            for (_, data), part in zip(parts, temporary):
+                with open(part, "wb") as handle:
+                    handle.write(data)
+            for (path, _), part in zip(parts, temporary):
+                os.replace(part, path)
+        finally:
+            for part in temporary:
+                part.unlink(missing_ok=True)
+
+    def status(self) -> dict[str, Any]:
+        return {"written": self.written, "failed": self.failed, "error": self.last_error or None}

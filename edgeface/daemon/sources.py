@@ -25,6 +25,8 @@ from typing import Protocol
 import numpy as np
 
 from edgeface.core.errors import EdgefaceError, ImageError
+from edgeface.daemon.secrets import redact
+from edgeface.daemon.service import Throttled
 
 log = logging.getLogger("edgeface.daemon")
 
@@ -81,7 +83,7 @@ class OpenCVSource:
         self.target = target
         self.kind = kind  # "camera", "file" or "stream"
         self.live = kind != "file"
-        self.name = f"{kind} {target}"
+        self.name = f"{kind} {redact(str(target))}"  # a stream URL's password is never shown
         self.loop = loop
         self._size = (width, height)
         self._fps = fps
@@ -282,6 +284,7 @@ class Capture:
         self._error: EdgefaceError | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._corrupt_warning = Throttled(10.0)
         self._thread = threading.Thread(target=self._run, name="edgeface-capture", daemon=True)
 
     def start(self) -> None:
@@ -353,7 +356,7 @@ class Capture:
                 image = self.source.read()
             except CorruptFrame as exc:
                 self.stats.corrupt += 1
-                log.warning("skipped a corrupt frame: %s", exc)
+                self._corrupt_warning.warning("skipped a corrupt frame: %s", exc)
                 continue
             except SourceUnavailable as exc:
                 self.source.close()
@@ -363,7 +366,7 @@ class Capture:
             except Exception as exc:  # a driver error we do not know: a lost camera, or a file that cannot work
                 self.source.close()
                 opened = False
-                message = f"{self.source.name}: {type(exc).__name__}: {exc}"
+                message = redact(f"{self.source.name}: {type(exc).__name__}: {exc}")
                 if not self.source.live:
                     self._fail(SourceError(message))
                     return
@@ -380,6 +383,7 @@ class Capture:
             index += 1
 
     def _unavailable(self, message: str, retry_in: float) -> None:
+        message = redact(message)  # shown in /healthz as the reason
         if self.stats.connected or self.stats.last_error != message:
             suffix = f"; retrying in {retry_in:g} s" if retry_in else "; reconnecting"
             log.warning("%s%s", message, suffix)

@@ -1,4 +1,6 @@
-"""Fixtures of the fault suite (helpers: faults_helpers.py)."""
+"""The fault suite: attacks and bad luck tried on the real daemon and the CLI (docs/security.md lists them and
+what happens). Quick ones run in the default tier; slow ones (a broker frozen for 15 s) are marked ``slow``.
+Helpers: faults_helpers.py."""
 
 from __future__ import annotations
 
@@ -34,4 +36,18 @@ def dataset(tmp_path: Path, synthetic_csv: Path) -> Path:
                          for line in lines[1:13]]
     path = tmp_path / "labels.csv"
     path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="session")
+def fault_bundle(tiny_bundles: dict[str, Path]) -> Path:
+    return tiny_bundles["int8"]
+
+
+@pytest.fixture(scope="session")
+def fault_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s at 10 fps of two synthetic people per frame (every frame has faces)."""
+    from edgeface.data.synthetic import write_synthetic_video
+
+    path = tmp_path_factory.mktemp("fault-video") / "two.mp4"
+    write_synthetic_video(path, people=6, seconds=2, fps=10, faces_per_frame=2, seed=1)
     return path

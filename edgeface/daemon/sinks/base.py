@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import collections
-import logging
 import threading
 import time
 from typing import Any, Protocol
 
 from edgeface.daemon.records import Published
-
-log = logging.getLogger("edgeface.daemon")
+from edgeface.daemon.service import Throttled
 
 
 class Sink(Protocol):
@@ -25,22 +23,38 @@ class Sink(Protocol):
     def metrics(self) -> dict[str, float]:
         """Counters for /metrics: at least sent and dropped."""
 
+    def problem(self) -> str | None:
+        """Why the sink is not delivering, once that has lasted past its ``unhealthy_after``; None when fine."""
+
+    def status(self) -> dict[str, Any]:
+        """The sink as /healthz shows it."""
+
 
 class QueuedSink:
-    """A bounded buffer and a worker thread that calls ``_send``; a failing send is retried with backoff."""
+    """A bounded buffer and a worker thread that calls ``_send``; a failing send is retried with backoff.
+
+    ``_send`` returns True when the record is delivered, False when it was handed over and is counted later
+    (MQTT counts a message when the broker acknowledges it: ``_acknowledged``). A record is taken out of the
+    buffer only once ``_send`` returns, so a failed send is retried from that same record.
+    """
 
     name = "queued"
 
-    def __init__(self, queue: int, publish_mode: str) -> None:
+    def __init__(self, queue: int, publish_mode: str, unhealthy_after: float = 60.0) -> None:
         self.publish_mode = publish_mode
+        self.unhealthy_after = unhealthy_after
         self.sent = 0
         self.dropped = 0
         self.errors = 0
+        self.last_error = ""
+        self.failing_since: float | None = None  # monotonic time of the first failure since the last delivery
         self._queue: collections.deque[Any] = collections.deque()
         self._limit = queue
         self._cond = threading.Condition()
         self._closing = False
+        self._sending: Any = None
         self._deadline = float("inf")
+        self._warn = Throttled()
         self._thread = threading.Thread(target=self._run, name=f"edgeface-{self.name}", daemon=True)
 
     def start(self) -> None:
@@ -53,8 +67,13 @@ class QueuedSink:
     def _put(self, payload: Any) -> None:
         with self._cond:
             if len(self._queue) >= self._limit:
-                self._queue.popleft()
                 self.dropped += 1
+                if self._sending is None or self._queue[0] is not self._sending:
+                    self._queue.popleft()
+                elif len(self._queue) > 1:  # the oldest is being sent right now: it is not the one lost
+                    del self._queue[1]
+                else:
+                    return
             self._queue.append(payload)
             self._cond.notify()
 
@@ -72,25 +91,45 @@ class QueuedSink:
     def metrics(self) -> dict[str, float]:
         return {"sent": self.sent, "dropped": self.dropped, "errors": self.errors, "queued": len(self._queue)}
 
+    def problem(self) -> str | None:
+        since = self.failing_since
+        if since is None or time.monotonic() - since < self.unhealthy_after:
+            return None
+        return f"{self.name}: nothing delivered for {time.monotonic() - since:.0f} s ({self.last_error})"
+
+    def status(self) -> dict[str, Any]:
+        """The sink in /healthz: ok or failing, the last error, and its counters."""
+        problem = self.problem()
+        return {"status": "failing" if problem else "ok", "error": self.last_error or None,
+                **{k: int(v) for k, v in self.metrics().items()}}
+
+    def _failed(self, message: str) -> None:
+        self.errors += 1
+        self.last_error = message
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self._warn.warning("%s sink: %s; retrying with backoff, buffering up to %d records",
+                           self.name, message, self._limit)
+
+    def _delivered(self, count: int = 1) -> None:
+        self.sent += count
+        self.failing_since = None
+
     def _run(self) -> None:
         delay = 0.2
-        last_warning = -float("inf")
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 if not self._queue or time.monotonic() > self._deadline:
                     return
-                payload = self._queue[0]
+                payload = self._sending = self._queue[0]
             try:
-                self._send(payload)
+                delivered = self._send(payload)
             except Exception as exc:  # an output that fails is retried, never allowed to kill the daemon
-                self.errors += 1
-                if time.monotonic() - last_warning > 60:  # an output down for days must not flood the journal
-                    last_warning = time.monotonic()
-                    log.warning("%s sink: %s; retrying with backoff, buffering up to %d records",
-                                self.name, exc, self._limit)
+                self._failed(str(exc))
                 with self._cond:
+                    self._sending = None
                     self._cond.wait(min(delay, max(0.0, self._deadline - time.monotonic())))
                 delay = min(delay * 2, 5.0)
                 continue
@@ -98,9 +137,11 @@ class QueuedSink:
             with self._cond:
                 if self._queue and self._queue[0] is payload:
                     self._queue.popleft()
-            self.sent += 1
+                self._sending = None
+            if delivered:
+                self._delivered()
 
-    def _send(self, payload: Any) -> None:
+    def _send(self, payload: Any) -> bool:
         raise NotImplementedError
 
     def _finish(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import sys
 from pathlib import Path
@@ -11,41 +13,66 @@ from edgeface.daemon.sinks.base import QueuedSink
 
 
 class JsonLinesSink(QueuedSink):
-    """One JSON object per line, to stdout or to a file rotated by size (``name.1`` ... ``name.N``)."""
+    """One JSON object per line, to stdout or to a file rotated by size (``name.1`` ... ``name.N``).
+
+    Each line is whole, once, or not at all: one ``os.write`` of the complete line (no user-space buffer that
+    could be flushed half); a write the disk cut short (full) is taken back with ``ftruncate`` and the line is
+    retried from its start when space returns. Lines the buffer could not hold meanwhile are counted as dropped.
+    """
 
     name = "jsonl"
 
     def __init__(self, path: str = "-", publish: str = "every", max_bytes: int = 10_000_000, backups: int = 3,
-                 queue: int = 256) -> None:
-        super().__init__(queue, publish)
+                 queue: int = 256, unhealthy_after: float = 60.0) -> None:
+        super().__init__(queue, publish, unhealthy_after)
         self.path = None if path == "-" else Path(path)
         self.max_bytes = max_bytes
         self.backups = backups
-        self._handle = None
+        self._fd: int | None = None
         if self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = self.path.open("a", encoding="utf-8")
+                self._open()
             except OSError as exc:
                 raise ConfigError(f"[jsonl] path {self.path}: cannot open for writing ({exc.strerror or exc})") from None
         self.start()
 
-    def _send(self, line: str) -> None:
+    def _open(self) -> int:
+        assert self.path is not None
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return self._fd
+
+    def _send(self, line: str) -> bool:
+        data = (line + "\n").encode()
         if self.path is None:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-            return
-        if self._handle is None:
-            self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(line + "\n")
-        self._handle.flush()
-        if self._handle.tell() >= self.max_bytes:
+            try:
+                fd = sys.stdout.fileno()
+            except (AttributeError, ValueError, io.UnsupportedOperation):  # stdout replaced by an object
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+                return True
+            sys.stdout.flush()  # anything printed before goes first
+            _write_all(fd, data)
+            return True
+        fd = self._open()
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+        except OSError:
+            os.ftruncate(fd, size)  # a write that failed part-way may still have added bytes
+            raise
+        if written != len(data):  # the disk filled in the middle of the line: take the part back
+            os.ftruncate(fd, size)
+            raise OSError(errno.ENOSPC, f"{self.path}: only {written} of {len(data)} bytes written (disk full?)")
+        if size + written >= self.max_bytes:
             self._rotate()
+        return True
 
     def _rotate(self) -> None:
-        assert self.path is not None and self._handle is not None
-        self._handle.close()
-        self._handle = None
+        assert self.path is not None and self._fd is not None
+        os.close(self._fd)
+        self._fd = None
         if self.backups == 0:
             self.path.unlink(missing_ok=True)
             return
@@ -56,11 +83,13 @@ class JsonLinesSink(QueuedSink):
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
 
     def _finish(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        elif self.path is None:
-            try:
-                sys.stdout.flush()
-            except (OSError, ValueError):
-                pass
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """A pipe may take a long line in parts: write the rest until it is all out."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
+import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
-from edgeface.core.errors import DependencyError
+from edgeface.core.errors import ConfigError, DependencyError
 from edgeface.daemon.records import FrameResult, Published
+from edgeface.daemon.secrets import read_secret
+from edgeface.daemon.service import Throttled
 from edgeface.daemon.sinks.base import QueuedSink
 
 if TYPE_CHECKING:
@@ -26,14 +31,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeface.daemon")
 
+MQTT_PASSWORD_CREDENTIAL, MQTT_PASSWORD_ENV = "mqtt-password", "EDGEFACE_MQTT_PASSWORD"
+
 
 class MqttSink(QueuedSink):
-    """paho-mqtt: the client's own thread connects and reconnects; ours feeds it only while it is connected."""
+    """paho-mqtt: the client's own thread connects and reconnects; ours feeds it only while it is connected.
+
+    A message counts as sent when the broker acknowledges it (QoS 1 and 2; QoS 0: when written to the
+    socket). At most ``INFLIGHT`` messages wait for their acknowledgement; paho keeps them across a lost
+    connection and sends them again after it (the subscriber may then see one twice: QoS 1 is at least once).
+    Behind them up to ``[mqtt] queue`` records wait in the buffer; past that the oldest is dropped and counted,
+    and so is whatever is neither acknowledged nor sent at stop.
+    """
 
     name = "mqtt"
+    INFLIGHT = 100
 
     def __init__(self, config: "MqttConfig", device: str, model_name: str = "edgeface") -> None:
-        super().__init__(config.queue, config.publish)
+        super().__init__(config.queue, config.publish, config.unhealthy_after)
         try:
             import paho.mqtt.client as mqtt
         except ModuleNotFoundError:
@@ -45,17 +60,31 @@ class MqttSink(QueuedSink):
         self.status_topic = f"{self.base}/status"
         self.connected = threading.Event()
         self.connects = 0
-        self._last_state: str | None = None
+        self.failing_since = time.monotonic()  # not connected yet: the clock of unhealthy_after starts now
+        self.last_error = "not connected yet"
+        self._inflight: dict[int, float] = {}  # message id -> when it was handed to paho
+        # acknowledged before publish() returned their id (or not ours: "online", discovery), kept a few seconds
+        self._early: dict[int, float] = {}
+        self._ack_lock = threading.Lock()
+        self._connect_warning = Throttled()
+        self._connect_error = ""
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id or f"edgeface-{device}")
         if config.username:
-            client.username_pw_set(config.username, config.password or None)
-        if config.tls:
-            client.tls_set()
+            client.username_pw_set(config.username, mqtt_password(config))
+        if config.tls or config.ca_certs or config.certfile:
+            try:
+                client.tls_set(ca_certs=config.ca_certs or None, certfile=config.certfile or None,
+                               keyfile=config.keyfile or None)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a key that is not the cert's
+                raise ConfigError(f"[mqtt] TLS files: {exc}") from None
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(1, 30)
-        client.max_queued_messages_set(config.queue)
+        client.max_inflight_messages_set(self.INFLIGHT)
+        client.max_queued_messages_set(0)  # bounded by INFLIGHT and our buffer, not by paho
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
         self._client = client
         self._mqtt = mqtt
         # connect_async + loop_start: a broker that is down at start is retried by paho's thread, not fatal.
@@ -84,19 +113,50 @@ class MqttSink(QueuedSink):
             "gender": primary.labels.gender.label if primary else "none",
         }
 
-    def _send(self, message: tuple[str, str, int, bool]) -> None:
+    def _send(self, message: tuple[str, str, int, bool]) -> bool:
         if not self.connected.wait(0.5):
-            raise ConnectionError(f"broker {self.config.host}:{self.config.port} not connected")
+            raise ConnectionError(f"broker {self.config.host}:{self.config.port} not connected ({self.last_error})")
+        deadline = time.monotonic() + 0.5
+        while len(self._inflight) >= self.INFLIGHT:  # the broker is slow or frozen: hold the rest here
+            if time.monotonic() > deadline:
+                oldest = time.monotonic() - min(self._inflight.values(), default=time.monotonic())
+                raise ConnectionError(f"{len(self._inflight)} messages unacknowledged, the oldest for {oldest:.0f} s")
+            time.sleep(0.01)
         topic, payload, qos, retain = message
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+        if info.rc != self._mqtt.MQTT_ERR_SUCCESS and not (qos > 0 and info.rc == self._mqtt.MQTT_ERR_NO_CONN):
+            # (a QoS 1/2 message paho could not send yet is kept by paho and sent after reconnecting)
             raise ConnectionError(f"publish to {topic} failed ({self._mqtt.error_string(info.rc)})")
+        with self._ack_lock:
+            if self._early.pop(info.mid, None) is not None:
+                self._delivered()
+            else:
+                self._inflight[info.mid] = time.monotonic()
+        return False  # counted when acknowledged
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any = None, properties: Any = None) -> None:
+        with self._ack_lock:
+            if self._inflight.pop(mid, None) is None:
+                now = time.monotonic()
+                self._early = {m: t for m, t in self._early.items() if now - t < 5.0}
+                self._early[mid] = now
+                return
+        self._delivered()
+
+    def problem(self) -> str | None:
+        oldest = min(self._inflight.values(), default=None)
+        if self.connected.is_set() and oldest is not None and time.monotonic() - oldest > self.unhealthy_after:
+            return (f"mqtt: broker {self.config.host}:{self.config.port} has not acknowledged a message for "
+                    f"{time.monotonic() - oldest:.0f} s")
+        return super().problem()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if getattr(reason, "is_failure", False):
-            log.warning("mqtt: broker %s:%s refused the connection (%s)", self.config.host, self.config.port, reason)
+            self._connect_failed(f"broker {self.config.host}:{self.config.port} refused the connection: {reason}")
             return
         self.connects += 1
+        self.last_error = self._connect_error = ""
+        self.failing_since = None
         log.info("mqtt: connected to %s:%s", self.config.host, self.config.port)
         client.publish(self.status_topic, "online", qos=1, retain=True)
         if self.config.discovery:
@@ -104,9 +164,31 @@ class MqttSink(QueuedSink):
                 client.publish(topic, json.dumps(payload), qos=1, retain=True)
         self.connected.set()
 
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        exc = sys.exc_info()[1]  # paho calls this from its `except OSError` (TLS errors are OSErrors too)
+        kind = "TLS" if isinstance(exc, ssl.SSLError) else "connection"
+        self._connect_failed(f"{kind} to {self.config.host}:{self.config.port} failed: {exc or 'unknown error'}")
+
+    def _failed(self, message: str) -> None:
+        if self.connected.is_set():
+            super()._failed(message)
+        else:  # waiting for the broker: the connection's own messages said why, once
+            self.errors += 1
+
+    def _connect_failed(self, message: str) -> None:
+        """Logged when it first happens or changes, then once a minute with a count; shown in /healthz."""
+        if message != self._connect_error:
+            self._connect_warning = Throttled()
+        self.last_error = self._connect_error = message
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self._connect_warning.warning("mqtt: %s; retrying with backoff (up to 30 s)", message)
+
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
         if self.connected.is_set():
             log.warning("mqtt: lost the broker %s:%s (%s); reconnecting", self.config.host, self.config.port, reason)
+            self.last_error = f"lost the broker ({reason})"
+            self.failing_since = time.monotonic()
         self.connected.clear()
 
     def discovery_messages(self) -> list[tuple[str, dict[str, Any]]]:
@@ -132,6 +214,12 @@ class MqttSink(QueuedSink):
         return messages
 
     def _finish(self) -> None:
+        deadline = time.monotonic() + 0.5
+        while self._inflight and self.connected.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)  # acknowledgements on their way
+        with self._ack_lock:
+            self.dropped += len(self._inflight)  # handed over, never acknowledged: lost
+            self._inflight.clear()
         # A clean stop says "offline" itself (the will is only sent when the connection dies).
         if self.connected.is_set():
             info = self._client.publish(self.status_topic, "offline", qos=1, retain=True)
@@ -143,4 +231,11 @@ class MqttSink(QueuedSink):
         self._client.loop_stop()
 
     def metrics(self) -> dict[str, float]:
-        return {**super().metrics(), "connected": float(self.connected.is_set()), "connects": self.connects}
+        return {**super().metrics(), "inflight": len(self._inflight), "connected": float(self.connected.is_set()),
+                "connects": self.connects}
+
+
+def mqtt_password(config: "MqttConfig") -> str | None:
+    """``[mqtt] password`` if set, else ``password_file``, the systemd credential, the environment variable."""
+    return config.password or read_secret("[mqtt] password", config.password_file, MQTT_PASSWORD_CREDENTIAL,
+                                          MQTT_PASSWORD_ENV)
