@@ -211,7 +211,7 @@ def convert_precision(model: Any, spec: ModelSpec, precision: str, representativ
                    "or not an edgeface model)")
         correction = feature_correction(model, spec, representative) if int8 and options.bias_correction else None
         if int8 and options.bias_correction and correction is None:
-            on_log("bias correction: skipped (the model is not preprocess -> backbone -> heads)")
+            on_log("bias correction: skipped (not preprocess -> backbone -> heads on one feature vector)")
         with corrected_heads(model, correction) as corrected:
             flatbuffer = convert_keras(model, precision, spec, representative if int8 else None,
                                        io_type=options.io_type)

@@ -77,7 +77,8 @@ def test_centres_head_is_a_softmax_over_scaled_cosines_to_fixed_centres() -> Non
     embeddings = rng.normal(size=(6, 128)).astype(np.float32)
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     set_identity_centres(built.heads, embeddings, ["a", "a", "b", "b", "c", "c"], ["a", "b", "c"], scale=40.0)
-    features = {"descriptor": embeddings * 3.0, "attributes": rng.normal(size=(6, 32)).astype(np.float32)}
+    attributes = int(built.heads.input["attributes"].shape[-1])
+    features = {"descriptor": embeddings * 3.0, "attributes": rng.normal(size=(6, attributes)).astype(np.float32)}
     out = built.heads(features)
     centres = np.stack([embeddings[0] + embeddings[1], embeddings[2] + embeddings[3],
                         embeddings[4] + embeddings[5]], axis=1)

@@ -74,8 +74,10 @@ def demo(
                                input_size=input_size, epochs=epochs, seed=seed, verbose=1),
                    on_log=lambda line: typer.echo(f"  {line}"))
     model_path = result.model_path
+    probes = result.metadata["metrics"]["linear_probe"]
     for head, values in result.metadata["metrics"]["validation"].items():
-        typer.echo(f"  validation {head:8s} {values['accuracy']:.3f}")
+        probe = f" (linear probe {probes[head]:.3f})" if probes.get(head) is not None else ""
+        typer.echo(f"  validation {head:8s} {values['accuracy']:.3f}{probe}")
 
     _step("3/7 convert")
     from edgeface.convert.options import ConvertOptions
