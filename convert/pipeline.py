@@ -18,7 +18,6 @@ from edgeface.data.manifest import Dataset, Sample, load_dataset, split_dataset
 from edgeface.faces.crops import crop_samples
 from edgeface.runtime.engine import LiteRTEngine
 from edgeface.train.keras_model import KerasEngine
-from edgeface.train.model import model_parts
 
 DEBUG_FACES = 64  # verification faces the quantization debugger runs on (--debug-layers)
 # ... and the accumulated-error comparison, which keeps every tensor of both models (about 30 MB per face)
@@ -212,7 +211,7 @@ def convert_precision(model: Any, spec: ModelSpec, precision: str, representativ
                    "or not an edgeface model)")
         correction = feature_correction(model, spec, representative) if int8 and options.bias_correction else None
         if int8 and options.bias_correction and correction is None:
-            on_log("bias correction: skipped (the model is not preprocess -> backbone -> heads)")
+            on_log("bias correction: skipped (not preprocess -> backbone -> heads on one feature vector)")
         with corrected_heads(model, correction) as corrected:
             flatbuffer = convert_keras(model, precision, spec, representative if int8 else None,
                                        io_type=options.io_type)
@@ -280,15 +279,12 @@ def bundle_manifest(keras_engine: KerasEngine, model_path: Path, model_sha256: s
     """What a bundle records beyond the model and its spec: I/O quantization, thresholds, where the model
     came from, how it was converted, and the agreement measured here."""
     metadata = keras_engine.metadata
-    parts = model_parts(keras_engine.model)
     return {
         "io": io_details(engine),
         "identity_threshold": options.identity_threshold,
         "source_model": {"path": str(model_path), "sha256": model_sha256,
                          "backbone": metadata.get("backbone"), "weights": metadata.get("weights"),
-                         "trained": metadata.get("created"),
-                         # each face read as the mean of itself and its mirror (recentre --mirror)
-                         "mirrored": bool(parts and parts.mirrored)},
+                         "trained": metadata.get("created")},
         "dataset_fingerprint": metadata.get("dataset", {}).get("fingerprint"),
         "conversion": {"representative": str(sets.representative_source),
                        "representative_faces": len(sets.representative), "seed": options.seed,

@@ -3,9 +3,11 @@
 On each host (prepared by ``firmware_scripts/install.sh``) the layout under ``<prefix>/opt/edgeface`` is::
 
     releases/<id>/model.edgeface   the bundle
-    releases/<id>/edgeface.toml    the daemon config (``bundle = "model.edgeface"``)
+    releases/<id>/edgeface.toml    the daemon config (``bundle = "model.edgeface"``), 0640, group edgeface
     releases/<id>/SHA256SUMS       checked after the copy and before declaring a deploy a no-op
-    current -> releases/<id>       what the service runs; switched atomically (symlink + rename)
+    releases/current -> <id>       what the service runs; switched atomically (symlink + rename)
+    current -> releases/current    root's fixed link, the path the unit reads; /opt/edgeface and its venv
+                                   are root's, releases/ is the only folder the deploy user may write
 
 A release id is derived from the content (bundle + config), so deploying the same thing twice is detected
 and changes nothing. The steps per host: read the current release; copy into ``releases/.incoming-<id>``
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -31,6 +34,7 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -48,130 +52,13 @@ DEFAULT_CONFIG = f'bundle = "{BUNDLE_NAME}"\nsource = 0\n'
 COPY_METHODS = ("rsync", "scp")
 SSH_EXIT_CONNECT = 255  # ssh's own failures (connection, authentication, host key), as opposed to the command's
 
-# Run on the host as `sh -c SCRIPT edgeface-deploy COMMAND ROOT ARGS...`. POSIX sh + coreutils only (Raspberry
-# Pi OS, Debian); tests run shellcheck on it. Failures print one line on stderr and exit 3 (exit 255 is ssh's).
-REMOTE_SCRIPT = r"""
-set -eu
-fail() { echo "$*" >&2; exit 3; }
-cmd=$1 root=$2
-shift 2
-base="${root%/}/opt/edgeface"
-releases="$base/releases"
+CREDENTIAL_NAMES = ("http-token", "mqtt-password")  # systemd credentials the unit loads (LoadCredential=)
+DEFAULT_CREDENTIAL_CMD = "sudo -n /usr/local/sbin/edgeface-credential"
 
-current_id() {
-    link=$(readlink "$base/current" 2>/dev/null) || return 0
-    basename "$link"
-}
 
-set_current() {
-    [ -d "$releases/$1" ] || fail "release $1 is missing from $releases"
-    touch "$releases/$1"  # the newest mtime: prune keeps the releases used last
-    ln -sfn "releases/$1" "$base/.current.tmp"
-    mv -T "$base/.current.tmp" "$base/current"
-}
-
-# Without curl: the same request from Python (always on Raspberry Pi OS).
-PY_GET='
-import json, sys, urllib.error, urllib.request
-try:
-    body = urllib.request.urlopen(sys.argv[1], timeout=3).read().decode()
-    if len(sys.argv) > 2 and sys.argv[2] and sys.argv[2] not in body:
-        sys.exit(f"the daemon serves another model (expected model_sha256 {sys.argv[2]})")
-except urllib.error.HTTPError as e:
-    try:
-        reason = json.loads(e.read()).get("reason", "")
-    except Exception:
-        reason = ""
-    sys.exit(f"HTTP {e.code}" + (f" ({reason})" if reason else ""))
-except Exception as e:
-    sys.exit(str(e))
-'
-
-case $cmd in
-status)
-    [ -d "$base" ] || fail "$base does not exist: run firmware_scripts/install.sh on this host first"
-    [ -w "$base" ] || fail "$base is not writable by $(id -un): run install.sh with --deploy-user $(id -un)"
-    echo "current=$(current_id)"
-    # The wanted release, if already here and intact (an earlier deploy, or the one running now).
-    if (cd "$releases/$1" && sha256sum --status -c SHA256SUMS) 2>/dev/null; then
-        echo "stored=yes"
-    else
-        echo "stored=no"
-    fi
-    ;;
-prepare)
-    mkdir -p "$releases"
-    rm -rf "$releases/.incoming-$1"
-    mkdir "$releases/.incoming-$1"
-    ;;
-activate)
-    id=$1 incoming="$releases/.incoming-$1"
-    (cd "$incoming" && sha256sum --quiet -c SHA256SUMS >&2) || fail "the copied files do not match their checksums"
-    chmod 0755 "$incoming"
-    chmod 0644 "$incoming"/*
-    rm -rf "${releases:?}/$id"
-    mv -T "$incoming" "$releases/$id"
-    set_current "$id"
-    ;;
-switch)
-    set_current "$1"
-    ;;
-unset)
-    rm -f "$base/current"
-    ;;
-remove)
-    [ "$(current_id)" != "$1" ] || fail "refusing to remove the current release $1"
-    rm -rf "${releases:?}/$1"
-    ;;
-restart)
-    EDGEFACE_ROOT=$root EDGEFACE_RELEASE=$(current_id)
-    export EDGEFACE_ROOT EDGEFACE_RELEASE
-    # Its output goes to stderr, so a failure's last line is the reason the deploy reports.
-    sh -c "$1" </dev/null >&2 || { status=$?; echo "exit status $status" >&2; exit 3; }
-    ;;
-health)
-    timeout=$1 url=$2 check=${3:-}
-    if [ -z "$check" ] && [ "$url" = "-" ]; then
-        # The release's own config says where its /healthz is (a rollback's may differ from the new one's).
-        url=$(cat "$base/current/health-url" 2>/dev/null) || url=""
-        [ -n "$url" ] || fail "the config of release $(current_id) turns the HTTP server off: pass --health-cmd"
-    fi
-    # The daemon must be serving this release's model, not an old process that never restarted.
-    expect=$(cat "$base/current/model-sha256" 2>/dev/null) || expect=""
-    deadline=$(( $(date +%s) + timeout ))
-    while :; do
-        if [ -n "$check" ]; then
-            out=$(sh -c "$check" </dev/null 2>&1) && exit 0
-        elif command -v curl >/dev/null 2>&1; then
-            resp=$(curl -sS --max-time 3 -w '\n%{http_code}' "$url" 2>&1) || true
-            code=$(printf '%s\n' "$resp" | tail -n 1)
-            case $code in
-            2??) if [ -z "$expect" ] || printf '%s\n' "$resp" | grep -q "$expect"; then exit 0; fi
-                 out="HTTP $code but the daemon serves another model (expected model_sha256 $expect)" ;;
-            000) out=$(printf '%s\n' "$resp" | head -n 1) ;;
-            *) reason=$(printf '%s\n' "$resp" | sed -n 's/.*"reason": *"\([^"]*\)".*/\1/p' | head -n 1)
-               out="HTTP $code${reason:+ ($reason)}" ;;
-            esac
-        else
-            out=$(python3 -c "$PY_GET" "$url" "$expect" 2>&1) && exit 0
-        fi
-        [ "$(date +%s)" -lt "$deadline" ] || fail "no healthy answer within ${timeout}s: $(echo "$out" | tr '\n' ' ')"
-        sleep 1
-    done
-    ;;
-prune)
-    keep=$1 cur=$(current_id)
-    # Newest first; release ids are hex, so ls output is safe to read line by line.
-    # shellcheck disable=SC2012
-    ls -1t "$releases" | tail -n +$((keep + 1)) | while read -r dir; do
-        [ "$dir" = "$cur" ] || rm -rf "${releases:?}/$dir"
-    done
-    ;;
-*)
-    fail "unknown command $cmd"
-    ;;
-esac
-"""
+def remote_script() -> str:
+    """The script run on each host (``edgeface/firmware/remote_deploy.sh``, shipped in the package)."""
+    return resources.files("edgeface").joinpath("firmware/remote_deploy.sh").read_text(encoding="utf-8")
 
 
 # --- hosts and options --------------------------------------------------------------------------------------
@@ -231,6 +118,15 @@ class DeployOptions:
     keep: int = 3                         # releases kept on the host, the current one included
     dry_run: bool = False
     jobs: int = 8                         # hosts deployed at once
+    # (name, secret) pairs stored on each host as systemd credentials (names from CREDENTIAL_NAMES), through
+    # credential_cmd with the secret on its stdin; never in a command line, a log or a repr.
+    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    credential_cmd: str = DEFAULT_CREDENTIAL_CMD
+
+    @property
+    def http_token(self) -> str:
+        """The token this deploy installs, if any: the health check sends it when /healthz answers 401."""
+        return dict(self.credentials).get("http-token", "")
 
     def check(self) -> None:
         if self.copy not in COPY_METHODS:
@@ -255,6 +151,34 @@ class DeployOptions:
             raise ConfigError(f"--health-timeout {self.health_timeout}: must be more than 0 seconds")
         if not self.prefix.startswith("/"):
             raise ConfigError(f"--prefix {self.prefix!r}: must be an absolute path on the host")
+        for name, secret in self.credentials:
+            if name not in CREDENTIAL_NAMES:
+                raise ConfigError(f"credential {name!r}: choose {' or '.join(CREDENTIAL_NAMES)}")
+            if not secret or len(secret.encode()) > MAX_SECRET_BYTES or any(c in secret for c in "\0\r\n"):
+                raise ConfigError(f"the {name}: expected one line of 1 to {MAX_SECRET_BYTES} bytes")
+
+
+MAX_SECRET_BYTES = 4096
+
+
+def generate_token() -> str:
+    """A new HTTP bearer token: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def read_secret(path: str | Path, what: str) -> str:
+    """A secret from a local file (its first line, without the newline)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path}: not UTF-8 text") from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"{what} {path}: the file is empty")
+    return lines[0].strip()
 
 
 # --- the release ----------------------------------------------------------------------------------------------
@@ -454,27 +378,28 @@ class _Remote:
     def ssh_command(self) -> list[str]:
         return ["ssh", *self.ssh_options(), *(["-p", str(self.port)] if self.port else [])]
 
-    def run(self, step: str, *args: str, timeout: float | None = None) -> str:
-        """Run the remote script's ``step``; its stdout on success, _StepFailed otherwise."""
-        remote = ["sh", "-c", REMOTE_SCRIPT, "edgeface-deploy", step, self.options.prefix, *args]
+    def run(self, step: str, *args: str, timeout: float | None = None, stdin: str | None = None) -> str:
+        """Run the remote script's ``step`` (``stdin``: what it reads, e.g. a secret); its stdout on success,
+        _StepFailed otherwise."""
+        remote = ["sh", "-c", remote_script(), "edgeface-deploy", step, self.options.prefix, *args]
         command = [*self.ssh_command(), "--", self.host.name, shlex.join(remote)]
-        return self._call(command, step, timeout)
+        return self._call(command, step, timeout, stdin)
 
     def copy(self, stage: Path, remote_dir: str) -> None:
         files = sorted(str(p) for p in stage.iterdir())
         if self.options.copy == "rsync":
-            command = ["rsync", "-rt", "--chmod=D0755,F0644", "-e", shlex.join(self.ssh_command()), *files,
+            command = ["rsync", "-rt", "--chmod=F0640", "-e", shlex.join(self.ssh_command()), *files,
                        f"{self.host.scp_destination}:{remote_dir}/"]
         else:
             command = ["scp", "-q", *self.ssh_options(), *(["-P", str(self.port)] if self.port else []), *files,
                        f"{self.host.scp_destination}:{remote_dir}/"]
         self._call(command, "copy", None)
 
-    def _call(self, command: list[str], step: str, timeout: float | None) -> str:
+    def _call(self, command: list[str], step: str, timeout: float | None, stdin: str | None = None) -> str:
         self.log(f"{step}: {shlex.join(command[:1] + ['...'] + command[-1:])}" if step else shlex.join(command))
         try:
-            done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=timeout)
+            done = subprocess.run(command, stdin=subprocess.DEVNULL if stdin is None else None, input=stdin,
+                                  capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise _StepFailed(f"{step} timed out after {timeout:.0f}s") from None
         if done.returncode == 0:
@@ -528,12 +453,28 @@ def _deploy_host(remote: _Remote, release: Release, options: DeployOptions,
         return HostResult(name, "unreachable" if exc.connection else "failed", detail=str(exc))
     current = status.get("current", "")
     stored = status.get("stored") == "yes"
-    if current == release.id and stored:
-        return HostResult(name, "unchanged", release=release.id)
     if options.dry_run:
+        if current == release.id and stored and not options.credentials:
+            return HostResult(name, "unchanged", release=release.id)
         return HostResult(name, "would deploy", release=release.id,
                           detail=f"replacing {current}" if current else "first release",
                           steps=tuple(_plan(host, release, options, current, stored)))
+    try:  # before the switch, so a new release starts with them; not rolled back (root's files)
+        changed = [cred for cred, secret in options.credentials
+                   if remote.run("credential", options.credential_cmd, cred, stdin=secret + "\n").strip()
+                   != "unchanged"]
+    except _StepFailed as exc:
+        return HostResult(name, "unreachable" if exc.connection else "failed", release=current,
+                          detail=f"{exc} (nothing was switched)")
+    if current == release.id and stored:
+        if not changed:
+            return HostResult(name, "unchanged", release=release.id)
+        try:  # same release, new credentials: the daemon reads them when it starts
+            remote.run("restart", options.restart_cmd, timeout=options.health_timeout + 120)
+            _check_health(remote, options)
+        except _StepFailed as exc:
+            return HostResult(name, "failed", release=release.id, detail=f"after storing {', '.join(changed)}: {exc}")
+        return HostResult(name, "deployed", release=release.id, detail=f"new {', '.join(changed)}")
     try:
         if stored:  # deployed here before (going back to it): no copy, just switch
             remote.run("switch", release.id)
@@ -585,8 +526,9 @@ def _roll_back(remote: _Remote, name: str, release: Release, previous: str, reas
 
 def _check_health(remote: _Remote, options: DeployOptions) -> None:
     # "-": the URL recorded in the release that is current now (the new one, or the one rolled back to).
+    token = options.http_token
     remote.run("health", str(int(options.health_timeout)), options.health_url or "-", options.health_cmd or "",
-               timeout=options.health_timeout + 60)
+               "1" if token else "0", timeout=options.health_timeout + 60, stdin=token + "\n" if token else None)
 
 
 def _parse_status(text: str) -> dict[str, str]:
@@ -610,8 +552,10 @@ def _plan(host: Host, release: Release, options: DeployOptions, current: str, st
     copy = (f"{base}/releases/{release.id} is already on the host: nothing to copy" if stored else
             f"copy {release.bundle} and the config to {host.destination}:{base}/releases/{release.id} "
             f"({options.copy})")
-    return [copy,
-            f"switch {base}/current to releases/{release.id}",
+    stores = [f"store the {cred} (systemd credential, through: {options.credential_cmd})"
+              for cred, _ in options.credentials]
+    return [*stores, copy,
+            f"switch {base}/releases/current to {release.id}",
             f"run: {options.restart_cmd}",
             f"check health: {check} (up to {options.health_timeout:g}s)",
             f"on failure: switch back to {current} and restart" if current

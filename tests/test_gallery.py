@@ -97,7 +97,7 @@ def test_bad_names_are_refused(name: str, message: str) -> None:
 
 def test_save_and_read_back(gallery, tmp_path: Path) -> None:
     path = gallery.calibrated(0.6, 0.7, {"far_target": 0.01}).save(tmp_path / "g" / "gallery.json")
-    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"  # biometric data: its owner alone
     assert [p.name for p in path.parent.iterdir()] == ["gallery.json"]  # no temporary file left
     back = read_gallery(path, SHA)
     assert back.names == gallery.names and back.similarity_threshold == 0.6 and back.identity_threshold == 0.7

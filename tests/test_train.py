@@ -55,45 +55,38 @@ def test_imagenet_weights_come_from_the_local_folder(monkeypatch: pytest.MonkeyP
     assert resolve_weights("resnet50", "imagenet") == "imagenet"  # Keras' own download, for users online
 
 
-@pytest.mark.parametrize("backbone,size", [("vgg16", 32), ("resnet50", 32), ("mobilenetv2", 32), ("tiny", 32)])
-def test_every_backbone_builds_with_named_outputs(backbone: str, size: int) -> None:
+@pytest.mark.parametrize("backbone,size,embedding", [("vgg16", 32, 16), ("resnet50", 32, 16), ("mobilenetv2", 32, 16),
+                                                      ("tiny", 32, 16), ("dlib-resnet-tiny", 150, 128)])
+def test_every_backbone_builds_with_named_outputs(backbone: str, size: int, embedding: int) -> None:
     from edgeface.train.model import build_model
 
-    spec = SPEC.with_(backbone=backbone, input_size=size, embedding_size=16)
+    spec = SPEC.with_(backbone=backbone, input_size=size, embedding_size=embedding)
     out = build_model(spec, weights="none").model(np.zeros((2, size, size, 3), np.float32))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "identity": (2, 3), "emotion": (2, 2), "gender": (2, 2), "embedding": (2, 16)}
+        "identity": (2, 3), "emotion": (2, 2), "gender": (2, 2), "embedding": (2, embedding)}
 
 
-def test_additive_margin_loss_is_cosface_on_the_exported_probabilities() -> None:
-    from edgeface.train.layers import AdditiveMarginLoss, CosineSoftmax
+def test_centres_head_is_a_softmax_over_scaled_cosines_to_fixed_centres() -> None:
+    from edgeface.train.model import build_model, set_identity_centres
 
+    spec = SPEC.with_(backbone="dlib-resnet-tiny", input_size=150, embedding_size=128)
+    built = build_model(spec, weights="none")
+    assert type(built.heads.get_layer("identity")).__name__ == "CosineSoftmax"
+    assert not built.heads.get_layer("identity").trainable_weights  # set from the data, not trained
     rng = np.random.default_rng(0)
-    head = CosineSoftmax(4, scale=30.0)
-    features = rng.normal(size=(3, 8)).astype(np.float32)
-    probabilities = np.asarray(head(features))
-    centres = np.asarray(head.centres)
-    cosine = (features / np.linalg.norm(features, axis=1, keepdims=True)) @ (
-        centres / np.linalg.norm(centres, axis=0, keepdims=True))
-    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
-    assert (probabilities.argmax(1) == cosine.argmax(1)).all()
-    truth = np.eye(4, dtype=np.float32)[[0, 2, 3]]
-    logits = 30.0 * (cosine - 0.2 * truth)  # CosFace: the margin comes off the true class's cosine
-    expected = -(truth * (logits - np.log(np.exp(logits).sum(1, keepdims=True)))).sum(1)
-    got = np.asarray(AdditiveMarginLoss(30.0, 0.2)(truth, probabilities, sample_weight=np.ones(3)))
-    assert got == pytest.approx(expected.mean(), rel=1e-4)
-    # An unknown identity (all-zero target) costs nothing.
-    assert float(AdditiveMarginLoss(30.0, 0.2)(np.zeros((1, 4), np.float32), probabilities[:1])) == 0.0
-
-
-@pytest.mark.parametrize("identity_head,layer", [("cosface", "CosineSoftmax"), ("softmax", "Dense")])
-def test_identity_head_choice(identity_head: str, layer: str) -> None:
-    from edgeface.train.model import build_model
-
-    built = build_model(SPEC.with_(embedding_size=16), weights="none", identity_head=identity_head)
-    assert type(built.heads.get_layer("identity")).__name__ == layer
-    with pytest.raises(ModelError, match="unknown identity head 'arc'"):
-        build_model(SPEC.with_(embedding_size=16), weights="none", identity_head="arc")
+    embeddings = rng.normal(size=(6, 128)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    set_identity_centres(built.heads, embeddings, ["a", "a", "b", "b", "c", "c"], ["a", "b", "c"], scale=40.0)
+    attributes = int(built.heads.input["attributes"].shape[-1])
+    features = {"descriptor": embeddings * 3.0, "attributes": rng.normal(size=(6, attributes)).astype(np.float32)}
+    out = built.heads(features)
+    centres = np.stack([embeddings[0] + embeddings[1], embeddings[2] + embeddings[3],
+                        embeddings[4] + embeddings[5]], axis=1)
+    centres /= np.linalg.norm(centres, axis=0, keepdims=True)
+    logits = 40.0 * embeddings @ centres
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(np.asarray(out["identity"]), expected / expected.sum(1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["embedding"]), embeddings, atol=1e-6)  # the descriptor, normalised
 
 
 @pytest.mark.shared

@@ -19,7 +19,6 @@ Typical workflow:
   edgeface demo                                  whole pipeline on a synthetic set, no data needed
   edgeface data check photos/labels.csv          find bad rows and images before training
   edgeface train --data photos/labels.csv --out runs/home
-  edgeface recentre runs/home --data photos/labels.csv --out runs/home    (optional: nearest-centre identity)
   edgeface convert runs/home --precision int8 --out bundles/
   edgeface evaluate runs/home bundles/home-int8.edgeface --data test.csv --max-drop 1
   edgeface run --bundle bundles/home-int8.edgeface --source 0     (on the Pi)

@@ -14,6 +14,7 @@ from edgeface.daemon.secrets import redact
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
 
 
 def friendly_errors(fn: F) -> F:
@@ -26,6 +27,14 @@ def friendly_errors(fn: F) -> F:
         except EdgefaceError as exc:
             typer.echo(f"error: {redact(str(exc))}", err=True)  # a URL's password never reaches the screen
             raise typer.Exit(exc.exit_code) from None
+        except MemoryError:  # inputs are bounded; this is what is left (a machine smaller than the input)
+            typer.echo("error: out of memory: the input is too large for this machine's memory", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except ValueError as exc:
+            if "embedded null byte" not in str(exc):
+                raise
+            typer.echo("error: a path contains a NUL byte", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None

@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from edgeface.cli.common import friendly_errors
+from edgeface.cli.common import field_default, friendly_errors
+from edgeface.train.config import TrainConfig
 
 ORDER = 5
 
@@ -25,10 +26,12 @@ def demo(
                                                    "set; split 70/30 per person into train and test."),
     people: int = typer.Option(8, help="Synthetic people to draw (ignored with --data)."),
     photos: int = typer.Option(40, help="Synthetic photos per person (ignored with --data)."),
-    backbone: str = typer.Option("mobilenetv2", help="mobilenetv2, resnet50, vgg16 or tiny."),
-    weights: str = typer.Option("imagenet", help="imagenet, none or a .h5 path (imagenet needs internet or "
-                                                 "$EDGEFACE_WEIGHTS_DIR)."),
-    input_size: int = typer.Option(96, help="Face crop size; 96 keeps the demo to a few minutes on 2 cores."),
+    backbone: str = typer.Option(field_default(TrainConfig, "backbone"),
+                                 help="dlib-resnet, mobilenetv2, resnet50, vgg16 or tiny (see `edgeface train -h`)."),
+    weights: Optional[str] = typer.Option(field_default(TrainConfig, "weights"),
+                                          help="dlib, imagenet, none or a weights file. Default: the backbone's own."),
+    input_size: Optional[int] = typer.Option(field_default(TrainConfig, "input_size"),
+                                             help="Face crop size. Default: the backbone's own."),
     epochs: int = typer.Option(5, help="Fine-tuning epochs (after the heads train on frozen features)."),
     seed: int = typer.Option(0),
 ) -> None:
@@ -71,8 +74,10 @@ def demo(
                                input_size=input_size, epochs=epochs, seed=seed, verbose=1),
                    on_log=lambda line: typer.echo(f"  {line}"))
     model_path = result.model_path
+    probes = result.metadata["metrics"]["linear_probe"]
     for head, values in result.metadata["metrics"]["validation"].items():
-        typer.echo(f"  validation {head:8s} {values['accuracy']:.3f}")
+        probe = f" (linear probe {probes[head]:.3f})" if probes.get(head) is not None else ""
+        typer.echo(f"  validation {head:8s} {values['accuracy']:.3f}{probe}")
 
     _step("3/7 convert")
     from edgeface.convert.options import ConvertOptions

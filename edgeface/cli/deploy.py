@@ -37,6 +37,15 @@ def deploy(
     health_cmd: Optional[str] = typer.Option(None, help="Instead of a URL: a command on the host that succeeds "
                                                         "when the service is healthy."),
     health_timeout: float = typer.Option(60.0, help="Seconds to wait for a healthy answer after a restart."),
+    http_token: Optional[str] = typer.Option(
+        None, help="Install an HTTP bearer token on each host: 'generate' makes a new one and prints it once on "
+                   "this terminal; a FILE gives its first line. Stored as the systemd credential http-token "
+                   "(/etc/edgeface/credentials, root's), never logged."),
+    mqtt_password: Optional[Path] = typer.Option(
+        None, help="FILE whose first line is the MQTT password: stored as the systemd credential mqtt-password."),
+    credential_cmd: str = typer.Option(
+        "sudo -n /usr/local/sbin/edgeface-credential",
+        help="Run on the host with a credential's name as its argument and the secret on stdin."),
     keep: int = typer.Option(3, help="Releases to keep on each host, the current one included."),
     jobs: int = typer.Option(8, help="Hosts to deploy to at once."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step on stderr."),
@@ -48,15 +57,28 @@ def deploy(
     fails, the previous release is made current and restarted again. The same bundle and config twice is a
     no-op ("unchanged"). One result line per host; exit 1 when any host failed, was rolled back or
     unreachable. Host keys are checked: add each Pi to known_hosts first (ssh to it once).
-    """
-    from edgeface.deploy import DeployOptions, deploy as run_deploy, prepare_release
 
+    --http-token and --mqtt-password store secrets as systemd credentials on each host (the unit loads them
+    with LoadCredential=); a changed credential restarts the service even when the release is unchanged.
+    """
+    from edgeface.deploy import DeployOptions, deploy as run_deploy, generate_token, prepare_release, read_secret
+
+    credentials = []
+    if http_token is not None:
+        token = generate_token() if http_token == "generate" else read_secret(http_token, "--http-token")
+        credentials.append(("http-token", token))
+    if mqtt_password is not None:
+        credentials.append(("mqtt-password", read_secret(mqtt_password, "--mqtt-password")))
     options = DeployOptions(prefix=prefix, restart_cmd=restart_cmd, health_url=health_url, health_cmd=health_cmd,
                             health_timeout=health_timeout, user=user, port=port, identity=identity,
                             known_hosts=known_hosts, ssh_options=tuple(ssh_option), copy=copy, keep=keep,
-                            dry_run=dry_run, jobs=jobs)
+                            dry_run=dry_run, jobs=jobs, credentials=tuple(credentials),
+                            credential_cmd=credential_cmd)
     options.check()
     release = prepare_release(bundle, config)
+    if http_token == "generate" and not dry_run:
+        # Shown once, here only: the hosts keep it where only root and the service can read it.
+        echo_err(f"HTTP bearer token (shown once; send it as 'Authorization: Bearer TOKEN'): {token}")
     if dry_run:
         echo_err(f"dry run: release {release.id} ({release.bundle}); nothing will be changed")
 

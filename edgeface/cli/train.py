@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from edgeface.cli.common import field_default, friendly_errors
-from edgeface.core.spec import CropSpec
 from edgeface.train.config import TrainConfig
 
 ORDER = 20
@@ -25,10 +24,16 @@ def train(
     val: Optional[Path] = typer.Option(
         _default("val"), help="Validation photos. Default: a seeded per-person split of --data."),
     backbone: str = typer.Option(
-        _default("backbone"), help="mobilenetv2 (edge default), resnet50, vgg16, or tiny (tests)."),
-    weights: str = typer.Option(
-        _default("weights"), help="imagenet (download, or $EDGEFACE_WEIGHTS_DIR), none, or a .h5 path."),
-    input_size: int = typer.Option(_default("input_size"), help="Side of the square face crop fed to the model."),
+        _default("backbone"), help="dlib-resnet (dlib's face encoder: tells people apart, enrolls new ones "
+                                   "well), mobilenetv2, resnet50, vgg16 (ImageNet weights), or tiny / "
+                                   "dlib-resnet-tiny (tests)."),
+    weights: Optional[str] = typer.Option(
+        _default("weights"), help="Where the backbone starts: dlib (dlib-resnet; pip install 'edgeface[train]' "
+                                  "or $EDGEFACE_WEIGHTS_DIR), imagenet (download, or $EDGEFACE_WEIGHTS_DIR), "
+                                  "none, or a weights file. Default: the backbone's own."),
+    input_size: Optional[int] = typer.Option(
+        _default("input_size"), help="Side of the square face crop fed to the model. Default: the backbone's "
+                                     "own (150 for dlib-resnet, 224 for the others)."),
     epochs: int = typer.Option(
         _default("epochs"), help="Epochs of fine-tuning (or of training from scratch); early stopping applies."),
     frozen_epochs: int = typer.Option(
@@ -40,17 +45,10 @@ def train(
     fine_tune_learning_rate: float = typer.Option(
         _default("fine_tune_learning_rate"), help="Adam learning rate while fine-tuning the backbone."),
     fine_tune_from: str = typer.Option(
-        _default("fine_tune_from"), help="First backbone layer to unfreeze; 'all' for the whole backbone."),
-    identity_head: str = typer.Option(
-        _default("identity_head"), help="softmax: a plain Dense softmax; cosface: cosine to each person's "
-                                        "centre, trained with a margin (metric learning)."),
-    identity_margin: float = typer.Option(
-        _default("identity_margin"), help="CosFace margin on the true person's cosine while training."),
-    teacher: Optional[str] = typer.Option(
-        _default("teacher"), help="Distil identity from a face encoder: 'dlib' (needs pip install "
-                                  "'edgeface[teacher]'). Training only; the model keeps its size."),
-    teacher_weight: float = typer.Option(
-        _default("teacher_weight"), help="Weight of the teacher's cosine loss beside the heads' losses."),
+        _default("fine_tune_from"), help="First backbone layer to unfreeze (a name ending in '_': the layers "
+                                         "named so); 'all' for the whole backbone. Default: the backbone's own "
+                                         "(dlib-resnet: its attribute branch, leaving the identity path as "
+                                         "dlib trained it)."),
     head_weight: List[str] = typer.Option([], metavar="HEAD=W", help="Scale a head's loss, e.g. emotion=2 "
                                           "(repeatable; heads not named weigh 1)."),
     val_fraction: float = typer.Option(
@@ -67,24 +65,27 @@ def train(
     """Train the three-head model (identity, emotion, gender) on labelled photos.
 
     Faces are detected, aligned and cached once; unknown labels are left out of their head's loss.
-    Pretrained backbones train the heads first, then fine-tune. Writes OUT/model.keras and OUT/metadata.json.
+    Pretrained backbones train the heads first, then fine-tune. Writes OUT/model.keras and OUT/metadata.json,
+    and prints each head's validation accuracy beside a linear probe's (a logistic regression on the
+    pretrained backbone's features): the baseline the model should beat.
     """
     from edgeface.train.trainer import train as run_training
 
     config = TrainConfig(
         data=data, out=out, val=val, backbone=backbone, weights=weights, input_size=input_size, epochs=epochs,
         frozen_epochs=frozen_epochs, batch_size=batch_size, learning_rate=learning_rate,
-        fine_tune_learning_rate=fine_tune_learning_rate, identity_head=identity_head, identity_margin=identity_margin,
-        teacher=teacher, teacher_weight=teacher_weight, head_weights=parse_head_weights(head_weight),
+        fine_tune_learning_rate=fine_tune_learning_rate, head_weights=parse_head_weights(head_weight),
         fine_tune_from=None if fine_tune_from == "all" else fine_tune_from, val_fraction=val_fraction,
-        patience=patience, detector=detector, crop=CropSpec(detector=detector), augment=augment, seed=seed,
+        patience=patience, detector=detector, augment=augment, seed=seed,
     )
     result = run_training(config, on_log=lambda line: typer.echo(line, err=True))
-    metrics = result.metadata["metrics"]["validation"]
+    metrics = result.metadata["metrics"]
     typer.echo(f"model: {result.model_path}")
-    for head, values in metrics.items():
+    for head, values in metrics["validation"].items():
+        probe = metrics["linear_probe"].get(head)
+        baseline = f", linear probe {probe:.3f}" if probe is not None else ""
         typer.echo(f"  {head:8s} validation accuracy {values['accuracy']:.3f} "
-                   f"(balanced {values['balanced_accuracy']:.3f}, n={values['n']})")
+                   f"(balanced {values['balanced_accuracy']:.3f}, n={values['n']}{baseline})")
     speed = result.metadata["training"]["images_per_second"]
     typer.echo(f"  {result.metadata['training']['epochs_run']} epochs, {speed} images/s")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edgeface.core.errors import BundleError, ModelError
-from edgeface.core.fileio import write_atomic
+from edgeface.core.fileio import require_regular_file, write_atomic
 from edgeface.core.spec import ModelSpec
 from edgeface.core.version import __version__
 
@@ -34,6 +34,9 @@ MANIFEST_MEMBER = "bundle.json"
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 # Identity confidence below which a face is "unknown", for a bundle whose manifest sets none.
 DEFAULT_IDENTITY_THRESHOLD = 0.5
+# Members are checked against these before a byte is inflated: a 1 MB bundle can claim a 1 GiB member.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_MODEL_BYTES = 512 << 20  # a float32 ResNet50 is about 100 MB
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ def write_bundle(path: str | Path, model_bytes: bytes, spec: ModelSpec, precisio
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """Only the manifest, checked for format and version (cheap: the model is not read)."""
     path = Path(path)
+    require_regular_file(path, BundleError, "bundle file")
     try:
         with zipfile.ZipFile(path) as archive:
             return _parse_manifest(path, archive)
@@ -105,15 +109,35 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise BundleError(f"{path}: bundle not found") from None
     except IsADirectoryError:
         raise BundleError(f"{path}: is a folder, not a bundle file") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
+            ValueError) as exc:
         raise BundleError(f"{path}: not a readable bundle (truncated or not an edgeface bundle: {exc})") from None
 
 
-def _parse_manifest(path: Path, archive: zipfile.ZipFile) -> dict[str, Any]:
+def _read_member(path: Path, archive: zipfile.ZipFile, name: str, limit: int, size: int | None = None) -> bytes:
+    """One member, after checking the size its entry declares against ``limit`` and the manifest's ``size``;
+    inflation stops at the declared size (a member that inflates further fails its CRC check)."""
     try:
-        raw = archive.read(MANIFEST_MEMBER)
+        info = archive.getinfo(name)
     except KeyError:
-        raise BundleError(f"{path}: no {MANIFEST_MEMBER} inside: not an edgeface bundle") from None
+        raise BundleError(f"{path}: {name} is missing from the bundle") from None
+    if info.file_size > limit:
+        raise BundleError(f"{path}: {name} inflates to {info.file_size:,} bytes, more than the {limit:,} a bundle "
+                          f"member may have: not a bundle edgeface wrote")
+    if size is not None and info.file_size != size:
+        raise BundleError(f"{path}: {name} inflates to {info.file_size:,} bytes, but {MANIFEST_MEMBER} says "
+                          f"{size:,}: the bundle is corrupt or was modified")
+    with archive.open(info) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise BundleError(f"{path}: {name} inflates to more than {limit:,} bytes: not a bundle edgeface wrote")
+    return data
+
+
+def _parse_manifest(path: Path, archive: zipfile.ZipFile) -> dict[str, Any]:
+    if MANIFEST_MEMBER not in archive.namelist():
+        raise BundleError(f"{path}: no {MANIFEST_MEMBER} inside: not an edgeface bundle")
+    raw = _read_member(path, archive, MANIFEST_MEMBER, MAX_MANIFEST_BYTES)
     try:
         manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -130,19 +154,21 @@ def _parse_manifest(path: Path, archive: zipfile.ZipFile) -> dict[str, Any]:
 def load_bundle(path: str | Path) -> Bundle:
     """Open and verify a bundle: format, version, checksum. Every failure is one ``BundleError`` line."""
     path = Path(path)
+    require_regular_file(path, BundleError, "bundle file")
     try:
         with zipfile.ZipFile(path) as archive:
             manifest = _parse_manifest(path, archive)
             member = manifest.get("model_file", MODEL_MEMBER)
-            try:
-                model_bytes = archive.read(member)
-            except KeyError:
-                raise BundleError(f"{path}: {member} is missing from the bundle") from None
+            size = manifest.get("model_bytes")
+            if not isinstance(member, str) or not (size is None or isinstance(size, int) and size >= 0):
+                raise BundleError(f"{path}: bad model_file or model_bytes in {MANIFEST_MEMBER}")
+            model_bytes = _read_member(path, archive, member, MAX_MODEL_BYTES, size)
     except FileNotFoundError:
         raise BundleError(f"{path}: bundle not found") from None
     except IsADirectoryError:
         raise BundleError(f"{path}: is a folder, not a bundle file") from None
-    except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
+            ValueError) as exc:  # unsupported compression, encrypted member, bad names
         raise BundleError(f"{path}: not a readable bundle (truncated or not an edgeface bundle: {exc})") from None
     if sha256_bytes(model_bytes) != manifest.get("model_sha256"):
         raise BundleError(f"{path}: {member} does not match its checksum: the bundle is corrupt or was modified")

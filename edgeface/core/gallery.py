@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -31,7 +33,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from edgeface.core.errors import ConfigError, EdgefaceError
-from edgeface.core.fileio import write_atomic
+from edgeface.core.fileio import read_text_input, write_atomic
 from edgeface.core.paths import default_state_dir
 from edgeface.core.results import UNKNOWN
 
@@ -41,6 +43,18 @@ GALLERY_VERSION = 1
 # starting point. On celeba-299 with a 50-person gallery and the 96x96 development model, 2.6% of strangers
 # reach it (docs/identity.md).
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
+# The thresholds a labeler accepts: a cosine below 0.1 (or -1, the bottom of its range) would name nearly
+# every face after someone; a probability lives in [0, 1]. NaN is refused (it would turn matching off).
+THRESHOLD_RANGES = {"similarity_threshold": (0.1, 1.0), "identity_threshold": (0.0, 1.0)}
+MAX_GALLERY_BYTES = 64 << 20
+
+
+def check_threshold(name: str, value: float, where: str = "") -> float:
+    """``value`` if it is a number within ``THRESHOLD_RANGES[name]``, else one ConfigError line."""
+    low, high = THRESHOLD_RANGES[name]
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+        raise ConfigError(f"{where}{name} = {value!r}: must be a number in [{low:g}, {high:g}]")
+    return float(value)
 MAX_NAME_LENGTH = 64
 
 
@@ -226,8 +240,9 @@ class Gallery:
 
     def calibrated(self, similarity_threshold: float, identity_threshold: float | None,
                    details: Mapping[str, Any]) -> "Gallery":
-        return replace(self, similarity_threshold=float(similarity_threshold),
-                       identity_threshold=None if identity_threshold is None else float(identity_threshold),
+        return replace(self, similarity_threshold=check_threshold("similarity_threshold", similarity_threshold),
+                       identity_threshold=None if identity_threshold is None else check_threshold(
+                           "identity_threshold", identity_threshold),
                        calibration={**details, "people": list(self.names), "date": _now()})
 
     # --- files -----------------------------------------------------------------------------------------
@@ -240,13 +255,14 @@ class Gallery:
                 "people": [p.to_dict() for p in self.people]}
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write atomically (temporary file + rename), readable by the service user (mode 0644)."""
+        """Write atomically (temporary file + rename), mode 0600 in a 0700 folder: embeddings are biometric
+        data, for the user that enrolled them (on a Pi, the service user) alone."""
         path = Path(path or self.path or "")
         if not path.name:
             raise GalleryError("no path to save the gallery to")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)
         data = json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
-        return write_atomic(path, lambda handle: handle.write(data), durable=True)
+        return write_atomic(path, lambda handle: handle.write(data), durable=True, mode=0o600)
 
 
 def empty_gallery(model_sha256: str, embedding_size: int, path: Path | None = None) -> Gallery:
@@ -256,17 +272,21 @@ def empty_gallery(model_sha256: str, embedding_size: int, path: Path | None = No
     return Gallery(model_sha256=model_sha256, embedding_size=embedding_size, path=path)
 
 
+def private_dirs(folder: Path) -> None:
+    """Create ``folder`` and its missing parents with mode 0700 (mkdir -p would leave the parents 0755)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for part in reversed(missing):
+        part.mkdir(mode=0o700, exist_ok=True)
+
+
 def read_gallery(path: str | Path, model_sha256: str | None = None) -> Gallery:
     """Load and check a gallery file; with ``model_sha256``, refuse one made with another model."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GalleryError(f"{path}: gallery not found") from None
-    except IsADirectoryError:
-        raise GalleryError(f"{path}: is a folder, not a gallery file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GalleryError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+        raw = json.loads(read_text_input(path, MAX_GALLERY_BYTES, GalleryError, "gallery"))
     except json.JSONDecodeError as exc:
         raise GalleryError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict) or raw.get("format") != GALLERY_FORMAT:
@@ -283,15 +303,24 @@ def read_gallery(path: str | Path, model_sha256: str | None = None) -> Gallery:
         size = int(raw["embedding_size"])
         people = []
         for entry in raw.get("people", []):
+            name = str(entry["name"])
             embeddings = np.asarray(entry["embeddings"], dtype=np.float32).reshape(-1, size)
+            if len(embeddings) == 0:
+                raise GalleryError(f"{path}: {name!r} has no embeddings: enroll them again or remove them")
+            norms = np.linalg.norm(embeddings, axis=1)
+            if not np.isfinite(embeddings).all() or not (norms > 0).all():
+                raise GalleryError(f"{path}: {name!r} has an embedding that is zero, NaN or infinite: enroll them "
+                                   "again")
             photos = tuple(dict(p) for p in entry.get("photos", []))
             added = str(entry.get("added", ""))
-            people.append(Person(str(entry["name"]), unit_rows(embeddings), photos, added))
+            people.append(Person(name, unit_rows(embeddings), photos, added))
         sim = raw.get("similarity_threshold")
         ident = raw.get("identity_threshold")
         return Gallery(model_sha256=sha, embedding_size=size, people=tuple(people),
-                       similarity_threshold=None if sim is None else float(sim),
-                       identity_threshold=None if ident is None else float(ident),
+                       similarity_threshold=None if sim is None else check_threshold(
+                           "similarity_threshold", float(sim), f"{path}: "),
+                       identity_threshold=None if ident is None else check_threshold(
+                           "identity_threshold", float(ident), f"{path}: "),
                        calibration=raw.get("calibration"), path=path)
     except (KeyError, TypeError, ValueError) as exc:
         raise GalleryError(f"{path}: damaged gallery ({type(exc).__name__}: {exc})") from None
@@ -318,7 +347,7 @@ def locked(path: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock (the write itself is still atomic)
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(path.parent)
     try:
         handle = open(path.with_name(path.name + ".lock"), "a")
     except OSError as exc:
@@ -332,6 +361,6 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-__all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "Gallery", "GalleryError", "Match", "Person", "check_name",
-           "default_gallery_path", "empty_gallery", "locked", "open_gallery",
+__all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "THRESHOLD_RANGES", "Gallery", "GalleryError", "Match", "Person",
+           "check_name", "check_threshold", "default_gallery_path", "empty_gallery", "locked", "open_gallery",
            "read_gallery"]

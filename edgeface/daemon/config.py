@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from edgeface.core.errors import ConfigError
+from edgeface.core.fileio import read_text_input
+from edgeface.core.gallery import THRESHOLD_RANGES
 
 PUBLISH_MODES = ("every", "change")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -183,20 +185,17 @@ class DaemonConfig:
 
 # --- reading -----------------------------------------------------------------------------------------------
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10 (tomli is a dependency there)
         import tomli as tomllib
+    text = read_text_input(path, MAX_CONFIG_BYTES, ConfigError, "config file")
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
@@ -344,6 +343,6 @@ def _check_mqtt(mqtt: MqttConfig, origin: str) -> None:
 class _Top:
     bundle: Path = _opt(Path())
     threads: int = _opt(2, _range(1, 64), "")
-    identity_threshold: float | None = _opt(None, _range(0.0, 1.0), "")
+    identity_threshold: float | None = _opt(None, _range(*THRESHOLD_RANGES["identity_threshold"]), "")
     gallery: str = _opt("", help="")
-    similarity_threshold: float | None = _opt(None, _range(-1.0, 1.0), "")
+    similarity_threshold: float | None = _opt(None, _range(*THRESHOLD_RANGES["similarity_threshold"]), "")

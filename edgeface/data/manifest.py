@@ -22,14 +22,17 @@ and row, and ``check_dataset`` adds what only reading the images can find.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 from edgeface.core.errors import DataError
+from edgeface.core.fileio import read_text_input
 from edgeface.core.imageio import IMAGE_SUFFIXES
 from edgeface.core.spec import ATTRIBUTE_LABELS, HEADS
 
@@ -123,16 +126,30 @@ def _check_attribute(head: str, value: str | None, where: str, problems: list[Pr
     return lowered
 
 
+MAX_CSV_BYTES = 256 << 20
+
+
+def _csv_reader(path: Path) -> csv.DictReader:
+    """A reader over the whole file, read as UTF-8 (bytes that are not are one DataError naming the line)."""
+    return csv.DictReader(io.StringIO(read_text_input(path, MAX_CSV_BYTES, DataError, "CSV file"), newline=""))
+
+
+@contextlib.contextmanager
+def _csv_errors(path: Path, reader: csv.DictReader) -> Iterator[None]:
+    """Malformed CSV (a field over csv's 128 KiB limit, a stray quote) as one DataError naming the line."""
+    try:
+        yield
+    except csv.Error as exc:
+        # line_num counts the lines parsed whole: the bad one is the next.
+        raise DataError(f"{path}:{reader.line_num + 1}: not a readable CSV row ({exc})") from None
+
+
 def load_csv(path: Path) -> Dataset:
     problems: list[Problem] = []
     samples: list[Sample] = []
     seen: dict[Path, str] = {}
-    try:
-        handle = path.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from None
-    with handle:
-        reader = csv.DictReader(handle)
+    reader = _csv_reader(path)
+    with _csv_errors(path, reader):
         header = [c.strip() for c in (reader.fieldnames or [])]
         if "image" not in header:
             raise DataError(f"{path}:1: no 'image' column (header is {','.join(header) or 'empty'}; "
@@ -147,6 +164,8 @@ def load_csv(path: Path) -> Dataset:
             if image is None:
                 problems.append(Problem("error", where, "empty image path"))
                 continue
+            if "\0" in image:
+                raise DataError(f"{path}:{line}: the image path contains a NUL byte: not a text CSV file")
             image_path = Path(image) if Path(image).is_absolute() else path.parent / image
             image_path = Path(str(image_path.resolve()) if image_path.exists() else image_path.absolute())
             if image_path in seen:
@@ -194,8 +213,8 @@ def load_folder(root: Path) -> Dataset:
 
 def load_csv_people(path: Path, problems: list[Problem]) -> dict[str, str]:
     genders: dict[str, str] = {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    reader = _csv_reader(path)
+    with _csv_errors(path, reader):
         if not reader.fieldnames or "identity" not in reader.fieldnames:
             raise DataError(f"{path}:1: expected columns identity,gender")
         for line, row in enumerate(reader, start=2):

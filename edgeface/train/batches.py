@@ -60,9 +60,10 @@ def _augmenter(seed: int):
     ], name="augment")
 
 
-def make_tf_dataset(crops: np.ndarray, heads: HeadArrays, batch_size: int, training: bool, seed: int = 0,
-                    augment: bool = True):
-    """uint8 crops (or float features) -> batches of (input, targets, sample weights); augmented when training.
+def make_tf_dataset(crops: np.ndarray | dict[str, np.ndarray], heads: HeadArrays, batch_size: int, training: bool,
+                    seed: int = 0, augment: bool = True):
+    """uint8 crops (or named float features) -> batches of (input, targets, sample weights); augmented when
+    training.
 
     The arrays are held once, as tensors; the pipeline shuffles and batches row indices and gathers each batch,
     so memory stays near the size of the crops however large the shuffle. Images are scaled to [0, 1] floats
@@ -70,20 +71,25 @@ def make_tf_dataset(crops: np.ndarray, heads: HeadArrays, batch_size: int, train
     """
     import tensorflow as tf
 
-    inputs = tf.convert_to_tensor(np.asarray(crops))
+    if isinstance(crops, dict):
+        features = {name: tf.convert_to_tensor(np.asarray(v)) for name, v in crops.items()}
+        count = len(next(iter(crops.values())))
+    else:
+        inputs = tf.convert_to_tensor(np.asarray(crops))
+        count = len(crops)
     targets = {head: tf.convert_to_tensor(v) for head, v in heads.targets.items()}
     weights = {head: tf.convert_to_tensor(v) for head, v in heads.weights.items()}
-    data = tf.data.Dataset.range(len(crops))
+    data = tf.data.Dataset.range(count)
     if training:
         data = data.shuffle(len(crops), seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
     augmenter = _augmenter(seed) if (training and augment) else None
-    is_image = inputs.shape.rank == 4
 
     def gather(rows):
-        batch = tf.gather(inputs, rows)
-        if is_image:
-            batch = tf.cast(batch, tf.float32) / 255.0
+        if isinstance(crops, dict):
+            batch = {name: tf.gather(v, rows) for name, v in features.items()}
+        else:
+            batch = tf.cast(tf.gather(inputs, rows), tf.float32) / 255.0
             if augmenter is not None:
                 batch = tf.clip_by_value(augmenter(batch, training=True), 0.0, 1.0)
         return (batch, {h: tf.gather(v, rows) for h, v in targets.items()},

@@ -70,7 +70,7 @@ def expected_kinds() -> list[str]:
 
 def find_dat(explicit: str | Path | None = None) -> Path:
     """The ``.dat`` file: ``explicit``, else ``$EDGEFACE_WEIGHTS_DIR``, else the ``face-recognition-models``
-    package (``pip install 'edgeface[dlib]'``)."""
+    package (``pip install "edgeface[train]"``)."""
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file():
@@ -82,7 +82,7 @@ def find_dat(explicit: str | Path | None = None) -> Path:
     try:
         import face_recognition_models
     except ImportError:
-        raise ModelError(f"dlib's face encoder weights ({DAT_NAME}) not found: pip install 'edgeface[dlib]' "
+        raise ModelError(f"dlib's face encoder weights ({DAT_NAME}) not found: pip install 'edgeface[train]' "
                          "(face-recognition-models), or put the file in $EDGEFACE_WEIGHTS_DIR") from None
     return Path(face_recognition_models.face_recognition_model_location())
 
@@ -108,15 +108,16 @@ def stem(x: Any, prefix: str = "", width: float = 1.0) -> Any:
     return layers.MaxPooling2D(3, strides=2, padding="valid", name=f"{prefix}stem_pool")(x)
 
 
-def stage(x: Any, index: int, prefix: str = "", width: float = 1.0) -> Any:
-    """Stage ``index`` (0-based) of the residual stages, applied to ``x``."""
+def stage(x: Any, index: int, prefix: str = "", width: float = 1.0, blocks: int | None = None) -> Any:
+    """Stage ``index`` (0-based) of the residual stages, applied to ``x`` (its first ``blocks`` blocks only,
+    when given)."""
     from keras import layers
 
     from edgeface.train.layers import ZeroPadSum
 
     spec = STAGES[index]
     filters = _width(spec.filters, width)
-    for block in range(spec.blocks):
+    for block in range(spec.blocks if blocks is None else blocks):
         name = f"{prefix}{STAGE_NAMES[index]}_block{block + 1}"
         down = spec.down and block == 0
         y = _conv(filters, 3, 2 if down else 1, f"{name}_conv1")(x)
@@ -128,11 +129,17 @@ def stage(x: Any, index: int, prefix: str = "", width: float = 1.0) -> Any:
     return x
 
 
-def descriptor(x: Any, prefix: str = "") -> Any:
-    """The global average pool and the 128-wide fully connected layer (no bias) on the last stage."""
+def pool(x: Any, prefix: str = "") -> Any:
+    """The global average pool on the last stage."""
     from keras import layers
 
-    pooled = layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+    return layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+
+
+def descriptor(pooled: Any, prefix: str = "") -> Any:
+    """The 128-wide fully connected layer (no bias) on the pooled last stage."""
+    from keras import layers
+
     return layers.Dense(DESCRIPTOR_SIZE, use_bias=False, name=f"{prefix}{DESCRIPTOR_NAME}")(pooled)
 
 
@@ -150,7 +157,7 @@ def build_dlib_resnet(input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZ
     outputs = {}
     for index, stage_name in enumerate(STAGE_NAMES):
         x = outputs[stage_name] = stage(x, index, width=width)
-    outputs[DESCRIPTOR_NAME] = descriptor(x)
+    outputs[DESCRIPTOR_NAME] = descriptor(pool(x))
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -25,7 +25,7 @@ KERAS_BATCH = 16
 
 def save_keras_model(model: Any, path: str | Path) -> Path:
     """Save a ``model.keras`` through a temporary file in its folder, then rename: a model saved over the one it
-    was loaded from (``edgeface recentre --out`` the run itself), or a run trained again, never leaves half a file."""
+    was loaded from, or a run trained again, never leaves half a file."""
     path = Path(path)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.keras")  # Keras insists on the .keras suffix
     try:

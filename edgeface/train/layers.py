@@ -61,12 +61,11 @@ def unit_vectors(inputs):
 
 @keras.saving.register_keras_serializable(package="edgeface")
 class CosineSoftmax(keras.layers.Layer):
-    """Softmax over ``scale`` x cosine similarity between the input and one learned centre per class.
+    """Softmax over ``scale`` x cosine similarity between the input and one centre per class.
 
-    The identity head of a metric-learning (CosFace) model: trained with :class:`AdditiveMarginLoss`, the
-    classes are pushed apart on the unit sphere, which generalises better from a few photos per person than a
-    plain Dense softmax, and ranks people by the same cosine the enrollment gallery uses. At inference it is a
-    plain softmax over scaled cosines (TFLite: L2 normalisation, one fully connected layer, softmax).
+    The nearest-centre identity head: each person's centre is the mean of their faces' unit embeddings, so
+    trained people are ranked by the same cosine the enrollment gallery uses for enrolled ones. TFLite: L2
+    normalisation, one fully connected layer, softmax.
     """
 
     def __init__(self, units: int, scale: float = 30.0, **kwargs):
@@ -87,63 +86,6 @@ class CosineSoftmax(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "scale": self.scale}
-
-
-@keras.saving.register_keras_serializable(package="edgeface")
-class AdditiveMarginLoss(keras.losses.Loss):
-    """CosFace: cross-entropy after subtracting ``margin`` from the true class's cosine.
-
-    Takes :class:`CosineSoftmax` probabilities: their log is ``scale`` x cosine up to a constant per row,
-    which cross-entropy ignores, so the margin can be applied to the probabilities the model exports.
-    """
-
-    def __init__(self, scale: float = 30.0, margin: float = 0.2, label_smoothing: float = 0.0,
-                 name: str = "additive_margin", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.scale = scale
-        self.margin = margin
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, y_pred.dtype)
-        # exp(-2 x scale) (the smallest probability a cosine softmax can give) is far above float32's floor.
-        logits = ops.log(ops.maximum(y_pred, 1e-30)) - self.scale * self.margin * y_true
-        return keras.losses.categorical_crossentropy(y_true, logits, from_logits=True,
-                                                     label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "margin": self.margin,
-                "label_smoothing": self.label_smoothing}
-
-
-@keras.saving.register_keras_serializable(package="edgeface")
-class MirrorBatch(keras.layers.Layer):
-    """(N, H, W, C) -> (2N, H, W, C): the images, then the same images mirrored left-right.
-
-    With :class:`MirrorMean` after the backbone, the model reads every face as the mean of itself and its
-    mirror image, in one backbone call (one copy of its weights in the file, one batched invoke). The mirror is
-    REVERSE_V2 along the width, which moves int8 values exactly (a flip of the channels followed by a MUL is
-    what the quantizer garbles, see BackbonePreprocess); a strided slice with step -1, which XNNPACK does not
-    take either, cost 7 times as much (0.96 against 0.14 ms per 224x224 face, int8, 1 thread).
-    """
-
-    def call(self, inputs):
-        return ops.concatenate([inputs, ops.flip(inputs, axis=2)], axis=0)
-
-    def compute_output_shape(self, input_shape):
-        return (None if input_shape[0] is None else 2 * input_shape[0], *input_shape[1:])
-
-
-@keras.saving.register_keras_serializable(package="edgeface")
-class MirrorMean(keras.layers.Layer):
-    """(2N, ...) -> (N, ...): the mean of each row of the first half and its partner in the second."""
-
-    def call(self, inputs):
-        halves = ops.reshape(inputs, (2, -1, *inputs.shape[1:]))
-        return ops.mean(halves, axis=0)
-
-    def compute_output_shape(self, input_shape):
-        return (None if input_shape[0] is None else input_shape[0] // 2, *input_shape[1:])
 
 
 @keras.saving.register_keras_serializable(package="edgeface")

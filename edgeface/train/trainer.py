@@ -2,9 +2,11 @@
 
 Unknown labels are masked out of their head's loss and metrics (sample weight 0); the attribute heads are
 class-weighted; augmentation (rotation, translation, zoom, flip) touches training batches only. Pretrained
-backbones train in two phases: heads on a frozen backbone, then fine-tuning from a named layer at a lower
-learning rate. Both phases stop early on validation loss and keep the best weights. With a teacher
-(``edgeface.train.teacher``) the identity embedding also learns the teacher's descriptors of the same crops.
+backbones train in two phases: heads on a frozen backbone, then fine-tuning from a named layer (for
+dlib-resnet: its attribute branch) at a lower learning rate. Both phases stop early on validation loss and keep
+the best weights. A nearest-centre identity head is set from the training faces' embeddings at the end, its
+softmax scale fitted on the validation faces. A linear probe on the backbone's frozen features is fitted too,
+and its validation accuracy reported beside the model's.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from edgeface.core.errors import DataError, ModelError
 from edgeface.core.modelio import MODEL_NAME, write_metadata
 from edgeface.core.progress import is_terminal
-from edgeface.core.spec import HEADS, CropSpec, ModelSpec
+from edgeface.core.spec import EMBEDDING_NAME, HEADS, ModelSpec
 from edgeface.core.version import __version__
 from edgeface.data.manifest import Dataset, load_dataset, split_dataset
 from edgeface.faces.crops import CropSet, crop_samples
@@ -30,7 +32,7 @@ from edgeface.report.plots import plot_history
 from edgeface.train.batches import HeadArrays, encode_labels, make_tf_dataset
 from edgeface.train.config import TrainConfig
 from edgeface.train.keras_model import keras_predict, save_keras_model
-from edgeface.train.model import DISTILL_NAME
+from edgeface.train.model import DESCRIPTOR
 
 
 @dataclass
@@ -63,33 +65,20 @@ def check_head_weights(head_weights: dict[str, float]) -> None:
 
 
 def compile_model(model, learning_rate: float, label_smoothing: float, decay_steps: int = 0,
-             identity_head: str = "softmax", identity_margin: float = 0.2, teacher_weight: float = 0.0,
-             head_weights: dict[str, float] | None = None) -> None:
+                  head_weights: dict[str, float] | None = None) -> None:
     """Adam with per-head cross-entropy; with ``decay_steps`` the rate follows a cosine down to 1% of it.
 
     ``head_weights`` scales a head's loss (1 when not named): a head whose loss is small beside the others'
     gets little of the shared backbone's gradient otherwise.
-
-    A ``cosface`` identity head is trained with the additive-margin loss; the other heads with plain
-    cross-entropy. With ``teacher_weight`` the model's ``distill`` output is pulled toward the teacher's
-    descriptors by cosine, at that weight.
     """
     import keras
-
-    from edgeface.train.layers import AdditiveMarginLoss
-    from edgeface.train.model import COSINE_SCALE
 
     if decay_steps > 0:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps, alpha=0.01)
 
     losses = {head: keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing if head == "identity"
                                                          else 0.0) for head in HEADS}
-    if identity_head == "cosface":
-        losses["identity"] = AdditiveMarginLoss(COSINE_SCALE, identity_margin, label_smoothing)
     loss_weights = {head: float((head_weights or {}).get(head, 1.0)) for head in HEADS}
-    if teacher_weight > 0:
-        losses[DISTILL_NAME] = keras.losses.CosineSimilarity()
-        loss_weights[DISTILL_NAME] = teacher_weight
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=losses,
@@ -116,26 +105,26 @@ class TrainingData:
     val_heads: HeadArrays
 
 
-def check_config(config: TrainConfig) -> Any:
-    """Refuse a bad backbone, head, weights, teacher or head weight before any face is cropped; the teacher
-    (loaded) or None."""
-    from edgeface.train.model import BACKBONES, IDENTITY_HEADS, resolve_weights
+def check_config(config: TrainConfig) -> None:
+    """Refuse a bad backbone, weights or head weight before any face is cropped."""
+    from edgeface.train.model import backbone_info, resolve_weights
 
-    if config.backbone not in BACKBONES:
-        raise ModelError(f"unknown backbone {config.backbone!r}; choose one of {', '.join(BACKBONES)}")
-    if config.identity_head not in IDENTITY_HEADS:
-        raise ModelError(f"unknown identity head {config.identity_head!r}; choose one of {', '.join(IDENTITY_HEADS)}")
-    if BACKBONES[config.backbone].keras_name:
-        resolve_weights(config.backbone, config.weights)  # a bad --weights fails before any face is cropped
-    teacher = None
-    if config.teacher:
-        from edgeface.train.teacher import load_teacher
-
-        if not config.teacher_weight > 0:
-            raise ModelError(f"teacher weight must be above 0, got {config.teacher_weight:g}")
-        teacher = load_teacher(config.teacher)  # a missing teacher fails before any face is cropped too
+    info = backbone_info(config.backbone)
+    resolve_weights(config.backbone, config.weights or info.weights)
     check_head_weights(config.head_weights)
-    return teacher
+
+
+def model_spec(config: TrainConfig, labels: dict[str, tuple[str, ...]]) -> ModelSpec:
+    """The spec a run trains: the backbone's input size and crop geometry (unless told otherwise), with the
+    chosen detector."""
+    from dataclasses import replace
+
+    from edgeface.train.model import backbone_info, is_dlib
+
+    info = backbone_info(config.backbone)
+    return ModelSpec(labels=labels, input_size=config.input_size or info.input_size,
+                     crop=replace(info.crop, detector=config.detector), backbone=config.backbone,
+                     embedding_size=128 if is_dlib(config.backbone) else config.embedding_size)
 
 
 def prepare_data(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainingData:
@@ -157,10 +146,7 @@ def prepare_data(config: TrainConfig, on_log: Callable[[str], None] = print) -> 
         if strangers:
             on_log(f"note: {len(strangers)} people in --val are not in --data (e.g. {strangers[0]!r}); "
                    "they count only for emotion and gender")
-    spec = ModelSpec(labels=labels, input_size=config.input_size, crop=config.crop, backbone=config.backbone,
-                     embedding_size=config.embedding_size)
-    if config.crop.detector != config.detector:
-        spec = spec.with_(crop=CropSpec(**{**asdict(config.crop), "detector": config.detector}))
+    spec = model_spec(config, labels)
 
     on_log(f"data: {len(train_set)} training and {len(val)} validation photos, "
            f"{len(labels['identity'])} people")
@@ -184,35 +170,34 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     """Train and write ``model.keras``, ``metadata.json``, ``history.json`` and ``history.png`` to ``out``."""
     import keras
 
-    from edgeface.train.model import build_model, with_distillation
+    from edgeface.train.model import build_model
 
     started = time.time()
-    teacher = check_config(config)
+    check_config(config)
     keras.utils.set_random_seed(config.seed)
     prepared = prepare_data(config, on_log)
-    teacher_weight = 0.0
-    if teacher is not None:
-        prepared.train_heads, prepared.val_heads = _with_teacher(
-            teacher, prepared.train_crops, prepared.val_crops, prepared.train_heads, prepared.val_heads,
-            prepared.spec, config, on_log)
-        teacher_weight = config.teacher_weight
-
     strategy = distribution_strategy()
     with strategy.scope():
-        built = build_model(prepared.spec, weights=config.weights, identity_head=config.identity_head)
-        if teacher is not None:
-            built = with_distillation(built, teacher.dimensions)
-    history, images_per_second = fit_phases(built, prepared, config, strategy, teacher_weight, on_log)
-    return write_outputs(built.model, prepared, config, history, images_per_second, started)
+        built = build_model(prepared.spec, weights=config.weights)
+    frozen = FrozenFeatures(*(frozen_features(built, crops.crops, prepared.spec)
+                              for crops in (prepared.train_crops, prepared.val_crops)))
+    set_centres_from(built, prepared, frozen.train.get(DESCRIPTOR), frozen.val.get(DESCRIPTOR), on_log)
+    history, images_per_second = fit_phases(built, prepared, config, strategy, frozen, on_log)
+    if config.fine_tune_from != "default" and config.epochs > 0:  # the identity path may have moved
+        embed = [keras_predict(built.model, crops.crops, prepared.spec)[EMBEDDING_NAME]
+                 for crops in (prepared.train_crops, prepared.val_crops)]
+        set_centres_from(built, prepared, *embed, on_log)
+    probe = linear_probe(built, prepared, frozen)
+    return write_outputs(built.model, prepared, config, history, images_per_second, started, probe)
 
 
-def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy: Any, teacher_weight: float,
+def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy: Any, frozen: "FrozenFeatures",
                on_log: Callable[[str], None] = print) -> tuple[dict[str, list[float]], float | None]:
     """Heads on frozen backbone features (pretrained backbones), then fine-tuning or training from scratch;
     both stop early on validation loss. Returns the history and the fitting speed in images per second."""
     import keras
 
-    from edgeface.train.model import BACKBONES, set_backbone_trainable
+    from edgeface.train.model import backbone_info, set_backbone_trainable
 
     backbone = built.backbone
     train_crops, val_crops, spec = prepared.train_crops, prepared.val_crops, prepared.spec
@@ -220,7 +205,7 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
     train_samples = train_crops.cropped_samples
     history: dict[str, list[float]] = {}
     verbose = 1 if config.verbose > 0 and is_terminal(sys.stdout) else (2 if config.verbose > 0 else 0)
-    pretrained = config.weights != "none"
+    pretrained = (config.weights or backbone_info(config.backbone).weights) != "none"
 
     def record(name: str, result) -> None:
         for key, values in result.history.items():
@@ -236,20 +221,17 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
         on_log(f"phase heads: up to {config.frozen_epochs} epoch(s) at lr {config.learning_rate:g} on frozen "
                "backbone features")
         set_backbone_trainable(backbone, False, None)
-        train_features = _features(built, train_crops.crops, spec)
-        val_features = _features(built, val_crops.crops, spec)
         with strategy.scope():
             compile_model(built.heads_training, config.learning_rate, config.label_smoothing,
-                          identity_head=config.identity_head, identity_margin=config.identity_margin,
-                          teacher_weight=teacher_weight, head_weights=config.head_weights)
+                          head_weights=config.head_weights)
         record("heads", built.heads_training.fit(
-            make_tf_dataset(train_features, train_heads, config.batch_size, True, config.seed, augment=False),
-            validation_data=make_tf_dataset(val_features, val_heads, config.batch_size, False),
+            make_tf_dataset(frozen.train, train_heads, config.batch_size, True, config.seed, augment=False),
+            validation_data=make_tf_dataset(frozen.val, val_heads, config.batch_size, False),
             epochs=config.frozen_epochs, callbacks=early_stopping(), shuffle=False, verbose=verbose))
 
     images_per_second = None
     if config.epochs > 0:
-        info = BACKBONES[config.backbone]
+        info = backbone_info(config.backbone)
         fine_tune_from = info.fine_tune_from if config.fine_tune_from == "default" else config.fine_tune_from
         learning_rate = config.fine_tune_learning_rate if pretrained else config.learning_rate
         name = "fine-tune" if pretrained else "train"
@@ -258,9 +240,7 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
                                                batchnorm=config.fine_tune_batchnorm or not pretrained)
             steps = -(-len(train_samples) // config.batch_size) * config.epochs
             compile_model(built.training_model, learning_rate, config.label_smoothing,
-                          decay_steps=steps if config.cosine_decay else 0, identity_head=config.identity_head,
-                          identity_margin=config.identity_margin, teacher_weight=teacher_weight,
-                          head_weights=config.head_weights)
+                          decay_steps=steps if config.cosine_decay else 0, head_weights=config.head_weights)
         on_log(f"phase {name}: up to {config.epochs} epoch(s) at lr {learning_rate:g}, "
                f"{trainable} backbone layers trainable, augmented")
         fit_start = time.time()
@@ -274,10 +254,12 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
 
 
 def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, history: dict[str, list[float]],
-                  images_per_second: float | None, started: float) -> TrainResult:
+                  images_per_second: float | None, started: float,
+                  probe: dict[str, float | None] | None = None) -> TrainResult:
     """``model.keras``, its ``metadata.json`` (spec, data, validation metrics), ``history.json`` and
     ``history.png`` in ``config.out``."""
     from edgeface.eval.metrics import head_metrics
+    from edgeface.train.model import backbone_info
 
     spec, data, val_crops = prepared.spec, prepared.data, prepared.val_crops
     train_samples, val_samples = prepared.train_crops.cropped_samples, val_crops.cropped_samples
@@ -299,7 +281,7 @@ def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, histo
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "spec": spec.to_dict(),
         "backbone": config.backbone,
-        "weights": config.weights,
+        "weights": config.weights or backbone_info(config.backbone).weights,
         "dataset": {
             "source": str(config.data),
             "fingerprint": data.fingerprint(),
@@ -317,7 +299,7 @@ def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, histo
             "seconds": round(time.time() - started, 1),
             "images_per_second": round(images_per_second, 2) if images_per_second else None,
         },
-        "metrics": {"validation": metrics},
+        "metrics": {"validation": metrics, "linear_probe": probe or {}},
     }
     write_metadata(model_path, metadata)
     (out / "history.json").write_text(json.dumps(history, indent=2))
@@ -325,36 +307,60 @@ def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, histo
     return TrainResult(model_path, metadata, history)
 
 
-def _with_teacher(teacher, train_crops: CropSet, val_crops: CropSet, train_heads: HeadArrays,
-                  val_heads: HeadArrays, spec: ModelSpec, config: TrainConfig,
-                  on_log: Callable[[str], None]) -> tuple[HeadArrays, HeadArrays]:
-    """Add the teacher's (centred, unit) descriptors of every crop as the ``distill`` target.
+@dataclass(frozen=True)
+class FrozenFeatures:
+    """The backbone's features of the training and validation crops as it starts (pretrained, frozen)."""
 
-    The teacher describes each crop once, unaugmented: the augmentations are small and keep who it is.
-    """
-    from edgeface.train.teacher import describe_cached, distillation_targets
-
-    started = time.time()
-    described = [describe_cached(teacher, crops.crops, spec.crop, config.cache_dir, progress=config.verbose > 0)
-                 for crops in (train_crops, val_crops)]
-    on_log(f"teacher {teacher.name}: {sum(len(d) for d in described)} descriptors ({time.time() - started:.0f} s; "
-           "cached for the next run)")
-    mean = described[0].mean(0)  # the training crops' mean, for validation too
-    result = []
-    for heads, descriptors in zip((train_heads, val_heads), described):
-        result.append(HeadArrays({**heads.targets, DISTILL_NAME: distillation_targets(descriptors, mean)},
-                                 {**heads.weights, DISTILL_NAME: np.ones(len(descriptors), np.float32)},
-                                 heads.class_weights))
-    return result[0], result[1]
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray]
 
 
-def _features(built, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -> np.ndarray:
-    """Pooled backbone features of uint8 crops (backbone in inference mode)."""
+def frozen_features(built: Any, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The backbone's named, pooled features of uint8 crops (in inference mode)."""
     from edgeface.core.preprocess import to_model_input
 
     preprocess = built.model.get_layer("preprocess")
-    parts = []
+    parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(crops), batch_size):
         batch = to_model_input(np.asarray(crops[start:start + batch_size]), spec)
-        parts.append(np.asarray(built.backbone(preprocess(batch), training=False)))
-    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        for name, value in built.backbone(preprocess(batch), training=False).items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def set_centres_from(built: Any, prepared: TrainingData, train_embeddings: np.ndarray | None,
+                     val_embeddings: np.ndarray | None, on_log: Callable[[str], None] = print) -> None:
+    """Set a nearest-centre identity head from the training faces' embeddings (or descriptors), its softmax
+    scale fitted on the validation faces'; nothing for a Dense identity head."""
+    from edgeface.train.centres import fit_scale, person_centres
+    from edgeface.train.model import backbone_info, set_identity_centres
+
+    if backbone_info(prepared.spec.backbone).identity_head != "centres" or train_embeddings is None:
+        return
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    people = list(prepared.spec.labels["identity"])
+    labels = [s.identity for s in prepared.train_crops.cropped_samples]
+    index = {person: i for i, person in enumerate(people)}
+    truth = np.array([index.get(s.identity, -1) for s in prepared.val_crops.cropped_samples])
+    scale = fit_scale(unit(val_embeddings) @ person_centres(unit(train_embeddings), people, labels), truth)
+    set_identity_centres(built.heads, unit(train_embeddings), labels, people, scale)
+    on_log(f"identity: nearest of {len(people)} person centres, softmax over {scale:.1f} x cosine")
+
+
+def linear_probe(built: Any, prepared: TrainingData, frozen: FrozenFeatures) -> dict[str, float | None]:
+    """Validation accuracy per head of a logistic regression on the features that head reads, as the
+    pretrained backbone gives them: the baseline the trained heads must beat."""
+    from edgeface.train.model import ATTRIBUTES, POOLED
+    from edgeface.train.probe import probe_accuracy
+
+    def reads(head: str) -> str:
+        if DESCRIPTOR in frozen.train:
+            return DESCRIPTOR if head == "identity" else ATTRIBUTES
+        return POOLED
+
+    train_samples = prepared.train_crops.cropped_samples
+    val_samples = prepared.val_crops.cropped_samples
+    return {head: probe_accuracy(frozen.train[reads(head)], [s.label(head) for s in train_samples],
+                                 frozen.val[reads(head)], [s.label(head) for s in val_samples],
+                                 prepared.spec.labels[head])
+            for head in HEADS}

