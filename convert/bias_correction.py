@@ -1,7 +1,7 @@
 """Empirical bias correction for full int8: undo the systematic error int8 gives the backbone's features.
 
 int8 rounding does not only add noise to the pooled backbone features: on MobileNetV2 it also moves their
-mean (by about a tenth of their length on celeba-299) and scales each channel a little (gains of 0.8 to 1.2
+mean (by a tenth of their length, on a trained MobileNetV2) and scales each channel a little (gains of 0.8 to 1.2
 between the 5th and 95th percentile), and every head reads those features, so the error biases every
 decision (gender tilted towards one class). On the representative crops, each channel's float value is
 regressed on its int8 value (``float ~ gain * int8 + offset``, least squares), and the map is folded into the

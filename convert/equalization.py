@@ -1,9 +1,9 @@
 """Range equalisation for full int8: give every channel that feeds a depthwise convolution the whole int8 range.
 
 int8 gives an activation tensor one scale, set by its largest channel. In MobileNetV2 most channels after a
-ReLU6 use a fraction of that range: on the celeba-299 model the first convolution's 32 channels peak
-between 0.01 and 4.2 (the tensor's range), so rounding to 1/255 of 4.2 leaves the weak channels a few steps
-or none, and the depthwise convolution that reads each channel alone multiplies its rounding back up. A
+ReLU6 use a fraction of that range (after the first convolution of a trained model, channels peaking
+anywhere between 0.01 and 4 share one scale), so rounding to 1/255 of the largest leaves the weak channels a
+few steps or none, and the depthwise convolution that reads each channel alone multiplies its rounding back up. A
 positive per-channel factor passes through a ReLU, and a depthwise convolution reads one channel per
 kernel, so each channel can be scaled up to the tensor's range in the BatchNorm before the ReLU
 (``gamma, beta *= s``) and scaled back down in the depthwise kernel (``k /= s``): the float model computes

@@ -39,9 +39,8 @@ from edgeface.core.results import UNKNOWN
 
 GALLERY_FORMAT = "edgeface-gallery"
 GALLERY_VERSION = 1
-# Used until `edgeface calibrate` stores a measured one; similarities depend on the model, so this is only a
-# starting point. On celeba-299 with a 50-person gallery and the 96x96 development model, 2.6% of strangers
-# reach it (docs/identity.md).
+# Used until `edgeface calibrate` stores a measured one: similarities depend on the model, so this is only a
+# starting point.
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
 # The thresholds a labeler accepts: a cosine below 0.1 (or -1, the bottom of its range) would name nearly
 # every face after someone; a probability lives in [0, 1]. NaN is refused (it would turn matching off).
@@ -162,7 +161,7 @@ class Gallery:
         """Cosine similarity of each face (N, D) with each person (N, P): the best of that person's photos.
 
         The best single photo, not the mean of the photos: it keeps one enrolled photo in another pose or
-        light useful, where the mean blurs it. On celeba-299 the two were within noise (docs/identity.md).
+        light useful, where the mean blurs it.
         """
         faces = unit_rows(np.asarray(embeddings).reshape(-1, self.embedding_size))
         rows, starts = self._matrix

@@ -1,6 +1,6 @@
 """Labelled photo sets: a CSV manifest or a folder per person.
 
-CSV (the layout of ``celeba-299/labels.csv``)::
+CSV::
 
     image,identity,emotion,gender
     images/000093.jpg,celeb_07399,neutral,female

@@ -3,9 +3,9 @@
 * ``blazeface`` (default): MediaPipe's BlazeFace short-range model (faces within about 2 m), run with LiteRT.
   It gives six keypoints, so crops can be aligned on the eyes. A few milliseconds per frame on a Pi.
 * ``blazeface-full``: BlazeFace full-range (sparse), for faces up to about 5 m; slower.
-* ``blazeface-fallback``: short range, then full range on images where short range finds no face. Short range
-  misses some small faces (62 of celeba-299's 6,300 photos, faces about 25 pixels wide; full range finds 58 of
-  them, well aligned), at 3.3 times short range's cost, on those images only.
+* ``blazeface-fallback``: short range, then full range on images where short range finds no face: short range
+  misses small faces (about 25 pixels wide) that full range finds, at about 3 times short range's cost, on
+  those images only. For photo collections.
 * ``haar``: OpenCV's frontal-face Haar cascade (opencv-python-headless < 5). No keypoints: eye positions are
   estimated from the box, so crops are less well aligned.
 

@@ -45,7 +45,7 @@ class TrainResult:
 def distribution_strategy():
     """MirroredStrategy over all GPUs when there is more than one; the default strategy otherwise.
 
-    For several machines, use TensorFlow's MultiWorkerMirroredStrategy with TF_CONFIG (see the README).
+    For several machines, use TensorFlow's MultiWorkerMirroredStrategy with TF_CONFIG (see docs/training.md).
     """
     import tensorflow as tf
 
