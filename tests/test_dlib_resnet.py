@@ -174,7 +174,7 @@ def test_port_reproduces_dlibs_descriptors_on_real_faces(shared_dir: Path, tmp_p
     pytest.importorskip("dlib", reason="dlib (dlib-bin, in the dev extra) is what the port is compared with")
     figures = tmp_path / "dlib-port.json"
     run = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "dlib_port.py"),
-                          "--faces", "300", "--json", str(figures)], capture_output=True, text=True, timeout=900)
+                          "--faces", "340", "--json", str(figures)], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads(figures.read_text())
     port = results["port"]

@@ -85,6 +85,12 @@ def _systemd_root(root: Path) -> Path:
     if not units.is_dir():
         pytest.skip(f"{units} not found: install the Debian package systemd")
     shutil.copytree(units, root / "usr/lib/systemd/system", symlinks=True, dirs_exist_ok=True)
+    # The system commands the unit runs (ExecReload's kill) exist in the root as on the Pi: this machine's own.
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("Exec") and "=/" in line and "/opt/edgeface/" not in line:
+            command = Path(line.split("=", 1)[1].split()[0])
+            (root / command.relative_to("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(command, root / command.relative_to("/"))
     if not (root / "etc/systemd/system/edgeface.service").exists():
         (root / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
         shutil.copy(UNIT, root / "etc/systemd/system/edgeface.service")
@@ -285,15 +291,16 @@ def test_pi_requirements_pin_every_runtime_dependency_with_hashes() -> None:
         assert len(entries) == len(re.findall(r"^[A-Za-z]", text, re.MULTILINE)), f"{file}: a pin without hashes"
 
 
-def test_vendored_blazeface_models_are_committed_and_match_their_notice() -> None:
-    """The wheel carries the detector's models: they must be in git (a fresh clone builds the wheel) and be
-    the files NOTICE names."""
+def test_vendored_face_models_are_committed_and_match_their_notice() -> None:
+    """The wheel carries the detector's and the face mesh's models: they must be in git (a fresh clone builds
+    the wheel) and be the files NOTICE names."""
     import hashlib
 
     models = REPO / "edgeface" / "faces" / "models"
     notice = (models / "NOTICE").read_text()
     tflites = sorted(models.glob("*.tflite"))
-    assert {p.name for p in tflites} == {"face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite"}
+    assert {p.name for p in tflites} == {"face_detection_short_range.tflite", "face_detection_full_range_sparse.tflite",
+                                         "face_landmark.tflite"}
     for path in tflites:
         assert f"{path.name}\n    sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}" in notice
     if (REPO / ".git").exists() and shutil.which("git"):

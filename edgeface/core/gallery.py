@@ -43,8 +43,10 @@ GALLERY_VERSION = 1
 # starting point.
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
 # The thresholds a labeler accepts: a cosine below 0.1 (or -1, the bottom of its range) would name nearly
-# every face after someone; a probability lives in [0, 1]. NaN is refused (it would turn matching off).
-THRESHOLD_RANGES = {"similarity_threshold": (0.1, 1.0), "identity_threshold": (0.0, 1.0)}
+# every face after someone; a probability lives in [0, 1], and an identity threshold just above 1 names nobody
+# by the identity head (calibrate puts it there when strangers reach the head's top probability). NaN is
+# refused (it would turn matching off).
+THRESHOLD_RANGES = {"similarity_threshold": (0.1, 1.0), "identity_threshold": (0.0, 1.01)}
 MAX_GALLERY_BYTES = 64 << 20
 
 

@@ -6,11 +6,11 @@ serves it:
 
 * ``dlib-resnet`` (the default): dlib's face encoder (:mod:`edgeface.train.dlib_resnet`), trained on millions
   of faces to tell people apart. Its 128-d descriptor, L2-normalised, is the ``embedding`` as dlib made it
-  (frozen), and identity is the nearest person centre on it. That descriptor was trained to ignore
-  expression, so emotion and gender read an *attribute branch*: a copy of the encoder's third stage and of
-  the first block of its fourth (where expression is still visible, before the network learns to discard it),
-  started from dlib's weights and fine-tuned for them beside the frozen identity path, with the frozen path's
-  pooled last stage beside it (which knows gender well).
+  (frozen), and identity is the nearest person centre on it; gender is read from the same descriptor. It was
+  trained to ignore expression, so emotion reads an *attribute branch*: a copy of the encoder's third stage
+  and of the first block of its fourth (where expression is still visible, before the network learns to
+  discard it), started from dlib's weights and fine-tuned beside the frozen identity path, with the frozen
+  path's pooled last stage beside it.
 * ``mobilenetv2``, ``resnet50``, ``vgg16`` (ImageNet weights) and ``tiny`` (tests): one pooled feature vector
   that every head reads; the embedding is a learned Dense layer under a Dense identity softmax.
 
@@ -203,6 +203,15 @@ class BuiltModel:
 
 
 IDENTITY_NAME = "identity"
+ATTRIBUTE_HEADS = ("emotion", "gender")
+
+
+def head_features(backbone: str) -> dict[str, str]:
+    """Which of the backbone's features each head reads. dlib-resnet: identity and gender its frozen
+    descriptor (gender is in it; emotion was trained out of it), emotion the attribute branch."""
+    if backbone_info(backbone).preprocess == "dlib":
+        return {"identity": DESCRIPTOR, "emotion": ATTRIBUTES, "gender": DESCRIPTOR}
+    return {head: POOLED for head in ("identity", "emotion", "gender")}
 
 
 def build_heads(spec: ModelSpec, feature_sizes: dict[str, int], identity_head: str, dropout: float = 0.3):
@@ -218,6 +227,7 @@ def build_heads(spec: ModelSpec, feature_sizes: dict[str, int], identity_head: s
 
     inputs = {name: keras.Input((size,), name=name) for name, size in feature_sizes.items()}
     people = spec.num_classes["identity"]
+    reads = head_features(spec.backbone)
     if DESCRIPTOR in inputs:
         identity_features = inputs[DESCRIPTOR]
         attributes = layers.Dropout(dropout, name="dropout")(inputs[ATTRIBUTES])
@@ -225,6 +235,9 @@ def build_heads(spec: ModelSpec, feature_sizes: dict[str, int], identity_head: s
         attributes = layers.Dropout(dropout, name="dropout")(inputs[POOLED])
         identity_features = layers.Dense(spec.embedding_size, name="embedding_dense")(attributes)
         identity_features = layers.BatchNormalization(name="embedding_bn")(identity_features)
+    # What emotion and gender read: the features named in head_features (through dropout where those are the
+    # fine-tuned ones).
+    readers = {ATTRIBUTES: attributes, POOLED: attributes, DESCRIPTOR: inputs.get(DESCRIPTOR)}
     if identity_head == "centres":
         identity_layer = CosineSoftmax(people, name=IDENTITY_NAME, trainable=False)
         identity = identity_layer(identity_features)
@@ -235,8 +248,10 @@ def build_heads(spec: ModelSpec, feature_sizes: dict[str, int], identity_head: s
         raise ModelError(f"unknown identity head {identity_head!r}; choose softmax or centres")
     outputs = {
         "identity": identity,
-        "emotion": layers.Dense(spec.num_classes["emotion"], activation="softmax", name="emotion")(attributes),
-        "gender": layers.Dense(spec.num_classes["gender"], activation="softmax", name="gender")(attributes),
+        "emotion": layers.Dense(spec.num_classes["emotion"], activation="softmax", name="emotion")(
+            readers[reads["emotion"]]),
+        "gender": layers.Dense(spec.num_classes["gender"], activation="softmax", name="gender")(
+            readers[reads["gender"]]),
         EMBEDDING_NAME: layers.UnitNormalization(name=EMBEDDING_NAME)(identity_features),
     }
     return keras.Model(inputs, outputs, name="heads")

@@ -197,7 +197,7 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
     both stop early on validation loss. Returns the history and the fitting speed in images per second."""
     import keras
 
-    from edgeface.train.model import backbone_info, set_backbone_trainable
+    from edgeface.train.model import ATTRIBUTE_HEADS, backbone_info, head_features, set_backbone_trainable
 
     backbone = built.backbone
     train_crops, val_crops, spec = prepared.train_crops, prepared.val_crops, prepared.spec
@@ -215,19 +215,26 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
     def early_stopping():
         return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)]
 
-    if pretrained and config.frozen_epochs > 0:
-        # Phase 1: the backbone is frozen, so its features never change: compute them once and train the heads
-        # on them, many epochs in seconds. (No augmentation here; the fine-tuning phase augments.)
-        on_log(f"phase heads: up to {config.frozen_epochs} epoch(s) at lr {config.learning_rate:g} on frozen "
-               "backbone features")
+    if pretrained:
+        # Phase 1: the backbone is frozen, so its features never change: they were computed once. Emotion and
+        # gender are fitted exactly on them (the linear probe's own fit), then the rest of the heads train on
+        # them, many epochs in seconds. (No augmentation here; the fine-tuning phase augments.)
         set_backbone_trainable(backbone, False, None)
-        with strategy.scope():
-            compile_model(built.heads_training, config.learning_rate, config.label_smoothing,
-                          head_weights=config.head_weights)
-        record("heads", built.heads_training.fit(
-            make_tf_dataset(frozen.train, train_heads, config.batch_size, True, config.seed, augment=False),
-            validation_data=make_tf_dataset(frozen.val, val_heads, config.batch_size, False),
-            epochs=config.frozen_epochs, callbacks=early_stopping(), shuffle=False, verbose=verbose))
+        fitted = fit_attribute_heads(built, prepared, frozen)
+        if fitted:
+            on_log(f"phase heads: {' and '.join(fitted)} fitted exactly on the frozen features (L2 logistic "
+                   "regression)")
+        set_heads_trainable(built, {head: head not in fitted for head in ATTRIBUTE_HEADS})
+        if config.frozen_epochs > 0 and built.heads_training.trainable_weights:
+            on_log(f"phase heads: up to {config.frozen_epochs} epoch(s) at lr {config.learning_rate:g} on frozen "
+                   "backbone features")
+            with strategy.scope():
+                compile_model(built.heads_training, config.learning_rate, config.label_smoothing,
+                              head_weights=config.head_weights)
+            record("heads", built.heads_training.fit(
+                make_tf_dataset(frozen.train, train_heads, config.batch_size, True, config.seed, augment=False),
+                validation_data=make_tf_dataset(frozen.val, val_heads, config.batch_size, False),
+                epochs=config.frozen_epochs, callbacks=early_stopping(), shuffle=False, verbose=verbose))
 
     images_per_second = None
     if config.epochs > 0:
@@ -238,6 +245,11 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
         with strategy.scope():
             trainable = set_backbone_trainable(backbone, True, fine_tune_from if pretrained else None,
                                                batchnorm=config.fine_tune_batchnorm or not pretrained)
+            # A head fitted on features that fine-tuning leaves alone keeps its exact fit.
+            moving = {name for name, layer in built.backbone.output.items()
+                      if not pretrained or features_move(built.backbone, name)}
+            reads = head_features(config.backbone)
+            set_heads_trainable(built, {head: reads[head] in moving for head in ATTRIBUTE_HEADS})
             steps = -(-len(train_samples) // config.batch_size) * config.epochs
             compile_model(built.training_model, learning_rate, config.label_smoothing,
                           decay_steps=steps if config.cosine_decay else 0, head_weights=config.head_weights)
@@ -350,17 +362,47 @@ def set_centres_from(built: Any, prepared: TrainingData, train_embeddings: np.nd
 def linear_probe(built: Any, prepared: TrainingData, frozen: FrozenFeatures) -> dict[str, float | None]:
     """Validation accuracy per head of a logistic regression on the features that head reads, as the
     pretrained backbone gives them: the baseline the trained heads must beat."""
-    from edgeface.train.model import ATTRIBUTES, POOLED
+    from edgeface.train.model import head_features
     from edgeface.train.probe import probe_accuracy
 
-    def reads(head: str) -> str:
-        if DESCRIPTOR in frozen.train:
-            return DESCRIPTOR if head == "identity" else ATTRIBUTES
-        return POOLED
-
+    reads = head_features(prepared.spec.backbone)
     train_samples = prepared.train_crops.cropped_samples
     val_samples = prepared.val_crops.cropped_samples
-    return {head: probe_accuracy(frozen.train[reads(head)], [s.label(head) for s in train_samples],
-                                 frozen.val[reads(head)], [s.label(head) for s in val_samples],
+    return {head: probe_accuracy(frozen.train[reads[head]], [s.label(head) for s in train_samples],
+                                 frozen.val[reads[head]], [s.label(head) for s in val_samples],
                                  prepared.spec.labels[head])
             for head in HEADS}
+
+
+def fit_attribute_heads(built: Any, prepared: TrainingData, frozen: FrozenFeatures) -> list[str]:
+    """Fit the emotion and gender heads exactly (class-balanced L2 logistic regression, as the linear probe)
+    on the frozen features each reads; returns the heads fitted (a head with one class labelled is left)."""
+    from edgeface.core.errors import ModelError
+    from edgeface.train.model import ATTRIBUTE_HEADS, head_features
+    from edgeface.train.probe import fit_softmax_head
+
+    reads = head_features(prepared.spec.backbone)
+    samples = prepared.train_crops.cropped_samples
+    fitted = []
+    for head in ATTRIBUTE_HEADS:
+        try:
+            kernel, bias = fit_softmax_head(frozen.train[reads[head]], [s.label(head) for s in samples],
+                                            prepared.spec.labels[head])
+        except ModelError:
+            continue
+        built.heads.get_layer(head).set_weights([kernel, bias])
+        fitted.append(head)
+    return fitted
+
+
+def set_heads_trainable(built: Any, trainable: dict[str, bool]) -> None:
+    for head, value in trainable.items():
+        built.heads.get_layer(head).trainable = value
+
+
+def features_move(backbone: Any, name: str) -> bool:
+    """Whether fine-tuning changes the backbone's output ``name``: some trainable layer lies under it."""
+    import keras
+
+    probe = keras.Model(backbone.input, backbone.output[name])
+    return any(layer.trainable and layer.weights for layer in probe.layers)

@@ -36,6 +36,7 @@ def dataset(tmp_path: Path, synthetic_csv: Path) -> Path:
                          for line in lines[1:13]]
     path = tmp_path / "labels.csv"
     path.write_text("\n".join(rows) + "\n")
+    return path
 
 
 @pytest.fixture(scope="session")
