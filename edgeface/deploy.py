@@ -19,6 +19,10 @@ Hosts are deployed in parallel, each one reported on one line. Everything runs t
 ``ssh`` with ``StrictHostKeyChecking=yes``: a host whose key is not in known_hosts is refused, never added.
 ``firmware_scripts/deploy.sh`` is a thin wrapper around ``edgeface deploy``; this module is the one
 implementation.
+
+Why one module of about 600 lines: a deploy is one transaction per host (copy, verify, switch, restart,
+check, roll back) whose steps share the ssh session (``_Remote``) and the release; the shell that runs on the
+Pi is ``firmware/remote_deploy.sh``.
 """
 
 from __future__ import annotations

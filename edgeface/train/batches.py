@@ -1,5 +1,5 @@
-"""What the model trains on: one-hot targets with masks and class weights per head, and the tf.data
-pipeline that batches (and, for training, augments) the crops. TensorFlow is imported when a pipeline is made."""
+"""What the model trains on: the photos' crops and targets (``TrainingData``), one-hot targets with masks
+and class weights per head, and the tf.data pipeline that batches (and, for training, augments) the crops. TensorFlow is imported when a pipeline is made."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeface.core.spec import HEADS, ModelSpec
+from edgeface.data.manifest import Dataset
+from edgeface.faces.crops import CropSet
 
 
 @dataclass(frozen=True)
@@ -96,3 +98,17 @@ def make_tf_dataset(crops: np.ndarray | dict[str, np.ndarray], heads: HeadArrays
                 {h: tf.gather(v, rows) for h, v in weights.items()})
 
     return data.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass
+class TrainingData:
+    """The photos, the model spec they define, and each split's crops and targets."""
+
+    data: Dataset  # everything --data holds (its labels make the spec)
+    train_set: Dataset
+    val: Dataset
+    spec: ModelSpec
+    train_crops: CropSet
+    val_crops: CropSet
+    train_heads: HeadArrays
+    val_heads: HeadArrays

@@ -4,7 +4,9 @@
 model's: a recipe that cannot beat a linear classifier on the features it started from is not worth its
 training. Small problems are solved exactly (Newton's method on the convex objective); large ones (identity
 over many people) by full-batch gradient descent on the same objective. Class-balanced like the trainer's
-class weights, on standardised features with the standardisation folded back into the kernel.
+class weights, on centred features divided by one overall scale, folded back into the kernel. (Per-feature
+standardisation would let a near-constant feature earn a huge weight: int8's per-tensor activation scale
+turns such a feature into noise, and the head with it.)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from edgeface.core.errors import ModelError
 
-# scikit-learn's LogisticRegression default (C = 1 on standardised features); not tuned on any test set.
+# scikit-learn's LogisticRegression default (C = 1); not tuned on any test set.
 DEFAULT_L2 = 1.0
 _MAX_PARAMETERS = 12_000  # Newton's Hessian is parameters^2 doubles: 1.2 GB at this size
 
@@ -26,7 +28,8 @@ def fit_softmax_head(features: np.ndarray, labels: Sequence[str | None], classes
     """Kernel (D, K) and bias (K,) of a Dense softmax over ``classes`` fitted to ``features`` (N, D).
 
     Faces whose label is None or not in ``classes`` are left out. ``l2`` weighs half the squared kernel (on
-    standardised features) against the summed, class-balanced cross-entropy.
+    features centred and divided by their overall root-mean-square) against the summed, class-balanced
+    cross-entropy.
     """
     features = np.asarray(features, np.float64)
     if features.ndim != 2 or len(features) != len(labels):
@@ -42,7 +45,8 @@ def fit_softmax_head(features: np.ndarray, labels: Sequence[str | None], classes
         raise ModelError(f"fitting a head needs faces of at least two of its classes ({', '.join(classes)}); "
                          f"got {', '.join(f'{c}: {m}' for c, m in zip(classes, present))}")
     x = features[rows]
-    mean, std = x.mean(0), x.std(0) + 1e-6
+    mean = x.mean(0)
+    std = np.sqrt(np.mean((x - mean) ** 2)) + 1e-12  # one scale for all features (see the module's note)
     xb = np.hstack([(x - mean) / std, np.ones((n, 1))])
     weight = np.ones(n)
     if balanced:

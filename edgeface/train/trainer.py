@@ -19,8 +19,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from edgeface.core.errors import DataError, ModelError
 from edgeface.core.modelio import MODEL_NAME, write_metadata
 from edgeface.core.progress import is_terminal
@@ -29,8 +27,10 @@ from edgeface.core.version import __version__
 from edgeface.data.manifest import Dataset, load_dataset, split_dataset
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.report.plots import plot_history
-from edgeface.train.batches import HeadArrays, encode_labels, make_tf_dataset
+from edgeface.train.batches import TrainingData, encode_labels, make_tf_dataset
 from edgeface.train.config import TrainConfig
+from edgeface.train.frozen import (FrozenFeatures, features_fine_tuned, fit_attribute_heads, frozen_features,
+                                   linear_probe, set_centres_from, set_heads_trainable)
 from edgeface.train.keras_model import keras_predict, save_keras_model
 from edgeface.train.model import DESCRIPTOR
 
@@ -89,20 +89,6 @@ def compile_model(model, learning_rate: float, label_smoothing: float, decay_ste
 
 def load_crops(dataset: Dataset, spec: ModelSpec, cache_dir: Path | None, progress: bool = True) -> CropSet:
     return crop_samples(dataset.samples, spec.crop, spec.input_size, cache_dir=cache_dir, progress=progress)
-
-
-@dataclass
-class TrainingData:
-    """The photos, the model spec they define, and each split's crops and targets."""
-
-    data: Dataset  # everything --data holds (its labels make the spec)
-    train_set: Dataset
-    val: Dataset
-    spec: ModelSpec
-    train_crops: CropSet
-    val_crops: CropSet
-    train_heads: HeadArrays
-    val_heads: HeadArrays
 
 
 def check_config(config: TrainConfig) -> None:
@@ -191,7 +177,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     return write_outputs(built.model, prepared, config, history, images_per_second, started, probe)
 
 
-def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy: Any, frozen: "FrozenFeatures",
+def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy: Any, frozen: FrozenFeatures,
                on_log: Callable[[str], None] = print) -> tuple[dict[str, list[float]], float | None]:
     """Heads on frozen backbone features (pretrained backbones), then fine-tuning or training from scratch;
     both stop early on validation loss. Returns the history and the fitting speed in images per second."""
@@ -215,12 +201,18 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
     def early_stopping():
         return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)]
 
+    info = backbone_info(config.backbone)
+    fine_tune_from = info.fine_tune_from if config.fine_tune_from == "default" else config.fine_tune_from
+    fine_tuned = features_fine_tuned(built, config, fine_tune_from, pretrained)
     if pretrained:
-        # Phase 1: the backbone is frozen, so its features never change: they were computed once. Emotion and
-        # gender are fitted exactly on them (the linear probe's own fit), then the rest of the heads train on
-        # them, many epochs in seconds. (No augmentation here; the fine-tuning phase augments.)
+        # Phase 1: the backbone is frozen, so its features never change: they were computed once. A head
+        # whose features fine-tuning will not move either is fitted exactly on them (the linear probe's own
+        # fit) and stays as fitted; the others train here, many epochs in seconds, and go on learning with
+        # their features in phase 2. (No augmentation here; the fine-tuning phase augments.)
         set_backbone_trainable(backbone, False, None)
-        fitted = fit_attribute_heads(built, prepared, frozen)
+        reads = head_features(config.backbone)
+        fitted = fit_attribute_heads(built, prepared, frozen,
+                                     [head for head in ATTRIBUTE_HEADS if reads[head] not in fine_tuned])
         if fitted:
             on_log(f"phase heads: {' and '.join(fitted)} fitted exactly on the frozen features (L2 logistic "
                    "regression)")
@@ -238,18 +230,11 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
 
     images_per_second = None
     if config.epochs > 0:
-        info = backbone_info(config.backbone)
-        fine_tune_from = info.fine_tune_from if config.fine_tune_from == "default" else config.fine_tune_from
         learning_rate = config.fine_tune_learning_rate if pretrained else config.learning_rate
         name = "fine-tune" if pretrained else "train"
         with strategy.scope():
             trainable = set_backbone_trainable(backbone, True, fine_tune_from if pretrained else None,
                                                batchnorm=config.fine_tune_batchnorm or not pretrained)
-            # A head fitted on features that fine-tuning leaves alone keeps its exact fit.
-            moving = {name for name, layer in built.backbone.output.items()
-                      if not pretrained or features_move(built.backbone, name)}
-            reads = head_features(config.backbone)
-            set_heads_trainable(built, {head: reads[head] in moving for head in ATTRIBUTE_HEADS})
             steps = -(-len(train_samples) // config.batch_size) * config.epochs
             compile_model(built.training_model, learning_rate, config.label_smoothing,
                           decay_steps=steps if config.cosine_decay else 0, head_weights=config.head_weights)
@@ -317,92 +302,3 @@ def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, histo
     (out / "history.json").write_text(json.dumps(history, indent=2))
     plot_history(history, out / "history.png")
     return TrainResult(model_path, metadata, history)
-
-
-@dataclass(frozen=True)
-class FrozenFeatures:
-    """The backbone's features of the training and validation crops as it starts (pretrained, frozen)."""
-
-    train: dict[str, np.ndarray]
-    val: dict[str, np.ndarray]
-
-
-def frozen_features(built: Any, crops: np.ndarray, spec: ModelSpec, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """The backbone's named, pooled features of uint8 crops (in inference mode)."""
-    from edgeface.core.preprocess import to_model_input
-
-    preprocess = built.model.get_layer("preprocess")
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(crops), batch_size):
-        batch = to_model_input(np.asarray(crops[start:start + batch_size]), spec)
-        for name, value in built.backbone(preprocess(batch), training=False).items():
-            parts.setdefault(name, []).append(np.asarray(value))
-    return {name: np.concatenate(values) for name, values in parts.items()}
-
-
-def set_centres_from(built: Any, prepared: TrainingData, train_embeddings: np.ndarray | None,
-                     val_embeddings: np.ndarray | None, on_log: Callable[[str], None] = print) -> None:
-    """Set a nearest-centre identity head from the training faces' embeddings (or descriptors), its softmax
-    scale fitted on the validation faces'; nothing for a Dense identity head."""
-    from edgeface.train.centres import fit_scale, person_centres
-    from edgeface.train.model import backbone_info, set_identity_centres
-
-    if backbone_info(prepared.spec.backbone).identity_head != "centres" or train_embeddings is None:
-        return
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    people = list(prepared.spec.labels["identity"])
-    labels = [s.identity for s in prepared.train_crops.cropped_samples]
-    index = {person: i for i, person in enumerate(people)}
-    truth = np.array([index.get(s.identity, -1) for s in prepared.val_crops.cropped_samples])
-    scale = fit_scale(unit(val_embeddings) @ person_centres(unit(train_embeddings), people, labels), truth)
-    set_identity_centres(built.heads, unit(train_embeddings), labels, people, scale)
-    on_log(f"identity: nearest of {len(people)} person centres, softmax over {scale:.1f} x cosine")
-
-
-def linear_probe(built: Any, prepared: TrainingData, frozen: FrozenFeatures) -> dict[str, float | None]:
-    """Validation accuracy per head of a logistic regression on the features that head reads, as the
-    pretrained backbone gives them: the baseline the trained heads must beat."""
-    from edgeface.train.model import head_features
-    from edgeface.train.probe import probe_accuracy
-
-    reads = head_features(prepared.spec.backbone)
-    train_samples = prepared.train_crops.cropped_samples
-    val_samples = prepared.val_crops.cropped_samples
-    return {head: probe_accuracy(frozen.train[reads[head]], [s.label(head) for s in train_samples],
-                                 frozen.val[reads[head]], [s.label(head) for s in val_samples],
-                                 prepared.spec.labels[head])
-            for head in HEADS}
-
-
-def fit_attribute_heads(built: Any, prepared: TrainingData, frozen: FrozenFeatures) -> list[str]:
-    """Fit the emotion and gender heads exactly (class-balanced L2 logistic regression, as the linear probe)
-    on the frozen features each reads; returns the heads fitted (a head with one class labelled is left)."""
-    from edgeface.core.errors import ModelError
-    from edgeface.train.model import ATTRIBUTE_HEADS, head_features
-    from edgeface.train.probe import fit_softmax_head
-
-    reads = head_features(prepared.spec.backbone)
-    samples = prepared.train_crops.cropped_samples
-    fitted = []
-    for head in ATTRIBUTE_HEADS:
-        try:
-            kernel, bias = fit_softmax_head(frozen.train[reads[head]], [s.label(head) for s in samples],
-                                            prepared.spec.labels[head])
-        except ModelError:
-            continue
-        built.heads.get_layer(head).set_weights([kernel, bias])
-        fitted.append(head)
-    return fitted
-
-
-def set_heads_trainable(built: Any, trainable: dict[str, bool]) -> None:
-    for head, value in trainable.items():
-        built.heads.get_layer(head).trainable = value
-
-
-def features_move(backbone: Any, name: str) -> bool:
-    """Whether fine-tuning changes the backbone's output ``name``: some trainable layer lies under it."""
-    import keras
-
-    probe = keras.Model(backbone.input, backbone.output[name])
-    return any(layer.trainable and layer.weights for layer in probe.layers)

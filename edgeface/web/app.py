@@ -4,6 +4,9 @@ daemon's HTTP server; ``edgeface run`` passes it to the daemon when ``[web] enab
 
 Every change goes through the same functions as the command line (``edgeface.people``): the gallery is
 changed under its lock, then the daemon's labeler is told to read it again before the next frame.
+
+Why one module of about 480 lines: it is one class whose route handlers share its state (the latest frame,
+the unknown faces, the gallery) and its lock; the markup lives in ``pages.py`` and ``static/``.
 """
 
 from __future__ import annotations
