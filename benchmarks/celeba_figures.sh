@@ -7,7 +7,7 @@
 #
 #   benchmarks/celeba_figures.sh [STEP...]
 #       steps: split dlib-resnet mobilenetv2 resnet50 vgg16 convert evaluate bench report
-#              openset-split openset-dlib-resnet openset-mobilenetv2 openset
+#              openset-split openset-dlib-resnet openset-dlib-resnet-all openset-mobilenetv2 openset
 #
 # Needs ../shared (or $EDGEFACE_SHARED), and for MobileNetV2 its ImageNet weights ($EDGEFACE_WEIGHTS_DIR).
 # Outputs (never committed: they derive from CelebA): splits/, runs/celeba-*, bundles/, reports/.
@@ -19,7 +19,7 @@ EDGEFACE=${EDGEFACE:-.venv/bin/edgeface}
 PYTHON=${PYTHON:-.venv/bin/python}
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(split dlib-resnet mobilenetv2 resnet50 vgg16 convert evaluate bench report \
-                                 openset-split openset-dlib-resnet openset-mobilenetv2 openset)
+                                 openset-split openset-dlib-resnet openset-dlib-resnet-all openset-mobilenetv2 openset)
 # MODELS="dlib-resnet" limits convert and evaluate to some models.
 read -r -a models <<< "${MODELS:-dlib-resnet mobilenetv2 resnet50 vgg16}"
 # Photo collections: blazeface-fallback also finds the small faces short range misses.
@@ -33,9 +33,9 @@ for step in "${steps[@]}"; do
   dlib-resnet)  # the default recipe: dlib's frozen encoder for identity, its attribute branch fine-tuned
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-dlib-resnet --val-fraction 0.07 \
       "${DETECTOR[@]}" ;;
-  mobilenetv2)  # heads on frozen ImageNet features, then fine-tuning from block 6 with a cosine-decayed rate
+  mobilenetv2)  # 224x224, heads on frozen ImageNet features, then fine-tuning from block 6 (train's defaults)
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-mobilenetv2 --backbone mobilenetv2 \
-      --input-size 224 --epochs 30 --patience 6 --val-fraction 0.07 "${DETECTOR[@]}" ;;
+      --val-fraction 0.07 "${DETECTOR[@]}" ;;
   resnet50)     # no ImageNet weights on this machine: from scratch at 112x112
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-resnet50 --backbone resnet50 \
       --weights none --input-size 112 --epochs 8 --patience 4 --val-fraction 0.07 "${DETECTOR[@]}" ;;
@@ -54,8 +54,9 @@ for step in "${steps[@]}"; do
       "$EDGEFACE" evaluate "runs/celeba-$m" bundles/celeba/celeba-"$m"-{float32,float16,dynamic,int8}.edgeface \
         --data splits/celeba/test.csv --json "reports/eval-$m.json" --max-drop 0.5 || true
     done ;;
-  bench)        # per-face latency, all bundles side by side (round-robin), 1 and 2 threads
-    "$EDGEFACE" bench bundles/celeba/*.edgeface --threads 1 --threads 2 --runs 200 --json reports/bench.json ;;
+  bench)        # per-face latency, dlib-resnet against MobileNetV2, int8 and float32 side by side (round-robin)
+    "$EDGEFACE" bench bundles/celeba/celeba-{dlib-resnet,mobilenetv2}-int8.edgeface \
+      bundles/celeba/celeba-{dlib-resnet,mobilenetv2}-float32.edgeface --threads 2 --runs 300 --json reports/bench.json ;;
   report)
     "$EDGEFACE" report reports/eval-*.json reports/bench.json --out reports/celeba-299 ;;
   openset-split)  # 199 people trained; of the other 100, 50 enrolled from 5 photos and 50 strangers
@@ -64,9 +65,15 @@ for step in "${steps[@]}"; do
     "$EDGEFACE" train --data splits/openset/train.csv --out runs/openset-dlib-resnet --val-fraction 0.07 \
       "${DETECTOR[@]}"
     "$EDGEFACE" convert runs/openset-dlib-resnet --precision int8 --out bundles/openset --min-agreement 0 ;;
+  openset-dlib-resnet-all)  # does fine-tuning the identity path help? (docs/results.md, "What the recipe keeps")
+    "$EDGEFACE" train --data splits/openset/train.csv --out runs/openset-dlib-resnet-all --val-fraction 0.07 \
+      --fine-tune-from all --epochs 4 --patience 2 "${DETECTOR[@]}"
+    "$EDGEFACE" convert runs/openset-dlib-resnet-all --precision int8 --out bundles/openset
+    "$PYTHON" benchmarks/openset_celeba.py --bundle bundles/openset/openset-dlib-resnet-all-int8.edgeface \
+      --out reports/openset-dlib-resnet-all --no-dlib ;;
   openset-mobilenetv2)
     "$EDGEFACE" train --data splits/openset/train.csv --out runs/openset-mobilenetv2 --backbone mobilenetv2 \
-      --input-size 224 --epochs 30 --patience 6 --val-fraction 0.07 "${DETECTOR[@]}"
+      --val-fraction 0.07 "${DETECTOR[@]}"
     "$EDGEFACE" convert runs/openset-mobilenetv2 --precision int8 --out bundles/openset --min-agreement 0 ;;
   openset)      # enrolled people named and strangers refused, edgeface's int8 bundles beside face_recognition
     # (pip install --no-deps face_recognition); emotion and gender of the 100 people no model trained on
