@@ -280,14 +280,19 @@ def test_the_service_user_runs_a_deployed_release(pi: Arm64Root, tiny_bundles: d
     assert modes == ["pi:edgeface", "640"], modes
     started = time.monotonic()
     result = pi.run(
-        "cd /var/lib/edgeface && runuser -u edgeface -- env EDGEFACE_CACHE=/var/lib/edgeface/cache "
-        f"{EDGEFACE} run --config /opt/edgeface/current/edgeface.toml >/tmp/daemon.log 2>&1 & pid=$!; "
+        # The daemon writes its own pid (sh execs it), so the stop reaches it and not only runuser, which
+        # would leave it running as an orphan after the test.
+        "cd /var/lib/edgeface && rm -f /tmp/daemon.pid && runuser -u edgeface -- sh -c 'echo $$ > /tmp/daemon.pid; "
+        f"exec env EDGEFACE_CACHE=/var/lib/edgeface/cache {EDGEFACE} run --config /opt/edgeface/current/edgeface.toml' "
+        ">/tmp/daemon.log 2>&1 & pid=$!; "
         "code=000; for _ in $(seq 600); do kill -0 $pid 2>/dev/null || break; "
         "code=$(curl -s -o /tmp/healthz -w '%{http_code}' http://127.0.0.1:8321/healthz); "
-        "[ \"$code\" = 200 ] && break; sleep 1; done; kill $pid 2>/dev/null; wait $pid; "
+        "[ \"$code\" = 200 ] && break; sleep 1; done; kill $(cat /tmp/daemon.pid) 2>/dev/null; wait $pid; "
+        "sleep 1; kill -0 $(cat /tmp/daemon.pid) 2>/dev/null && echo still-running; "
         "echo \"healthz=$code\"; cat /tmp/healthz; echo; tail -n 5 /tmp/daemon.log", timeout=900, check=False)
     _timed("daemon from a deployed release, up to /healthz 200 (emulated)", started)
     assert "healthz=200" in result.stdout, result.stdout + result.stderr
+    assert "still-running" not in result.stdout, "the daemon outlived the test"
 
 
 # --- the same bundle and the same frames, x86 and arm64 ---------------------------------------------------
