@@ -121,3 +121,27 @@ def test_head_weights_scale_each_heads_share_of_the_loss() -> None:
         check_head_weights({"smile": 2.0})
     with pytest.raises(ModelError, match="head weight for emotion must be above 0, got 0"):
         check_head_weights({"emotion": 0.0})
+
+
+def test_default_recipe_fits_frozen_heads_exactly_and_trains_the_rest(synthetic_csv: Path, tmp_path: Path) -> None:
+    """dlib-resnet with dlib's weights (the default), on the synthetic set: gender reads the frozen descriptor,
+    so its head is the linear probe's own fit and fine-tuning leaves it so (the same validation accuracy, to
+    the face); emotion's branch is fine-tuned with its head; identity is the nearest centre."""
+    from edgeface.train.dlib_resnet import find_dat
+    from edgeface.train.trainer import TrainConfig, train
+
+    try:
+        find_dat()
+    except ModelError as error:
+        pytest.skip(str(error))
+    logs: list[str] = []
+    result = train(TrainConfig(data=synthetic_csv, out=tmp_path, frozen_epochs=3, epochs=1, verbose=0),
+                   on_log=logs.append)
+    assert any("gender fitted exactly" in line for line in logs), logs
+    assert not any("emotion" in line and "fitted exactly" in line for line in logs), logs
+    assert any(line.startswith("identity: nearest of 6 person centres") for line in logs), logs
+    metrics = result.metadata["metrics"]
+    n = metrics["validation"]["gender"]["n"]
+    assert abs(metrics["validation"]["gender"]["accuracy"] - metrics["linear_probe"]["gender"]) <= 1 / n + 1e-4
+    history = json.loads(result.model_path.with_name("history.json").read_text())
+    assert history["phase"][-1] == "fine-tune" and "heads" in history["phase"]
