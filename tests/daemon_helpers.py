@@ -113,6 +113,14 @@ def http_get(port: int, path: str, timeout: float = 5.0, headers: dict[str, str]
         return exc.code, exc.read().decode()
 
 
+def status_when_listening(port: int, path: str) -> int | None:
+    """``path``'s HTTP status, or None while nothing listens on ``port`` (a reload restarts the server)."""
+    try:
+        return http_get(port, path)[0]
+    except OSError:  # URLError included: connection refused or reset
+        return None
+
+
 def metric(text: str, name: str, labels: str = "") -> float:
     """One sample from a Prometheus text exposition (``labels`` as written, e.g. ``sink="jsonl"``)."""
     key = f"{name}{{{labels}}}" if labels else name

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess, free_port, http_get
+from daemon_helpers import DaemonProcess, free_port, status_when_listening
 
 
 def test_sighup_flushes_and_reloads_the_config(fault_bundle: Path, fault_video: Path, tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_sighup_flushes_and_reloads_the_config(fault_bundle: Path, fault_video: 
         daemon.proc.send_signal(signal.SIGHUP)
         daemon.wait_for(lambda: any("reloaded the configuration" in line for line in daemon.stderr), 60, "a reload")
         port = daemon.http_port()
-        daemon.wait_for(lambda: http_get(port, "/healthz")[0] == 200, 60, "healthy after the reload")
+        daemon.wait_for(lambda: status_when_listening(port, "/healthz") == 200, 60, "healthy after the reload")
         assert daemon.proc.poll() is None
         stopped = [line for line in daemon.stderr if "stopped:" in line]
         assert len(stopped) == 1 and " 0 dropped" in stopped[0]  # the first run flushed everything
