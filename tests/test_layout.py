@@ -48,4 +48,7 @@ def test_every_package_is_installed() -> None:
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "edgeface").rglob("__init__.py")}
     found |= {"edgeface." + ".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "convert").rglob("__init__.py")}
+    # folders of data files (models, scripts, the web page's assets) are listed too, so they ship
+    found |= {".".join(d.relative_to(REPO).parts) for d in (REPO / "edgeface").rglob("*")
+              if d.is_dir() and d.name != "__pycache__" and not (d / "__init__.py").exists()}
     assert listed == found
