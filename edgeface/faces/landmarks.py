@@ -4,7 +4,7 @@ A backbone trained on crops aligned by another tool needs crops aligned the same
 trained on chips aligned on five points (the outer and inner corners of both eyes and the bottom of the nose);
 BlazeFace's keypoints (eye centres, nose tip, mouth) are too coarse to reproduce those chips, the face mesh
 has the same five points. The mesh model reads a 192x192 square around the face, turned upright on the eyes,
-as MediaPipe's own pipeline crops it; about 1.5 to 1.7 ms per face on this project's x86 machine.
+as MediaPipe's own pipeline crops it (its cost per face: docs/results.md, "The daemon").
 
 The model (``face_landmark.tflite``, Apache-2.0, from MediaPipe) ships with the BlazeFace models.
 """
