@@ -145,3 +145,17 @@ def test_default_recipe_fits_frozen_heads_exactly_and_trains_the_rest(synthetic_
     assert abs(metrics["validation"]["gender"]["accuracy"] - metrics["linear_probe"]["gender"]) <= 1 / n + 1e-4
     history = json.loads(result.model_path.with_name("history.json").read_text())
     assert history["phase"][-1] == "fine-tune" and "heads" in history["phase"]
+
+
+def test_training_batches_of_named_features_are_shuffled() -> None:
+    """Frozen features come as a dict of arrays: every row is shuffled, not only within the first few."""
+    from edgeface.train.batches import HeadArrays, make_tf_dataset
+
+    rows = 40
+    features = {"pooled": np.arange(rows, dtype=np.float32)[:, None], "other": np.zeros((rows, 2), np.float32)}
+    heads = HeadArrays({"gender": np.eye(2, dtype=np.float32)[np.arange(rows) % 2]},
+                       {"gender": np.ones(rows, np.float32)}, {})
+    order = [int(v) for batch, _, _ in make_tf_dataset(features, heads, 8, True, seed=0)
+             for v in batch["pooled"].numpy()[:, 0]]
+    assert sorted(order) == list(range(rows))
+    assert order != list(range(rows)) and max(order[:8]) >= 8  # rows from beyond the first batch come first

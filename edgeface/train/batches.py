@@ -83,7 +83,7 @@ def make_tf_dataset(crops: np.ndarray | dict[str, np.ndarray], heads: HeadArrays
     weights = {head: tf.convert_to_tensor(v) for head, v in heads.weights.items()}
     data = tf.data.Dataset.range(count)
     if training:
-        data = data.shuffle(len(crops), seed=seed, reshuffle_each_iteration=True)
+        data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     data = data.batch(batch_size)
     augmenter = _augmenter(seed) if (training and augment) else None
 
