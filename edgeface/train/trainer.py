@@ -156,7 +156,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     """Train and write ``model.keras``, ``metadata.json``, ``history.json`` and ``history.png`` to ``out``."""
     import keras
 
-    from edgeface.train.model import build_model
+    from edgeface.train.model import backbone_info, build_model
 
     started = time.time()
     check_config(config)
@@ -168,8 +168,9 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     frozen = FrozenFeatures(*(frozen_features(built, crops.crops, prepared.spec)
                               for crops in (prepared.train_crops, prepared.val_crops)))
     set_centres_from(built, prepared, frozen.train.get(DESCRIPTOR), frozen.val.get(DESCRIPTOR), on_log)
-    history, images_per_second = fit_phases(built, prepared, config, strategy, frozen, on_log)
-    if config.fine_tune_from != "default" and config.epochs > 0:  # the identity path may have moved
+    history, images_per_second, fine_tuned = fit_phases(built, prepared, config, strategy, frozen, on_log)
+    if DESCRIPTOR in fine_tuned and backbone_info(config.backbone).identity_head == "centres":
+        # the identity path moved (fine-tuned, or trained from scratch): centres from the embeddings it gives now
         embed = [keras_predict(built.model, crops.crops, prepared.spec)[EMBEDDING_NAME]
                  for crops in (prepared.train_crops, prepared.val_crops)]
         set_centres_from(built, prepared, *embed, on_log)
@@ -178,9 +179,10 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
 
 
 def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy: Any, frozen: FrozenFeatures,
-               on_log: Callable[[str], None] = print) -> tuple[dict[str, list[float]], float | None]:
+               on_log: Callable[[str], None] = print) -> tuple[dict[str, list[float]], float | None, set[str]]:
     """Heads on frozen backbone features (pretrained backbones), then fine-tuning or training from scratch;
-    both stop early on validation loss. Returns the history and the fitting speed in images per second."""
+    both stop early on validation loss. Returns the history, the fitting speed in images per second and the
+    backbone outputs that training moved."""
     import keras
 
     from edgeface.train.model import ATTRIBUTE_HEADS, backbone_info, head_features, set_backbone_trainable
@@ -247,7 +249,7 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
             epochs=config.epochs, callbacks=early_stopping(), shuffle=False, verbose=verbose)
         images_per_second = len(train_samples) * len(result.history["loss"]) / (time.time() - fit_start)
         record(name, result)
-    return history, images_per_second
+    return history, images_per_second, fine_tuned
 
 
 def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, history: dict[str, list[float]],
