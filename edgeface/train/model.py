@@ -96,7 +96,7 @@ def resolve_weights(backbone: str, weights: str) -> str | None:
     if weights in ("imagenet", "dlib"):
         if weights != info.weights:
             raise ModelError(f"backbone {backbone!r} has no {weights} weights; use --weights "
-                             f"{info.weights if info.weights != 'none' else 'none'}")
+                             f"{info.weights}")
         if weights == "dlib":
             return str(dlib_resnet.find_dat())
         local_dir = os.environ.get("EDGEFACE_WEIGHTS_DIR")
@@ -209,7 +209,7 @@ ATTRIBUTE_HEADS = ("emotion", "gender")
 def head_features(backbone: str) -> dict[str, str]:
     """Which of the backbone's features each head reads. dlib-resnet: identity and gender its frozen
     descriptor (gender is in it; emotion was trained out of it), emotion the attribute branch."""
-    if backbone_info(backbone).preprocess == "dlib":
+    if is_dlib(backbone):
         return {"identity": DESCRIPTOR, "emotion": ATTRIBUTES, "gender": DESCRIPTOR}
     return {head: POOLED for head in ("identity", "emotion", "gender")}
 

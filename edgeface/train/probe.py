@@ -19,7 +19,9 @@ from edgeface.core.errors import ModelError
 
 # scikit-learn's LogisticRegression default (C = 1); not tuned on any test set.
 DEFAULT_L2 = 1.0
-_MAX_PARAMETERS = 12_000  # Newton's Hessian is parameters^2 doubles: 1.2 GB at this size
+# Newton's Hessian is parameters^2 doubles (128 MB here): emotion and gender on any backbone's features fit;
+# identity over more than a few dozen people goes to gradient descent.
+_MAX_PARAMETERS = 4_000
 
 
 def fit_softmax_head(features: np.ndarray, labels: Sequence[str | None], classes: Sequence[str],
@@ -71,7 +73,8 @@ def fit_softmax_head(features: np.ndarray, labels: Sequence[str | None], classes
                 block = (xb * s[:, None]).T @ xb
                 hessian[a * (d + 1):(a + 1) * (d + 1), b * (d + 1):(b + 1) * (d + 1)] = block
                 hessian[b * (d + 1):(b + 1) * (d + 1), a * (d + 1):(a + 1) * (d + 1)] = block.T
-        step = np.linalg.solve(hessian + np.diag(penalty), grad.ravel() + penalty * w)
+        hessian[np.diag_indices_from(hessian)] += penalty  # in place: no second Hessian-sized array
+        step = np.linalg.solve(hessian, grad.ravel() + penalty * w)
         w -= step
         if np.abs(step).max() < 1e-8:
             break
