@@ -249,25 +249,35 @@ def run_daemon(config: DaemonConfig, stop: threading.Event | None = None,
 
     The signal handlers are in place before the model loads, so a stop during start-up is clean too. With
     ``reload`` (which reads the config again), SIGHUP flushes and stops the run, then starts a new one with
-    the config ``reload`` returns; if that fails with a config error, with the previous config. Without it,
-    SIGHUP stops like SIGTERM.
+    the config ``reload`` returns; if that config fails to load, or its bundle, gallery or source fail to
+    open, with the previous config. Without it, SIGHUP stops like SIGTERM.
     """
-    from edgeface.core.errors import ConfigError
+    from edgeface.core.errors import EdgefaceError
     from edgeface.daemon.server import raise_open_files_limit
 
     stop = stop or threading.Event()
     reload_requested = threading.Event()
     undo_signals = install_stop_handlers(stop, reload_requested if reload is not None else None)
     raise_open_files_limit()
+    previous: DaemonConfig | None = None  # the config that last ran, while a reloaded one is being opened
     try:
         while True:
-            code = Daemon(config, extensions).run(stop, reload_requested)
+            try:
+                daemon = Daemon(config, extensions)
+            except EdgefaceError as exc:
+                if previous is None:
+                    raise
+                log.error("reload: %s; keeping the previous configuration", exc)
+                config, previous = previous, None
+                continue
+            previous = None
+            code = daemon.run(stop, reload_requested)
             if reload is None or not reload_requested.is_set():
                 return code
             try:
-                config = reload()
+                config, previous = reload(), config
                 log.info("reloaded the configuration from %s", config.origin)
-            except ConfigError as exc:
+            except EdgefaceError as exc:
                 log.error("reload: %s; keeping the previous configuration", exc)
             reload_requested.clear()
             stop.clear()

@@ -34,6 +34,13 @@ def test_sighup_flushes_and_reloads_the_config(fault_bundle: Path, fault_video: 
         daemon.wait_for(lambda: any("keeping the previous configuration" in line for line in daemon.stderr), 60,
                         "the bad config refused")
         assert daemon.proc.poll() is None
+        # A config that loads but whose bundle does not open: the previous one runs again, no exit.
+        config.write_text(base.replace(str(fault_bundle), str(tmp_path / "missing.edgeface")))
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_for(lambda: sum("keeping the previous configuration" in line for line in daemon.stderr) == 2,
+                        60, "the missing bundle refused")
+        daemon.wait_for(lambda: status_when_listening(port, "/healthz") == 200, 60, "healthy on the previous config")
+        assert daemon.proc.poll() is None
     finally:
         code, _ = daemon.stop()
     assert code == 0
