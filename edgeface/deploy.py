@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from edgeface.core.errors import ConfigError, EdgefaceError
+from edgeface.daemon.secrets import MAX_SECRET_BYTES
 
 DEFAULT_RESTART = "sudo -n systemctl restart edgeface"
 DEFAULT_PORT = 8321
@@ -162,27 +163,9 @@ class DeployOptions:
                 raise ConfigError(f"the {name}: expected one line of 1 to {MAX_SECRET_BYTES} bytes")
 
 
-MAX_SECRET_BYTES = 4096
-
-
 def generate_token() -> str:
     """A new HTTP bearer token: 256 random bits, URL-safe."""
     return secrets.token_urlsafe(32)
-
-
-def read_secret(path: str | Path, what: str) -> str:
-    """A secret from a local file (its first line, without the newline)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{what} {path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what} {path}: not UTF-8 text") from None
-    if not lines or not lines[0].strip():
-        raise ConfigError(f"{what} {path}: the file is empty")
-    return lines[0].strip()
 
 
 # --- the release ----------------------------------------------------------------------------------------------

@@ -61,14 +61,15 @@ def deploy(
     --http-token and --mqtt-password store secrets as systemd credentials on each host (the unit loads them
     with LoadCredential=); a changed credential restarts the service even when the release is unchanged.
     """
-    from edgeface.deploy import DeployOptions, deploy as run_deploy, generate_token, prepare_release, read_secret
+    from edgeface.daemon.secrets import read_secret
+    from edgeface.deploy import DeployOptions, deploy as run_deploy, generate_token, prepare_release
 
     credentials = []
     if http_token is not None:
-        token = generate_token() if http_token == "generate" else read_secret(http_token, "--http-token")
+        token = generate_token() if http_token == "generate" else read_secret("--http-token", file=http_token)
         credentials.append(("http-token", token))
     if mqtt_password is not None:
-        credentials.append(("mqtt-password", read_secret(mqtt_password, "--mqtt-password")))
+        credentials.append(("mqtt-password", read_secret("--mqtt-password", file=mqtt_password)))
     options = DeployOptions(prefix=prefix, restart_cmd=restart_cmd, health_url=health_url, health_cmd=health_cmd,
                             health_timeout=health_timeout, user=user, port=port, identity=identity,
                             known_hosts=known_hosts, ssh_options=tuple(ssh_option), copy=copy, keep=keep,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone

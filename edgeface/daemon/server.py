@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from edgeface.core.errors import ConfigError, DependencyError
 from edgeface.daemon.secrets import redact
+from edgeface.daemon.service import Throttled
 
 log = logging.getLogger("edgeface.daemon")
 
@@ -238,7 +239,7 @@ def _server_class() -> type:
     class BoundedServer(TcpWSGIServer):
         evicted = 0
         _paused_until = 0.0
-        _last_warning = -float("inf")
+        _out_of_files = Throttled()
 
         def readable(self) -> bool:
             now = time.time()
@@ -268,9 +269,8 @@ def _server_class() -> type:
                 if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     raise
                 self._paused_until = time.monotonic() + 0.5
-                if time.monotonic() - self._last_warning > 60:
-                    self._last_warning = time.monotonic()
-                    log.warning("http: out of file descriptors (%s); pausing new connections", exc.strerror)
+                self._out_of_files.warning("http: out of file descriptors (%s); pausing new connections",
+                                           exc.strerror)
                 return None
 
     return BoundedServer
