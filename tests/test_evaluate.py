@@ -220,5 +220,5 @@ def test_real_faces_before_and_after_int8(celeba_model: Path, celeba_bundle: Pat
     keras, int8 = document["models"]
     crops = crop_samples(load_dataset(celeba_people_csv).samples, load_bundle(celeba_bundle).spec.crop, 96)
     assert keras["faces"]["no_face"] == crops.summary().get("no_face", 0) == int8["faces"]["no_face"]
-    assert keras["heads"]["identity"]["accuracy"] > 0.5  # 6 people, mostly photos it was trained on
+    assert keras["heads"]["identity"]["accuracy"] > 2 / 6  # 6 people (chance 1/6), heads on frozen 96x96 features
     assert keras["heads"]["identity"]["missed"] == keras["faces"]["no_face"] + keras["faces"]["unreadable"]
