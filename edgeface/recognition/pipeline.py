@@ -30,7 +30,13 @@ from edgeface.core.results import UNKNOWN, FaceLabels
 from edgeface.core.spec import EMBEDDING_NAME
 from edgeface.recognition.evidence import NOT_SEEN, Observation, TrackEvidence
 from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
-from edgeface.recognition.settings import DetectConfig, RecognitionConfig, TrackingConfig, VisitConfig
+from edgeface.recognition.settings import (
+    TIME_TOLERANCE,
+    DetectConfig,
+    RecognitionConfig,
+    TrackingConfig,
+    VisitConfig,
+)
 from edgeface.recognition.visits import TrackView, VisitBook, VisitEvent
 
 if TYPE_CHECKING:
@@ -208,7 +214,7 @@ class FacePipeline:
                 priority = 2
             elif quality[i] >= track.best_quality * config.better_view and quality[i] > track.best_quality:
                 priority = 3
-            elif now - track.last_time >= config.refresh:
+            elif now - track.last_time >= config.refresh - TIME_TOLERANCE:
                 priority = 4
             else:
                 continue
