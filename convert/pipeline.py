@@ -286,6 +286,7 @@ def bundle_manifest(keras_engine: KerasEngine, model_path: Path, model_sha256: s
                          "backbone": metadata.get("backbone"), "weights": metadata.get("weights"),
                          "trained": metadata.get("created")},
         "dataset_fingerprint": metadata.get("dataset", {}).get("fingerprint"),
+        "embedding": embedding_identity(metadata, model_sha256),
         "conversion": {"representative": str(sets.representative_source),
                        "representative_faces": len(sets.representative), "seed": options.seed,
                        "verification": str(sets.verification_source),
@@ -295,6 +296,17 @@ def bundle_manifest(keras_engine: KerasEngine, model_path: Path, model_sha256: s
         "accuracy": {head: check.to_dict() for head, check in result.checks.items()},
         "embedding_cosine": result.embedding_cosine,
     }
+
+
+def embedding_identity(metadata: dict[str, Any], model_sha256: str) -> dict[str, str]:
+    """The bundle's ``embedding``: the id training recorded (dlib's own descriptor: shared by every bundle that
+    keeps it), else the source model's (its precisions share it). Devices share enrolled people by it."""
+    from edgeface.core.bundle import EMBEDDING_ID, model_embedding_id
+
+    recorded = metadata.get("embedding")
+    if isinstance(recorded, dict) and EMBEDDING_ID.fullmatch(str(recorded.get("id", ""))):
+        return {"id": str(recorded["id"]), "source": str(recorded.get("source", ""))}
+    return {"id": model_embedding_id(model_sha256), "source": f"the model's own (model.keras sha256 {model_sha256})"}
 
 
 def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | Path,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -64,6 +65,37 @@ class Bundle:
     @property
     def model_size(self) -> int:
         return len(self.model_bytes)
+
+    @property
+    def embedding_id(self) -> str:
+        """Which embedding space the model's ``embedding`` output lives in: bundles with the same id can compare
+        (and share) each other's enrolled faces. ``convert`` records it (``dlib-<digest>`` when the embedding is
+        dlib's own descriptor, unchanged by training: every such bundle shares it, whatever its heads and
+        precision; else ``model-<digest>`` of the source Keras model: its precisions share it); bundles written
+        before it was recorded are their source model's (else their own model's)."""
+        embedding = self.manifest.get("embedding")
+        recorded = embedding.get("id") if isinstance(embedding, Mapping) else None
+        if isinstance(recorded, str) and EMBEDDING_ID.fullmatch(recorded):
+            return recorded
+        source = self.manifest.get("source_model")
+        digest = source.get("sha256") if isinstance(source, Mapping) else None
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{16,64}", digest)):
+            digest = self.model_sha256
+        return model_embedding_id(digest)
+
+
+EMBEDDING_ID = re.compile(r"(?:dlib|model)-[0-9a-f]{16}")
+
+
+def model_embedding_id(model_sha256: str) -> str:
+    """The embedding id of a model whose embedding is its own (trained): ``model-`` and 16 hex digits of its
+    digest."""
+    return f"model-{model_sha256[:16]}"
+
+
+def dlib_embedding_id(dat_sha256: str) -> str:
+    """The embedding id of every model whose embedding is dlib's descriptor as dlib's weights file gives it."""
+    return f"dlib-{dat_sha256[:16]}"
 
 
 def sha256_bytes(data: bytes) -> str:

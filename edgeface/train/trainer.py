@@ -175,7 +175,26 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
                  for crops in (prepared.train_crops, prepared.val_crops)]
         set_centres_from(built, prepared, *embed, on_log)
     probe = linear_probe(built, prepared, frozen)
-    return write_outputs(built.model, prepared, config, history, images_per_second, started, probe)
+    return write_outputs(built.model, prepared, config, history, images_per_second, started, probe,
+                         embedding_source(config, fine_tuned))
+
+
+def embedding_source(config: TrainConfig, fine_tuned: set[str]) -> dict[str, str] | None:
+    """What the model's embedding is, when it is a known encoder's own: dlib's descriptor, with dlib's weights
+    and untouched by training (``convert`` writes its id into the bundle; devices whose bundles share it share
+    enrolled people). None: the embedding is this model's (trained, or another backbone)."""
+    from edgeface.core.bundle import dlib_embedding_id
+    from edgeface.train.dlib_resnet import file_digest
+    from edgeface.train.model import backbone_info, resolve_weights
+
+    info = backbone_info(config.backbone)
+    if info.preprocess != "dlib" or info.width != 1.0 or DESCRIPTOR in fine_tuned:
+        return None
+    source = resolve_weights(config.backbone, config.weights or info.weights)
+    if source is None:
+        return None
+    digest = file_digest(Path(source))
+    return {"id": dlib_embedding_id(digest), "source": f"dlib weights {Path(source).name} sha256 {digest}"}
 
 
 def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy: Any, frozen: FrozenFeatures,
@@ -254,7 +273,8 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
 
 def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, history: dict[str, list[float]],
                   images_per_second: float | None, started: float,
-                  probe: dict[str, float | None] | None = None) -> TrainResult:
+                  probe: dict[str, float | None] | None = None,
+                  embedding: dict[str, str] | None = None) -> TrainResult:
     """``model.keras``, its ``metadata.json`` (spec, data, validation metrics), ``history.json`` and
     ``history.png`` in ``config.out``."""
     from edgeface.eval.metrics import head_metrics
@@ -299,6 +319,7 @@ def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, histo
             "images_per_second": round(images_per_second, 2) if images_per_second else None,
         },
         "metrics": {"validation": metrics, "linear_probe": probe or {}},
+        **({"embedding": embedding} if embedding else {}),
     }
     write_metadata(model_path, metadata)
     (out / "history.json").write_text(json.dumps(history, indent=2))
