@@ -201,14 +201,17 @@ class MjpegCamera:
 class Mosquitto:
     """A real Debian mosquitto broker on a free port, with its own config, started and stopped by the test."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, persistence: bool = False) -> None:
         binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
         if binary is None:
             raise FileNotFoundError("mosquitto is not installed (apt-get install -y mosquitto)")
         self.binary = binary
         self.port = port or free_port()
         self.config = folder / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # persistence: retained messages kept in folder/mosquitto.db, written when the broker stops
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                               + (f"persistence true\npersistence_location {folder}/\n" if persistence
+                                  else "persistence false\n"))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":

@@ -131,6 +131,22 @@ def remove_people(
         typer.echo(f"removed {name}; {len(remaining)} people left")
 
 
+@people_app.command("rename")
+@friendly_errors
+def rename_people(
+    name: str = typer.Argument(..., help="An enrolled person's name.", show_default=False),
+    new_name: str = typer.Argument(..., help="Their new name.", show_default=False),
+    bundle: Path = typer.Option(..., help=BUNDLE_HELP),
+    state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
+    gallery: Optional[Path] = typer.Option(None, help=GALLERY_HELP),
+) -> None:
+    """Give an enrolled person another name (their photos, and the faces said not to be them, follow)."""
+    from edgeface.people.enroll import rename_person
+
+    renamed = rename_person(bundle, name, new_name, gallery, state_dir)
+    typer.echo(f"{name} is now {renamed.get(new_name).name}")  # type: ignore[union-attr]
+
+
 @friendly_errors
 def calibrate(
     impostors: List[Path] = typer.Option(..., help="Photos of people who are neither enrolled nor trained: "

@@ -59,6 +59,7 @@ def run(
     from edgeface.daemon.config import load_config
     from edgeface.daemon.run import run_daemon
     from edgeface.daemon.service import setup_logging
+    from edgeface.sync.household import household_sync  # shares people when the config has [sync] enabled
     from edgeface.web.app import web_page  # serves the page when the config has [web] enabled
 
     if source is not None and Path(source).expanduser().exists():
@@ -79,7 +80,7 @@ def run(
         setup_logging(settings.service.log_level)
         return settings
 
-    raise typer.Exit(run_daemon(reload(), reload=reload, extensions=[web_page]))
+    raise typer.Exit(run_daemon(reload(), reload=reload, extensions=[web_page, household_sync]))
 
 
 def register(app: typer.Typer) -> None:

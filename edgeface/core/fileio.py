@@ -113,3 +113,12 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], durable: bool 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def file_signature(path: str | Path) -> tuple[int, int, int] | None:
+    """What tells that a file was replaced or changed: inode, size and modification time (None: no file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns

@@ -112,6 +112,24 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class SyncConfig:
+    enabled: bool = _opt(False, help="share the people this device knows (enrolled faces, names, strangers and "
+                                     "'not X' faces, thresholds) with the household's other devices through the "
+                                     "broker of [mqtt]; needs the household key")
+    key_file: str = _opt("", help="a file holding the household key (16 characters or more, the same on every "
+                                  "device); default: the systemd credential sync-key, else $EDGEFACE_SYNC_KEY")
+    crops: bool = _opt(False, help="send each enrolled face's crop (a small JPEG) with its embedding, so that every "
+                                   "device's web page shows it; off: embeddings only")
+    max_crop_bytes: int = _opt(24_576, _range(1024, 262_144), "crops larger than this are neither sent nor accepted")
+    removals_days: float = _opt(30.0, _range(1, 3650), "days a removal is remembered; a device away for longer "
+                                                       "takes the household's people as they are when it returns")
+    max_clock_skew: float = _opt(300.0, _range(1, 86400), "records stamped more than this many seconds ahead of this "
+                                                          "device's clock are refused")
+    check_interval: float = _opt(0.5, _range(0.05, 60), "seconds between looks at the gallery file for changes made "
+                                                        "by other processes (edgeface enroll, people, calibrate)")
+
+
+@dataclass(frozen=True)
 class SnapshotConfig:
     dir: str = _opt("", help="write frames with faces here; empty (the default): never write any image")
     interval: float = _opt(10.0, _range(0.0, 86400), "seconds between snapshots")
@@ -128,7 +146,7 @@ class ServiceConfig:
 SECTIONS: dict[str, type] = {
     "capture": CaptureConfig, "detect": DetectConfig, "tracking": TrackingConfig,
     "recognition": RecognitionConfig, "visits": VisitConfig, "jsonl": JsonlConfig,
-    "mqtt": MqttConfig, "http": HttpConfig, "web": WebConfig, "snapshots": SnapshotConfig,
+    "mqtt": MqttConfig, "sync": SyncConfig, "http": HttpConfig, "web": WebConfig, "snapshots": SnapshotConfig,
     "service": ServiceConfig,
 }
 TOP_LEVEL = ("bundle", "source", "threads", "identity_threshold", "gallery", "similarity_threshold")
@@ -149,6 +167,7 @@ class DaemonConfig:
     visits: VisitConfig = field(default_factory=VisitConfig)
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     web: WebConfig = field(default_factory=WebConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
@@ -243,7 +262,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     if isinstance(raw.get("source"), str) and looks_like_path(raw["source"]) and not raw["source"].startswith("/dev/"):
         raw["source"] = resolve(raw["source"])
     for section, key in (("jsonl", "path"), ("snapshots", "dir"), ("http", "token_file"), ("mqtt", "password_file"),
-                         ("mqtt", "ca_certs"), ("mqtt", "certfile"), ("mqtt", "keyfile")):
+                         ("sync", "key_file"), ("mqtt", "ca_certs"), ("mqtt", "certfile"), ("mqtt", "keyfile")):
         if key in raw.get(section, {}):
             raw[section][key] = resolve(raw[section][key])
 
@@ -310,6 +329,14 @@ def _build(raw: Mapping[str, Any], origin: str) -> DaemonConfig:
         raise ConfigError(f"{origin}: [snapshots] dir {config.snapshots.dir} is a file, not a folder")
     if config.mqtt_on:
         _check_mqtt(config.mqtt, origin)
+    if config.sync.enabled:
+        if not config.mqtt_on:
+            raise ConfigError(f"{origin}: [sync] is enabled but [mqtt] is not: the household shares its people "
+                              "through its MQTT broker (set [mqtt] host)")
+        if config.gallery == "none":
+            raise ConfigError(f'{origin}: [sync] is enabled but gallery = "none": there are no people to share')
+        if config.sync.key_file and not Path(config.sync.key_file).expanduser().is_file():
+            raise ConfigError(f"{origin}: [sync] key_file {config.sync.key_file}: no such file")
     return config
 
 

@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 from edgeface.daemon.sources import CaptureStats
 from edgeface.daemon.stats import RunStats
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """A part of the run (beside the source, pipeline and sinks) with figures of its own: ``status`` for
+    ``/healthz`` under its ``name``, ``prometheus`` lines for ``/metrics`` (``metric_lines``)."""
+
+    name: str
+
+    def status(self) -> dict[str, Any]: ...
+
+    def prometheus(self) -> list[str]: ...
+
+
+def metric_lines(name: str, kind: str, help: str, samples: Mapping[str, float] | float) -> list[str]:
+    """One metric in the text format: its help, its type, and its samples (``{labels: value}`` or one value)."""
+    lines = [f"# HELP {name} {help}", f"# TYPE {name} {kind}"]
+    if isinstance(samples, Mapping):
+        lines.extend(f"{name}{{{labels}}} {value:g}" for labels, value in samples.items())
+    else:
+        lines.append(f"{name} {samples:g}")
+    return lines
 
 
 def prometheus_text(info: Mapping[str, str], healthy: bool, stats: RunStats, capture: CaptureStats,
@@ -16,12 +38,7 @@ def prometheus_text(info: Mapping[str, str], healthy: bool, stats: RunStats, cap
     lines: list[str] = []
 
     def metric(name: str, kind: str, help: str, samples: Mapping[str, float] | float) -> None:
-        lines.append(f"# HELP {name} {help}")
-        lines.append(f"# TYPE {name} {kind}")
-        if isinstance(samples, Mapping):
-            lines.extend(f"{name}{{{labels}}} {value:g}" for labels, value in samples.items())
-        else:
-            lines.append(f"{name} {samples:g}")
+        lines.extend(metric_lines(name, kind, help, samples))
 
     labels = ",".join(f'{key}="{value}"' for key, value in info.items())
     metric("edgeface_info", "gauge", "Build and model information.", {labels: 1})

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from edgeface.core.version import __version__
 from edgeface.daemon.config import DaemonConfig, HttpConfig
-from edgeface.daemon.metrics import prometheus_text
+from edgeface.daemon.metrics import Reporter, prometheus_text
 from edgeface.daemon.records import FrameObserver, Published
 from edgeface.daemon.service import EXIT_OK, SystemdNotifier, install_stop_handlers
 from edgeface.daemon.sinks.base import Sink
@@ -144,6 +144,7 @@ class Daemon:
             "dropped": capture.dropped, "corrupt": capture.corrupt,
             "sinks": {sink.name: sink.status() for sink in self.sinks},
             **({"snapshots": self.snapshots.status()} if self.snapshots is not None else {}),
+            **{part.name: part.status() for part in self.reporters},
         }
 
     def metrics_text(self) -> str:
@@ -151,8 +152,14 @@ class Daemon:
         healthy, _ = self.health()
         info = {"version": __version__, "bundle": self.bundle.path.name, "precision": self.bundle.precision,
                 "runtime": self.runtime}
-        return prometheus_text(info, healthy, self.stats, self.capture.stats,
+        text = prometheus_text(info, healthy, self.stats, self.capture.stats,
                                {out.name: out.metrics() for out in self.outputs}, process_status())
+        return text + "".join(line + "\n" for part in self.reporters for line in part.prometheus())
+
+    @property
+    def reporters(self) -> list[Reporter]:
+        """The observers with figures of their own (household sync)."""
+        return [o for o in self.observers if isinstance(o, Reporter)]
 
     @property
     def outputs(self) -> list[Any]:

@@ -11,13 +11,13 @@ open-set benchmark all call it, so they cannot disagree.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from edgeface.core.fileio import file_signature as _stat
 from edgeface.core.gallery import DEFAULT_SIMILARITY_THRESHOLD, Gallery, GalleryError
 from edgeface.core.results import FaceLabels, decode_outputs
 from edgeface.core.spec import EMBEDDING_NAME, ModelSpec
@@ -198,12 +198,3 @@ class Labeler:
         rule = self.photo_rule
         return [FaceLabels(self.decide(e, rule), label.emotion, label.gender)
                 for e, label in zip(self.evidence(outputs), labels)]
-
-
-def _stat(path: Path) -> tuple[int, int, int] | None:
-    """What tells that a file was replaced: inode, size and modification time (None: no file)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns

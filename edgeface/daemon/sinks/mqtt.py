@@ -85,10 +85,9 @@ class MqttSink(QueuedSink):
     def __init__(self, config: "MqttConfig", device: str, model_name: str = "edgeface",
                  people: Callable[[], Sequence[str]] = tuple) -> None:
         super().__init__(config.queue, config.publish, config.unhealthy_after, config.frames, config.visits)
-        try:
-            import paho.mqtt.client as mqtt
-        except ModuleNotFoundError:
-            raise DependencyError("MQTT needs paho-mqtt: pip install paho-mqtt") from None
+        client = mqtt_client(config, config.client_id or f"edgeface-{topic_id(device)}")
+        import paho.mqtt.client as mqtt
+
         self.config = config
         self.device = device
         self.device_id = topic_id(device)
@@ -110,18 +109,7 @@ class MqttSink(QueuedSink):
         self._ack_lock = threading.Lock()
         self._connect_warning = Throttled()
         self._connect_error = ""
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                             client_id=config.client_id or f"edgeface-{self.device_id}")
-        if config.username:
-            client.username_pw_set(config.username, mqtt_password(config))
-        if config.tls or config.ca_certs or config.certfile:
-            try:
-                client.tls_set(ca_certs=config.ca_certs or None, certfile=config.certfile or None,
-                               keyfile=config.keyfile or None)
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a key that is not the cert's
-                raise ConfigError(f"[mqtt] TLS files: {exc}") from None
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
-        client.reconnect_delay_set(1, 30)
         client.max_inflight_messages_set(self.INFLIGHT)
         client.max_queued_messages_set(0)  # bounded by INFLIGHT and our buffer, not by paho
         client.on_connect = self._on_connect
@@ -341,6 +329,26 @@ class MqttSink(QueuedSink):
     def metrics(self) -> dict[str, float]:
         return {**super().metrics(), "inflight": len(self._inflight), "connected": float(self.connected.is_set()),
                 "connects": self.connects}
+
+
+def mqtt_client(config: "MqttConfig", client_id: str) -> Any:
+    """A paho client for the broker of ``[mqtt]``: its login (the password from ``mqtt_password``), its TLS,
+    reconnection with backoff (1 s to 30 s). Not connected yet."""
+    try:
+        import paho.mqtt.client as mqtt
+    except ModuleNotFoundError:
+        raise DependencyError("MQTT needs paho-mqtt: pip install paho-mqtt") from None
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if config.username:
+        client.username_pw_set(config.username, mqtt_password(config))
+    if config.tls or config.ca_certs or config.certfile:
+        try:
+            client.tls_set(ca_certs=config.ca_certs or None, certfile=config.certfile or None,
+                           keyfile=config.keyfile or None)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a key that is not the cert's
+            raise ConfigError(f"[mqtt] TLS files: {exc}") from None
+    client.reconnect_delay_set(1, 30)
+    return client
 
 
 def mqtt_password(config: "MqttConfig") -> str | None:
