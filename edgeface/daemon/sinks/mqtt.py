@@ -8,7 +8,10 @@ both made safe for topics and Home Assistant ids by ``topic_id`` / ``person_id``
     <topic>/<device>/state     retained summary: faces, identities, and the largest face's labels
     <topic>/<device>/visit     visit events (arrived, named, left), as in JSON lines (not retained)
     <topic>/<device>/stranger  {"event_type": "arrived" | "left", ...the visit}: an unknown person's visit
-    <topic>/presence/<person>  retained: {"state": "home" | "not_home", "name", "camera", "last_seen", "visit"}
+    <topic>/<device>/presence/<person>  retained: this device's report on a person: {"state": "home" |
+                               "not_home", "name", "camera", "last_seen", "visit"}
+    <topic>/presence/<person>  retained: the household's answer from every device's report (the same fields;
+                               ``edgeface.daemon.presence``): home while a camera sees them, else where last seen
 
 With ``discovery = true`` Home Assistant gets, retained under ``<discovery_prefix>``: sensors for the summary
 (faces, people, identity, emotion, gender) and an event entity for strangers, per device, tied to its status
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from edgeface.core.errors import ConfigError, DependencyError
 from edgeface.core.results import UNKNOWN
+from edgeface.daemon.presence import HouseholdPresence
 from edgeface.daemon.records import Published
 from edgeface.daemon.secrets import read_secret
 from edgeface.daemon.service import Throttled
@@ -44,7 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeface.daemon")
 
 MQTT_PASSWORD_CREDENTIAL, MQTT_PASSWORD_ENV = "mqtt-password", "EDGEFACE_MQTT_PASSWORD"
-UNRECOGNISED, NOBODY = "unrecognised", "nobody"  # the summary's identity for an unknown face, and for no face
+UNRECOGNISED, NOBODY = "unrecognised", "nobody"
+MAX_PRESENCE_BYTES = 4096  # a presence report or a status from another device; larger ones are ignored  # the summary's identity for an unknown face, and for no face
 SENSORS = {
     "faces": ("Faces", "{{ value_json.faces }}"),
     "people": ("People", "{{ value_json.identities | join(', ') }}"),
@@ -116,6 +121,9 @@ class MqttSink(QueuedSink):
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self.presence = HouseholdPresence()
+        self._home: set[str] = set()  # the people this run reported home (their visit is open here)
         self._client = client
         self._mqtt = mqtt
         # connect_async + loop_start: a broker that is down at start is retried by paho's thread, not fatal.
@@ -167,12 +175,46 @@ class MqttSink(QueuedSink):
                 messages.append((f"{self.base}/stranger", json.dumps(payload, separators=(",", ":")), 1, False))
         else:
             messages.append(self._presence(who, "not_home" if kind == "left" else "home", visit))
-        return messages
+        return messages + self._household_due()
 
     def _presence(self, name: str, state: str, visit: dict[str, Any]) -> tuple[str, str, int, bool]:
+        """This device's report on a person (``edgeface.daemon.presence``), noted at once, published retained."""
         payload = {"state": state, "name": name, "camera": self.device, "last_seen": visit.get("last_seen"),
                    "visit": visit.get("visit")}
-        return (f"{self.prefix}/presence/{person_id(name)}", json.dumps(payload, separators=(",", ":")), 1, True)
+        self.presence.report(self.device_id, person_id(name), payload)
+        (self._home.add if state == "home" else self._home.discard)(person_id(name))
+        return (f"{self.base}/presence/{person_id(name)}", json.dumps(payload, separators=(",", ":")), 1, True)
+
+    def _household_due(self) -> list[tuple[str, str, int, bool]]:
+        """The household's presence messages this device must publish now (it decides them and the broker's
+        copies differ)."""
+        return [(f"{self.prefix}/presence/{person}", json.dumps(answer, separators=(",", ":")), 1, True)
+                for person, answer in self.presence.due(self.device_id)]
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        """Other devices' reports and status, and the household's presence as the broker holds it."""
+        levels = message.topic[len(self.prefix) + 1:].split("/")
+        payload: Any = None
+        if message.payload and len(message.payload) <= MAX_PRESENCE_BYTES:
+            try:
+                payload = message.payload.decode("utf-8") if levels[-1] == "status" else json.loads(message.payload)
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                return
+        if len(levels) == 3 and levels[1] == "presence":
+            report = payload if isinstance(payload, dict) else None
+            if levels[0] == self.device_id and report and report.get("state") == "home" and \
+                    levels[2] not in self._home:  # said before this run (a crash, a restart): not any more
+                report = {**report, "state": "not_home"}
+                self._put((message.topic, json.dumps(report, separators=(",", ":")), 1, True))
+            self.presence.report(levels[0], levels[2], report)
+        elif len(levels) == 2 and levels[0] == "presence":
+            self.presence.household(levels[1], payload if isinstance(payload, dict) else None)
+        elif len(levels) == 2 and levels[1] == "status":
+            self.presence.status(levels[0], payload == "online")
+        else:
+            return
+        for item in self._household_due():
+            self._put(item)
 
     def _follow_people(self) -> None:
         """Announce the presence entities of people enrolled since, and remove those of people removed."""
@@ -192,6 +234,8 @@ class MqttSink(QueuedSink):
             topic, _ = self._tracker_config(name)
             self._put((topic, "", 1, True))  # an empty retained config removes the entity
             self._put((f"{self.prefix}/presence/{person_id(name)}", "", 1, True))
+            self._put((f"{self.base}/presence/{person_id(name)}", "", 1, True))
+            self.presence.forget(person_id(name))
 
     def _send(self, message: tuple[str, str, int, bool]) -> bool:
         if not self.connected.wait(0.5):
@@ -239,6 +283,10 @@ class MqttSink(QueuedSink):
         self.failing_since = None
         log.info("mqtt: connected to %s:%s", self.config.host, self.config.port)
         client.publish(self.status_topic, "online", qos=1, retain=True)
+        self.presence.status(self.device_id, True)
+        if self.visits:  # where the household's other cameras saw people (edgeface.daemon.presence)
+            client.subscribe([(f"{self.prefix}/+/presence/+", 1), (f"{self.prefix}/presence/+", 1),
+                              (f"{self.prefix}/+/status", 1)])
         if self.config.discovery:
             with self._people_lock:
                 self._announced = tuple(sorted(set(self._people())))
