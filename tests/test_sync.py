@@ -325,3 +325,35 @@ def test_the_embedding_id_of_a_bundle(tiny_bundles: dict[str, Path], tmp_path: P
     oldest = load_bundle(write_bundle(tmp_path / "oldest.edgeface", first.model_bytes, first.spec,
                                       first.precision, older))
     assert oldest.embedding_id == f"model-{first.model_sha256[:16]}"
+
+
+def test_a_damaged_state_file_means_joining_again_and_the_gallery_waits(tiny_bundles: dict[str, Path],
+                                                                       tmp_path: Path, caplog) -> None:
+    """A state file that does not parse is left aside with one warning; until the device has caught up with
+    the household (here: never, the broker is not there) its gallery file is left as it is."""
+    from daemon_helpers import free_port
+    from edgeface.core.bundle import load_bundle
+    from edgeface.core.gallery import default_gallery_path, open_gallery
+    from edgeface.daemon.config import MqttConfig, SyncConfig
+    from edgeface.sync.household import HouseholdSync, state_path
+    from edgeface.sync.mqtt import MqttTransport
+
+    bundle = load_bundle(tiny_bundles["int8"])
+    path = default_gallery_path(bundle.model_sha256, tmp_path)
+    gallery = open_gallery(bundle.model_sha256, bundle.spec.embedding_size, path)
+    gallery.with_person("Ada", unit(1, 1).repeat(bundle.spec.embedding_size // SIZE, axis=1)).save(path)
+    before = path.read_bytes()
+    state_path(path).write_text('{"format": "edgeface-sync-state", "version": 1, "records": [' * 3000)
+    mqtt = MqttConfig(host="127.0.0.1", port=free_port())
+    with caplog.at_level("WARNING", logger="edgeface.daemon"):
+        sync = HouseholdSync(SyncConfig(enabled=True, check_interval=0.05), KEY, bundle, path, "door",
+                             lambda on_event: MqttTransport(mqtt, "door", bundle.embedding_id, on_event)).start()
+        try:
+            import time
+
+            time.sleep(0.5)
+            assert not sync.peer.joined and path.read_bytes() == before
+            assert sync.status()["connected"] is False
+        finally:
+            sync.close()
+    assert sum("this device joins the household again" in r.getMessage() for r in caplog.records) == 1

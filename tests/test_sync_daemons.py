@@ -1,7 +1,8 @@
 """People sync through a real mosquitto between three real daemons on loopback, each with its own state folder:
 a person enrolled with the CLI on one device is named by the others; renames, removals and strangers' faces
-reach every device; a device stopped during changes catches up when it starts again; the broker restarted
-(with persistence) loses nothing; a forged record is refused, counted and changes nobody."""
+reach every device (enrolled faces' crops only to devices of a household that shares them); a device stopped
+during changes catches up when it starts again; the broker restarted (with persistence) loses nothing; a forged
+record is refused, counted and changes nobody."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from daemon_helpers import DaemonProcess, Mosquitto, http_get, metric
 from edgeface.cli import app
 from edgeface.core.bundle import load_bundle
 from edgeface.core.gallery import default_gallery_path, read_gallery
+from edgeface.people.album import crop_path
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()),
@@ -80,7 +82,7 @@ class Visits:
 
 
 class Device:
-    def __init__(self, name: str, folder: Path, bundle: Path, frames: Path, port: int) -> None:
+    def __init__(self, name: str, folder: Path, bundle: Path, frames: Path, port: int, crops: bool = True) -> None:
         self.name = name
         self.state = folder / name / "state"
         self.bundle = bundle
@@ -104,6 +106,7 @@ frames = false
 enabled = true
 key_file = "{folder / 'household.key'}"
 check_interval = 0.2
+crops = {str(crops).lower()}
 [http]
 port = 0
 """)
@@ -152,8 +155,8 @@ def test_three_daemons_share_their_people(tiny_bundles: dict[str, Path], photos:
     (tmp_path / "broker").mkdir()
     broker = Mosquitto(tmp_path / "broker", persistence=True).start()
     bundle = tiny_bundles["int8"]
-    door, hall, garden = devices = [Device(name, tmp_path, bundle, photos["frames"][0], broker.port)
-                                    for name in DEVICES]
+    door, hall, garden = devices = [Device(name, tmp_path, bundle, photos["frames"][0], broker.port,
+                                           crops=name != "garden") for name in DEVICES]
     priya, sofia, kenji = (name for name in photos if name != "frames")
     visits = Visits(broker.port)
     try:
@@ -170,6 +173,11 @@ def test_three_daemons_share_their_people(tiny_bundles: dict[str, Path], photos:
              visits.named("garden", priya), 30, devices)
         ids = {d.gallery().people[0].id for d in devices}
         assert len(ids) == 1  # the same person everywhere
+        # Crops travel only where the household shares them: the hall shows her faces, the garden has none.
+        shas = [p["sha256"] for p in door.gallery().people[0].photos]
+        crops = {d.name: [crop_path(d.gallery_path, sha) for sha in shas] for d in devices}
+        assert all(c.read_bytes() == crops["door"][i].read_bytes() for i, c in enumerate(crops["hall"]))
+        assert not any(c.exists() for c in crops["garden"])
 
         # Renamed in the hall; a stranger's face kept in the garden: everywhere.
         hall.cli("people", "rename", priya, "Priya K.")
