@@ -15,7 +15,7 @@ float32 port (LiteRT, 1 and 2 threads).
 of the chip side), which is how ``edgeface.train.dlib_resnet.CHIP_KEYPOINTS`` was measured.
 
     pip install -e ".[train,dev]"    # dlib (dlib-bin) and dlib's weights (face-recognition-models)
-    python benchmarks/dlib_port.py --faces 300 --json artifacts/dlib-port.json
+    python benchmarks/dlib_port.py --faces 340 --latency 300    # writes results/dlib-port.json
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from results import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", REPO.parent / "shared"))
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a CSV manifest of photos (its image column is used)")
     parser.add_argument("--faces", type=int, default=300, help="photos to use (first N in a seeded order)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--results", default="dlib-port", metavar="NAME",
+                        help="write the figures to results/NAME.json (empty: do not write)")
     parser.add_argument("--latency", type=int, default=0, metavar="ROUNDS",
                         help="time dlib's encoder against the port for this many faces each")
     parser.add_argument("--fit-template", action="store_true", help="print the face mesh's five points in "
@@ -182,9 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.fit_template:
         results["template"] = fit_template([paths[i] for i in order[args.faces:2 * args.faces]])
     print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    if args.results:
+        write_result(args.results, results)
     return 0
 
 
