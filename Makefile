@@ -7,7 +7,7 @@ export EDGEFACE_SHARED ?= $(SHARED)
 # ImageNet weights: Keras downloads them; on machines without internet, ../shared/weights serves them.
 export EDGEFACE_WEIGHTS_DIR ?= $(if $(wildcard $(SHARED)/weights),$(SHARED)/weights,)
 
-.PHONY: demo test test-arm64 test-all setup setup-dev bench clean
+.PHONY: demo test test-arm64 test-all results setup setup-dev bench clean
 
 setup:
 	.ci/setup.sh train
@@ -28,6 +28,10 @@ test-arm64: setup-dev
 # Everything, slow tiers included (real training on ../shared, the arm64 emulated root).
 test-all: setup-dev
 	$(VENV)/bin/pytest -m "" tests benchmarks
+
+# docs/results.md and the README's results table, written again from results/*.json (docs/results.md)
+results:
+	$(VENV)/bin/python benchmarks/render_results.py
 
 clean:
 	rm -rf runs .pytest_cache .benchmarks

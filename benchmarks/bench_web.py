@@ -14,7 +14,7 @@ MobileNetV2 96x96 full int8 with untrained heads (needs ../shared for the ImageN
 The three alternate, ``ROUNDS`` times, and the medians are reported: this 2-core machine is shared and noisy,
 so only ratios measured together mean anything.
 
-    pytest benchmarks/bench_web.py -s          # about 3 minutes; writes artifacts/bench_web.json
+    pytest benchmarks/bench_web.py -s          # about 3 minutes; writes results/web-page.json
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from bench_daemon import REPO, free_port, http_get, mobilenet_bundle, model_cache, people_csv  # noqa: F401
+from bench_daemon import REPO, daemon_bundle, free_port, http_get, model_cache, people_csv  # noqa: F401
 from bench_daemon import pytestmark  # noqa: F401  (skipped without ../shared, as bench_daemon)
+from results import write_result
 
 ROUNDS = 3
 FRAMES = 1500
@@ -104,7 +105,7 @@ def run(bundle: Path, video: Path, condition: str, state: Path) -> dict:
 
 def test_web_page_cost(people_csv: Path, model_cache: Path, strangers_video: Path,  # noqa: F811
                        tmp_path: Path) -> None:
-    bundle = mobilenet_bundle(96, people_csv, model_cache)
+    bundle = daemon_bundle("mobilenetv2-96", people_csv, model_cache)
     results: dict[str, list[dict]] = {c: [] for c in CONDITIONS}
     for round_ in range(ROUNDS):
         for condition in CONDITIONS:
@@ -125,10 +126,8 @@ def test_web_page_cost(people_csv: Path, model_cache: Path, strangers_video: Pat
     for row in rows:
         print(f"| {row['page']} | {row['fps']} | {row['fps_vs_off']:.2f} | {row['publish_ms']:.2f} ms | "
               f"{row['peak_rss_mib']} MiB | {row['jpegs_served']:.0f} |")
-    out = REPO / "artifacts" / "bench_web.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"frames": FRAMES, "rounds": ROUNDS, "rows": rows,
-                               "runs": {c: [{k: r[k] for k in ("fps", "peak_rss_bytes", "jpegs", "stage_ms")}
-                                            for r in results[c]] for c in CONDITIONS}}, indent=2))
     assert all(r["jpegs"] == 0 for r in results["closed"] + results["off"])
     assert all(r["jpegs"] > 0 for r in results["open"])
+    write_result("web-page", {"frames": FRAMES, "rounds": ROUNDS, "live_fps": LIVE_FPS, "rows": rows,
+                              "runs": {c: [{k: r[k] for k in ("fps", "peak_rss_bytes", "jpegs", "stage_ms")}
+                                           for r in results[c]] for c in CONDITIONS}})

@@ -74,6 +74,8 @@ def summary(cosines: np.ndarray) -> dict[str, float]:
 
 
 def measure(photos: list[Path], calibration_share: float = 0.3, latency_rounds: int = 0) -> dict:
+    import face_recognition_models as models
+
     from edgeface.convert.tflite import convert_keras
     from edgeface.core.spec import ATTRIBUTE_LABELS, EMBEDDING_NAME, ModelSpec
     from edgeface.faces.align import align_face
@@ -110,6 +112,7 @@ def measure(photos: list[Path], calibration_share: float = 0.3, latency_rounds: 
             rows.append(row)
     ours = keras_predict(model, np.stack(crops), spec)[EMBEDDING_NAME]
     results["alignment"] = summary((ours * reference[rows]).sum(1))
+    results["dlib_weights_bytes"] = os.path.getsize(models.face_recognition_model_location())
     results["photos"] = len(photos)
     results["dlib_found"] = len(found)
     results["calibration_chips"] = calibrate
