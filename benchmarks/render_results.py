@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from results import REPO, Result, read_results
 PAGES = ("docs/results.md", "README.md")
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 HEADS = ("identity", "emotion", "gender")
+BACKBONE_NAMES = {"dlib-resnet": "dlib-resnet", "mobilenetv2": "MobileNetV2", "resnet50": "ResNet50",
+                  "vgg16": "VGG16"}
 RENDERERS: dict[str, Callable[[Figures], str]] = {}
 
 
@@ -61,9 +64,15 @@ def renderer(name: str) -> Callable[[Callable[[Figures], str]], Callable[[Figure
 # --- formatting ----------------------------------------------------------------------------------------------
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join("" if cell is None else str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    def line(cells: Sequence[Any]) -> str:
+        return "|" + "".join(f" {cell} |" if cell not in (None, "") else " |" for cell in cells)
+
+    return "\n".join([line(header), "|" + " --- |" * len(header), *(line(row) for row in rows)])
+
+
+def para(text: str) -> str:
+    """A paragraph wrapped as the pages are (110 columns)."""
+    return textwrap.fill(text, 110, break_long_words=False, break_on_hyphens=False)
 
 
 def pct(fraction: float | None, digits: int = 1) -> str:
@@ -88,21 +97,27 @@ def bold(text: str, on: bool = True) -> str:
 
 
 def sources(*results: Result) -> str:
-    """Where the figures above come from: file, date, commit, machine; how busy it was, or that they were
-    transcribed from an earlier page."""
+    """Where the figures above come from: file, date, commit, machine, and how busy it was or which page they
+    were transcribed from; then each file's note."""
     lines = []
     for r in results:
         line = f"`results/{r.name}.json`: {r.date[:10]}, commit {r.commit}, {r.machine}"
-        if r.load is not None:
-            line += f", load average {r.load[0]:.1f}"
-        if r.recorded is not None:
-            line += f"; {r.recorded}"
-        lines.append(line)
-    return "\n".join(f"<sub>{line}.</sub><br>" if i < len(lines) - 1 else f"<sub>{line}.</sub>"
-                     for i, line in enumerate(lines))
+        line += f", load average {r.load[0]:.1f}" if r.load is not None else f"; transcribed from {r.recorded}"
+        lines.append(line + "." + (f" {r.note}" if r.note else ""))
+    return "\n".join(f"<sub>{line}</sub>" + ("<br>" if i < len(lines) - 1 else "") for i, line in enumerate(lines))
+
+
+def see_sections(*results: Result) -> str:
+    """The files a summary reads; their provenance is under the sections' tables."""
+    return f"<sub>From {', '.join(f'`results/{r.name}.json`' for r in results)} (sections below).</sub>"
 
 
 # --- the data, read the same way by every block --------------------------------------------------------------
+
+def model_name(figures: dict[str, Any]) -> str:
+    """``dlib-resnet-150``, ``MobileNetV2-224``: the backbone and its input size."""
+    return f"{BACKBONE_NAMES.get(figures['backbone'], figures['backbone'])}-{figures['input_size']}"
+
 
 def heads_by_precision(result: Result) -> dict[str, dict[str, Any]]:
     """{precision: model figures} of one ``celeba-heads-*`` file."""
@@ -158,12 +173,17 @@ def at_a_glance(figures: Figures) -> str:
               "size": int8["size_bytes"]}
     missed = {key: not TARGETS[key][1](value) for key, value in values.items()}
 
-    def ours_cell(key: str, text: str) -> str:
-        return f"**{text}**" + (" (missed)" if missed[key] else "")
+    def ours_cell(key: str, text: str, more: str = "") -> str:
+        said = "; ".join(x for x in ("missed" if missed[key] else "", more) if x)
+        return f"**{text}**" + (f" ({said})" if said else "")
+
+    def three(model: dict[str, Any]) -> str:
+        return " / ".join(f"{100 * a:.2f}" for a in accuracies(model)) + "%"
 
     def drops(model: dict[str, Any]) -> str:
         return " / ".join(signed(-model["heads"][h]["drop"]) for h in HEADS)
 
+    latency = port.data["latency_ms"]
     int8_model = next(m for m in bench.data["models"] if m["backbone"] == "dlib-resnet" and m["precision"] == "int8")
     mnv2_model = next(m for m in bench.data["models"] if m["backbone"] == "mobilenetv2" and m["precision"] == "int8")
     rows = [
@@ -173,20 +193,19 @@ def at_a_glance(figures: Figures) -> str:
          ours_cell("named_at_far", pct(ours["gallery_only"]["enrolled_accuracy"])),
          pct(theirs["gallery_only"]["enrolled_accuracy"]), pct(fr["gallery_only"]["enrolled_accuracy"])),
         ("trained people: identity / emotion / gender", "trained",
-         ours_cell("trained", " / ".join(pct(a, 2) for a in accuracies(int8)))
-         + f" (Keras {' / '.join(pct(a, 2) for a in accuracies(keras))})",
-         " / ".join(pct(a, 2) for a in accuracies(mnv2_int8)), ""),
+         ours_cell("trained", three(int8), f"Keras {three(keras)}"), three(mnv2_int8), ""),
         ("emotion / gender of people never trained on", "unseen",
-         ours_cell("unseen", f"{pct(unseen['emotion'])} / {pct(unseen['gender'])}"), "", ""),
+         ours_cell("unseen", f"{100 * unseen['emotion']:.1f} / {pct(unseen['gender'])}"), "", ""),
         ("int8 against Keras, each head", "drop", ours_cell("drop", drops(int8)), drops(mnv2_int8), ""),
         ("per-face latency, int8, 2 threads, one `edgeface bench` run", "latency",
          ours_cell("latency", f"{face_p50(bench, 'dlib-resnet'):.2f} ms ({ratio:.2f}x)"),
          f"{face_p50(bench, 'mobilenetv2'):.2f} ms", ""),
         ("the same against dlib's encoder (`dlib_port.py --latency`)", "dlib",
-         ours_cell("dlib", f"{dlib_speedup(port):.1f}x") + f" ({port.data['latency_ms']['int8, 2 threads']:.2f} ms)",
-         "", f"{port.data['latency_ms']['dlib encoder']:.1f} ms (encoder alone)"),
-        ("size", "size", ours_cell("size", f"{mb(int8_model['size_bytes'])} flatbuffer")
-         + f", {mb(int8_model['file_bytes'])} bundle file",
+         ours_cell("dlib", f"{dlib_speedup(port):.1f}x", f"{latency['int8, 2 threads']:.2f} ms; 1 thread "
+                   f"{latency['int8, 1 thread']:.2f} ms, {dlib_speedup(port, 'int8, 1 thread'):.1f}x"),
+         "", f"{latency['dlib encoder']:.1f} ms (encoder alone)"),
+        ("size", "size", ours_cell("size", f"{mb(int8_model['size_bytes'])} flatbuffer",
+                                   f"{mb(int8_model['file_bytes'])} bundle file"),
          f"{mb(mnv2_model['size_bytes'])}, {mb(mnv2_model['file_bytes'])}", f"{mb(port.data['dlib_weights_bytes'])} weights"),
     ]
     text = table(("what", "target", "**edgeface dlib-resnet**", "ImageNet MobileNetV2-224", "face_recognition (dlib)"),
@@ -194,7 +213,7 @@ def at_a_glance(figures: Figures) -> str:
     missed_rows = [what for what, key, *_ in rows if missed[key]]
     verdict = (f"Targets missed: {len(missed_rows)} of {len(rows)} ({'; '.join(missed_rows)})." if missed_rows
                else f"All {len(rows)} targets met.")
-    return f"{text}\n\n{verdict}\n\n{sources(dlib_open, mnv2_open, heads, mnv2, bench, port)}\n"
+    return f"{text}\n\n{para(verdict)}\n\n{see_sections(dlib_open, mnv2_open, heads, mnv2, bench, port)}\n"
 
 
 @renderer("dlib-port")
@@ -207,7 +226,7 @@ def dlib_port(figures: Figures) -> str:
     used = d["port"]["keras"]["faces"]
     intro = (f"Of {d['photos']} photos offered, dlib found a face in {d['dlib_found']}: {d['calibration_chips']} "
              f"of them calibrated the int8 model and {used} were compared.")
-    return (f"{intro}\n\n" + table(("port", "faces", "cosine median", "5th percentile", "minimum", "model size"), rows)
+    return (f"{para(intro)}\n\n" + table(("port", "faces", "cosine median", "5th percentile", "minimum", "model size"), rows)
             + f"\n\n{sources(port)}\n")
 
 
@@ -225,8 +244,6 @@ def celeba_heads(figures: Figures) -> str:
     files = figures.matching("celeba-heads-")
     order = {"dlib-resnet": 0, "mobilenetv2": 1}
     files.sort(key=lambda r: order.get(r.data["models"][0]["backbone"], 2))
-    names = {"dlib-resnet": "**dlib-resnet** (default)", "mobilenetv2": "ImageNet MobileNetV2",
-             "resnet50": "ResNet50, from scratch", "vgg16": "VGG16, from scratch"}
     rows = []
     for result in files:
         for i, m in enumerate(result.data["models"]):
@@ -234,15 +251,19 @@ def celeba_heads(figures: Figures) -> str:
             cells = [pct(m["heads"][h]["accuracy"], 2).rstrip("%") for h in HEADS]
             if m["precision"] != "keras":
                 cells = [f"{c} ({signed(-m['heads'][h]['drop'])})" for c, h in zip(cells, HEADS)]
-            name = f"{names.get(m['backbone'], m['backbone'])}-{m['input_size']}" if i == 0 else ""
-            rows.append((name, bold(m["precision"], strong), *(bold(c, strong) for c in cells),
+            name = ""
+            if i == 0:
+                name = bold(model_name(m), m["backbone"] == "dlib-resnet")
+                name += " (default)" if m["backbone"] == "dlib-resnet" else ""
+            precision = "Keras" if m["precision"] == "keras" else m["precision"]
+            rows.append((name, bold(precision, strong), *(bold(c, strong) for c in cells),
                          mb(m["size_bytes"]) if m["kind"] == "bundle" else "", mb(m["file_bytes"])))
     text = table(("model", "precision", "identity %", "emotion %", "gender %", "flatbuffer", "bundle file"), rows)
     default = files[0]
     int8 = heads_by_precision(default)["int8"]
     notes = [f"Balanced accuracies of dlib-resnet int8: "
              + ", ".join(f"{h} {pct(int8['heads'][h]['balanced_accuracy'], 2)}" for h in HEADS) + "."]
-    gate = [f"{r.data['models'][0]['backbone']} {'passes' if r.data['passed'] else 'fails'} it"
+    gate = [f"{model_name(r.data['models'][0])} {'passes' if r.data['passed'] else 'fails'} it"
             for r in files if r.data["max_drop"] == 0.5]
     notes.append(f"The int8 gate (`--max-drop 0.5`, every precision against Keras): {', '.join(gate)}.")
     training = default.data.get("training")
@@ -251,7 +272,7 @@ def celeba_heads(figures: Figures) -> str:
         notes.append(f"What `edgeface train` printed for dlib-resnet on its {training['validation_photos']} "
                      "validation photos, each head beside a linear probe on the frozen features it reads: "
                      + ", ".join(f"{h} {pct(v[h])} (probe {pct(p[h])})" for h in HEADS) + ".")
-    return f"{text}\n\n" + "\n".join(notes) + f"\n\n{sources(*files)}\n"
+    return f"{text}\n\n{para(' '.join(notes))}\n\n{sources(*files)}\n"
 
 
 @renderer("openset")
@@ -291,7 +312,9 @@ def openset(figures: Figures) -> str:
         f"{1000 * t_fr['detect']:.1f}, landmarks and encoder {1000 * t_fr['embed']:.1f}): "
         f"{t_fr['total'] / t_ours['total']:.1f}x.",
     ]
-    return f"{text}\n\n" + "\n".join(f"- {n}" for n in notes) + f"\n\n{sources(dlib_open, mnv2_open)}\n"
+    bullets = "\n".join(textwrap.fill(n, 110, initial_indent="- ", subsequent_indent="  ", break_long_words=False,
+                                      break_on_hyphens=False) for n in notes)
+    return f"{text}\n\n{bullets}\n\n{sources(dlib_open, mnv2_open)}\n"
 
 
 @renderer("fine-tune-all")
@@ -315,12 +338,11 @@ def fine_tune_all(figures: Figures) -> str:
 def celeba_latency(figures: Figures) -> str:
     bench = figures["celeba-latency"]
     reference = face_p50(bench, "mobilenetv2")
-    names = {"dlib-resnet": "dlib-resnet", "mobilenetv2": "MobileNetV2"}
     rows = []
     for m in bench.data["models"]:
         strong = m["backbone"] == "dlib-resnet" and m["precision"] == "int8"
         ratio = m["face"]["p50_ms"] / reference
-        rows.append((bold(f"{names[m['backbone']]}-{m['input_size']} {m['precision']}", strong),
+        rows.append((bold(f"{model_name(m)} {m['precision']}", strong),
                      bold(f"{m['face']['p50_ms']:.2f} ms", strong), bold(f"{ratio:.2f}x", strong),
                      f"{m['frames']['1 face']['p50_ms']:.1f} ms", f"{m['frames']['3 faces']['p50_ms']:.1f} ms",
                      mb(m["size_bytes"]), mb(m["file_bytes"]), mb(m["memory"]["model_kib"] * 1024)))
@@ -342,20 +364,17 @@ def dlib_latency(figures: Figures) -> str:
 @renderer("train-step")
 def train_step(figures: Figures) -> str:
     result = figures["train-step"]
-    rows = [(f"{r['backbone']}-{r['input_size']}", r["weights"], f"{1000 * r['median_seconds']:.0f} ms",
+    rows = [(model_name(r), r["weights"], f"{1000 * r['median_seconds']:.0f} ms",
              f"{r['images_per_second']:.1f}") for r in result.data["rows"]]
     return (table(("backbone", "weights", f"step, batch of {result.data['rows'][0]['batch']}", "images per second"),
                   rows) + f"\n\n{sources(result)}\n")
-
-
-BACKBONE_NAMES = {"dlib-resnet": "dlib-resnet", "mobilenetv2": "MobileNetV2"}
 
 
 def daemon_rows(figures: Figures) -> tuple[list[Result], list[tuple[str, dict[str, Any]]]]:
     """The ``daemon-fps-*`` files, MobileNetV2 first, and (model name, row) for each row, by faces per frame."""
     files = sorted(figures.matching("daemon-fps-"),
                    key=lambda r: (r.data["backbone"] != "mobilenetv2", r.data["input_size"]))
-    rows = [(f"{BACKBONE_NAMES[r.data['backbone']]}-{r.data['input_size']} {r.data['precision']}", row)
+    rows = [(f"{model_name(r.data)} {r.data['precision']}", row)
             for r in files for row in sorted(r.data["rows"], key=lambda row: row["faces_per_frame"])]
     return files, rows
 
@@ -395,19 +414,11 @@ def pi_estimate(figures: Figures) -> str:
 def daemon_soak(figures: Figures) -> str:
     soak = figures["daemon-soak"]
     d = soak.data
-    return (f"{d['seconds']:.0f} s, {d['frames']:,} frames ({d['fps']:.0f} fps); resident memory "
-            f"{d['rss_base_mib']:.1f} MiB after the {d['warm_up_seconds']:.0f} s warm-up and {d['rss_end_mib']:.1f} MiB "
-            f"at the end ({100 * d['rss_growth']:+.2f}%; the gate is 5%), threads {d['threads'][0]} -> "
-            f"{d['threads'][1]}, open files {d['open_fds'][0]} -> {d['open_fds'][1]}.\n\n{sources(soak)}\n")
-
-
-@renderer("daemon-dlib-resnet")
-def daemon_dlib_resnet(figures: Figures) -> str:
-    result = figures["daemon-dlib-resnet"]
-    rows = [(r["bundle"], ", ".join(f"{f:.1f}" for f in r["fps"]), *(f"{r['stage_ms'][s]:.1f} ms"
-                                                                      for s in ("detect", "crop", "infer")),
-             f"{r['peak_rss_mib']:.0f} MiB") for r in result.data["rows"]]
-    return (table(("bundle", "fps", "detect", "crop", "infer", "peak RSS"), rows) + f"\n\n{sources(result)}\n")
+    text = (f"{d['seconds']:.0f} s, {d['frames']:,} frames ({d['fps']:.0f} fps); resident memory "
+            f"{d['rss_base_mib']:.1f} MiB after the {d['warm_up_seconds']:.0f} s warm-up and {d['rss_end_mib']:.1f} "
+            f"MiB at the end ({100 * d['rss_growth']:+.2f}%; the gate is 5%), threads {d['threads'][0]} -> "
+            f"{d['threads'][1]}, open files {d['open_fds'][0]} -> {d['open_fds'][1]}.")
+    return f"{para(text)}\n\n{sources(soak)}\n"
 
 
 @renderer("web-page")
@@ -420,7 +431,7 @@ def web_page(figures: Figures) -> str:
                        for page, runs in d["runs"].items())
     return (f"{d['rounds']} rounds of {d['frames']:,} frames, medians:\n\n"
             + table(("page", "fps", "vs off", "publish stage per frame", "peak RSS", "JPEGs served"), rows)
-            + f"\n\nSingle runs, fps: {spread}.\n\n{sources(result)}\n")
+            + f"\n\n{para(f'Single runs, fps: {spread}.')}\n\n{sources(result)}\n")
 
 
 # --- README.md -----------------------------------------------------------------------------------------------
@@ -464,7 +475,7 @@ def readme(figures: Figures) -> str:
           f"{pi5} to {pi5_high} times on a Pi 5 (an estimate from published figures, not a measurement: "
           "[results](docs/results.md#the-daemon)).")
     return table(("", "edgeface, dlib-resnet int8 (default)", "face_recognition (dlib)",
-                  "edgeface, ImageNet MobileNetV2-224 int8"), rows) + f"\n\n{pi}\n"
+                  "edgeface, ImageNet MobileNetV2-224 int8"), rows) + f"\n\n{para(pi)}\n"
 
 
 # --- pages ---------------------------------------------------------------------------------------------------

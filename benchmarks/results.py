@@ -3,13 +3,15 @@
 One file per measurement run, ``results/<name>.json``::
 
     {"name": "web-page", "command": "pytest benchmarks/bench_web.py -s", "date": "2026-12-03T10:04:12+00:00",
-     "commit": "52c70dc", "machine": "Linux-6.8.0-x86_64, AMD EPYC 7B13, 2 cores", "load": [3.1, 2.8, 2.2],
+     "commit": "52c70dc", "machine": "Linux x86_64, AMD EPYC 7B13, 2 cores", "load": [3.1, 2.8, 2.2],
      "data": {...the raw figures...}}
 
-``commit`` is the short sha of the checkout that ran (``-dirty`` when it had uncommitted changes to tracked
-files); ``load`` the load average when the file was written (this machine is shared: say how busy it was).
-Figures measured before results were kept as data carry ``"recorded": "..."`` instead of ``load``: where they
-were transcribed from; their date and commit are those of the run, from the commit that published them.
+``commit`` is the short sha of the checkout that ran, taken when the run started (``-dirty`` when tracked
+files had uncommitted changes); ``load`` the load average when the file was written (machines are shared: say
+how busy it was). Figures measured before results were kept as data carry ``"recorded"`` instead of ``load``:
+the page they were transcribed from; their date and commit are those of the commit that published them and
+of its parent (the code that was measured). ``note``, when present, says what a reader must know about the
+run (it is printed under the table).
 
 The files hold aggregate figures only: never names, photos or embeddings of the people in a dataset.
 ``render_results.py`` turns them into the tables of docs/results.md and the README.
@@ -17,6 +19,7 @@ The files hold aggregate figures only: never names, photos or embeddings of the 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -30,7 +33,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 FIELDS = ("name", "command", "date", "commit", "machine", "data")
-OPTIONAL_FIELDS = ("load", "recorded")
+OPTIONAL_FIELDS = ("load", "recorded", "note")
 
 
 def results_dir() -> Path:
@@ -50,6 +53,7 @@ class Result:
     data: dict[str, Any]
     load: tuple[float, float, float] | None = None
     recorded: str | None = None
+    note: str | None = None
 
     @classmethod
     def from_dict(cls, record: dict[str, Any], source: str = "results") -> Result:
@@ -66,8 +70,9 @@ class Result:
         record = {f: getattr(self, f) for f in FIELDS}
         if self.load is not None:
             record["load"] = list(self.load)
-        if self.recorded is not None:
-            record["recorded"] = self.recorded
+        for optional in ("recorded", "note"):
+            if getattr(self, optional) is not None:
+                record[optional] = getattr(self, optional)
         return record
 
 
@@ -82,11 +87,14 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.platform()}, {cpu}, {os.cpu_count()} cores"
+    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores"
 
 
+@functools.cache
 def git_commit() -> str:
-    """The short sha of this checkout, with ``-dirty`` when tracked files have uncommitted changes."""
+    """The short sha of this checkout, with ``-dirty`` when tracked files have uncommitted changes, as it was
+    at the first call (below, as a measuring process imports this module: the code that ran is the code at the
+    start, whatever is committed while a run lasts)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
@@ -95,6 +103,9 @@ def git_commit() -> str:
         return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+git_commit()
 
 
 def current_command() -> str:
@@ -110,11 +121,11 @@ def current_command() -> str:
     return shlex.join(head + sys.argv[1:])
 
 
-def write_result(name: str, data: dict[str, Any], command: str | None = None) -> Path:
+def write_result(name: str, data: dict[str, Any], command: str | None = None, note: str | None = None) -> Path:
     """Write ``results/<name>.json`` (atomically) with this run's provenance; return its path."""
     result = Result(name=name, command=command or current_command(),
                     date=datetime.now(timezone.utc).isoformat(timespec="seconds"), commit=git_commit(),
-                    machine=machine(), data=data, load=tuple(round(x, 2) for x in os.getloadavg()))
+                    machine=machine(), data=data, load=tuple(round(x, 2) for x in os.getloadavg()), note=note)
     folder = results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
