@@ -20,15 +20,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers.daemon import http_get, read_summary, status_when_listening
+from helpers.ports import free_port
 from results import write_result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,25 +106,7 @@ def run_daemon(bundle: Path, video: Path, frames: int = RUN_FRAMES, threads: int
                           env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    line = next(line for line in proc.stderr.splitlines() if " summary {" in line)
-    return json.loads(line.split(" summary ", 1)[1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
-    """(status, body); a refused connection (not listening yet) is status 0."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
+    return read_summary(proc.stderr.splitlines())
 
 
 @pytest.mark.parametrize("faces", [1, 3])
@@ -166,7 +147,7 @@ def test_soak(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, 
 
     def soak() -> None:
         deadline = time.monotonic() + 120
-        while http_get(port, "/healthz")[0] != 200:  # the model loaded and frames flow
+        while status_when_listening(port, "/healthz") != 200:  # the model loaded and frames flow
             assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
         start = time.monotonic()
@@ -191,8 +172,7 @@ def test_soak(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, 
             daemon.kill()
             daemon.wait(10)
     assert code == 0
-    summary = json.loads(next(line for line in log.read_text().splitlines()
-                              if " summary {" in line).split(" summary ", 1)[1])
+    summary = read_summary(log.read_text().splitlines())
     base = next(s for s in samples if s["t"] >= warm_up)
     end = samples[-1]
     growth = (end["rss_bytes"] - base["rss_bytes"]) / base["rss_bytes"]

@@ -30,8 +30,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from bench_daemon import REPO, daemon_bundle, free_port, http_get, model_cache, people_csv  # noqa: F401
+from bench_daemon import REPO, daemon_bundle, model_cache, people_csv  # noqa: F401
 from bench_daemon import pytestmark  # noqa: F401  (skipped without ../shared, as bench_daemon)
+from helpers.daemon import http_get, read_summary, status_when_listening
+from helpers.ports import free_port
 from results import write_result
 
 ROUNDS = 3
@@ -61,7 +63,10 @@ class LiveViewer(threading.Thread):
     def run(self) -> None:
         shown = None
         while not self.stop.wait(1.0 / LIVE_FPS):
-            status, body = http_get(self.port, "/ui/api/live")
+            try:
+                status, body = http_get(self.port, "/ui/api/live")
+            except OSError:  # the daemon is not listening (yet, or any more)
+                continue
             if status != 200:
                 continue
             frame = json.loads(body).get("frame")
@@ -88,7 +93,7 @@ def run(bundle: Path, video: Path, condition: str, state: Path) -> dict:
     viewer = None
     if condition == "open":
         deadline = time.monotonic() + 60
-        while http_get(port, "/healthz", timeout=1)[0] == 0 and time.monotonic() < deadline:
+        while status_when_listening(port, "/healthz") is None and time.monotonic() < deadline:
             time.sleep(0.05)
         viewer = LiveViewer(port)
         viewer.start()
@@ -97,8 +102,7 @@ def run(bundle: Path, video: Path, condition: str, state: Path) -> dict:
         viewer.stop.set()
         viewer.join(5)
     assert proc.returncode == 0, stderr[-2000:]
-    line = next(line for line in stderr.splitlines() if " summary {" in line)
-    summary = json.loads(line.split(" summary ", 1)[1])
+    summary = read_summary(stderr.splitlines())
     summary["jpegs"] = viewer.jpegs if viewer is not None else 0
     return summary
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dlib_writer as dw
+from helpers import dlib_writer as dw
 from edgeface.core.errors import ModelError
 from edgeface.train.dlib_dat import read_dlib_network
 from edgeface.train import dlib_resnet as dr
