@@ -407,18 +407,6 @@ def test_a_failed_first_deploy_leaves_nothing_behind(sshd: SshServer, tiny_bundl
     assert list((base / "releases").iterdir()) == []  # so the next deploy of it is not taken as "unchanged"
 
 
-@pytest.mark.system
-def test_deploy_sh_is_the_same_command(first_deploy, sshd: SshServer, pi: Pi, tiny_bundles: dict[str, Path]) -> None:
-    _, release = first_deploy
-    script = REPO / "firmware_scripts" / "deploy.sh"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run([str(script), sshd.host, "--bundle", str(tiny_bundles["int8"]), "--config", str(pi.config),
-                           "--prefix", str(pi.root), *sshd.cli_args()], capture_output=True, text=True, env=env,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [f"{sshd.host}: unchanged ({release.id} is current)"]
-
-
 def _listing(root: Path) -> dict[str, tuple[str, int]]:
     """Every path under ``root``: its link target or its size and mtime (enough to see any change)."""
     out = {}
@@ -432,7 +420,7 @@ def _listing(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def test_example_pi_config_is_valid(tiny_bundles: dict[str, Path]) -> None:
-    release = prepare_release(tiny_bundles["int8"], REPO / "firmware_scripts" / "edgeface.toml")
+    release = prepare_release(tiny_bundles["int8"], REPO / "edgeface" / "deploy" / "pi.toml")
     assert release.config_text.startswith("# The daemon config for a Pi")
     assert 'bundle = "model.edgeface"\nsource = "picamera2"' in release.config_text
     assert release.health_url == "http://127.0.0.1:8321/healthz"
