@@ -28,14 +28,14 @@ port = 9000
 [jsonl]
 path = "logs/labels.jsonl"
 [tracking]
-smoothing = 0.5
+lost_after = 0.8
 """)
     settings = load_config(config, {"http.port": 9100, "threads": None})
     assert settings.bundle == tmp_path / "conf" / "model.edgeface"
     assert settings.source == str(tmp_path / "conf" / "clips" / "door.mp4")
     assert settings.jsonl.path == str(tmp_path / "conf" / "logs" / "labels.jsonl")
     assert (settings.threads, settings.http.port, settings.http.host) == (3, 9100, "127.0.0.1")
-    assert settings.tracking.smoothing == 0.5
+    assert settings.tracking.lost_after == 0.8
     assert settings.jsonl_on and not settings.mqtt_on  # no other sink: JSON lines
 
 

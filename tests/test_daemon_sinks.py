@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def _published(index: int, faces: int = 1):
-    from edgeface.daemon.records import FaceResult, FrameResult, Published
     from edgeface.core.results import FaceLabels, Prediction
+    from edgeface.daemon.records import Published
+    from edgeface.recognition.records import FaceResult, FrameResult
 
     labels = FaceLabels(Prediction("ana", 0.9), Prediction("happy", 0.8), Prediction("female", 0.7))
     result = FrameResult(time=1000.0 + index, index=index,

@@ -357,7 +357,7 @@ def face_frames(celeba_people_csv: Path, celeba_bundle: Path,
     MJPEG files). Both sides then read the very same pixels.
     """
     import cv2
-    from video_fixtures import recognised_photos
+    from helpers.video_fixtures import recognised_photos
 
     from edgeface.eval.video import face_photos, write_face_video
 
@@ -393,7 +393,8 @@ BORDERLINE = 0.2
 
 
 def _daemon_records(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    """The frame records (visit events are JSON lines too)."""
+    return [r for r in (json.loads(line) for line in stdout.splitlines() if line.startswith("{")) if "frame" in r]
 
 
 @pytest.mark.shared
