@@ -195,10 +195,11 @@ def render(template: str, payload: str) -> str:
 
 @pytest.fixture(scope="module")
 def visit_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgeface.data.synthetic import write_synthetic_video
+    """Two of the people the tiny model was trained on (its embedding tells them apart)."""
+    from edgeface.data.synthetic import make_people, write_synthetic_video
 
     path = tmp_path_factory.mktemp("visit-video") / "door.mp4"
-    write_synthetic_video(path, people=4, seconds=4, fps=10, faces_per_frame=2, seed=3)
+    write_synthetic_video(path, people=make_people(6, seed=0), seconds=4, fps=10, faces_per_frame=2, seed=3)
     return path
 
 

@@ -125,8 +125,12 @@ class FacePipeline:
 
     def finish(self, when: float, index: int = -1) -> FrameResult:
         """The end of the frames (a video ended): every open visit leaves."""
+        from edgeface.recognition.tracker import Tracker
+
         events = self.visits.finish(when)
         self.tracks.clear()
+        self._decided_version.clear()
+        self.tracker = Tracker(self.tracker.config)  # the next frames are another video
         return FrameResult(time=when, index=index, faces=(), events=tuple(events))
 
     def process(self, image: np.ndarray, index: int = 0, when: float | None = None, capture_s: float = 0.0
@@ -140,6 +144,7 @@ class FacePipeline:
         now = time.time() if when is None else when
         timings = {"capture": capture_s}
         t0 = time.perf_counter()
+        self.labeler.refresh()  # people enrolled or removed meanwhile count from this frame on
         faces = self.detect(image)
         boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
         association = self.tracker.associate(boxes, now)
@@ -154,7 +159,7 @@ class FacePipeline:
                       if EMBEDDING_NAME in outputs else {})
         ids, ended = self.tracker.commit(boxes, association, embeddings, now,
                                          self.labeler.visit_rule.similarity_threshold)
-        evidence = self.labeler.evidence(outputs) if chosen else []  # (reads the gallery again if it changed)
+        evidence = self.labeler.evidence(outputs) if chosen else []
         rule = self.labeler.visit_rule
         for k, i in enumerate(chosen):
             track = self.tracks.setdefault(ids[i], TrackEvidence())
