@@ -78,16 +78,9 @@ class Result:
 
 def machine() -> str:
     """The platform, the CPU model and the number of cores, in one line."""
-    cpu = platform.processor() or platform.machine()
-    try:  # x86 "model name", Raspberry Pi "Model"
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model") and value.strip():
-                cpu = value.strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores"
+    from edgeface.eval.bench import cpu_model
+
+    return f"{platform.system()} {platform.machine()}, {cpu_model()}, {os.cpu_count()} cores"
 
 
 @functools.cache
