@@ -21,45 +21,24 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pytest
+from bench_daemon import daemon_bundle, model_cache, people_csv, pytestmark  # noqa: F401 (fixtures, the skip)
+from helpers.daemon import read_summary
+from helpers.mosquitto import Mosquitto
+from results import write_result
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from bench_daemon import mobilenet_bundle, model_cache, people_csv, pytestmark  # noqa: E402,F401 (fixtures)
-from daemon_helpers import Mosquitto  # noqa: E402
-
 KEY = b"benchmark-household-key-0123456789"
 CHANGES = 8  # of each kind, per household size
-
-
-def write_result(name: str, data: dict[str, Any], command: str) -> Path:
-    """``results/<name>.json`` with the command, date, commit and machine (BRIEF.md's format)."""
-    from edgeface.eval.bench import machine_info
-
-    info = machine_info()
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain", "-uno") else "")
-    record = {"name": name, "command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "commit": commit, "machine": f"{platform.system()} {platform.machine()}, {info.get('cpu')}, "
-                                           f"{os.cpu_count()} cores",
-              "load": [round(x, 2) for x in os.getloadavg()], "data": data}
-    path = REPO / "results" / f"{name}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return path
 
 
 class Household:
@@ -171,7 +150,7 @@ MOSQUITTO = pytest.mark.skipif(not Path("/usr/sbin/mosquitto").exists(), reason=
 
 @pytest.fixture(scope="module")
 def bundle(model_cache: Path, people_csv: Path) -> Path:
-    return mobilenet_bundle(96, people_csv, model_cache)
+    return daemon_bundle("mobilenetv2-96", people_csv, model_cache)
 
 
 @MOSQUITTO
@@ -185,8 +164,8 @@ def test_propagation(bundle: Path, tmp_path: Path) -> None:
         finally:
             broker.stop()
         print(f"\n{devices} devices: {json.dumps(runs[-1])}")
-    write_result("sync-propagation", {"embedding_size": 64, "check_interval_s": 0.5, "runs": runs},
-                 "pytest benchmarks/bench_sync.py -s -k propagation")
+    write_result("sync-propagation", {"embedding_size": 64, "check_interval_s": 0.5, "changes_per_kind": CHANGES,
+                                      "runs": runs})
     assert runs[0]["seconds_to_every_device"]["max"] < 2.0 and runs[1]["seconds_to_every_device"]["max"] < 10.0
 
 
@@ -211,9 +190,8 @@ def run_daemon(config: Path, state: Path) -> dict[str, Any]:
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "EDGEFACE_STATE_DIR": str(state)},
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    line = next(line for line in proc.stderr.splitlines() if " summary {" in line)
-    return {**json.loads(line.split(" summary ", 1)[1]),
-            "gallery_reads": sum(" INFO gallery " in line for line in proc.stderr.splitlines())}
+    lines = proc.stderr.splitlines()
+    return {**read_summary(lines), "gallery_reads": sum(" INFO gallery " in line for line in lines)}
 
 
 @MOSQUITTO
@@ -271,7 +249,7 @@ def test_fps_with_sync_on_and_off(bundle: Path, video: Path, tmp_path: Path) -> 
     data = {"frames_per_run": RUN_FRAMES, "rounds": ROUNDS, "faces_per_frame": 2, "model": "MobileNetV2-96 int8",
             "changes_per_second": 2, "runs": runs, "median_fps": median, "ratio_on_to_off": round(
                 median["on"] / median["off"], 3), "spread_within_mode": {k: round(v, 3) for k, v in spread.items()}}
-    write_result("sync-daemon-fps", data, "pytest benchmarks/bench_sync.py -s -k fps")
+    write_result("sync-daemon-fps", data)
     print(json.dumps(data))
     assert all(r["gallery_reads"] >= 2 for r in runs["on"])  # sync on: the household's changes were applied
     assert data["ratio_on_to_off"] > 1 - max(0.05, 2 * max(spread.values()))

@@ -104,7 +104,8 @@ def ada_alone(bundle: Path, folder: Path) -> tuple[Path, list[np.ndarray]]:
 def test_a_camera_that_saw_her_leave_does_not_set_her_away(tiny_bundles: dict[str, Path], tmp_path: Path) -> None:
     """The garden sees Ada for 0.5 s and its video ends (her visit there leaves); the door sees her all along:
     the household says home, at the door."""
-    from daemon_helpers import DaemonProcess, Mosquitto
+    from helpers.daemon import DaemonProcess
+    from helpers.mosquitto import Mosquitto
     from edgeface.core.imageio import write_image
     from test_daemon_mqtt import Subscriber
 

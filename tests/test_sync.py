@@ -1,5 +1,5 @@
 """People sync without a broker: records and their checks, merging, the gallery records make and the records a
-changed gallery makes, and a device around its connections (``sync_sim``'s simulated broker)."""
+changed gallery makes, and a device around its connections (``helpers.household``'s simulated broker)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from edgeface.sync.clock import HybridClock, Stamp
 from edgeface.sync.peer import DAY_MS
 from edgeface.sync.records import Record, Refused, encode_embedding, mac, open_record, seal
 from edgeface.sync.replica import Replica, canonical
-from sync_sim import ENCODER, KEY, MODEL, SIZE, SimHousehold, check_converged
+from helpers.household import ENCODER, KEY, MODEL, SIZE, SimHousehold, check_converged
 
 NOW = 1_800_000_000_000
 
@@ -331,7 +331,7 @@ def test_a_damaged_state_file_means_joining_again_and_the_gallery_waits(tiny_bun
                                                                        tmp_path: Path, caplog) -> None:
     """A state file that does not parse is left aside with one warning; until the device has caught up with
     the household (here: never, the broker is not there) its gallery file is left as it is."""
-    from daemon_helpers import free_port
+    from helpers.ports import free_port
     from edgeface.core.bundle import load_bundle
     from edgeface.core.gallery import default_gallery_path, open_gallery
     from edgeface.daemon.config import MqttConfig, SyncConfig

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from daemon_helpers import DaemonProcess, Mosquitto, http_get, metric
+from helpers.daemon import DaemonProcess, http_get, metric
+from helpers.mosquitto import Mosquitto
 from edgeface.cli import app
 from edgeface.core.bundle import load_bundle
 from edgeface.core.gallery import default_gallery_path, read_gallery

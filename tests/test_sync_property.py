@@ -1,4 +1,4 @@
-"""Property tests of people sync (no broker: ``sync_sim``'s simulated one): random changes on three devices,
+"""Property tests of people sync (no broker: ``helpers.household``'s simulated one): random changes on three devices,
 with random disconnections and messages delivered in any order, end with identical galleries, nobody lost
 and nobody twice."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync_sim import SimHousehold, check_converged
+from helpers.household import SimHousehold, check_converged
 
 
 def run(household: SimHousehold, actions: list[tuple[int, int, int]]) -> int:
