@@ -318,7 +318,7 @@ if [ -z "$deploy_user" ]; then
     skip "no --deploy-user: deploys must log in as root, or pass --restart-cmd"
 else
     rule="$deploy_user ALL=(root) NOPASSWD: /usr/bin/systemctl restart edgeface, /usr/bin/systemctl restart edgeface.service"
-    rule+=", $helper http-token, $helper mqtt-password"
+    rule+=", $helper http-token, $helper mqtt-password, $helper sync-key"
     content=$(printf '# Written by edgeface install.sh: edgeface deploy restarts the service and stores its credentials as %s.\n%s\n' \
         "$deploy_user" "$rule")
     if [ -f "$sudoers" ] && [ "$(cat "$sudoers")" = "$content" ]; then

@@ -256,7 +256,7 @@ def first_deploy(sshd: SshServer, pi: Pi, tiny_bundles: dict[str, Path]):
 def test_first_deploy(first_deploy, sshd: SshServer, pi: Pi, tiny_bundles: dict[str, Path]) -> None:
     result, release = first_deploy
     assert result.exit_code == 0, result.output + pi.log()
-    assert result.stdout.splitlines() == [f"{sshd.host}: deployed {release.id}"]
+    assert result.stdout.splitlines() == [f"{sshd.host}: deployed {release.id}", "1 host: 1 deployed; all succeeded"]
     assert pi.current() == release.id
     current = pi.base / "current"
     assert (current / BUNDLE_NAME).read_bytes() == tiny_bundles["int8"].read_bytes()
@@ -295,8 +295,9 @@ def test_failed_deploy_rolls_back(first_deploy, sshd: SshServer, pi: Pi, tiny_bu
     result = CliRunner().invoke(app, ["deploy", sshd.host, "--bundle", str(bad_bundle), "--config", str(pi.config),
                                       "--prefix", str(pi.root), "--restart-cmd", pi.restart_cmd, *sshd.cli_args()])
     assert result.exit_code == 1, result.output
-    (line,) = result.stdout.splitlines()
+    line, summary = result.stdout.splitlines()
     assert line.startswith(f"{sshd.host}: rolled back to {good.id}: restart failed: "), line
+    assert summary == "1 host: 1 rolled back; 1 did not succeed"
     assert "exit status 1" in line and "\n" not in line
     assert pi.current() == good.id
     assert pi.releases() == [good.id], "the failed release is removed"
@@ -344,12 +345,50 @@ def test_unreachable_hosts_do_not_stop_the_others(first_deploy, sshd: SshServer,
                                       "--config", str(pi.config), "--prefix", str(pi.root),
                                       "--restart-cmd", pi.restart_cmd, *sshd.cli_args()])
     assert result.exit_code == 1
-    lines = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in result.stdout.splitlines()}
+    *hosts, summary = result.stdout.splitlines()
+    lines = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in hosts}
     assert len(lines) == 3, result.output
+    assert summary == "3 hosts: 1 unchanged, 2 unreachable; 2 did not succeed"
     assert lines[closed].startswith("unreachable: ") and "refused" in lines[closed], lines[closed]
     assert lines[sshd.host] == f"unchanged ({release.id} is current)"
     assert lines[unknown_key].startswith("unreachable: host key not in known_hosts"), lines[unknown_key]
     assert sshd.known_hosts.read_text() == known, "a host key must never be added blindly"
+
+
+@pytest.mark.system
+def test_a_canary_that_fails_keeps_the_others_from_the_release(first_deploy, sshd: SshServer, pi: Pi,
+                                                                tiny_bundles: dict[str, Path], tmp_path: Path) -> None:
+    """--canary: the first host alone first. A release its daemon cannot run is rolled back there, and the
+    other hosts are not touched (here: not even connected to)."""
+    from edgeface.core.bundle import load_bundle, write_bundle
+
+    _, good = first_deploy
+    bad_bundle = write_bundle(tmp_path / "bad.edgeface", b"TFL3 this is not a model" * 100,
+                              load_bundle(tiny_bundles["int8"]).spec, "int8")
+    closed = f"127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, ["deploy", sshd.host, closed, "--canary", "--bundle", str(bad_bundle),
+                                      "--config", str(pi.config), "--prefix", str(pi.root),
+                                      "--restart-cmd", pi.restart_cmd, *sshd.cli_args()])
+    assert result.exit_code == 1, result.output
+    canary, other, summary = result.stdout.splitlines()
+    assert canary.startswith(f"{sshd.host}: rolled back to {good.id}: "), canary
+    assert other == f"{closed}: skipped (the canary {sshd.host} rolled back)"  # never tried: not "unreachable"
+    assert summary == "2 hosts: 1 rolled back, 1 skipped; 2 did not succeed"
+    assert pi.current() == good.id and pi.healthz() == 200
+
+
+@pytest.mark.system
+def test_a_healthy_canary_lets_the_others_go(first_deploy, sshd: SshServer, pi: Pi,
+                                             tiny_bundles: dict[str, Path]) -> None:
+    _, release = first_deploy
+    closed = f"127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, ["deploy", sshd.host, closed, "--canary", "--bundle", str(tiny_bundles["int8"]),
+                                      "--config", str(pi.config), "--prefix", str(pi.root),
+                                      "--restart-cmd", pi.restart_cmd, *sshd.cli_args()])
+    canary, other, summary = result.stdout.splitlines()
+    assert canary == f"{sshd.host}: unchanged ({release.id} is current)"  # current and healthy: go on
+    assert other.startswith(f"{closed}: unreachable: "), other  # tried after the canary
+    assert summary == "2 hosts: 1 unchanged, 1 unreachable; 1 did not succeed" and result.exit_code == 1
 
 
 @pytest.mark.system
@@ -445,10 +484,12 @@ def test_credentials_are_stored_for_systemd_and_the_token_shown_once(sshd: SshSe
               "--credential-cmd", _credential_cmd(tmp_path), *sshd.cli_args()]
     password = tmp_path / "mqtt-password.txt"
     password.write_text("broker secret\n")
+    household = tmp_path / "household.key"
+    household.write_text("0123456789abcdef0123456789abcdef\n")
     result = CliRunner().invoke(app, [*common, "--verbose", "--http-token", "generate", "--mqtt-password",
-                                      str(password)])
+                                      str(password), "--sync-key", str(household)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines() == [f"{sshd.host}: deployed {release.id}"]
+    assert result.stdout.splitlines()[0] == f"{sshd.host}: deployed {release.id}"
     (shown,) = [line for line in result.stderr.splitlines() if "HTTP bearer token" in line]
     token = shown.rsplit(" ", 1)[1]
     assert len(token) >= 40
@@ -457,17 +498,20 @@ def test_credentials_are_stored_for_systemd_and_the_token_shown_once(sshd: SshSe
     credentials = tmp_path / "etc/edgeface/credentials"
     assert (credentials / "http-token").read_text() == token  # what LoadCredential=http-token:... reads
     assert (credentials / "mqtt-password").read_text() == "broker secret"
-    assert {p.name: p.stat().st_mode & 0o777 for p in credentials.iterdir()} == {"http-token": 0o600,
-                                                                                  "mqtt-password": 0o600}
+    assert (credentials / "sync-key").read_text() == "0123456789abcdef0123456789abcdef"
+    assert "0123456789abcdef" not in result.output
+    assert {p.name: p.stat().st_mode & 0o777 for p in credentials.iterdir()} == {
+        "http-token": 0o600, "mqtt-password": 0o600, "sync-key": 0o600}
     # The same release and the same secrets: nothing to do.
     token_file = tmp_path / "token.txt"
     token_file.write_text(token + "\n")
-    again = CliRunner().invoke(app, [*common, "--http-token", str(token_file), "--mqtt-password", str(password)])
-    assert again.stdout.splitlines() == [f"{sshd.host}: unchanged ({release.id} is current)"], again.output
+    again = CliRunner().invoke(app, [*common, "--http-token", str(token_file), "--mqtt-password", str(password),
+                                     "--sync-key", str(household)])
+    assert again.stdout.splitlines()[0] == f"{sshd.host}: unchanged ({release.id} is current)", again.output
     assert marker.read_text().split() == ["restart"]
     # A new token, same release: stored, and the service restarted to read it.
     new = CliRunner().invoke(app, [*common, "--http-token", "generate"])
-    assert new.stdout.splitlines() == [f"{sshd.host}: deployed {release.id} (new http-token)"], new.output
+    assert new.stdout.splitlines()[0] == f"{sshd.host}: deployed {release.id} (new http-token)", new.output
     assert marker.read_text().split() == ["restart", "restart"]
     assert (credentials / "http-token").read_text() not in (token, "")
 

@@ -67,9 +67,10 @@ def test_unit_has_the_required_settings() -> None:
         "NoNewPrivileges": ["yes"], "ProtectSystem": ["strict"], "ProtectHome": ["yes"], "PrivateTmp": ["yes"],
         "StateDirectory": ["edgeface"], "StateDirectoryMode": ["0700"], "DevicePolicy": ["closed"],
         "ExecStart": ["/opt/edgeface/venv/bin/edgeface run --config /opt/edgeface/current/edgeface.toml"],
-        # The interface the daemon reads: $CREDENTIALS_DIRECTORY/http-token and .../mqtt-password.
+        # The interface the daemon reads: $CREDENTIALS_DIRECTORY/http-token, .../mqtt-password, .../sync-key.
         "LoadCredential": ["http-token:/etc/edgeface/credentials/http-token",
-                           "mqtt-password:/etc/edgeface/credentials/mqtt-password"],
+                           "mqtt-password:/etc/edgeface/credentials/mqtt-password",
+                           "sync-key:/etc/edgeface/credentials/sync-key"],
     }
     for key, value in expected.items():
         assert unit.get(key) == value, key

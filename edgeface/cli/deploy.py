@@ -46,12 +46,18 @@ def deploy(
                    "(/etc/edgeface/credentials, root's), never logged."),
     mqtt_password: Optional[Path] = typer.Option(
         None, help="FILE whose first line is the MQTT password: stored as the systemd credential mqtt-password."),
+    sync_key: Optional[Path] = typer.Option(
+        None, help="FILE whose first line is the household key ([sync], docs/fleet.md): stored as the systemd "
+                   "credential sync-key. Give every device of the household the same."),
     credential_cmd: str = typer.Option(
         field_default(DeployOptions, "credential_cmd"),
         help="Run on the host with a credential's name as its argument and the secret on stdin."),
     keep: int = typer.Option(field_default(DeployOptions, "keep"),
                              help="Releases to keep on each host, the current one included."),
     jobs: int = typer.Option(field_default(DeployOptions, "jobs"), help="Hosts to deploy to at once."),
+    canary: bool = typer.Option(field_default(DeployOptions, "canary"), "--canary/--no-canary",
+                                help="Deploy to the first host alone first; to the others only if it ends "
+                                     "healthy (they are skipped otherwise)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step on stderr."),
 ) -> None:
     """Deploy a bundle to Raspberry Pis prepared by firmware_scripts/install.sh.
@@ -60,13 +66,13 @@ def deploy(
     /opt/edgeface/current atomically, restart the service, wait for /healthz. When the restart or the check
     fails, the previous release is made current and restarted again. The same bundle and config twice is a
     no-op ("unchanged"). One result line per host; exit 1 when any host failed, was rolled back or
-    unreachable. Host keys are checked: add each Pi to known_hosts first (ssh to it once).
+    unreachable, and a summary line. Host keys are checked: add each Pi to known_hosts first (ssh to it once).
 
-    --http-token and --mqtt-password store secrets as systemd credentials on each host (the unit loads them
+    --http-token, --mqtt-password and --sync-key store secrets as systemd credentials on each host (the unit loads them
     with LoadCredential=); a changed credential restarts the service even when the release is unchanged.
     """
     from edgeface.daemon.secrets import read_secret
-    from edgeface.deploy import deploy as run_deploy, generate_token, prepare_release
+    from edgeface.deploy import deploy as run_deploy, generate_token, prepare_release, summary
 
     credentials = []
     if http_token is not None:
@@ -74,10 +80,12 @@ def deploy(
         credentials.append(("http-token", token))
     if mqtt_password is not None:
         credentials.append(("mqtt-password", read_secret("--mqtt-password", file=mqtt_password)))
+    if sync_key is not None:
+        credentials.append(("sync-key", read_secret("--sync-key", file=sync_key)))
     options = DeployOptions(prefix=prefix, restart_cmd=restart_cmd, health_url=health_url, health_cmd=health_cmd,
                             health_timeout=health_timeout, user=user, port=port, identity=identity,
                             known_hosts=known_hosts, ssh_options=tuple(ssh_option), copy=copy, keep=keep,
-                            dry_run=dry_run, jobs=jobs, credentials=tuple(credentials),
+                            dry_run=dry_run, jobs=jobs, canary=canary, credentials=tuple(credentials),
                             credential_cmd=credential_cmd)
     options.check()
     release = prepare_release(bundle, config)
@@ -94,6 +102,7 @@ def deploy(
 
     log = (lambda host, message: echo_err(f"{host}: {message}")) if verbose else None
     results = run_deploy(hosts, release, options, on_result=show, on_log=log)
+    typer.echo(summary(results))
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_CHECK_FAILED)
 

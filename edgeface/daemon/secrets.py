@@ -1,4 +1,5 @@
-"""Secrets the daemon reads (the HTTP token, the MQTT password) and credentials kept out of what it shows.
+"""Secrets the daemon reads (the HTTP token, the MQTT password, the household key) and credentials kept out
+of what it shows.
 
 A secret comes from, in this order: a file named in the config, the systemd credential of its name
 (``$CREDENTIALS_DIRECTORY/<name>``, installed with ``LoadCredential=``), or an environment variable. A file is

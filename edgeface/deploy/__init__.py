@@ -15,7 +15,8 @@ and changes nothing. The steps per host: read the current release; copy into ``r
 check until it passes or times out. When the restart or the check fails, ``current`` goes back to the
 previous release, which is restarted (and checked) again, and the failed release is removed.
 
-Hosts are deployed in parallel, each one reported on one line. Everything runs through the system's
+Hosts are deployed in parallel (a bounded number at once), each one reported on one line, then a summary; with
+a canary the first host goes alone first, and the others only if it ended healthy. Everything runs through the system's
 ``ssh`` with ``StrictHostKeyChecking=yes``: a host whose key is not in known_hosts is refused, never added.
 
 The package: ``hosts`` (destinations and options), ``release`` (what is deployed), ``remote`` (the transaction
@@ -24,7 +25,7 @@ on each host, through ``remote_deploy.sh``, the shell that runs there).
 
 from edgeface.deploy.hosts import DeployOptions, Host, generate_token, parse_host
 from edgeface.deploy.release import BUNDLE_NAME, CONFIG_NAME, Release, prepare_release
-from edgeface.deploy.remote import HostResult, deploy, deploy_host, remote_script
+from edgeface.deploy.remote import HostResult, deploy, deploy_host, remote_script, summary
 
 __all__ = ["BUNDLE_NAME", "CONFIG_NAME", "DeployOptions", "Host", "HostResult", "Release", "deploy", "deploy_host",
-           "generate_token", "parse_host", "prepare_release", "remote_script"]
+           "generate_token", "parse_host", "prepare_release", "remote_script", "summary"]

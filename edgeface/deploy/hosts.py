@@ -10,10 +10,11 @@ from pathlib import Path
 
 from edgeface.core.errors import ConfigError
 from edgeface.daemon.secrets import MAX_SECRET_BYTES
+from edgeface.sync.records import MIN_KEY_CHARACTERS
 
 DEFAULT_RESTART = "sudo -n systemctl restart edgeface"
 COPY_METHODS = ("rsync", "scp")
-CREDENTIAL_NAMES = ("http-token", "mqtt-password")  # systemd credentials the unit loads (LoadCredential=)
+CREDENTIAL_NAMES = ("http-token", "mqtt-password", "sync-key")  # systemd credentials the unit loads
 DEFAULT_CREDENTIAL_CMD = "sudo -n /usr/local/sbin/edgeface-credential"
 
 
@@ -72,6 +73,7 @@ class DeployOptions:
     keep: int = 3                         # releases kept on the host, the current one included
     dry_run: bool = False
     jobs: int = 8                         # hosts deployed at once
+    canary: bool = False                  # the first host alone first; the others only if it ends healthy
     # (name, secret) pairs stored on each host as systemd credentials (names from CREDENTIAL_NAMES), through
     # credential_cmd with the secret on its stdin; never in a command line, a log or a repr.
     credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
@@ -110,6 +112,9 @@ class DeployOptions:
                 raise ConfigError(f"credential {name!r}: choose {' or '.join(CREDENTIAL_NAMES)}")
             if not secret or len(secret.encode()) > MAX_SECRET_BYTES or any(c in secret for c in "\0\r\n"):
                 raise ConfigError(f"the {name}: expected one line of 1 to {MAX_SECRET_BYTES} bytes")
+            if name == "sync-key" and len(secret) < MIN_KEY_CHARACTERS:
+                raise ConfigError(f"the sync-key has {len(secret)} characters; the household key needs "
+                                  f"{MIN_KEY_CHARACTERS} or more (openssl rand -hex 32)")
 
 
 def generate_token() -> str:

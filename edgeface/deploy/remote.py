@@ -34,7 +34,7 @@ class HostResult:
     """The outcome for one host; :meth:`line` is what the CLI prints."""
 
     host: str
-    status: str          # deployed, unchanged, rolled back, failed, unreachable, would deploy
+    status: str          # deployed, unchanged, rolled back, failed, unreachable, would deploy, skipped
     release: str = ""    # the release now current (for rolled back: the one rolled back to)
     detail: str = ""
     steps: tuple[str, ...] = ()  # dry run: what would be done
@@ -51,6 +51,8 @@ class HostResult:
             return f"{self.host}: unchanged ({self.release} is current)"
         if self.status == "rolled back":
             return f"{self.host}: rolled back to {self.release}: {self.detail}"
+        if self.status == "skipped":
+            return f"{self.host}: skipped ({self.detail})"
         return f"{self.host}: {self.status}: {self.detail}"
 
 
@@ -287,8 +289,10 @@ def _plan(host: Host, release: Release, options: DeployOptions, current: str, st
 def deploy(hosts: Iterable[str | Host], release: Release, options: DeployOptions = DeployOptions(),
            on_result: Callable[[HostResult], None] = lambda _: None,
            on_log: Callable[[str, str], None] | None = None) -> list[HostResult]:
-    """Deploy to every host in parallel; ``on_result`` is called as each one finishes (from worker threads,
-    one call at a time). Returns the results in the order of ``hosts``."""
+    """Deploy to every host in parallel (``options.jobs`` at once); ``on_result`` is called as each one
+    finishes (from worker threads, one call at a time). With ``options.canary`` the first host goes alone
+    first, and the others only when it ended healthy (deployed and checked, or already current); else they are
+    skipped. Returns the results in the order of ``hosts``."""
     options.check()
     parsed = [h if isinstance(h, Host) else parse_host(h) for h in hosts]
     if not parsed:
@@ -314,5 +318,27 @@ def deploy(hosts: Iterable[str | Host], release: Release, options: DeployOptions
             on_result(result)
         return result
 
+    first: list[HostResult] = []
+    if options.canary and len(parsed) > 1:
+        first = [one(parsed[0])]
+        parsed = parsed[1:]
+        if not first[0].ok:
+            skipped = [HostResult(str(host), "skipped", detail=f"the canary {first[0].host} {first[0].status}")
+                       for host in parsed]
+            for result in skipped:
+                on_result(result)
+            return first + skipped
     with ThreadPoolExecutor(max_workers=max(1, min(options.jobs, len(parsed)))) as pool:
-        return list(pool.map(one, parsed))
+        return first + list(pool.map(one, parsed))
+
+
+ORDER = ("deployed", "would deploy", "unchanged", "rolled back", "failed", "unreachable", "skipped")
+
+
+def summary(results: Sequence[HostResult]) -> str:
+    """One line for a deploy to many hosts: ``3 hosts: 2 deployed, 1 unchanged``, then whether all succeeded."""
+    counts = {status: sum(r.status == status for r in results) for status in ORDER}
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    failed = sum(not r.ok for r in results)
+    verdict = "all succeeded" if not failed else f"{failed} did not succeed"
+    return f"{len(results)} host{'s' if len(results) != 1 else ''}: {parts}; {verdict}"
