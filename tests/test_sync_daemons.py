@@ -211,6 +211,9 @@ def test_three_daemons_share_their_people(tiny_bundles: dict[str, Path], photos:
         late.wait_caught_up()
         wait("the new device to have the household", lambda: late.people() == (sofia,) and
              [n.id for n in late.gallery().negatives] == ["kenji-face-1"], 10, devices)
+        hall.gallery_path.unlink()  # not a way to remove anybody: the household's people come back
+        wait("the hall's gallery written back", lambda: hall.people() == (sofia,), 10, devices)
+        assert all(d.people() == (sofia,) for d in devices)
 
         # A forged record (wrong key) and one from a broken clock: refused, counted, nobody changed.
         forge(broker.port, bundle)

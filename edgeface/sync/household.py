@@ -284,7 +284,9 @@ class HouseholdSync:
                 self._written, self._dirty = signature, False
                 return
             before = len(self.peer.outgoing)
-            gallery = self.peer.step(current, signature != self._written)
+            # A gallery file deleted is not a way to remove people (`edgeface people remove` is): the
+            # household's people are written back rather than removed from every device.
+            gallery = self.peer.step(current, signature is not None and signature != self._written)
             self.local_changes += max(0, len(self.peer.outgoing) - before)
             if gallery is not None:
                 self._save_crops(gallery)

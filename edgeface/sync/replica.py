@@ -261,8 +261,8 @@ class Replica:
         old_ids = {name_key(p.name): p.id for p in base.people}
         for negative in current.negatives:
             data = self._negative_data(negative, current, ids)
-            old = old_negatives.get(negative.id)
-            if old is None or _comparable(self._negative_data(old, base, old_ids)) != _comparable(data):
+            kept = old_negatives.get(negative.id)
+            if kept is None or _comparable(self._negative_data(kept, base, old_ids)) != _comparable(data):
                 drafts.append((negative_key(negative.id), data))
         for nid in set(old_negatives) - {n.id for n in current.negatives}:
             drafts.append((provenance.negatives.get(nid, negative_key(nid)), None))
