@@ -115,6 +115,46 @@ def test_tls_with_own_ca_client_certificate_and_password_credential(tls_broker: 
     assert "right-pass" not in "\n".join(daemon.stderr)
 
 
+def test_people_sync_over_tls_with_a_password(tls_broker: dict, fault_bundle: Path, fault_video: Path,
+                                              tmp_path: Path) -> None:
+    """[sync] reuses [mqtt]'s TLS, client certificate and password: two daemons share a person through the
+    TLS broker, and nothing secret reaches their logs."""
+    import numpy as np
+
+    from edgeface.core.bundle import load_bundle
+    from edgeface.core.gallery import default_gallery_path, read_gallery
+    from edgeface.people.enroll import change_gallery
+
+    key, cert = tls_broker["client"]
+    (tmp_path / "password").write_text("right-pass\n")
+    (tmp_path / "household.key").write_text("household-key-over-tls-0123456789\n")
+    bundle = load_bundle(fault_bundle)
+    daemons, galleries = [], []
+    for name in ("door", "hall"):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = _config(folder, fault_bundle, fault_video, tls_broker["port"],
+                         f'username = "edgeface"\npassword_file = "{tmp_path / "password"}"\n'
+                         f'ca_certs = "{tls_broker["ca"]}"\ncertfile = "{cert}"\nkeyfile = "{key}"\n'
+                         f'[sync]\nenabled = true\nkey_file = "{tmp_path / "household.key"}"\ncheck_interval = 0.2\n')
+        config.write_text(config.read_text().replace(f'device = "{DEVICE}"', f'device = "{name}"'))
+        galleries.append(default_gallery_path(bundle.model_sha256, folder / "state"))
+        daemons.append(DaemonProcess(["--config", str(config)], env={"EDGEFACE_STATE_DIR": str(folder / "state")}))
+    try:
+        for daemon in daemons:
+            port = daemon.http_port()
+            daemon.wait_for(lambda: json.loads(http_get(port, "/healthz")[1]).get("sync", {}).get("caught_up"), 60,
+                            "sync to catch up over TLS")
+        change_gallery(bundle, lambda g: g.with_person("Grace", np.eye(2, bundle.spec.embedding_size)), galleries[0])
+        daemons[1].wait_for(lambda: galleries[1].is_file() and read_gallery(galleries[1]).names == ("Grace",), 20,
+                            "Grace on the other device")
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+    logs = "\n".join(line for daemon in daemons for line in daemon.stderr)
+    assert "right-pass" not in logs and "household-key-over-tls" not in logs
+
+
 @pytest.mark.parametrize("fault", ["wrong-password", "untrusted-ca"])
 def test_refused_connection_is_logged_once_and_turns_healthz_503(tls_broker: dict, fault_bundle: Path,
                                                                  fault_video: Path, tmp_path: Path,
