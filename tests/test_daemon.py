@@ -313,10 +313,10 @@ def test_http_server_answers_only_once_started() -> None:
     """The daemon starts the server after its other sinks exist, so the first /metrics already lists them."""
     import urllib.request
 
-    from edgeface.daemon.server import HttpServer
+    from edgeface.daemon.server import HttpServer, Reply
 
     server = HttpServer("127.0.0.1", 0)
-    server.route("GET", "/metrics", lambda request: (200, {}, "edgeface_up 1\n"))
+    server.route("GET", "/metrics", lambda request: Reply.text("edgeface_up 1\n"))
     try:
         url = f"http://127.0.0.1:{server.address[1]}/metrics"
         with socket.create_connection(("127.0.0.1", server.address[1]), timeout=2) as early:

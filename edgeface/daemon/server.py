@@ -18,8 +18,9 @@ Bounds, on top of waitress's own request size limits:
 * ``raise_open_files_limit`` lifts the soft open-files limit to the hard one.
 
 Routes are registered before ``start``: ``server.route("GET", "/labels", handler)``; a handler takes a
-``Request`` and returns ``(status, headers, body)`` (body ``bytes`` or ``str``; ``Content-Length`` and
-``Cache-Control: no-store`` are added). A ``HEAD`` request is answered by its ``GET`` route without the body.
+``Request`` and returns a ``Reply`` (``Reply.json(value)``, ``Reply.html(text)``, ``Reply.redirect(path)``...;
+``Content-Length`` is added, and ``Cache-Control: no-store`` unless the reply says otherwise). The web page
+(``edgeface.web``) answers with the same type. A ``HEAD`` request is answered by its ``GET`` route without the body.
 With a token set, every path but ``/healthz`` (unknown paths too) needs ``Authorization: Bearer <token>``,
 compared in constant time; without it the answer is 401 with ``WWW-Authenticate: Bearer``. A route added with
 ``public=True`` is let through and checks access itself (the web page, whose browser cannot send that header
@@ -36,7 +37,7 @@ import resource
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from edgeface.core.errors import ConfigError, DependencyError
@@ -51,8 +52,6 @@ MAX_BODY_BYTES = 1 << 20
 WORKER_THREADS = 2
 RESERVED_FDS = 32  # descriptors kept for everything but HTTP connections (camera, files, MQTT, logs)
 
-Body = bytes | str
-Reply = tuple[int, Mapping[str, str], Body]
 
 
 @dataclass(frozen=True)
@@ -67,11 +66,44 @@ class Request:
     remote: str = ""
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: the daemon's routes and the web page's alike. ``headers`` come on top of the
+    ``Content-Type`` (and may replace the server's ``Cache-Control: no-store``)."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def text(cls, text: str, status: int = 200) -> "Reply":
+        return cls(status, text.encode("utf-8"))
+
+    @classmethod
+    def html(cls, text: str, status: int = 200) -> "Reply":
+        return cls(status, text.encode("utf-8"), "text/html; charset=utf-8")
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200) -> "Reply":
+        return cls(status, json.dumps(value, separators=(",", ":")).encode(), "application/json")
+
+    @classmethod
+    def jpeg(cls, data: bytes, cache: bool = False) -> "Reply":
+        """A face crop or frame; ``cache`` for images named by their content (or an id never reused)."""
+        return cls(200, data, "image/jpeg", {"Cache-Control": "private, max-age=86400"} if cache else {})
+
+    @classmethod
+    def redirect(cls, location: str) -> "Reply":
+        """303 See Other: after a form's POST the browser asks for ``location`` with GET (no resubmission)."""
+        return cls(303, b"", "text/plain", {"Location": location})
+
+    def with_headers(self, headers: Mapping[str, str]) -> "Reply":
+        """This reply with ``headers`` added (or replacing those of the same name)."""
+        return replace(self, headers={**self.headers, **headers})
+
+
 Handler = Callable[[Request], Reply]
-
-
-def json_reply(status: int, payload: Any) -> Reply:
-    return status, {"Content-Type": "application/json"}, json.dumps(payload)
 
 
 def raise_open_files_limit() -> int:
@@ -185,30 +217,28 @@ class HttpServer:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO") or "/"
         try:
-            status, headers, body = self._answer(method, path, environ)
+            reply = self._answer(method, path, environ)
         except Exception:  # a failing handler is a 500 and a logged traceback, never a dead server
             log.exception("http: %s %s failed", method, redact(path))
-            status, headers, body = json_reply(500, {"error": "internal error; see the daemon's log"})
-        data = body.encode() if isinstance(body, str) else body
-        out = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store", **headers,
-               "Content-Length": str(len(data))}
-        start_response(f"{status} {_REASONS.get(status, 'Status')}", list(out.items()))
-        return [b""] if method == "HEAD" else [data]
+            reply = Reply.json({"error": "internal error; see the daemon's log"}, 500)
+        out = {"Cache-Control": "no-store", **reply.headers, "Content-Type": reply.content_type,
+               "Content-Length": str(len(reply.body))}
+        start_response(f"{reply.status} {_REASONS.get(reply.status, 'Status')}", list(out.items()))
+        return [b""] if method == "HEAD" else [reply.body]
 
     def _answer(self, method: str, path: str, environ: dict[str, Any]) -> Reply:
         if self._token is not None and path not in self._public and not self._authorized(environ):
             self.refused += 1
-            status, headers, body = json_reply(401, {"error": "a bearer token is required "
-                                                              "(Authorization: Bearer <token>)"})
-            return status, {**headers, "WWW-Authenticate": 'Bearer realm="edgeface"'}, body
+            return Reply.json({"error": "a bearer token is required (Authorization: Bearer <token>)"}, 401
+                              ).with_headers({"WWW-Authenticate": 'Bearer realm="edgeface"'})
         methods = self._routes.get(path)
         if methods is None:
-            return json_reply(404, {"error": f"no such endpoint {path}; try {', '.join(self.paths)}"})
+            return Reply.json({"error": f"no such endpoint {path}; try {', '.join(self.paths)}"}, 404)
         handler = methods.get("GET" if method == "HEAD" and "HEAD" not in methods else method)
         if handler is None:
             allowed = ", ".join(sorted(methods))
-            status, headers, body = json_reply(405, {"error": f"{method} not allowed on {path}; use {allowed}"})
-            return status, {**headers, "Allow": allowed}, body
+            return Reply.json({"error": f"{method} not allowed on {path}; use {allowed}"}, 405).with_headers(
+                {"Allow": allowed})
         length = int(environ.get("CONTENT_LENGTH") or 0)
         request = Request(method=method, path=path, query=urllib.parse.parse_qs(environ.get("QUERY_STRING", "")),
                           headers={k[5:].replace("_", "-").lower(): v for k, v in environ.items()

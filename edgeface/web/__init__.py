@@ -7,7 +7,7 @@ could not name, manage the enrolled people and the thresholds, from a phone's or
 * ``live``    the newest frame, encoded as a JPEG only when a page asks;
 * ``pages``   the HTML, rendered on the server; ``static/`` its style sheet and one small script;
 * ``guard``   who may use the page: token (header or sign-in cookie), host name, forms from the page only;
-* ``http``    answers, form fields and cookies on the daemon's server.
+* ``http``    form fields and cookies, and the page's routes on the daemon's server (which answers with ``Reply``).
 
 Device side: numpy, OpenCV and the standard library; it sits above ``edgeface.daemon`` and
 ``edgeface.people`` (it uses both) and only the CLI imports it.

@@ -31,7 +31,8 @@ from edgeface.people.calibrate import calibrate_faces
 from edgeface.people.enroll import change_gallery, enroll_faces, remove_person, remove_photo, rename_person
 from edgeface.web import pages
 from edgeface.web.guard import Guard
-from edgeface.web.http import Handler, Response, add_routes, arg, field_of, form
+from edgeface.daemon.server import Reply
+from edgeface.web.http import Handler, add_routes, arg, field_of, form
 from edgeface.web.live import LiveView
 from edgeface.web.store import FaceStore, Visit, valid_id
 from edgeface.web.watch import FaceWatcher
@@ -154,8 +155,8 @@ class WebPage:
             "/unknown": self.unknown_action, "/people": self.people_action, "/recent": self.not_them,
             "/thresholds": self.thresholds_action, "/login": self.sign_in, "/logout": self.sign_out,
         }
-        to_page = {("GET", "/"): lambda r: Response.redirect(f"{PREFIX}/"),
-                   ("GET", PREFIX): lambda r: Response.redirect(f"{PREFIX}/")}
+        to_page = {("GET", "/"): lambda r: Reply.redirect(f"{PREFIX}/"),
+                   ("GET", PREFIX): lambda r: Reply.redirect(f"{PREFIX}/")}
         return {**to_page, **{("GET", PREFIX + p): h for p, h in get.items()},
                 **{("POST", PREFIX + p): h for p, h in post.items()}}
 
@@ -187,7 +188,7 @@ class WebPage:
     def _note(self, request: "Request") -> tuple[str, str] | None:
         return self._notes.get(arg(request, "note"))
 
-    def _back(self, path: str, kind: str, text: str) -> Response:
+    def _back(self, path: str, kind: str, text: str) -> Reply:
         """Redirect after a POST, with a message shown once on the page it leads to (kept here, not in the URL,
         so that no link can make the page say something it did not)."""
         key = secrets.token_hex(6)
@@ -195,10 +196,10 @@ class WebPage:
             self._notes[key] = (kind, text)
             while len(self._notes) > 50:
                 self._notes.popitem(last=False)
-        return Response.redirect(f"{path}{'&' if '?' in path else '?'}note={key}")
+        return Reply.redirect(f"{path}{'&' if '?' in path else '?'}note={key}")
 
-    def live_page(self, request: "Request") -> Response:
-        return Response.html(pages.live_page(self._frame(), self._live_state(), self.web.live_fps,
+    def live_page(self, request: "Request") -> Reply:
+        return Reply.html(pages.live_page(self._frame(), self._live_state(), self.web.live_fps,
                                              self._note(request)))
 
     def _live_state(self) -> dict[str, Any] | None:
@@ -209,40 +210,40 @@ class WebPage:
                 face["visit"] = self.watcher.visit_of(face["track"])
         return state
 
-    def live_state(self, request: "Request") -> Response:
+    def live_state(self, request: "Request") -> Reply:
         state = self._live_state()
         if state is not None:
             state["rows"] = pages.face_list(self.guard.csrf, state["faces"])
-        return Response.json(state or {"frame": None, "faces": [], "rows": pages.face_list("", [])})
+        return Reply.json(state or {"frame": None, "faces": [], "rows": pages.face_list("", [])})
 
-    def live_jpeg(self, request: "Request") -> Response:
+    def live_jpeg(self, request: "Request") -> Reply:
         try:
             index = int(arg(request, "frame", "-1"))
         except ValueError:
             index = -1
         data = self.live.jpeg(index)
         if data is None:
-            return Response.text("no frame yet", 503)
-        return Response(200, data, "image/jpeg")
+            return Reply.text("no frame yet", 503)
+        return Reply.jpeg(data)
 
-    def stats(self, request: "Request") -> Response:
+    def stats(self, request: "Request") -> Reply:
         """What the page costs and keeps: frames encoded for live views, crops kept, visits."""
-        return Response.json({"live_frames_encoded": self.live.encoded, "crops_kept": self.watcher.kept,
+        return Reply.json({"live_frames_encoded": self.live.encoded, "crops_kept": self.watcher.kept,
                               "unknown_visits": len(self.watcher.newest_visits()),
                               "recognitions": len(self.watcher.recognitions())})
 
-    def unknown_page(self, request: "Request") -> Response:
+    def unknown_page(self, request: "Request") -> Reply:
         gallery = self._gallery()
         names = gallery.names if gallery is not None else ()
         html = pages.unknown_page(self._frame(gallery), self.watcher.newest_visits(), names, time.time(),
                                   self._visit_retention(), self.cannot_name, arg(request, "name")[:64],
                                   self._note(request))
-        return Response.html(html)
+        return Reply.html(html)
 
     def _visit_retention(self) -> str:
         return f"Kept {self.web.keep_days:g} days, at most {self.web.max_visits} visits."
 
-    def people_page(self, request: "Request") -> Response:
+    def people_page(self, request: "Request") -> Reply:
         gallery = self._gallery()
         people = []
         for person in gallery.people if gallery is not None else ():
@@ -254,15 +255,15 @@ class WebPage:
             people.append(pages.PersonView(person.name, person.added, photos))
         html = pages.people_page(self._frame(gallery), people, str(self.gallery_path or "none"), self.cannot_name,
                                  self._note(request))
-        return Response.html(html)
+        return Reply.html(html)
 
-    def recent_page(self, request: "Request") -> Response:
+    def recent_page(self, request: "Request") -> Reply:
         now = time.time()
         items = [pages.RecognitionView(r.id, r.name, r.score, r.emotion, r.gender, now - r.last, r.sample.best,
                                        r.sample.similarity) for r in self.watcher.recognitions()]
-        return Response.html(pages.recent_page(self._frame(), items, self._note(request)))
+        return Reply.html(pages.recent_page(self._frame(), items, self._note(request)))
 
-    def thresholds_page(self, request: "Request") -> Response:
+    def thresholds_page(self, request: "Request") -> Reply:
         gallery = self._gallery()
         labeler = self.labeler
         view = pages.ThresholdsView(
@@ -271,36 +272,36 @@ class WebPage:
             bool(gallery is not None and gallery.calibration_is_stale),
             self.store.strangers() if self.store is not None else [], len(gallery) if gallery is not None else 0)
         far = float((gallery.calibration or {}).get("far_target", DEFAULT_FAR)) if gallery is not None else DEFAULT_FAR
-        return Response.html(pages.thresholds_page(self._frame(gallery), view, far, self.web.max_strangers,
+        return Reply.html(pages.thresholds_page(self._frame(gallery), view, far, self.web.max_strangers,
                                                    self._note(request)))
 
     # --- faces ---------------------------------------------------------------------------------------------
 
-    def face(self, request: "Request") -> Response:
+    def face(self, request: "Request") -> Reply:
         """``/ui/face.jpg?of=unknown|person|stranger|recent&id=...`` (``&visit=...`` for unknown faces)."""
         of, face_id = arg(request, "of"), arg(request, "id")
         path: Path | None = None
         if of == "recent":
             found = next((r for r in self.watcher.recognitions() if r.id == face_id), None)
-            return Response.jpeg(found.jpeg) if found is not None else Response.text("no such face", 404)
+            return Reply.jpeg(found.jpeg) if found is not None else Reply.text("no such face", 404)
         if of == "unknown" and self.store is not None:
             visit = self.watcher.visit(arg(request, "visit"))
             sample = next((s for s in visit.samples if s.id == face_id), None) if visit is not None else None
             if sample is not None and sample.jpeg is not None:  # not written yet
-                return Response.jpeg(sample.jpeg)
+                return Reply.jpeg(sample.jpeg)
             path = self.store.visit_crop(arg(request, "visit"), face_id)
         elif of == "person" and self.gallery_path is not None:
             path = crop_path(self.gallery_path, face_id)
         elif of == "stranger" and self.store is not None:
             path = self.store.stranger_crop(face_id)
         if path is None or not path.is_file():
-            return Response.text("no such face", 404)
-        return Response.jpeg(path.read_bytes(), cache=True)
+            return Reply.text("no such face", 404)
+        return Reply.jpeg(path.read_bytes(), cache=True)
 
-    def static(self, request: "Request") -> Response:
+    def static(self, request: "Request") -> Reply:
         name = request.path.rsplit("/", 1)[-1]
         data = resources.files("edgeface.web").joinpath("static", name).read_bytes()
-        return Response(200, data, STATIC[name], {"Cache-Control": "max-age=300"})
+        return Reply(200, data, STATIC[name], {"Cache-Control": "max-age=300"})
 
     # --- actions -------------------------------------------------------------------------------------------
 
@@ -322,7 +323,7 @@ class WebPage:
         if self.store is not None:
             self.store.delete_visit(visit_id)
 
-    def unknown_action(self, request: "Request") -> Response:
+    def unknown_action(self, request: "Request") -> Reply:
         here = f"{PREFIX}/unknown"
         action, visit_id = field_of(request, "action"), field_of(request, "visit")
         with self._disk:
@@ -363,7 +364,7 @@ class WebPage:
             text += " The people changed since the last calibration: recalibrate (Thresholds)."
         return self._back(here, "ok", text)
 
-    def people_action(self, request: "Request") -> Response:
+    def people_action(self, request: "Request") -> Reply:
         here = f"{PREFIX}/people"
         if self.cannot_name:
             return self._back(here, "error", self.cannot_name)
@@ -386,7 +387,7 @@ class WebPage:
         self.labeler.reload_now()
         return self._back(here, "ok", text)
 
-    def not_them(self, request: "Request") -> Response:
+    def not_them(self, request: "Request") -> Reply:
         """"Not X": keep the face as a stranger's and take back the naming of its visit if it was done here."""
         back = field_of(request, "back")
         here = back if back.startswith(f"{PREFIX}/") and not back.startswith("//") else f"{PREFIX}/recent"
@@ -417,7 +418,7 @@ class WebPage:
         text += " Recalibrate (Thresholds) so that faces like it are not named."
         return self._back(here, "ok", text)
 
-    def thresholds_action(self, request: "Request") -> Response:
+    def thresholds_action(self, request: "Request") -> Reply:
         here = f"{PREFIX}/thresholds"
         if self.store is None:
             return self._back(here, "error", self.cannot_name)
@@ -452,24 +453,20 @@ class WebPage:
 
     # --- signing in ----------------------------------------------------------------------------------------
 
-    def login_page(self, request: "Request") -> Response:
+    def login_page(self, request: "Request") -> Reply:
         if not self.guard.has_token:
-            return Response.redirect(f"{PREFIX}/")
-        return Response.html(pages.login_page(_local(arg(request, "next"))))
+            return Reply.redirect(f"{PREFIX}/")
+        return Reply.html(pages.login_page(_local(arg(request, "next"))))
 
-    def sign_in(self, request: "Request") -> Response:
+    def sign_in(self, request: "Request") -> Reply:
         cookie = self.guard.sign_in(field_of(request, "token"))
         if cookie is None:
             time.sleep(FAILED_SIGN_IN_DELAY)
-            return Response.html(pages.login_page(_local(field_of(request, "next")), "Wrong token."), 401)
-        response = Response.redirect(_local(field_of(request, "next")))
-        response.headers["Set-Cookie"] = cookie
-        return response
+            return Reply.html(pages.login_page(_local(field_of(request, "next")), "Wrong token."), 401)
+        return Reply.redirect(_local(field_of(request, "next"))).with_headers({"Set-Cookie": cookie})
 
-    def sign_out(self, request: "Request") -> Response:
-        response = Response.redirect(f"{PREFIX}/login")
-        response.headers["Set-Cookie"] = self.guard.sign_out()
-        return response
+    def sign_out(self, request: "Request") -> Reply:
+        return Reply.redirect(f"{PREFIX}/login").with_headers({"Set-Cookie": self.guard.sign_out()})
 
 
 def _local(path: str) -> str:

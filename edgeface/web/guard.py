@@ -23,7 +23,8 @@ import socket
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
-from edgeface.web.http import Response, cookies, field_of
+from edgeface.daemon.server import Reply
+from edgeface.web.http import cookies, field_of
 
 if TYPE_CHECKING:
     from edgeface.daemon.server import Request
@@ -45,20 +46,20 @@ class Guard:
         self.hosts = {"localhost", name, f"{name}.local"} | {h.strip().lower() for h in hosts.split(",") if h.strip()}
         self.public = public
 
-    def check(self, request: "Request") -> Response | None:
+    def check(self, request: "Request") -> Reply | None:
         if not self.host_allowed(request.headers.get("host", "")):
-            return Response.text("this page answers to the device's IP address or host name only "
+            return Reply.text("this page answers to the device's IP address or host name only "
                                  "(add other names to [web] hosts)", 421)
         public = self.is_public(request.path)
         if not public and not self.signed_in(request):
             if request.method in ("GET", "HEAD") and not request.path.startswith(f"{self.prefix}/api/"):
-                return Response.redirect(f"{self.prefix}/login?next={request.path}")
-            return Response.text("sign in first: this page needs the daemon's token", 401)
+                return Reply.redirect(f"{self.prefix}/login?next={request.path}")
+            return Reply.text("sign in first: this page needs the daemon's token", 401)
         if request.method == "POST":
             if not self.same_origin(request):
-                return Response.text("refused: the form was sent from another site", 403)
+                return Reply.text("refused: the form was sent from another site", 403)
             if not public and not hmac.compare_digest(field_of(request, "csrf"), self.csrf):
-                return Response.text("refused: the page was out of date (the daemon restarted?); reload it and "
+                return Reply.text("refused: the page was out of date (the daemon restarted?); reload it and "
                                      "try again", 403)
         return None
 

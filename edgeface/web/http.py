@@ -1,4 +1,5 @@
-"""The page's side of the daemon's HTTP server: answers, form fields and cookies, and routes added with a guard.
+"""The page's side of the daemon's HTTP server: form fields and cookies, and routes added with a guard. The page
+answers with the server's own ``Reply``.
 
 The server (``edgeface.daemon.server``) matches exact paths, so every variable part of a page's address is in
 its query (``/ui/face.jpg?of=person&id=...``). The page's routes are added as ``public``: the server lets them
@@ -8,46 +9,16 @@ accepting the token from the page's sign-in cookie as well as from the header.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 from urllib.parse import parse_qs
 
+from edgeface.daemon.server import Reply
+
 if TYPE_CHECKING:
-    from edgeface.daemon.server import HttpServer, Reply, Request
+    from edgeface.daemon.server import HttpServer, Request
 
 MAX_FORM_BYTES = 64 * 1024  # the page's forms send a few hundred bytes
-
-
-@dataclass
-class Response:
-    status: int = 200
-    body: bytes = b""
-    content_type: str = "text/html; charset=utf-8"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def html(cls, text: str, status: int = 200) -> "Response":
-        return cls(status, text.encode("utf-8"))
-
-    @classmethod
-    def json(cls, value: Any, status: int = 200) -> "Response":
-        return cls(status, json.dumps(value, separators=(",", ":")).encode(), "application/json")
-
-    @classmethod
-    def text(cls, text: str, status: int) -> "Response":
-        return cls(status, text.encode("utf-8"), "text/plain; charset=utf-8")
-
-    @classmethod
-    def jpeg(cls, data: bytes, cache: bool = False) -> "Response":
-        # Faces are named by their content (or an id never reused), so the browser may keep them.
-        return cls(200, data, "image/jpeg", {"Cache-Control": "private, max-age=86400"} if cache else {})
-
-    @classmethod
-    def redirect(cls, location: str) -> "Response":
-        """303 See Other: after a form's POST the browser asks for ``location`` with GET (no resubmission)."""
-        return cls(303, b"", "text/plain", {"Location": location})
 
 
 def arg(request: "Request", name: str, default: str = "") -> str:
@@ -74,23 +45,22 @@ def cookies(request: "Request") -> dict[str, str]:
     return {name: morsel.value for name, morsel in jar.items()}
 
 
-Handler = Callable[["Request"], Response]
+Handler = Callable[["Request"], Reply]
 
 
 def add_routes(server: "HttpServer", routes: Mapping[tuple[str, str], Handler],
-               guard: Callable[["Request"], Response | None], headers: Iterable[tuple[str, str]] = ()) -> None:
+               guard: Callable[["Request"], Reply | None], headers: Iterable[tuple[str, str]] = ()) -> None:
     """Add ``routes`` ((method, path) -> handler) to the server, each behind ``guard`` (which may answer
     instead: sign-in, host and CSRF checks), with ``headers`` on every answer."""
     common = dict(headers)
 
-    def wrap(handler: Handler) -> Callable[["Request"], "Reply"]:
-        def answer(request: "Request") -> "Reply":
+    def wrap(handler: Handler) -> Handler:
+        def answer(request: "Request") -> Reply:
             if len(request.body) > MAX_FORM_BYTES:
-                response = Response.text("request body too large", 413)
+                reply = Reply.text("request body too large", 413)
             else:
-                response = guard(request) or handler(request)
-            return response.status, {**common, "Content-Type": response.content_type, **response.headers}, \
-                response.body
+                reply = guard(request) or handler(request)
+            return reply.with_headers({**common, **reply.headers})
 
         return answer
 

@@ -127,11 +127,11 @@ def test_token_sources_in_order(tmp_path: Path) -> None:
 
 def test_routes_registered_by_another_module_are_guarded_too() -> None:
     """The route API the web page uses: method + path -> (status, headers, body); the token applies."""
-    from edgeface.daemon.server import HttpServer, json_reply
+    from edgeface.daemon.server import HttpServer, Reply
 
     server = HttpServer("127.0.0.1", 0, token="t0ken")
-    server.route("POST", "/echo", lambda request: json_reply(201, {"got": request.body.decode(),
-                                                                   "q": request.query.get("a")}))
+    server.route("POST", "/echo", lambda request: Reply.json({"got": request.body.decode(),
+                                                              "q": request.query.get("a")}, 201))
     server.start()
     try:
         port = server.address[1]
