@@ -38,6 +38,8 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from http.cookies import CookieError, SimpleCookie
 from typing import Any, Callable, Iterable, Mapping
 
 from edgeface.core.errors import ConfigError, DependencyError
@@ -49,6 +51,7 @@ log = logging.getLogger("edgeface.daemon")
 PUBLIC_PATHS = ("/healthz",)  # answered without the token: a health check must not need a secret
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1 << 20
+MAX_FORM_BYTES = 64 * 1024  # a page's forms send a few hundred bytes
 WORKER_THREADS = 2
 RESERVED_FDS = 32  # descriptors kept for everything but HTTP connections (camera, files, MQTT, logs)
 
@@ -64,6 +67,30 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
     remote: str = ""
+
+    def arg(self, name: str, default: str = "") -> str:
+        """The first value of the query parameter ``name``."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    @cached_property
+    def form(self) -> dict[str, list[str]]:
+        """The body as an ``application/x-www-form-urlencoded`` form (what a page's forms send)."""
+        return urllib.parse.parse_qs(self.body[:MAX_FORM_BYTES].decode("utf-8", "replace"), keep_blank_values=True)
+
+    def field(self, name: str, default: str = "") -> str:
+        """The first value of the form field ``name``."""
+        values = self.form.get(name)
+        return values[0] if values else default
+
+    @cached_property
+    def cookies(self) -> dict[str, str]:
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(self.headers.get("cookie", ""))
+        except CookieError:
+            return {}
+        return {name: morsel.value for name, morsel in jar.items()}
 
 
 @dataclass(frozen=True)
@@ -118,8 +145,84 @@ def raise_open_files_limit() -> int:
     return soft
 
 
+class Router:
+    """Routes (method + exact path -> handler) and the token check: ``dispatch`` is everything the server does
+    with a complete request, so a test can build a ``Request``, dispatch it and read the ``Reply`` without a
+    socket."""
+
+    def __init__(self, token: str | None = None) -> None:
+        self.refused = 0  # requests answered 401
+        self._token = token.encode() if token else None
+        self._routes: dict[str, dict[str, Handler]] = {}
+        self._public: set[str] = set(PUBLIC_PATHS)  # paths answered without the token check
+
+    def route(self, method: str, path: str, handler: Handler, *, public: bool = False) -> None:
+        """Answer ``method`` (``GET``, ``POST``, ...) on ``path`` (exact, no query) with ``handler``.
+
+        ``public``: the server does not ask for the token on this path; the handler must decide who may use it.
+        """
+        if not path.startswith("/"):
+            raise ValueError(f"route path must start with '/': {path!r}")
+        self._routes.setdefault(path, {})[method.upper()] = handler
+        if public:
+            self._public.add(path)
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted(self._routes)
+
+    @property
+    def has_token(self) -> bool:
+        return self._token is not None
+
+    def check_token(self, presented: str) -> bool:
+        """Whether ``presented`` is the token (compared in constant time); True when there is no token."""
+        return self._token is None or hmac.compare_digest(presented.strip().encode(), self._token)
+
+    def dispatch(self, request: Request) -> Reply:
+        """The reply to ``request``: 401 without the token where one is needed, 404 or 405 for no route, the
+        handler's reply (a 500 and a logged traceback if it fails)."""
+        try:
+            return self._answer(request)
+        except Exception:  # a failing handler is a 500 and a logged traceback, never a dead server
+            log.exception("http: %s %s failed", request.method, redact(request.path))
+            return Reply.json({"error": "internal error; see the daemon's log"}, 500)
+
+    def _answer(self, request: Request) -> Reply:
+        method, path = request.method, request.path
+        if self._token is not None and path not in self._public and not self._authorized(request):
+            self.refused += 1
+            return Reply.json({"error": "a bearer token is required (Authorization: Bearer <token>)"}, 401
+                              ).with_headers({"WWW-Authenticate": 'Bearer realm="edgeface"'})
+        methods = self._routes.get(path)
+        if methods is None:
+            return Reply.json({"error": f"no such endpoint {path}; try {', '.join(self.paths)}"}, 404)
+        handler = methods.get("GET" if method == "HEAD" and "HEAD" not in methods else method)
+        if handler is None:
+            allowed = ", ".join(sorted(methods))
+            return Reply.json({"error": f"{method} not allowed on {path}; use {allowed}"}, 405).with_headers(
+                {"Allow": allowed})
+        return handler(request)
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, presented = request.headers.get("authorization", "").strip().partition(" ")
+        return scheme.lower() == "bearer" and self.check_token(presented)
+
+
+def request_from_environ(environ: Mapping[str, Any]) -> Request:
+    """A WSGI request (waitress has read it whole, within its size limits) as a ``Request``."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    return Request(method=str(environ.get("REQUEST_METHOD", "GET")).upper(), path=environ.get("PATH_INFO") or "/",
+                   query=urllib.parse.parse_qs(environ.get("QUERY_STRING", "")), headers=headers,
+                   body=environ["wsgi.input"].read(length) if length > 0 else b"",
+                   remote=environ.get("REMOTE_ADDR", ""))
+
+
 class HttpServer:
-    """Routes on a waitress server in a thread of its own; see the module docstring for the bounds."""
+    """A ``Router`` on a waitress server in a thread of its own; see the module docstring for the bounds."""
 
     name = "http"
 
@@ -130,10 +233,7 @@ class HttpServer:
         except ModuleNotFoundError:
             raise DependencyError("the HTTP server needs waitress: pip install waitress") from None
         self.requests = 0
-        self.refused = 0  # requests answered 401
-        self._token = token.encode() if token else None
-        self._routes: dict[str, dict[str, Handler]] = {}
-        self._public: set[str] = set(PUBLIC_PATHS)  # paths answered without the token check
+        self.router = Router(token)
         self._stop = threading.Event()
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         room = max(8, soft - RESERVED_FDS) if soft != resource.RLIM_INFINITY else max_connections
@@ -153,36 +253,15 @@ class HttpServer:
         self.address = (self._server.effective_host, self._server.effective_port)
         self._thread = threading.Thread(target=self._serve, name="edgeface-http", daemon=True)
 
-    # --- routes ------------------------------------------------------------------------------------------------
-
     def route(self, method: str, path: str, handler: Handler, *, public: bool = False) -> None:
-        """Answer ``method`` (``GET``, ``POST``, ...) on ``path`` (exact, no query) with ``handler``.
-
-        ``public``: the server does not ask for the token on this path; the handler must decide who may use it.
-        """
-        if not path.startswith("/"):
-            raise ValueError(f"route path must start with '/': {path!r}")
-        self._routes.setdefault(path, {})[method.upper()] = handler
-        if public:
-            self._public.add(path)
-
-    @property
-    def has_token(self) -> bool:
-        return self._token is not None
-
-    def check_token(self, presented: str) -> bool:
-        """Whether ``presented`` is the token (compared in constant time); True when there is no token."""
-        return self._token is None or hmac.compare_digest(presented.strip().encode(), self._token)
-
-    @property
-    def paths(self) -> list[str]:
-        return sorted(self._routes)
+        """``Router.route``: add a route before ``start``."""
+        self.router.route(method, path, handler, public=public)
 
     def start(self) -> None:
         """Answer requests (connections made before this wait in the listen backlog)."""
         self._thread.start()
-        log.info("http: serving %s on http://%s:%s%s", " ".join(self.paths), *self.address,
-                 " (bearer token required except on /healthz)" if self._token else "")
+        log.info("http: serving %s on http://%s:%s%s", " ".join(self.router.paths), *self.address,
+                 " (bearer token required except on /healthz)" if self.router.has_token else "")
 
     def close(self, timeout: float) -> None:
         self._stop.set()
@@ -214,44 +293,12 @@ class HttpServer:
 
     def _wsgi(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         self.requests += 1
-        method = environ.get("REQUEST_METHOD", "GET").upper()
-        path = environ.get("PATH_INFO") or "/"
-        try:
-            reply = self._answer(method, path, environ)
-        except Exception:  # a failing handler is a 500 and a logged traceback, never a dead server
-            log.exception("http: %s %s failed", method, redact(path))
-            reply = Reply.json({"error": "internal error; see the daemon's log"}, 500)
+        request = request_from_environ(environ)
+        reply = self.router.dispatch(request)
         out = {"Cache-Control": "no-store", **reply.headers, "Content-Type": reply.content_type,
                "Content-Length": str(len(reply.body))}
         start_response(f"{reply.status} {_REASONS.get(reply.status, 'Status')}", list(out.items()))
-        return [b""] if method == "HEAD" else [reply.body]
-
-    def _answer(self, method: str, path: str, environ: dict[str, Any]) -> Reply:
-        if self._token is not None and path not in self._public and not self._authorized(environ):
-            self.refused += 1
-            return Reply.json({"error": "a bearer token is required (Authorization: Bearer <token>)"}, 401
-                              ).with_headers({"WWW-Authenticate": 'Bearer realm="edgeface"'})
-        methods = self._routes.get(path)
-        if methods is None:
-            return Reply.json({"error": f"no such endpoint {path}; try {', '.join(self.paths)}"}, 404)
-        handler = methods.get("GET" if method == "HEAD" and "HEAD" not in methods else method)
-        if handler is None:
-            allowed = ", ".join(sorted(methods))
-            return Reply.json({"error": f"{method} not allowed on {path}; use {allowed}"}, 405).with_headers(
-                {"Allow": allowed})
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        request = Request(method=method, path=path, query=urllib.parse.parse_qs(environ.get("QUERY_STRING", "")),
-                          headers={k[5:].replace("_", "-").lower(): v for k, v in environ.items()
-                                   if k.startswith("HTTP_")}
-                          | {k.replace("_", "-").lower(): environ[k] for k in ("CONTENT_TYPE",) if environ.get(k)},
-                          body=environ["wsgi.input"].read(length) if length > 0 else b"",
-                          remote=environ.get("REMOTE_ADDR", ""))
-        return handler(request)
-
-    def _authorized(self, environ: Mapping[str, Any]) -> bool:
-        scheme, _, presented = str(environ.get("HTTP_AUTHORIZATION", "")).strip().partition(" ")
-        assert self._token is not None
-        return scheme.lower() == "bearer" and self.check_token(presented)
+        return [b""] if request.method == "HEAD" else [reply.body]
 
 
 _REASONS = {200: "OK", 204: "No Content", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -267,6 +314,7 @@ def _server_class() -> type:
     logging.getLogger("waitress").setLevel(logging.ERROR)  # its queue-depth notes would flood the journal
 
     class BoundedServer(TcpWSGIServer):
+        next_channel_cleanup: float  # waitress's, set in its constructor
         evicted = 0
         _paused_until = 0.0
         _out_of_files = Throttled()
