@@ -320,7 +320,7 @@ def test_http_server_answers_only_once_started() -> None:
     try:
         url = f"http://127.0.0.1:{server.address[1]}/metrics"
         with socket.create_connection(("127.0.0.1", server.address[1]), timeout=2) as early:
-            early.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            early.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             early.settimeout(0.3)
             with pytest.raises(TimeoutError):  # bound and listening, but not answering yet
                 early.recv(1)

@@ -20,15 +20,17 @@ import pytest
 from daemon_helpers import DaemonProcess
 
 from edgeface.core.errors import ConfigError
+from edgeface.daemon.access import Access
 from edgeface.daemon.config import load_config
-from edgeface.daemon.server import Reply, Request, Router
-from edgeface.web.guard import Guard
+from edgeface.daemon.http import Reply, Request
+from edgeface.daemon.server import Router
+from edgeface.web.guard import check_form
 from edgeface.web.store import FaceSample, FaceStore, Visit
 
 if TYPE_CHECKING:
     from edgeface.web.state import PageState
 
-# --- who may use the page ----------------------------------------------------------------------------------
+# --- forms from the page only (the server's own check, tests/test_http.py, covers host and token) --------------
 
 CSRF = "0123456789abcdef0123456789abcdef"
 
@@ -39,42 +41,16 @@ def request(method: str = "GET", path: str = "/ui/", host: str = "127.0.0.1:8321
                    body.encode())
 
 
-def test_only_the_device_s_own_names_are_answered() -> None:
-    guard = Guard("/ui", lambda token: True, False, CSRF, hosts="frontdoor.lan, Cam.Example")
-    for host in ("127.0.0.1:8321", "[::1]:8321", "192.168.1.7", "localhost:8321", "frontdoor.lan:80",
-                 "cam.example"):
-        assert guard.check(request(host=host)) is None, host
-    refused = guard.check(request(host="attacker.example:8321"))  # a name pointed at the device: DNS rebinding
-    assert refused is not None and refused.status == 421
-
-
 def test_forms_need_the_page_s_token_and_its_origin() -> None:
-    guard = Guard("/ui", lambda token: True, False, CSRF)
-    form = f"csrf={guard.csrf}&action=ignore"
-    assert guard.check(request("POST", "/ui/unknown", body="action=ignore")).status == 403
-    assert guard.check(request("POST", "/ui/unknown", body="csrf=wrong&action=ignore")).status == 403
-    other = request("POST", "/ui/unknown", body=form, origin="http://attacker.example")
-    assert guard.check(other).status == 403 and b"another site" in guard.check(other).body
-    assert guard.check(request("POST", "/ui/unknown", body=form, origin="http://127.0.0.1:8321")) is None
-    assert guard.check(request("POST", "/ui/unknown", body=form)) is None  # no Origin: the form token decides
-
-
-def test_the_token_comes_from_the_header_or_the_sign_in_cookie() -> None:
-    token = "s3cret; with=odd chars"
-    guard = Guard("/ui", lambda given: given == token, True, CSRF, public=("/ui/login", "/ui/static/page.css"))
-    page = guard.check(request(path="/ui/people"))
-    assert page.status == 303 and page.headers["Location"] == "/ui/login?next=/ui/people"
-    assert guard.check(request(path="/ui/api/live")).status == 401  # the script's requests get no redirect
-    assert guard.check(request(path="/ui/login")) is None and guard.check(request(path="/ui/static/page.css")) is None
-    assert guard.check(request(path="/ui/people", authorization=f"Bearer {token}")) is None
-    assert guard.sign_in("wrong") is None and guard.sign_in("") is None
-    cookie = guard.sign_in(token)
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui/" in cookie
-    assert token not in cookie  # encoded: any token makes a valid cookie
-    value = cookie.split(";")[0]
-    assert guard.check(request(path="/ui/people", cookie=value)) is None
-    assert guard.check(request(path="/ui/people", cookie="edgeface_session=bm9wZQ==")).status == 303
-    assert guard.check(request(path="/ui/people", cookie="edgeface_session=%%%")).status == 303
+    form = f"csrf={CSRF}&action=ignore"
+    assert check_form(request("POST", "/ui/unknown", body="action=ignore"), CSRF).status == 403
+    assert check_form(request("POST", "/ui/unknown", body="csrf=wrong&action=ignore"), CSRF).status == 403
+    assert check_form(request("POST", "/ui/unknown", body="csrf=%C3%A9"), CSRF).status == 403
+    other = check_form(request("POST", "/ui/unknown", body=form, origin="http://attacker.example"), CSRF)
+    assert other.status == 403 and b"another site" in other.body
+    assert check_form(request("POST", "/ui/unknown", body=form, origin="http://[::1"), CSRF).status == 403
+    assert check_form(request("POST", "/ui/unknown", body=form, origin="http://127.0.0.1:8321"), CSRF) is None
+    assert check_form(request("POST", "/ui/unknown", body=form), CSRF) is None  # no Origin: the form token decides
 
 
 # --- what is kept, and for how long ------------------------------------------------------------------------
@@ -259,8 +235,8 @@ def page(tiny_bundles: dict[str, Path], tmp_path: Path) -> "PageState":
 def mounted(page: "PageState", token: str | None = None) -> InProcess:
     from edgeface.web.routes import mount
 
-    router = Router(token)
-    mount(router, page, Guard("/ui", router.check_token, router.has_token, page.csrf))
+    router = Router(Access(token))
+    mount(router, page)
     return InProcess(router)
 
 
@@ -399,21 +375,37 @@ def test_sign_in_routes_in_process(page: "PageState") -> None:
     client = mounted(page, token)
     reply = client.get("/ui/people")
     assert reply.status == 303 and reply.headers["Location"] == "/ui/login?next=/ui/people"
+    assert client.get("/").headers["Location"] == "/ui/login?next=/ui/"
     assert client.get("/ui/api/live").status == 401  # the script's requests get no redirect
+    assert client.get("/ui/face.jpg?of=recent&id=x").status == 401
     form = client.page("/ui/login?next=/ui/people")
     assert 'name="next" value="/ui/people"' in form
     wrong = client.send("POST", "/ui/login", [("token", "guess"), ("next", "/ui/people")])
     assert wrong.status == 401 and b"Wrong token." in wrong.body and not client.cookies
     right = client.send("POST", "/ui/login", [("token", token), ("next", "/ui/people")])
     assert right.status == 303 and right.headers["Location"] == "/ui/people"
-    assert "HttpOnly" in right.headers["Set-Cookie"] and "SameSite=Strict" in right.headers["Set-Cookie"]
+    cookie = right.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui/" in cookie
+    session = client.cookies["edgeface_session"]
+    assert token not in cookie and len(session) >= 40  # a session id, never the token
     assert "Sign out" in client.page("/ui/people")
-    csrf = page.csrf
-    out = client.send("POST", "/ui/logout", [("csrf", csrf)])
+    out = client.send("POST", "/ui/logout", [("csrf", page.csrf)])
     assert out.status == 303 and out.headers["Location"] == "/ui/login" and not client.cookies
-    assert client.get("/ui/people").status == 303
-    assert client.send("GET", "/ui/people", authorization=f"Bearer {token}").status == 200  # scripts
+    client.cookies["edgeface_session"] = session  # a copy of the cookie, kept by whoever had it
+    assert client.get("/ui/people").status == 303  # revoked
+    del client.cookies["edgeface_session"]
+    bearer = client.send("GET", "/ui/people", authorization=f"Bearer {token}")  # scripts
+    assert bearer.status == 200 and "Sign out" not in bearer.body.decode()
+    for next_path in ("//attacker.example/", "https://attacker.example/", "/ui/\\attacker", "/elsewhere",
+                      "/ui/\r\nSet-Cookie: x=1", "/ui/\u20ac", "/ui/people\x00"):
+        back = client.send("POST", "/ui/login", [("token", token), ("next", next_path)])
+        assert back.headers["Location"] == "/ui/", next_path  # never another site, never a split header
 
+    for _ in range(10):  # 10 wrong in a row (a right one forgets the earlier ones), then 429
+        assert client.send("POST", "/ui/login", [("token", "guess")]).status == 401
+    limited = client.send("POST", "/ui/login", [("token", token)])
+    wait = int(limited.headers["Retry-After"])
+    assert limited.status == 429 and 1 <= wait <= 6 and f"try again in {wait} s".encode() in limited.body
     assert mounted(page).get("/ui/login").headers["Location"] == "/ui/"  # no token: nothing to sign in to
 
 
@@ -430,6 +422,7 @@ def test_assets_and_guard_in_process(page: "PageState") -> None:
                        origin="http://attacker.example").status == 403
     assert InProcess(client.router, host="attacker.example").get("/ui/").status == 421
     assert client.send("POST", "/ui/people", [("csrf", page.csrf), ("x", "y" * 70_000)]).status == 413
+    assert client.send("POST", "/ui/people", [("csrf", page.csrf)], content_type="application/json").status == 415
     assert client.send("DELETE", "/ui/people").status == 405
     assert client.get("/ui/nothing").status == 404
 

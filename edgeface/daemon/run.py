@@ -23,7 +23,8 @@ from edgeface.daemon.sources import Capture, Frame
 from edgeface.daemon.stats import RunStats, process_status
 
 if TYPE_CHECKING:
-    from edgeface.daemon.server import HttpServer, Reply, Request
+    from edgeface.daemon.http import Reply, Request
+    from edgeface.daemon.server import HttpServer
 
 log = logging.getLogger("edgeface.daemon")
 
@@ -90,11 +91,15 @@ class Daemon:
 
     def _http_server(self, config: HttpConfig) -> "HttpServer":
         """``/healthz``, ``/labels`` and ``/metrics``; more routes can be added until ``start``."""
+        from edgeface.daemon.access import MIN_TOKEN_CHARS
+        from edgeface.daemon.http import Reply
         from edgeface.daemon.secrets import read_secret, redact
-        from edgeface.daemon.server import HttpServer, Reply
+        from edgeface.daemon.server import HttpServer
 
-        token = read_secret("[http] token", config.token_file, HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV)
-        server = HttpServer(config.host, config.port, token=token, timeout=config.timeout,
+        token = read_secret("[http] token", config.token_file, HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV,
+                            min_chars=MIN_TOKEN_CHARS)
+        hosts = [h for h in f"{config.hosts},{self.config.web.hosts}".split(",") if h.strip()]
+        server = HttpServer(config.host, config.port, token=token, hosts=hosts, timeout=config.timeout,
                             max_connections=config.max_connections)
 
         def healthz(request: Request) -> Reply:

@@ -9,7 +9,7 @@ could not name, manage the enrolled people and the thresholds, from a phone's or
 * ``store``     unknown visits and strangers' faces on disk, beside the gallery, with their retention;
 * ``live``      the newest frame, encoded as a JPEG only when a page asks;
 * ``pages``     the HTML, rendered on the server; ``static/`` its style sheet and one small script;
-* ``guard``     who may use the page: token (header or sign-in cookie), host name, forms from the page only.
+* ``guard``     forms from the page only, and the headers of its answers (the server checks host and token).
 
 Device side: numpy, OpenCV and the standard library; it sits above ``edgeface.daemon`` and
 ``edgeface.people`` (it uses both) and only the CLI imports it.

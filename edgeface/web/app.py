@@ -5,7 +5,7 @@ recognitions, thresholds. ``edgeface run`` passes ``web_page`` to the daemon as 
 * watches every frame (``observe``, on the pipeline's thread: ``watch`` and ``live`` keep what the page shows),
 * keeps the unknown faces on disk on its own thread (``keeper``),
 * answers its routes (``routes``, one small class per resource over ``state.PageState``) on the daemon's HTTP
-  server, each behind the page's guard (``guard``).
+  server, behind the server's own host and access check, its forms behind the page's (``guard``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeface.core.errors import EdgefaceError
-from edgeface.web.guard import Guard
 from edgeface.web.keeper import Keeper
 from edgeface.web.routes import mount
 from edgeface.web.state import PREFIX, PageState
@@ -34,10 +33,9 @@ class WebPage:
     def __init__(self, daemon: "Daemon") -> None:
         if daemon.http is None:
             raise EdgefaceError("[web] needs the HTTP server ([http] enabled)")
-        config, router = daemon.config, daemon.http.router
+        config = daemon.config
         self.state = PageState.open(daemon.bundle, daemon.pipeline.labeler, config.web, config.gallery)
-        guard = Guard(PREFIX, router.check_token, router.has_token, self.state.csrf, config.web.hosts)
-        mount(router, self.state, guard)
+        mount(daemon.http.router, self.state)
         self.keeper = Keeper(self.state.unknowns, self.state.store)
         self.keeper.start()
         self._errors = 0

@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 
 from edgeface.core.errors import EdgefaceError
 from edgeface.core.gallery import Gallery, open_gallery
-from edgeface.daemon.server import Reply
+from edgeface.daemon.http import Reply
 from edgeface.people.album import faces_dir
 from edgeface.web import pages
-from edgeface.web.guard import SESSION_COOKIE
 from edgeface.web.live import LiveView
 from edgeface.web.store import FaceStore
 from edgeface.web.unknowns import Unknowns, VisitUnknowns
@@ -31,7 +30,7 @@ from edgeface.web.watch import FaceWatcher
 if TYPE_CHECKING:
     from edgeface.core.bundle import Bundle
     from edgeface.daemon.config import WebConfig
-    from edgeface.daemon.server import Request
+    from edgeface.daemon.http import Request
     from edgeface.runtime.labeler import Labeler
 
 log = logging.getLogger("edgeface.daemon.web")
@@ -108,10 +107,10 @@ class PageState:
 
     def frame(self, request: "Request", gallery: Gallery | None = None) -> pages.Frame:
         """What every page shows around its content; ``gallery`` when the caller has read it already. A
-        browser signed in (with the page's cookie) is offered to sign out."""
+        browser signed in (a session let the request through) is offered to sign out."""
         gallery = gallery if gallery is not None else self.gallery()
         counts = {"unknown": self.unknowns.count(), "people": len(gallery) if gallery else 0}
-        return pages.Frame(self.csrf, counts, SESSION_COOKIE in request.cookies, self.retention())
+        return pages.Frame(self.csrf, counts, bool(request.session), self.retention())
 
     def retention(self) -> str:
         if self.store is None:

@@ -13,44 +13,49 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
-from edgeface.daemon.server import MAX_FORM_BYTES, Handler, Reply, Request, Router
-from edgeface.web.guard import SECURITY_HEADERS, Guard
+from edgeface.daemon.http import Handler, Reply, Request
+from edgeface.daemon.server import Router
+from edgeface.web.guard import SECURITY_HEADERS, check_form
 from edgeface.web.routes.assets import Assets
 from edgeface.web.routes.base import PageRoute
 from edgeface.web.routes.live import Live
 from edgeface.web.routes.people import People
 from edgeface.web.routes.recent import Recent
-from edgeface.web.routes.signin import SignIn
+from edgeface.web.routes.signin import SignIn, sign_in_first
 from edgeface.web.routes.thresholds import Thresholds
 from edgeface.web.routes.unknown import Unknown
 from edgeface.web.state import PageState
 
 
-def page_routes(state: PageState, guard: Guard) -> list[PageRoute]:
+def page_routes(state: PageState, router: Router) -> list[PageRoute]:
     """Every route of the page."""
     people, recent, thresholds = People(state), Recent(state), Thresholds(state)
     assets = Assets(state, {"person": people.crop, "stranger": thresholds.crop, "recent": recent.crop})
-    resources = (Live(state), Unknown(state), people, recent, thresholds, SignIn(guard), assets)
+    resources = (Live(state), Unknown(state), people, recent, thresholds, SignIn(router.access), assets)
     return [route for resource in resources for route in resource.routes()]
 
 
-def mount(router: Router, state: PageState, guard: Guard) -> Sequence[PageRoute]:
-    """Add the page's routes to ``router``; returns them."""
-    routes = page_routes(state, guard)
-    guard.public = tuple(route.path for route in routes if route.public)
+def mount(router: Router, state: PageState) -> list[PageRoute]:
+    """Add the page's routes to ``router`` (whose access check comes first, as for every route); returns them."""
+    routes = page_routes(state, router)
     for route in routes:
-        router.route(route.method, route.path, guarded(route.handler, guard), public=True)
+        handler = route.handler if route.public or route.method != "POST" else from_the_page(route.handler, state)
+        router.route(route.method, route.path, with_headers(handler), public=route.public,
+                     on_unauthorized=with_headers(sign_in_first) if route.html else None)
     return routes
 
 
-def guarded(handler: Handler, guard: Guard) -> Handler:
+def from_the_page(handler: Handler, state: PageState) -> Handler:
+    """``handler`` for forms posted from the page only (its form token, its origin)."""
     def answer(request: Request) -> Reply:
-        if len(request.body) > MAX_FORM_BYTES:
-            reply = Reply.text("request body too large", 413)
-        else:
-            reply = guard.check(request) or handler(request)
+        return check_form(request, state.csrf) or handler(request)
+
+    return answer
+
+
+def with_headers(handler: Handler) -> Handler:
+    def answer(request: Request) -> Reply:
+        reply = handler(request)
         return reply.with_headers({**SECURITY_HEADERS, **reply.headers})
 
     return answer

@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Callable, Mapping, Sequence
 
-from edgeface.daemon.server import Reply, Request
+from edgeface.daemon.http import Reply, Request
 from edgeface.web.routes.base import PageRoute
 from edgeface.web.state import PREFIX, PageState
 

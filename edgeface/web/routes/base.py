@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from edgeface.daemon.server import Handler, Reply, Request
+from edgeface.daemon.http import Handler, Reply, Request
 from edgeface.web.state import PageState
 
 
@@ -15,6 +15,7 @@ class PageRoute:
     path: str  # the whole path, /ui/... (the server matches exact paths; variable parts go in the query)
     handler: Handler
     public: bool = False  # answered without signing in (the sign-in form, the style sheet and script)
+    html: bool = False  # a page a browser opens: without a token, it is led to the sign-in form
 
 
 class Resource:
@@ -27,7 +28,7 @@ class Resource:
         self.state = state
 
     def routes(self) -> Sequence[PageRoute]:
-        return PageRoute("GET", self.path, self.page), PageRoute("POST", self.path, self.act)
+        return PageRoute("GET", self.path, self.page, html=True), PageRoute("POST", self.path, self.act)
 
     def page(self, request: Request) -> Reply:
         raise NotImplementedError

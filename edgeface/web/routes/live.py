@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from edgeface.daemon.server import Reply, Request
+from edgeface.daemon.http import Reply, Request
 from edgeface.web import pages
 from edgeface.web.routes.base import PageRoute, Resource
 from edgeface.web.state import PREFIX
@@ -14,8 +14,9 @@ from edgeface.web.state import PREFIX
 class Live(Resource):
     def routes(self) -> Sequence[PageRoute]:
         to_page = lambda request: Reply.redirect(f"{PREFIX}/")  # noqa: E731
-        return (PageRoute("GET", "/", to_page), PageRoute("GET", PREFIX, to_page),
-                PageRoute("GET", f"{PREFIX}/", self.page), PageRoute("GET", f"{PREFIX}/api/live", self.api),
+        return (PageRoute("GET", "/", to_page, html=True), PageRoute("GET", PREFIX, to_page, html=True),
+                PageRoute("GET", f"{PREFIX}/", self.page, html=True),
+                PageRoute("GET", f"{PREFIX}/api/live", self.api),
                 PageRoute("GET", f"{PREFIX}/live.jpg", self.jpeg),
                 PageRoute("GET", f"{PREFIX}/api/stats", self.stats))
 

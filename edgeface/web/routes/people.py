@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgeface.core.errors import EdgefaceError
-from edgeface.daemon.server import Reply, Request
+from edgeface.daemon.http import Reply, Request
 from edgeface.people.album import crop_path
 from edgeface.people.enroll import remove_person, remove_photo, rename_person
 from edgeface.web import pages

@@ -7,7 +7,7 @@ import time
 
 from edgeface.core.errors import EdgefaceError
 from edgeface.core.gallery import Gallery
-from edgeface.daemon.server import Reply, Request
+from edgeface.daemon.http import Reply, Request
 from edgeface.people.enroll import change_gallery
 from edgeface.web import pages
 from edgeface.web.routes.base import Resource

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeface.core.errors import EdgefaceError
-from edgeface.daemon.server import Reply, Request
+from edgeface.daemon.http import Reply, Request
 from edgeface.people.calibrate import calibrate_faces
 from edgeface.web import pages
 from edgeface.web.routes.base import Resource

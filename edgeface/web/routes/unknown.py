@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from edgeface.core.errors import EdgefaceError
-from edgeface.daemon.server import Reply, Request
+from edgeface.daemon.http import Reply, Request
 from edgeface.people.enroll import enroll_faces
 from edgeface.web import pages
 from edgeface.web.routes.base import Resource
