@@ -312,6 +312,7 @@ def test_the_sign_in_cookie_is_a_session_that_sign_out_revokes(page_daemon) -> N
     assert status == 303 and headers["location"].startswith("/ui/login")
     labels = f"GET /labels HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
     assert exchange(port, labels.encode())[0] == 401
+    assert cookie.partition("=")[2] not in daemon.log() and TOKEN not in daemon.log()  # nor in the log
 
 
 AUTH = f"Authorization: Bearer {TOKEN}\r\n".encode()
