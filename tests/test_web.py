@@ -92,9 +92,10 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
 
     from edgeface.core.results import FaceLabels, Prediction
     from edgeface.core.spec import CropSpec, ModelSpec
-    from edgeface.daemon.records import FaceResult, FaceSamples, FrameResult, Published
+    from edgeface.daemon.records import Published
     from edgeface.data.synthetic import composite_frame, make_people, render_head
     from edgeface.faces.detect import Face
+    from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
     from edgeface.runtime.labeler import Labeler
     from edgeface.web import watch
 
@@ -114,7 +115,8 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
                                                               Prediction("male", 0.8))) for f, track, name in faces)
         n = len(faces)
         outputs = {"identity": np.tile([[0.4, 0.6]], (n, 1)), "embedding": np.tile([[1.0, 0, 0, 0]], (n, 1))}
-        samples = FaceSamples(tuple(f for f, _, _ in faces), np.zeros((n, 64, 64, 3), np.uint8), outputs)
+        samples = FaceSamples(tuple(f for f, _, _ in faces), tuple(range(n)), np.zeros((n, 64, 64, 3), np.uint8),
+                              outputs)
         watcher.observe(image, Published(FrameResult(when, 0, results, samples=samples if n else None), True))
 
     start = 1000.0
@@ -159,15 +161,16 @@ class Scene:
         """One frame at ``when`` with ``faces`` (slot 0 or 1, track, name or "unknown") to the page's watcher and
         live view, as ``WebPage.observe`` passes it."""
         from edgeface.core.results import FaceLabels, Prediction
-        from edgeface.daemon.records import FaceResult, FaceSamples, FrameResult, Published
+        from edgeface.daemon.records import Published
+        from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
 
         results = tuple(FaceResult(self.boxes[slot].box, track, FaceLabels(
             Prediction(name, 0.4), Prediction("happy", 0.9), Prediction("male", 0.8))) for slot, track, name in faces)
         n = len(faces)
         outputs = {"identity": np.tile([[0.4, 0.6]], (n, 1)),
                    "embedding": np.stack([self.embeddings[slot] for slot, _, _ in faces]) if n else np.zeros((0, 2))}
-        samples = FaceSamples(tuple(self.boxes[slot] for slot, _, _ in faces), np.zeros((n, 64, 64, 3), np.uint8),
-                              outputs)
+        samples = FaceSamples(tuple(self.boxes[slot] for slot, _, _ in faces), tuple(range(n)),
+                              np.zeros((n, 64, 64, 3), np.uint8), outputs)
         item = Published(FrameResult(when, self.index, results, samples=samples if n else None), True)
         image = self.image ^ np.uint8(self.index % 251)  # each frame a little different, as a camera's are
         self.index += 1
