@@ -6,6 +6,7 @@ tests/faults/test_http_faults.py tries the same on a running daemon."""
 from __future__ import annotations
 
 import io
+import logging
 import time
 from typing import Any
 
@@ -17,6 +18,16 @@ from edgeface.daemon.http import Reply, Request
 from edgeface.daemon.server import Router
 
 TOKEN = "a-token-of-24-characters"
+
+
+@pytest.fixture()
+def daemon_log(caplog: pytest.LogCaptureFixture):
+    """What the daemon logs, whatever earlier tests did to logging (the CLI's setup stops propagation)."""
+    logger = logging.getLogger("edgeface.daemon")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, "edgeface.daemon")
+    yield caplog
+    logger.removeHandler(caplog.handler)
 
 
 class Clock:
@@ -95,7 +106,7 @@ def test_sessions_are_random_revocable_expiring_and_bounded() -> None:
 
 
 def test_wrong_tokens_are_limited_per_client_and_nothing_waits(monkeypatch: pytest.MonkeyPatch,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+                                                               daemon_log: pytest.LogCaptureFixture) -> None:
     """Guessing through the header and through the sign-in form costs from one budget per client, answered
     429 with Retry-After once spent; no request thread ever sleeps (one second per wrong sign-in stalled
     /healthz before)."""
@@ -118,8 +129,8 @@ def test_wrong_tokens_are_limited_per_client_and_nothing_waits(monkeypatch: pyte
     clock.now += 6  # one attempt back
     assert get(router, "/labels", authorization=f"Bearer {TOKEN}").status == 200
     assert get(router, "/labels", authorization="Bearer guess-again-1234567890").status == 401  # forgotten on success
-    assert "guess" not in caplog.text and TOKEN not in caplog.text
-    assert "wrong token from 192.168.1.20" in caplog.text
+    assert "guess" not in daemon_log.text and TOKEN not in daemon_log.text
+    assert "wrong token from 192.168.1.20" in daemon_log.text
 
 
 def test_failure_limit_is_bounded() -> None:
@@ -158,7 +169,7 @@ def environ(method: str = "GET", path: str = "/labels", query: str = "", body: b
     return env
 
 
-def test_malformed_requests_get_a_4xx(caplog: pytest.LogCaptureFixture) -> None:
+def test_malformed_requests_get_a_4xx(daemon_log: pytest.LogCaptureFixture) -> None:
     router = Router(Access())
     router.route("POST", "/form", lambda r: Reply.json({"a": r.field("a"), "n": len(r.form.get("a", []))}))
     router.route("GET", "/query", lambda r: Reply.json({"q": r.arg("q")}))
@@ -182,7 +193,7 @@ def test_malformed_requests_get_a_4xx(caplog: pytest.LogCaptureFixture) -> None:
         reply = router.answer(env)
         assert reply.status == status, (what, reply.status, reply.body)
         assert b"Traceback" not in reply.body and b"ZeroDivision" not in reply.body
-    assert "ZeroDivisionError" in caplog.text  # in the log, never in the reply
+    assert "ZeroDivisionError" in daemon_log.text  # in the log, never in the reply
     assert router.answer(environ("GET", "/query", query="q=%zz%")).body == b'{"q":"%zz%"}'  # kept as it is
     moved = router.answer(environ("GET", "/to", query="next=/ui/%0d%0aSet-Cookie:%20x=1"))
     assert moved.headers["Location"] == "/ui/%0D%0ASet-Cookie:%20x=1"  # no header can be split

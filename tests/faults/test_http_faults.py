@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import logging
 import re
 import resource
 import socket
@@ -22,6 +23,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 IDLE = 1000
+
+
+@pytest.fixture()
+def daemon_log(caplog: pytest.LogCaptureFixture):
+    """What the daemon logs, whatever earlier tests did to logging (the CLI's setup stops propagation)."""
+    logger = logging.getLogger("edgeface.daemon")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, "edgeface.daemon")
+    yield caplog
+    logger.removeHandler(caplog.handler)
 
 
 def _raw_get(port: int, path: str, token: str | None = None, timeout: float = 1.0,
@@ -506,7 +517,8 @@ def well_formed(reply) -> None:
     assert b"Traceback" not in reply.body
 
 
-def test_any_request_gets_a_well_formed_answer_below_500(page_router, caplog: pytest.LogCaptureFixture) -> None:
+def test_any_request_gets_a_well_formed_answer_below_500(page_router,
+                                                         daemon_log: pytest.LogCaptureFixture) -> None:
     router, state = page_router
 
     statuses: collections.Counter = collections.Counter()
@@ -521,7 +533,8 @@ def test_any_request_gets_a_well_formed_answer_below_500(page_router, caplog: py
     check()
     print("\nstatuses:", dict(sorted(statuses.items())))
     assert statuses[200] and statuses[401] and statuses[421]  # past the checks, and refused by each
-    assert "Traceback" not in caplog.text and TOKEN not in caplog.text
+    assert "Traceback" not in daemon_log.text and TOKEN not in daemon_log.text
+    assert "wrong token from" in daemon_log.text  # the log was read
 
 
 RAW_HEADER_NAMES = ["Host", "Cookie", "Authorization", "Content-Type", "Origin", "Accept", "X-Forwarded-For", "Range"]
@@ -546,7 +559,8 @@ def raw_requests(draw: st.DrawFn, csrf: str) -> bytes:
     return head.encode("latin-1") + b"\r\n\r\n" + body
 
 
-def test_any_bytes_on_a_real_server_get_an_answer_below_500(page_router, caplog: pytest.LogCaptureFixture) -> None:
+def test_any_bytes_on_a_real_server_get_an_answer_below_500(page_router,
+                                                            daemon_log: pytest.LogCaptureFixture) -> None:
     """The same through a real socket and waitress's own parsing (fewer examples: each is a connection)."""
     from edgeface.daemon.server import HttpServer
 
@@ -565,4 +579,4 @@ def test_any_bytes_on_a_real_server_get_an_answer_below_500(page_router, caplog:
         check()
     finally:
         server.close(2)
-    assert "Traceback" not in caplog.text and TOKEN not in caplog.text
+    assert "Traceback" not in daemon_log.text and TOKEN not in daemon_log.text
