@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from daemon_helpers import DaemonProcess
+from helpers.daemon import DaemonProcess
 
 from edgeface.core.errors import ConfigError
 from edgeface.daemon.access import Access
@@ -30,7 +30,7 @@ from edgeface.web.store import FaceSample, FaceStore, Visit
 if TYPE_CHECKING:
     from edgeface.web.state import PageState
 
-# --- forms from the page only (the server's own check, tests/test_http.py, covers host and token) --------------
+# --- forms from the page only (the server's own check, tests/test_daemon_access.py, covers host and token) ----
 
 CSRF = "0123456789abcdef0123456789abcdef"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
-import logging
 import re
 import resource
 import socket
@@ -18,21 +17,12 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from daemon_helpers import DaemonProcess, cpu_seconds, http_get
+from helpers.daemon import DaemonProcess, cpu_seconds, http_get
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 IDLE = 1000
 
-
-@pytest.fixture()
-def daemon_log(caplog: pytest.LogCaptureFixture):
-    """What the daemon logs, whatever earlier tests did to logging (the CLI's setup stops propagation)."""
-    logger = logging.getLogger("edgeface.daemon")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, "edgeface.daemon")
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def _raw_get(port: int, path: str, token: str | None = None, timeout: float = 1.0,
@@ -182,7 +172,7 @@ def test_routes_registered_by_another_module_are_guarded_too() -> None:
 
 
 def test_source_url_password_is_never_shown(fault_bundle: Path) -> None:
-    from daemon_helpers import free_port
+    from helpers.ports import free_port
 
     url = f"rtsp://viewer:hunter2pw@127.0.0.1:{free_port()}/stream?token=alsosecret"
     daemon = DaemonProcess(["--bundle", str(fault_bundle), "--source", url, "--http-port", "0"])
