@@ -578,3 +578,33 @@ def test_every_action_through_the_running_daemon(tiny_bundles: dict[str, Path], 
         assert daemon.stop()[0] == 0
     finally:
         daemon.kill()
+
+
+def test_household_route_in_process(page: "PageState") -> None:
+    """The household's people with where each was last seen: from the presence reports (here fed as the MQTT
+    sink feeds them), beside the people enrolled on this device."""
+    import dataclasses
+
+    from edgeface.daemon.presence import HouseholdPresence
+    from edgeface.daemon.sinks.mqtt import person_id
+    from edgeface.people.enroll import enroll_faces
+
+    client = mounted(page)
+    text = client.page("/ui/household")
+    assert "Nobody yet." in text and "set [mqtt] host" in text and "turn [sync] on" in text
+    crop = bytes([0xFF, 0xD8, 1])
+    enroll_faces(page.bundle, "Ada", np.eye(1, page.bundle.spec.embedding_size, dtype=np.float32), [crop],
+                 [{"file": "ada.jpg", "sha256": hashlib.sha256(crop).hexdigest()}], page.gallery_path)
+    presence = HouseholdPresence()
+    presence.status("hall", True)
+    presence.report("hall", person_id("Ada"), {"state": "home", "name": "Ada", "camera": "hall",
+                                              "last_seen": time.time() - 30, "visit": "hall-1"})
+    presence.report("door", person_id("Bob"), {"state": "not_home", "name": "Bob", "camera": "front door",
+                                               "last_seen": time.time() - 7200, "visit": "door-1"})
+    client = mounted(dataclasses.replace(page, presence=presence.people, shared=True))
+    text = client.page("/ui/household")
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"<tr><th>([^<]+)</th>(.*?)</tr>", text)}
+    assert "shares its people" in text and "set [mqtt] host" not in text
+    assert re.search(r"<td>home</td><td>hall</td><td class=\"num\">30 s ago</td><td>enrolled here", rows["Ada"])
+    assert re.search(r"<td>away</td><td>front door</td><td class=\"num\">2 h ago</td><td><span class=muted>seen",
+                     rows["Bob"])

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeface.core.errors import EdgefaceError
+from edgeface.daemon.sinks.mqtt import MqttSink
 from edgeface.web.keeper import Keeper
 from edgeface.web.routes import mount
 from edgeface.web.state import PREFIX, PageState
@@ -34,7 +35,10 @@ class WebPage:
         if daemon.http is None:
             raise EdgefaceError("[web] needs the HTTP server ([http] enabled)")
         config = daemon.config
-        self.state = PageState.open(daemon.bundle, daemon.pipeline.labeler, config.web, config.gallery)
+        mqtt = next((sink for sink in daemon.sinks if isinstance(sink, MqttSink)), None)
+        self.state = PageState.open(daemon.bundle, daemon.pipeline.labeler, config.web, config.gallery,
+                                    presence=mqtt.presence.people if mqtt is not None else None,
+                                    shared=config.sync.enabled)
         mount(daemon.http.router, self.state)
         self.keeper = Keeper(self.state.unknowns, self.state.store)
         self.keeper.start()

@@ -54,7 +54,8 @@ class Frame:
 
 
 NAV = (("live", "", "Live"), ("unknown", "unknown", "Unknown"), ("people", "people", "People"),
-       ("recent", "recent", "Recent"), ("thresholds", "thresholds", "Thresholds"))
+       ("recent", "recent", "Recent"), ("thresholds", "thresholds", "Thresholds"),
+       ("household", "household", "Household"))
 
 
 def layout(frame: Frame | None, current: str, title: str, body: str, note: tuple[str, str] | None = None) -> str:
@@ -330,3 +331,35 @@ def login_page(next_path: str, error: str = "") -> str:
             f'autocomplete="current-password" required autofocus>'
             f'<button class="primary">Sign in</button></form>')
     return layout(None, "", "Sign in", body, ("error", error) if error else None)
+
+
+@dataclass(frozen=True)
+class HouseholdRow:
+    """One person of the household: where and when a camera last saw them (``camera`` empty: not yet)."""
+
+    name: str
+    home: bool
+    camera: str
+    seconds_ago: float | None
+    enrolled_here: bool
+
+
+def household_page(frame: Frame, rows: Sequence[HouseholdRow], shared: bool, presence: bool,
+                   note: tuple[str, str] | None = None) -> str:
+    intro = ('<h1>Household</h1><p class="muted">Who the household knows, and which camera saw each of them '
+             'last: every device of the same MQTT topic reports the people it sees.')
+    intro += (" This device shares its people with the others ([sync] is on)." if shared else
+              " This device keeps its people to itself: turn [sync] on to share them (docs/fleet.md).") + "</p>"
+    if not presence:
+        intro += '<p class="note warn">Where people were seen comes through MQTT: set [mqtt] host.</p>'
+    if not rows:
+        return layout(frame, "household", "Household", intro + '<p class="empty">Nobody yet.</p>', note)
+    lines = "".join(
+        f'<tr><th>{esc(r.name)}</th><td>{"home" if r.home else "away"}</td>'
+        f'<td>{esc(r.camera) if r.camera else "<span class=muted>not seen yet</span>"}</td>'
+        f'<td class="num">{ago(r.seconds_ago) + " ago" if r.seconds_ago is not None else ""}</td>'
+        f'<td>{"enrolled here" if r.enrolled_here else "<span class=muted>seen by a camera</span>"}</td></tr>'
+        for r in rows)
+    table = ('<table><tr><th>Person</th><th>Now</th><th>Last seen by</th><th>When</th><th></th></tr>'
+             f'{lines}</table>')
+    return layout(frame, "household", "Household", intro + table, note)

@@ -15,7 +15,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgeface.core.errors import EdgefaceError
 from edgeface.core.gallery import Gallery, open_gallery
@@ -76,10 +76,14 @@ class PageState:
     live: LiveView = field(default_factory=LiveView)
     notes: Notes = field(default_factory=Notes)
     csrf: str = field(default_factory=lambda: secrets.token_hex(16))  # the page's form token, new at each start
+    # The household's presence by person (the MQTT sink's, edgeface.daemon.presence; None without MQTT), and
+    # whether this device shares its people ([sync]).
+    presence: Callable[[], dict[str, dict[str, Any]]] | None = None
+    shared: bool = False
 
     @classmethod
-    def open(cls, bundle: "Bundle", labeler: "Labeler", config: "WebConfig",
-             gallery_setting: str = "") -> "PageState":
+    def open(cls, bundle: "Bundle", labeler: "Labeler", config: "WebConfig", gallery_setting: str = "",
+             presence: Callable[[], dict[str, dict[str, Any]]] | None = None, shared: bool = False) -> "PageState":
         """The state for a run of ``bundle`` with ``labeler`` (whose gallery the page changes); unknown faces
         kept by earlier runs are read back."""
         gallery_path = labeler.gallery_path
@@ -89,7 +93,7 @@ class PageState:
         visits = store.load_visits() if store is not None else []
         watcher = FaceWatcher(bundle.spec.crop, labeler, visits, keep_faces=not cannot_name)
         return cls(bundle, labeler, config, gallery_path, cannot_name, store, watcher,
-                   VisitUnknowns(watcher, store))
+                   VisitUnknowns(watcher, store), presence=presence, shared=shared)
 
     def gallery(self) -> Gallery | None:
         """The gallery as it is on disk now (None without one, or when it cannot be read: logged)."""

@@ -5,6 +5,7 @@
 * ``people``      ``/ui/people``: the people enrolled; remove a photo, rename, remove;
 * ``recent``      ``/ui/recent``: the last recognitions; "Not X";
 * ``thresholds``  ``/ui/thresholds``: the thresholds, recalibration, strangers' faces;
+* ``household``   ``/ui/household``: the household's people and which camera saw each last;
 * ``signin``      ``/ui/login``, ``/ui/logout``;
 * ``assets``      ``/ui/face.jpg`` (each face from its resource), ``/ui/static/``.
 
@@ -18,6 +19,7 @@ from edgeface.daemon.server import Router
 from edgeface.web.guard import SECURITY_HEADERS, check_form
 from edgeface.web.routes.assets import Assets
 from edgeface.web.routes.base import PageRoute
+from edgeface.web.routes.household import Household
 from edgeface.web.routes.live import Live
 from edgeface.web.routes.people import People
 from edgeface.web.routes.recent import Recent
@@ -31,7 +33,8 @@ def page_routes(state: PageState, router: Router) -> list[PageRoute]:
     """Every route of the page."""
     people, recent, thresholds = People(state), Recent(state), Thresholds(state)
     assets = Assets(state, {"person": people.crop, "stranger": thresholds.crop, "recent": recent.crop})
-    resources = (Live(state), Unknown(state), people, recent, thresholds, SignIn(router.access), assets)
+    resources = (Live(state), Unknown(state), people, recent, thresholds, Household(state), SignIn(router.access),
+                 assets)
     return [route for resource in resources for route in resource.routes()]
 
 
