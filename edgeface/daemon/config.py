@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from edgeface.core import reader
 from edgeface.core.errors import ConfigError
-from edgeface.core.fileio import read_text_input
 from edgeface.core.gallery import THRESHOLD_RANGES
+from edgeface.core.reader import shown, text_problem
 
 PUBLISH_MODES = ("every", "change")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _opt(default: Any, check: Callable[[Any], str | None] | None = None, help: str = "") -> Any:
-    return field(default=default, metadata={"check": check, "help": help})
+def _opt(default: Any, check: Callable[[Any], str | None] | None = None, help: str = "", secret: bool = False
+         ) -> Any:
+    """A config field: its default, a check of its value, its help; a ``secret`` value is never shown."""
+    return field(default=default, metadata={"check": check, "help": help, "secret": secret})
 
 
 def _range(low: float, high: float) -> Callable[[Any], str | None]:
@@ -82,7 +84,7 @@ class MqttConfig:
     port: int = _opt(1883, _range(1, 65535), "broker port")
     username: str = _opt("", help="")
     password: str = _opt("", help="in the file itself; prefer password_file, the systemd credential "
-                                  "mqtt-password or $EDGEFACE_MQTT_PASSWORD")
+                                  "mqtt-password or $EDGEFACE_MQTT_PASSWORD", secret=True)
     password_file: str = _opt("", help="a file holding the password")
     client_id: str = _opt("", help="default: edgeface-<device>")
     device: str = _opt("", help="device id in topics; default: the host name")
@@ -189,15 +191,8 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10 (tomli is a dependency there)
-        import tomli as tomllib
-    text = read_text_input(path, MAX_CONFIG_BYTES, ConfigError, "config file")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    """The config file, read by the device's one reader (bounded in size and depth, one-line errors)."""
+    return reader.read_toml(path, MAX_CONFIG_BYTES, ConfigError, "config file")
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> DaemonConfig:
@@ -235,9 +230,9 @@ def _check_keys(raw: Mapping[str, Any], origin: str) -> None:
             known = [f.name for f in dataclasses.fields(SECTIONS[key])]
             for name in value:
                 if name not in known:
-                    raise ConfigError(f"{origin}: unknown key {name!r} in [{key}] (known: {', '.join(known)})")
+                    raise ConfigError(f"{origin}: unknown key {shown(name)} in [{key}] (known: {', '.join(known)})")
         elif key not in TOP_LEVEL:
-            raise ConfigError(f"{origin}: unknown key {key!r} (known: {', '.join(TOP_LEVEL + tuple(SECTIONS))})")
+            raise ConfigError(f"{origin}: unknown key {shown(key)} (known: {', '.join(TOP_LEVEL + tuple(SECTIONS))})")
 
 
 def looks_like_path(source: str) -> bool:
@@ -245,9 +240,20 @@ def looks_like_path(source: str) -> bool:
     return not (source.isdigit() or "://" in source or source.split(":")[0] == "picamera2")
 
 
+def expand_user(value: str, where: str = "") -> Path:
+    """``~`` and ``~user`` expanded; a user that does not exist, or a NUL byte, is one ConfigError line."""
+    problem = text_problem(value)
+    if problem:
+        raise ConfigError(f"{where}{shown(value)} {problem}")
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~user of a user this system does not have
+        raise ConfigError(f"{where}{value}: no such user's home folder") from None
+
+
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     def resolve(value: Any) -> Any:
-        if isinstance(value, str) and value and value != "-" and not Path(value).expanduser().is_absolute():
+        if isinstance(value, str) and value and value != "-" and not expand_user(value).is_absolute():
             return str(base / value)
         return value
 
@@ -267,8 +273,9 @@ def _type_name(kind: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
 
 
-def _coerce(value: Any, kind: Any, where: str) -> Any:
-    """Check ``value`` against a field's type; int is accepted for float, nothing else is converted."""
+def _coerce(value: Any, kind: Any, where: str, secret: bool = False) -> Any:
+    """Check ``value`` against a field's type; int is accepted for float, nothing else is converted. Text
+    has no control characters (a NUL byte in a path) and at most 4,096 characters."""
     args = typing.get_args(kind)
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -277,10 +284,15 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind is Path and isinstance(value, (str, Path)):
-        return Path(value).expanduser()
+        return expand_user(str(value), f"{where} ")
+    if isinstance(value, str) and kind is str:
+        problem = text_problem(value)
+        if problem:
+            raise ConfigError(f"{where} {problem}" + ("" if secret else f", got {shown(value)}"))
+        return value
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{where} must be {_type_name(kind)}, got {value!r}")
+    raise ConfigError(f"{where} must be {_type_name(kind)}" + ("" if secret else f", got {shown(value)}"))
 
 
 def _make(cls: type, values: Mapping[str, Any], where: str) -> Any:
@@ -290,11 +302,12 @@ def _make(cls: type, values: Mapping[str, Any], where: str) -> Any:
         if f.name not in values:
             continue
         label = f"{where} {f.name}"
-        value = _coerce(values[f.name], hints[f.name], label)
+        secret = bool(f.metadata.get("secret"))
+        value = _coerce(values[f.name], hints[f.name], label, secret)
         check = f.metadata.get("check")
         problem = check(value) if check else None
         if problem:
-            raise ConfigError(f"{label} {problem}, got {value!r}")
+            raise ConfigError(f"{label} {problem}" + ("" if secret else f", got {shown(value)}"))
         kwargs[f.name] = value
     return cls(**kwargs)
 
@@ -306,7 +319,9 @@ def _build(raw: Mapping[str, Any], origin: str) -> DaemonConfig:
         raise ConfigError(f"{origin}: no source given (set source = 0, a device, file, folder or URL, or pass --source)")
     source = raw["source"]
     if isinstance(source, bool) or not isinstance(source, (int, str)):
-        raise ConfigError(f"{origin}: source must be a camera index, a path or a URL, got {source!r}")
+        raise ConfigError(f"{origin}: source must be a camera index, a path or a URL, got {shown(source)}")
+    if isinstance(source, str) and text_problem(source):
+        raise ConfigError(f"{origin}: source {text_problem(source)}")
     if isinstance(source, int) and source < 0:
         raise ConfigError(f"{origin}: camera index must be 0 or more, got {source}")
     sections = {name: _make(cls, raw.get(name, {}), f"{origin}: [{name}]") for name, cls in SECTIONS.items()}
@@ -335,7 +350,7 @@ def _check_mqtt(mqtt: MqttConfig, origin: str) -> None:
         raise ConfigError(f"{origin}: [mqtt] keyfile is set without certfile")
     for key in ("password_file", "ca_certs", "certfile", "keyfile"):
         value = getattr(mqtt, key)
-        if value and not Path(value).expanduser().is_file():
+        if value and not expand_user(value, f"{origin}: [mqtt] {key} ").is_file():
             raise ConfigError(f"{origin}: [mqtt] {key} {value}: no such file")
 
 
