@@ -152,8 +152,8 @@ def _check_end_record(path: Path, handle: Any) -> None:
     handle.seek(size - tail_size)
     tail = handle.read(tail_size)
     at = tail.rfind(b"PK\x05\x06")
-    if at < 0:
-        return  # not a zip file: zipfile says so
+    if at < 0 or len(tail) - at < 22:
+        return  # no whole end record: zipfile says it is not a zip file
     entries, directory_size = struct.unpack("<HI", tail[at + 10:at + 16])
     if entries > MAX_MEMBERS or directory_size > MAX_DIRECTORY_BYTES or tail.rfind(b"PK\x06\x07", 0, at) >= 0:
         raise BundleError(f"{path}: {entries:,} members in a central directory of {directory_size:,} bytes: "

@@ -344,10 +344,12 @@ def _read_person(entry: Table, size: int, where: str) -> Person:
         if not _NUMBERS.issuperset(map(type, row)):
             rows.fail(index, "must hold numbers only")
     embeddings = np.asarray(rows.raw, dtype=np.float64)
-    norms = np.linalg.norm(embeddings, axis=1)
+    with np.errstate(over="ignore"):  # 1e308 squared: an infinite norm, refused below
+        norms = np.linalg.norm(embeddings, axis=1)
     if not np.isfinite(embeddings).all() or not (norms > 0).all() or not np.isfinite(norms).all():
         raise GalleryError(f"{where}: {name!r} has an embedding that is zero, NaN or infinite: enroll them again")
-    return Person(name, unit_rows(embeddings), photos, added)
+    # Scaled to length 1 in float64, then stored as float32: a number past float32's range stays finite.
+    return Person(name, (embeddings / norms[:, None]).astype(np.float32), photos, added)
 
 
 def _read_photo(photo: Table) -> dict[str, str]:

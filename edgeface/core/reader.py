@@ -70,21 +70,77 @@ def parse_json(text: str | bytes, where: str, error: type[EdgefaceError]) -> Any
 
 
 def parse_toml(text: str, where: str, error: type[EdgefaceError]) -> dict[str, Any]:
-    """TOML text, parsed with its depth bounded (brackets and dotted keys alike)."""
+    """TOML text, parsed with its depth bounded (brackets and dotted keys alike). The depth is measured
+    before parsing too: Python's TOML parser takes time quadratic in a dotted key's length (20,000 parts:
+    14 s)."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10 (tomli is a dependency there)
         import tomli as tomllib
 
+    if toml_depth(text) > MAX_DEPTH:
+        _too_deep(where, error)
+
     return _parse(tomllib.loads, tomllib.TOMLDecodeError, "TOML", text, where, error)
+
+
+_TOML_BARE = re.compile(r"[A-Za-z0-9_+-]+")
+_TOML_STRINGS = {
+    '"""': re.compile(r'"""(?:[^\\]|\\.)*?"""', re.DOTALL),
+    "'''": re.compile(r"'''.*?'''", re.DOTALL),
+    '"': re.compile(r'"(?:[^"\\\n]|\\.)*"'),
+    "'": re.compile(r"'[^'\n]*'"),
+}
+
+
+def toml_depth(text: str) -> int:
+    """How deep TOML text nests, in one linear pass without parsing: brackets and braces, and the parts of
+    dotted keys (``a.b.c``). Strings and comments are skipped; the pass stops where a string does not end
+    (the parser stops there too) or as soon as the depth passes ``MAX_DEPTH``."""
+    depth = deepest = dots = 0
+    after_part = False  # the last token was a key part (a bare word or a string): a dot continues the key
+    i, end = 0, len(text)
+    while i < end and deepest <= MAX_DEPTH:
+        char = text[i]
+        if char in " \t":
+            i += 1
+            continue
+        if char == "#":
+            i = text.find("\n", i)
+            i = end if i < 0 else i
+            continue
+        if char in "\"'":
+            quote = char * 3 if text.startswith(char * 3, i) else char
+            match = _TOML_STRINGS[quote].match(text, i)
+            if match is None:
+                break
+            i, after_part = match.end(), True
+            continue
+        bare = _TOML_BARE.match(text, i)
+        if bare is not None:
+            i, after_part = bare.end(), True
+            continue
+        if char == "." and after_part:
+            dots += 1
+            deepest = max(deepest, depth + dots)
+        else:
+            dots = 0
+            if char in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif char in "]}":
+                depth -= 1
+        after_part = False
+        i += 1
+    return deepest
 
 
 def _parse(parse: Callable[[str], Any], invalid: type[Exception], language: str, text: str, where: str,
            error: type[EdgefaceError]) -> Any:
     try:
         value = parse(text)
-    except invalid as exc:
-        raise error(f"{where}: not valid {language} ({exc})") from None
+    except (invalid, ValueError) as exc:  # ValueError: an integer of more than 4,300 digits
+        raise error(f"{where}: not valid {language} ({shown(str(exc), 200)[1:-1]})") from None
     except RecursionError:  # the parser's own recursion, stopped by Python's limit: nothing is left half-done
         _too_deep(where, error)
     if _depth_of(value) > MAX_DEPTH:
@@ -131,7 +187,7 @@ def text_problem(value: str, max_length: int = MAX_TEXT) -> str | None:
     """Why a text field is refused (too long, control characters), or None."""
     if len(value) > max_length:
         return f"is longer than {max_length:,} characters"
-    if any(ord(c) < 32 and c not in "\t" or ord(c) == 127 for c in value):
+    if any(ord(c) < 32 and c not in "\t" or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
         return "contains control characters"
     return None
 
