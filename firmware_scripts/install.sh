@@ -281,7 +281,7 @@ info "releases: $app/releases (current -> releases/current -> <id>), state: $sta
 # --- the venv and the runtime ----------------------------------------------------------------------------------
 step "Python runtime in $venv"
 "$python" -I -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-    || die "$python is Python $("$python" -V 2>&1 | cut -d' ' -f2); edgeface needs 3.10 or newer"
+    || die "$python is Python $("$python" -I -V 2>&1 | cut -d' ' -f2); edgeface needs 3.10 or newer"
 # A venv that anyone but root could have written (an older install let the deploy user own /opt/edgeface) is
 # not run: it is made again.
 if [ -e "$venv" ] && [ "$on_target" = 1 ] && [ -n "$(find "$venv" ! -user root -print -quit)" ]; then

@@ -187,7 +187,7 @@ class DaemonConfig:
 
 # --- reading -----------------------------------------------------------------------------------------------
 
-MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_BYTES = 256 << 10  # a config is a few KB; 1 MB of TOML takes seconds to parse (more on a Pi)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -212,7 +212,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     _check_keys(raw, origin)
     if base is not None:
-        _resolve_paths(raw, base)
+        _resolve_paths(raw, base, origin)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -244,29 +244,29 @@ def expand_user(value: str, where: str = "") -> Path:
     """``~`` and ``~user`` expanded; a user that does not exist, or a NUL byte, is one ConfigError line."""
     problem = text_problem(value)
     if problem:
-        raise ConfigError(f"{where}{shown(value)} {problem}")
+        raise ConfigError(f"{where}{shown(value)}: {problem}")
     try:
         return Path(value).expanduser()
     except RuntimeError:  # ~user of a user this system does not have
         raise ConfigError(f"{where}{value}: no such user's home folder") from None
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    def resolve(value: Any) -> Any:
-        if isinstance(value, str) and value and value != "-" and not expand_user(value).is_absolute():
+def _resolve_paths(raw: dict[str, Any], base: Path, origin: str) -> None:
+    def resolve(value: Any, where: str) -> Any:
+        if isinstance(value, str) and value and value != "-" and not expand_user(value, f"{origin}: {where} ").is_absolute():
             return str(base / value)
         return value
 
     if "bundle" in raw:
-        raw["bundle"] = resolve(raw["bundle"])
+        raw["bundle"] = resolve(raw["bundle"], "bundle")
     if isinstance(raw.get("gallery"), str) and raw["gallery"] != "none":
-        raw["gallery"] = resolve(raw["gallery"])
+        raw["gallery"] = resolve(raw["gallery"], "gallery")
     if isinstance(raw.get("source"), str) and looks_like_path(raw["source"]) and not raw["source"].startswith("/dev/"):
-        raw["source"] = resolve(raw["source"])
+        raw["source"] = resolve(raw["source"], "source")
     for section, key in (("jsonl", "path"), ("snapshots", "dir"), ("http", "token_file"), ("mqtt", "password_file"),
                          ("mqtt", "ca_certs"), ("mqtt", "certfile"), ("mqtt", "keyfile")):
         if key in raw.get(section, {}):
-            raw[section][key] = resolve(raw[section][key])
+            raw[section][key] = resolve(raw[section][key], f"[{section}] {key}")
 
 
 def _type_name(kind: Any) -> str:

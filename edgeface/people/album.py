@@ -74,7 +74,7 @@ def prune_crops(gallery_path: Path, gallery: "Gallery", candidates: Iterable[str
     deleted = 0
     for digest in digests:
         path = crop_path(gallery_path, digest)
-        if path is not None and digest not in keep and path.is_file() and not path.is_symlink():
-            path.unlink()
+        if path is not None and digest not in keep and (path.is_symlink() or path.is_file()):
+            path.unlink()  # a link itself, never what it points at
             deleted += 1
     return deleted
