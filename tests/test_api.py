@@ -55,13 +55,19 @@ def test_label_an_image_gives_typed_results_by_the_identity_rule(tiny_bundles: d
 def test_run_on_frames_tracks_faces_like_the_daemon(tiny_bundles: dict[str, Path], photos) -> None:
     frame = edgeface.read_image(photos[0].image)
     pipeline = edgeface.load(str(tiny_bundles["float32"]), threads=1, gallery=None)
-    results = list(pipeline.run([frame, frame, frame]))
-    assert [r.index for r in results] == [0, 1, 2]
+    results = list(pipeline.run([frame] * 6, fps=10, start=1000.0))
+    frames, end = results[:6], results[6:]
+    assert [r.index for r in frames] == list(range(6)) and [r.time for r in frames][:2] == [1000.0, 1000.1]
     assert all(isinstance(r, edgeface.FrameResult) for r in results)
-    tracks = [tuple(f.track for f in r.faces) for r in results]
-    assert tracks[0] and tracks[0] == tracks[1] == tracks[2] and min(tracks[0]) >= 0  # one track, kept
-    record = json.loads(json.dumps(results[-1].to_dict()))  # what the daemon writes as a JSON line
-    assert record["faces"][0]["identity"]["label"] == results[-1].faces[0].labels.identity.label
+    tracks = [tuple(f.track for f in r.faces) for r in frames]
+    assert tracks[0] and all(t == tracks[0] for t in tracks) and min(tracks[0]) >= 0  # one track, kept
+    record = json.loads(json.dumps(frames[-1].to_dict()))  # what the daemon writes as a JSON line
+    assert record["faces"][0]["identity"]["label"] == frames[-1].faces[0].labels.identity.label
+    # one visit: it arrives once decided (a name, or unknown after `gather` faces), and leaves at the end
+    events = [(e.kind, e.visit["visit"]) for r in results for e in r.events]
+    assert [kind for kind, _ in events] == ["arrived", "left"] and events[0][1] == events[1][1]
+    assert len(end) == 1 and end[0].index == 6 and not end[0].faces
+    assert frames[-1].faces[0].visit == events[0][1]
 
 
 def test_load_names_a_bad_bundle_in_one_line(tmp_path: Path) -> None:

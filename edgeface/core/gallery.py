@@ -8,10 +8,15 @@ with an empty gallery instead of a meaningless one.
 The file is one JSON document, written atomically (a reader never sees half a file; the daemon reloads it when
 it changes)::
 
-    {"format": "edgeface-gallery", "format_version": 1, "model_sha256": "...", "embedding_size": 128,
+    {"format": "edgeface-gallery", "format_version": 2, "model_sha256": "...", "embedding_size": 128,
      "similarity_threshold": 0.62, "identity_threshold": 0.71, "calibration": {...},
      "people": [{"name": "Maya", "added": "2025-01-01T10:00:00+00:00",
-                 "photos": [{"file": "maya1.jpg", "sha256": "..."}], "embeddings": [[...], ...]}]}
+                 "photos": [{"file": "maya1.jpg", "sha256": "..."}], "embeddings": [[...], ...]}],
+     "negatives": [{"id": "3f2a...", "of": "Maya", "added": "...", "reason": "not Maya", "embedding": [...]}]}
+
+``negatives`` are faces somebody said were *not* a person (``of``: their name), or nobody enrolled at all (``of``
+empty: a stranger). The identity rule uses them as evidence (``edgeface.runtime.identity``): a face nearer a
+negative of Maya than Maya's own faces is not Maya. Version 1 files (no negatives) are read as they are.
 
 No image is stored in it: only embeddings and the names of the photos they came from (the small face crops that
 the web page shows live beside it, ``edgeface.people.album``). Reading and matching need numpy only.
@@ -23,6 +28,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -34,13 +40,13 @@ import numpy as np
 
 from edgeface.core.errors import ConfigError, EdgefaceError
 from edgeface.core.fileio import open_private, private_dir, write_private
-from edgeface.core.reader import SHA256_HEX, Table, kind_of, read_json, shown
+from edgeface.core.reader import SHA256_HEX, Items, Table, kind_of, read_json, shown
 from edgeface.core.paths import default_state_dir
 from edgeface.core.results import UNKNOWN
 
 GALLERY_FORMAT = "edgeface-gallery"
-GALLERY_VERSION = 1
-READABLE_VERSIONS = (1,)  # format versions this edgeface reads
+GALLERY_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format versions this edgeface reads (1: without negatives)
 # Used until `edgeface calibrate` stores a measured one: similarities depend on the model, so this is only a
 # starting point.
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
@@ -55,13 +61,16 @@ MAX_GALLERY_BYTES = 16 << 20
 MAX_PEOPLE = 10_000
 MAX_EMBEDDINGS = 10_000  # per person, and photo records per person
 MAX_EMBEDDING_SIZE = 4096
+MAX_NEGATIVES = 100_000  # faces said to be not someone, strangers' faces (kept within web retention limits)
+_FACE_ID = re.compile(r"[0-9A-Za-z._-]{1,128}")
 _NUMBERS = frozenset((int, float))
 
 
 def check_threshold(name: str, value: float, where: str = "") -> float:
     """``value`` if it is a number within ``THRESHOLD_RANGES[name]``, else one ConfigError line."""
     low, high = THRESHOLD_RANGES[name]
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
         raise ConfigError(f"{where}{name} = {shown(value)}: must be a number in [{low:g}, {high:g}]")
     return float(value)
 MAX_NAME_LENGTH = 64
@@ -116,6 +125,21 @@ class Person:
 
 
 @dataclass(frozen=True)
+class Negative:
+    """A face somebody said was not ``of`` (a person's name), or, with ``of`` empty, nobody enrolled (a stranger)."""
+
+    id: str  # the face's id (its crop's digest where the device kept a crop)
+    of: str
+    embedding: np.ndarray = field(repr=False)  # (D,) unit length
+    added: str = ""
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "of": self.of, "added": self.added, "reason": self.reason,
+                "embedding": np.round(self.embedding.astype(np.float64), 6).tolist()}
+
+
+@dataclass(frozen=True)
 class Match:
     """The best gallery match of each face: index into ``Gallery.names`` (-1: empty gallery) and cosine."""
 
@@ -135,7 +159,11 @@ class Gallery:
     people: tuple[Person, ...] = ()
     similarity_threshold: float | None = None  # None: not calibrated, DEFAULT_SIMILARITY_THRESHOLD applies
     identity_threshold: float | None = None  # None: not calibrated, the bundle's applies
+    # The same for a track's evidence over a visit (calibrated per visit); None: the two above apply.
+    visit_similarity_threshold: float | None = None
+    visit_identity_threshold: float | None = None
     calibration: Mapping[str, Any] | None = None
+    negatives: tuple[Negative, ...] = ()
     path: Path | None = field(default=None, compare=False)
 
     # --- questions -------------------------------------------------------------------------------------
@@ -187,6 +215,29 @@ class Gallery:
         index = sims.argmax(1)
         return Match(index, sims[np.arange(len(sims)), index])
 
+    @cached_property
+    def _negative_matrix(self) -> tuple[np.ndarray, tuple[str, ...]]:
+        if not self.negatives:
+            return np.zeros((0, self.embedding_size), np.float32), ()
+        return unit_rows(np.stack([n.embedding for n in self.negatives])), tuple(n.of.casefold() for n in self.negatives)
+
+    def negative_similarities(self, embeddings: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """For each face (N, D) and each name (K): the cosine similarity of the face with the nearest face said
+        to be not that person (their "not X" faces and every stranger's face); -1 where there is none."""
+        faces = unit_rows(np.asarray(embeddings).reshape(-1, self.embedding_size))
+        out = np.full((len(faces), len(names)), -1.0, np.float32)
+        rows, owners = self._negative_matrix
+        if not len(rows) or not len(faces):
+            return out
+        sims = faces @ rows.T
+        owner = np.asarray(owners, dtype=object)
+        strangers = owner == ""
+        for k, name in enumerate(names):
+            mask = strangers | (owner == name.casefold())
+            if mask.any():
+                out[:, k] = sims[:, mask].max(axis=1)
+        return out
+
     # --- changes ---------------------------------------------------------------------------------------
 
     def with_person(self, name: str, embeddings: np.ndarray, photos: Sequence[Mapping[str, str]] = (),
@@ -213,8 +264,11 @@ class Gallery:
         return replace(self, people=tuple(people))
 
     def without(self, name: str) -> "Gallery":
+        """The gallery without that person, their photos and the faces said not to be them."""
         person = self._person(name)
-        return replace(self, people=tuple(p for p in self.people if p is not person))
+        key = person.name.casefold()
+        return replace(self, people=tuple(p for p in self.people if p is not person),
+                       negatives=tuple(n for n in self.negatives if n.of.casefold() != key))
 
     def without_photo(self, name: str, sha256: str) -> "Gallery":
         """Forget one enrolled photo of a person (its embedding and record); a person left with no photo is
@@ -239,7 +293,42 @@ class Gallery:
         other = self.get(new_name)
         if other is not None and other is not person:
             raise GalleryError(f"{other.name!r} is already enrolled; remove one of the two first")
-        return replace(self, people=tuple(replace(p, name=new_name) if p is person else p for p in self.people))
+        key = person.name.casefold()
+        return replace(self, people=tuple(replace(p, name=new_name) if p is person else p for p in self.people),
+                       negatives=tuple(replace(n, of=new_name) if n.of.casefold() == key else n
+                                       for n in self.negatives))
+
+    def with_negatives(self, of: str, embeddings: np.ndarray, ids: Sequence[str], reason: str = "") -> "Gallery":
+        """Keep faces as evidence that they are not ``of`` (a name, enrolled or trained), or with ``of`` empty
+        that they are nobody's (a stranger). A face already kept under the same id is replaced."""
+        of = check_name(of) if of else ""
+        embeddings = unit_rows(np.asarray(embeddings, np.float32).reshape(-1, self.embedding_size))
+        if len(ids) != len(embeddings):
+            raise GalleryError(f"{len(ids)} ids for {len(embeddings)} faces")
+        added = [Negative(str(i), of, e, _now(), reason) for i, e in zip(ids, embeddings)]
+        fresh = {n.id for n in added}
+        return replace(self, negatives=tuple(n for n in self.negatives if n.id not in fresh) + tuple(added))
+
+    def without_negatives(self, ids: Sequence[str]) -> "Gallery":
+        gone = set(ids)
+        return replace(self, negatives=tuple(n for n in self.negatives if n.id not in gone))
+
+    def pruned(self, max_negatives: int, max_age_days: float, now: datetime | None = None) -> "Gallery":
+        """Without the negatives past the newest ``max_negatives`` or older than ``max_age_days``: the
+        retention limits of faces the camera saw (docs/web.md)."""
+        now = now or datetime.now(timezone.utc)
+        kept = []
+        for negative in sorted(self.negatives, key=lambda n: n.added, reverse=True)[:max_negatives]:
+            try:
+                age = (now - datetime.fromisoformat(negative.added)).total_seconds() / 86400
+            except ValueError:
+                age = 0.0
+            if age <= max_age_days:
+                kept.append(negative)
+        if len(kept) == len(self.negatives):
+            return self
+        keep = {n.id for n in kept}
+        return replace(self, negatives=tuple(n for n in self.negatives if n.id in keep))
 
     def _person(self, name: str) -> Person:
         person = self.get(name)
@@ -249,10 +338,15 @@ class Gallery:
         return person
 
     def calibrated(self, similarity_threshold: float, identity_threshold: float | None,
-                   details: Mapping[str, Any]) -> "Gallery":
+                   details: Mapping[str, Any], visit_similarity_threshold: float | None = None,
+                   visit_identity_threshold: float | None = None) -> "Gallery":
+        def checked(name: str, value: float | None) -> float | None:
+            return None if value is None else check_threshold(name, value)
+
         return replace(self, similarity_threshold=check_threshold("similarity_threshold", similarity_threshold),
-                       identity_threshold=None if identity_threshold is None else check_threshold(
-                           "identity_threshold", identity_threshold),
+                       identity_threshold=checked("identity_threshold", identity_threshold),
+                       visit_similarity_threshold=checked("similarity_threshold", visit_similarity_threshold),
+                       visit_identity_threshold=checked("identity_threshold", visit_identity_threshold),
                        calibration={**details, "people": list(self.names), "date": _now()})
 
     # --- files -----------------------------------------------------------------------------------------
@@ -261,8 +355,11 @@ class Gallery:
         return {"format": GALLERY_FORMAT, "format_version": GALLERY_VERSION,
                 "model_sha256": self.model_sha256, "embedding_size": self.embedding_size,
                 "similarity_threshold": self.similarity_threshold,
-                "identity_threshold": self.identity_threshold, "calibration": self.calibration,
-                "people": [p.to_dict() for p in self.people]}
+                "identity_threshold": self.identity_threshold,
+                "visit_similarity_threshold": self.visit_similarity_threshold,
+                "visit_identity_threshold": self.visit_identity_threshold, "calibration": self.calibration,
+                "people": [p.to_dict() for p in self.people],
+                "negatives": [n.to_dict() for n in self.negatives]}
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write atomically (temporary file + rename), mode 0600 in a 0700 folder: embeddings are biometric
@@ -313,13 +410,18 @@ def read_gallery(path: str | Path, model_sha256: str | None = None) -> Gallery:
                                "(remove the other, or merge their photos by enrolling them again)")
         seen[key] = person.name
         people.append(person)
-    sim = table.get("similarity_threshold", None)
-    ident = table.get("identity_threshold", None)
-    return Gallery(model_sha256=sha, embedding_size=size, people=tuple(people),
-                   similarity_threshold=None if sim is None else check_threshold(
-                       "similarity_threshold", sim, f"{path}: "),
-                   identity_threshold=None if ident is None else check_threshold(
-                       "identity_threshold", ident, f"{path}: "),
+    negatives = tuple(_read_negative(entry, size, where)
+                      for entry in table.items("negatives", MAX_NEGATIVES, default=[]).tables())
+
+    def threshold(key: str, kind: str) -> float | None:
+        value = table.get(key, None)
+        return None if value is None else check_threshold(kind, value, f"{path}: ")
+
+    return Gallery(model_sha256=sha, embedding_size=size, people=tuple(people), negatives=negatives,
+                   similarity_threshold=threshold("similarity_threshold", "similarity_threshold"),
+                   identity_threshold=threshold("identity_threshold", "identity_threshold"),
+                   visit_similarity_threshold=threshold("visit_similarity_threshold", "similarity_threshold"),
+                   visit_identity_threshold=threshold("visit_identity_threshold", "identity_threshold"),
                    calibration=_read_calibration(table), path=path)
 
 
@@ -337,19 +439,45 @@ def _read_person(entry: Table, size: int, where: str) -> Person:
     rows = entry.items("embeddings", MAX_EMBEDDINGS, default=[])
     if not len(rows):
         raise GalleryError(f"{where}: {name!r} has no embeddings: enroll them again or remove them")
+    embeddings = _unit_embeddings(rows, size)
+    if embeddings is None:
+        raise GalleryError(f"{where}: {name!r} has an embedding that is zero, NaN or infinite: enroll them again")
+    return Person(name, embeddings, photos, added)
+
+
+def _unit_embeddings(rows: Items, size: int) -> np.ndarray | None:
+    """Rows of exactly ``size`` numbers each, scaled to length 1 (in float64, then stored as float32: a
+    number past float32's range stays finite); None when one is zero, NaN or infinite."""
     for index, row in enumerate(rows.raw):
         if not isinstance(row, list) or len(row) != size:
             got = f"{len(row)} numbers" if isinstance(row, list) else kind_of(row)
             rows.fail(index, f"must be {size} numbers (the gallery's embedding_size), not {got}")
         if not _NUMBERS.issuperset(map(type, row)):
             rows.fail(index, "must hold numbers only")
-    embeddings = np.asarray(rows.raw, dtype=np.float64)
+    embeddings = np.asarray(rows.raw, dtype=np.float64).reshape(len(rows), size)
     with np.errstate(over="ignore"):  # 1e308 squared: an infinite norm, refused below
         norms = np.linalg.norm(embeddings, axis=1)
     if not np.isfinite(embeddings).all() or not (norms > 0).all() or not np.isfinite(norms).all():
-        raise GalleryError(f"{where}: {name!r} has an embedding that is zero, NaN or infinite: enroll them again")
-    # Scaled to length 1 in float64, then stored as float32: a number past float32's range stays finite.
-    return Person(name, (embeddings / norms[:, None]).astype(np.float32), photos, added)
+        return None
+    return (embeddings / norms[:, None]).astype(np.float32)
+
+
+def _read_negative(entry: Table, size: int, where: str) -> Negative:
+    """A face said to be not ``of`` (a name as ``check_name`` stores it), or a stranger's (``of`` empty): its
+    id (letters, digits, ``._-``: it may name a crop), and one embedding of ``size`` numbers."""
+    face_id = entry.text("id", 128, _FACE_ID, "letters, digits, '.', '_' or '-'")
+    of = entry.text("of", MAX_NAME_LENGTH * 4, default="")
+    if of:
+        try:
+            of = check_name(of)
+        except GalleryError as exc:
+            entry.fail("of", f"not a name edgeface stores ({exc})", of)
+    row = entry.get("embedding")
+    embedding = _unit_embeddings(Items([row], where, GalleryError, entry.label("embedding"), 1), size)
+    if embedding is None:
+        raise GalleryError(f"{where}: negative face {face_id!r} has an embedding that is zero, NaN or infinite")
+    return Negative(face_id, of, embedding[0], entry.text("added", 64, default=""),
+                    entry.text("reason", 256, default=""))
 
 
 def _read_photo(photo: Table) -> dict[str, str]:
@@ -415,6 +543,7 @@ def locked(path: Path) -> Iterator[None]:
         os.close(handle)
 
 
-__all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "THRESHOLD_RANGES", "Gallery", "GalleryError", "Match", "Person",
+__all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "THRESHOLD_RANGES", "Gallery", "GalleryError", "Match", "Negative",
+           "Person",
            "check_name", "check_threshold", "default_gallery_path", "empty_gallery", "locked", "open_gallery",
            "read_gallery"]
