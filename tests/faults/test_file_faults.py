@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -194,10 +195,13 @@ def _zeros_member(path: Path, size: int, manifest: dict[str, Any]) -> Path:
 def test_member_of_500_mib_is_refused_by_its_declared_size(tmp_path: Path) -> None:
     """The issue's: a member that inflates to 500 MiB, its size and the manifest agreeing, passed the 512 MiB
     cap and cost a gigabyte before its checksum failed. A bundle needs at most 128 MiB."""
+    from edgeface.core.bundle import load_bundle
+
     path = _zeros_member(tmp_path / "big.edgeface", 500 << 20, manifest_dict())
     assert path.stat().st_size < 1 << 20
-    line = error_line(run_cli("run", "--bundle", str(path), "--source", "0", "--no-http"), 2)
-    assert line == f"error: {path}: bundle.json: model_bytes = 524288000: must be a whole number in [1, 134,217,728]"
+    with pytest.raises(EdgefaceError) as error:
+        load_bundle(path)
+    assert str(error.value) == f"{path}: bundle.json: model_bytes = 524288000: must be a whole number in [1, 134,217,728]"
 
 
 def test_member_under_the_cap_with_a_wrong_checksum_costs_no_memory(tmp_path: Path) -> None:
@@ -254,20 +258,38 @@ CONFIG_ATTACKS = {
 
 
 @pytest.mark.parametrize("attack", list(CONFIG_ATTACKS))
-def test_config_attacks_are_one_line_at_start(tmp_path: Path, attack: str) -> None:
+def test_config_attacks_are_one_line(tmp_path: Path, attack: str) -> None:
+    from edgeface.daemon.config import load_config
+
     text, message = CONFIG_ATTACKS[attack]
     config = tmp_path / "pi.toml"
     config.write_text('bundle = "m.edgeface"\nsource = 0\n' + text + "\n")
+    started = time.monotonic()
+    with pytest.raises(EdgefaceError) as error:
+        load_config(config)
+    line = str(error.value)
+    assert line.startswith(f"{config}") and message in line and len(line) < 400 and "\n" not in line, line
+    assert time.monotonic() - started < 2
+
+
+def test_config_nested_5000_deep_at_start_is_one_line_exit_2(tmp_path: Path) -> None:
+    """The same through the command line: one `error:` line, exit 2, no traceback (RecursionError before)."""
+    config = tmp_path / "pi.toml"
+    config.write_text('bundle = "m.edgeface"\nsource = 0\nthreads = ' + "[" * 5000 + "]" * 5000 + "\n")
     line = error_line(run_cli("run", "--config", str(config), memory=None, timeout=60), 2)
-    assert line.startswith(f"error: {config}") and message in line and len(line) < 400, line
+    assert line == f"error: {config}: nested more than 32 levels deep: not a file edgeface wrote"
 
 
 @pytest.mark.parametrize("value", ["123456", '"hunter2\\u0007"', "[\"hunter2\"]"])
 def test_a_mistyped_mqtt_password_is_never_echoed(tmp_path: Path, value: str) -> None:
     """Before: `[mqtt] password must be a string, got 123456`."""
+    from edgeface.daemon.config import load_config
+
     config = tmp_path / "pi.toml"
     config.write_text(f'bundle = "m.edgeface"\nsource = 0\n[mqtt]\nhost = "broker"\npassword = {value}\n')
-    line = error_line(run_cli("run", "--config", str(config), memory=None, timeout=60), 2)
+    with pytest.raises(EdgefaceError) as error:
+        load_config(config)
+    line = str(error.value)
     assert "[mqtt] password" in line and "123456" not in line and "hunter2" not in line, line
 
 
