@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-from faults_helpers import error_line, run_cli
+from helpers.faults import error_line, run_cli
 
 from edgeface.core.errors import EdgefaceError
 

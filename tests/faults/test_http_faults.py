@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess, cpu_seconds, http_get
+from helpers.daemon import DaemonProcess, cpu_seconds, http_get
 
 IDLE = 1000
 

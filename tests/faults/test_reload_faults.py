@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from daemon_helpers import DaemonProcess, free_port, http_get
+from helpers.daemon import DaemonProcess, http_get
+from helpers.ports import free_port
 
 GARBAGE = {
     "text that is not JSON": "this is not a gallery\n",

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults_helpers import error_line, run_cli
-
-from daemon_helpers import DaemonProcess, free_port, http_get
+from helpers.daemon import DaemonProcess, http_get
+from helpers.faults import error_line, run_cli
+from helpers.ports import free_port
 
 URLS = {
     # form: (text, the secret parts that must go, what must stay)
