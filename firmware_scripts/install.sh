@@ -167,6 +167,9 @@ if [ -f "$from" ]; then
     cp -- "$from" "$tmp/wheel/"
     wheel_given=$from
     from=$tmp/wheel/$(basename -- "$from")
+    if [ -n "$sha256" ] && [ "$(sha256sum "$from" | cut -d' ' -f1)" != "${sha256,,}" ]; then
+        die "--from $wheel_given: its sha256 is $(sha256sum "$from" | cut -d' ' -f1), not $sha256 (a different or damaged wheel)"
+    fi
 fi
 if [ -n "$wheelhouse" ]; then
     mkdir "$tmp/wheelhouse"
@@ -324,9 +327,6 @@ fi
 stamp=$venv/.edgeface-install
 wanted=$(printf '%s\nrequirements %s\nwheelhouse %s\n' "$source_id" "$(sha256sum <"$requirements" | cut -d' ' -f1)" \
     "${wheelhouse:+given}")
-if [ -n "$sha256" ] && [ "$(sha256sum "$from" | cut -d' ' -f1)" != "${sha256,,}" ]; then
-    die "--from ${wheel_given:-$from}: its sha256 is $(sha256sum "$from" | cut -d' ' -f1), not $sha256 (a different or damaged wheel)"
-fi
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -x "$venv/bin/edgeface" ]; then
     info "edgeface already installed from ${wheel_given:-$from}"
 else
