@@ -26,7 +26,8 @@ from edgeface.recognition.records import FrameResult
 
 if TYPE_CHECKING:
     from edgeface.core.bundle import Bundle
-    from edgeface.daemon.server import HttpServer, Reply, Request
+    from edgeface.daemon.http import Reply, Request
+    from edgeface.daemon.server import HttpServer
     from edgeface.daemon.sources import FrameSource
 
 log = logging.getLogger("edgeface.daemon")
@@ -58,12 +59,13 @@ class Loaded:
 def load(config: DaemonConfig) -> Loaded:
     """Read and check everything ``config`` names; errors are one ``EdgefaceError`` line."""
     from edgeface.core.bundle import load_bundle
+    from edgeface.daemon.access import MIN_TOKEN_CHARS
     from edgeface.daemon.secrets import read_secret
 
     bundle = load_bundle(config.bundle)
     source = _open_source(config)
-    token = (read_secret("[http] token", config.http.token_file, HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV)
-             if config.http.enabled else None)
+    token = (read_secret("[http] token", config.http.token_file, HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV,
+                         min_chars=MIN_TOKEN_CHARS) if config.http.enabled else None)
     pipeline = FacePipeline(bundle, config.threads, config.detect, config.tracking, config.recognition,
                             config.visits, config.identity_threshold, config.gallery, config.similarity_threshold,
                             camera=config.device)
@@ -137,21 +139,24 @@ class Daemon:
 
     def _http_server(self, config: HttpConfig) -> "HttpServer":
         """``/healthz``, ``/labels`` and ``/metrics``; more routes can be added until ``start``."""
+        from edgeface.daemon.http import Reply
         from edgeface.daemon.secrets import redact
-        from edgeface.daemon.server import HttpServer, json_reply
+        from edgeface.daemon.server import HttpServer
 
-        server = HttpServer(config.host, config.port, token=self.loaded.http_token, timeout=config.timeout,
+        hosts = [h for h in f"{config.hosts},{self.config.web.hosts}".split(",") if h.strip()]
+        server = HttpServer(config.host, config.port, token=self.loaded.http_token, hosts=hosts,
+                            timeout=config.timeout,
                             max_connections=config.max_connections)
 
         def healthz(request: Request) -> Reply:
             healthy, details = self.health()
-            status, headers, body = json_reply(200 if healthy else 503, details)
-            return status, headers, redact(body)  # a source URL's password, in "source" or "reason"
+            reply = Reply.json(details, 200 if healthy else 503)
+            return replace(reply, body=redact(reply.body.decode()).encode())  # a source URL's password
 
         server.route("GET", "/healthz", healthz)
-        server.route("GET", "/labels", lambda request: json_reply(200, self.latest_labels()))
-        server.route("GET", "/metrics", lambda request: (
-            200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}, self.metrics_text()))
+        server.route("GET", "/labels", lambda request: Reply.json(self.latest_labels()))
+        server.route("GET", "/metrics", lambda request: Reply(
+            200, self.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8"))
         return server
 
     def latest_labels(self) -> dict[str, Any]:

@@ -65,29 +65,38 @@ def holds_secret(text: str) -> bool:
 
 
 def read_secret(what: str, file: str = "", credential: str = "", env: str = "",
-                environ: Mapping[str, str] | None = None) -> str | None:
+                environ: Mapping[str, str] | None = None, min_chars: int = 1) -> str | None:
     """The secret ``what`` (for messages, e.g. ``[http] token``) from ``file``, else the systemd credential
     ``credential``, else the environment variable ``env``; None when none of them is set. A file that is
-    missing, unreadable, empty or larger than 4 KiB is a ``ConfigError``."""
+    missing, unreadable, empty or larger than 4 KiB, or a secret shorter than ``min_chars``, is a
+    ``ConfigError`` naming where it came from (never the secret)."""
     environ = os.environ if environ is None else environ
     if file:
-        return _read_file(Path(file).expanduser(), what)
+        return _long_enough(_read_file(Path(file).expanduser(), what), f"{what} in {file}", min_chars)
     directory = environ.get(CREDENTIALS_DIRECTORY, "")
     if credential and directory and (Path(directory) / credential).is_file():
-        return _read_file(Path(directory) / credential, f"{what} (systemd credential {credential})")
+        where = f"{what} (systemd credential {credential})"
+        return _long_enough(_read_file(Path(directory) / credential, where), where, min_chars)
     if env and environ.get(env, "").strip():
-        return environ[env].strip()
+        return _long_enough(environ[env].strip(), f"{what} from ${env}", min_chars)
     return None
 
 
-def read_secret_option(option: str, value: str) -> str:
+def read_secret_option(option: str, value: str, min_chars: int = 1) -> str:
     """The secret in the FILE a command-line option names. A value that names no file is not shown in the
     error: it may be the secret itself, typed where its file was expected (and already in the shell's
     history and, while the command ran, in the process list)."""
     if not value or not os.path.lexists(value):
         raise ConfigError(f"{option}: no such file (the value given is not shown, in case it is the secret "
                           f"itself: write the secret to a file only you can read and give {option} that file)")
-    return read_secret(option, file=value) or ""
+    return read_secret(option, file=value, min_chars=min_chars) or ""
+
+
+def _long_enough(value: str, where: str, min_chars: int) -> str:
+    if len(value) < min_chars:
+        raise ConfigError(f"{where}: shorter than {min_chars} characters, too short to be a secret; make a random "
+                          "one (edgeface deploy --http-token generate, or: openssl rand -base64 32)")
+    return value
 
 
 def _read_file(path: Path, what: str) -> str:
