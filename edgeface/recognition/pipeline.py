@@ -125,8 +125,12 @@ class FacePipeline:
 
     def finish(self, when: float, index: int = -1) -> FrameResult:
         """The end of the frames (a video ended): every open visit leaves."""
+        from edgeface.recognition.tracker import Tracker
+
         events = self.visits.finish(when)
         self.tracks.clear()
+        self._decided_version.clear()
+        self.tracker = Tracker(self.tracker.config)  # the next frames are another video
         return FrameResult(time=when, index=index, faces=(), events=tuple(events))
 
     def process(self, image: np.ndarray, index: int = 0, when: float | None = None, capture_s: float = 0.0
