@@ -12,11 +12,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-import numpy as np
-
-from daemon_helpers import DaemonProcess, Mosquitto, free_port, http_get, metric
+from helpers.daemon import DaemonProcess, http_get, metric
+from helpers.mosquitto import Mosquitto
+from helpers.ports import free_port
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()),

@@ -18,8 +18,9 @@ from typing import Iterator
 
 import pytest
 
-from daemon_helpers import DaemonProcess, Mosquitto
-from home_assistant import HomeAssistant, home_assistant_venv
+from helpers.daemon import DaemonProcess
+from helpers.home_assistant import HomeAssistant, home_assistant_venv
+from helpers.mosquitto import Mosquitto
 from test_daemon_mqtt import Subscriber, _household_config, household, visit_video  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.homeassistant, pytest.mark.system,

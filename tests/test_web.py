@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon_helpers import DaemonProcess
+from helpers.daemon import DaemonProcess
 
 from edgeface.core.errors import ConfigError
 from edgeface.daemon.config import load_config

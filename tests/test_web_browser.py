@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from browser import DESKTOP, PHONE, chromium, screenshot, use_screen
-from daemon_helpers import REPO, DaemonProcess
+from helpers.browser import DESKTOP, PHONE, chromium, screenshot, use_screen
+from helpers.daemon import REPO, DaemonProcess
 
 pytestmark = pytest.mark.system
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess, cpu_seconds, http_get
+from helpers.daemon import DaemonProcess, cpu_seconds, http_get
 
 IDLE = 1000
 
@@ -156,7 +156,7 @@ def test_routes_registered_by_another_module_are_guarded_too() -> None:
 
 
 def test_source_url_password_is_never_shown(fault_bundle: Path) -> None:
-    from daemon_helpers import free_port
+    from helpers.ports import free_port
 
     url = f"rtsp://viewer:hunter2pw@127.0.0.1:{free_port()}/stream?token=alsosecret"
     daemon = DaemonProcess(["--bundle", str(fault_bundle), "--source", url, "--http-port", "0"])

@@ -14,7 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from daemon_helpers import REPO, free_port
+from helpers.daemon import REPO
+from helpers.ports import free_port
 
 BUILD = REPO / ".ci" / "homeassistant.sh"
 CONFIG = """homeassistant:
