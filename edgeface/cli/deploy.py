@@ -65,12 +65,14 @@ def deploy(
     --http-token and --mqtt-password store secrets as systemd credentials on each host (the unit loads them
     with LoadCredential=); a changed credential restarts the service even when the release is unchanged.
     """
+    from edgeface.daemon.access import MIN_TOKEN_CHARS
     from edgeface.daemon.secrets import read_secret
     from edgeface.deploy import deploy as run_deploy, generate_token, prepare_release
 
     credentials = []
     if http_token is not None:
-        token = generate_token() if http_token == "generate" else read_secret("--http-token", file=http_token)
+        token = (generate_token() if http_token == "generate" else
+                 read_secret("--http-token", file=http_token, min_chars=MIN_TOKEN_CHARS))
         credentials.append(("http-token", token))
     if mqtt_password is not None:
         credentials.append(("mqtt-password", read_secret("--mqtt-password", file=mqtt_password)))

@@ -93,6 +93,8 @@ class HttpConfig:
     stale_after: float = _opt(10.0, _range(0.5, 3600), "/healthz is 503 when no frame was processed this long")
     token_file: str = _opt("", help="a file holding the bearer token every path but /healthz then requires; "
                                     "default: the systemd credential http-token, else $EDGEFACE_HTTP_TOKEN")
+    hosts: str = _opt("", help="host names the server answers to besides IP addresses, localhost and this "
+                               "machine's name (comma-separated): a guard against DNS rebinding")
     timeout: float = _opt(10.0, _range(1, 3600), "a connection with no traffic for this long is closed (s)")
     max_connections: int = _opt(256, _range(8, 900), "open connections at most; at the cap the longest idle "
                                                      "one is closed (below 1,024: paho-mqtt uses select())")
@@ -107,8 +109,7 @@ class WebConfig:
     max_strangers: int = _opt(500, _range(0, 100_000), "strangers' faces kept for calibration; the oldest go first")
     strangers_keep_days: float = _opt(90.0, _range(0.01, 3650), "strangers' faces older than this are deleted")
     live_fps: float = _opt(4.0, _range(0.2, 30), "frames per second the open live view asks for")
-    hosts: str = _opt("", help="host names the page answers to besides IP addresses, localhost and this "
-                               "machine's name (comma-separated): a guard against DNS rebinding")
+    hosts: str = _opt("", help="the older name of [http] hosts (both are used)")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -23,7 +24,8 @@ from edgeface.recognition.pipeline import FacePipeline
 from edgeface.recognition.records import FrameResult
 
 if TYPE_CHECKING:
-    from edgeface.daemon.server import HttpServer, Reply, Request
+    from edgeface.daemon.http import Reply, Request
+    from edgeface.daemon.server import HttpServer
 
 log = logging.getLogger("edgeface.daemon")
 
@@ -94,22 +96,26 @@ class Daemon:
 
     def _http_server(self, config: HttpConfig) -> "HttpServer":
         """``/healthz``, ``/labels`` and ``/metrics``; more routes can be added until ``start``."""
+        from edgeface.daemon.access import MIN_TOKEN_CHARS
+        from edgeface.daemon.http import Reply
         from edgeface.daemon.secrets import read_secret, redact
-        from edgeface.daemon.server import HttpServer, json_reply
+        from edgeface.daemon.server import HttpServer
 
-        token = read_secret("[http] token", config.token_file, HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV)
-        server = HttpServer(config.host, config.port, token=token, timeout=config.timeout,
+        token = read_secret("[http] token", config.token_file, HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV,
+                            min_chars=MIN_TOKEN_CHARS)
+        hosts = [h for h in f"{config.hosts},{self.config.web.hosts}".split(",") if h.strip()]
+        server = HttpServer(config.host, config.port, token=token, hosts=hosts, timeout=config.timeout,
                             max_connections=config.max_connections)
 
         def healthz(request: Request) -> Reply:
             healthy, details = self.health()
-            status, headers, body = json_reply(200 if healthy else 503, details)
-            return status, headers, redact(body)  # a source URL's password, in "source" or "reason"
+            reply = Reply.json(details, 200 if healthy else 503)
+            return replace(reply, body=redact(reply.body.decode()).encode())  # a source URL's password
 
         server.route("GET", "/healthz", healthz)
-        server.route("GET", "/labels", lambda request: json_reply(200, self.latest_labels()))
-        server.route("GET", "/metrics", lambda request: (
-            200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}, self.metrics_text()))
+        server.route("GET", "/labels", lambda request: Reply.json(self.latest_labels()))
+        server.route("GET", "/metrics", lambda request: Reply(
+            200, self.metrics_text().encode(), "text/plain; version=0.0.4; charset=utf-8"))
         return server
 
     def latest_labels(self) -> dict[str, Any]:

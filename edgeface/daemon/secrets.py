@@ -32,19 +32,28 @@ def redact(text: str) -> str:
 
 
 def read_secret(what: str, file: str = "", credential: str = "", env: str = "",
-                environ: Mapping[str, str] | None = None) -> str | None:
+                environ: Mapping[str, str] | None = None, min_chars: int = 1) -> str | None:
     """The secret ``what`` (for messages, e.g. ``[http] token``) from ``file``, else the systemd credential
     ``credential``, else the environment variable ``env``; None when none of them is set. A file that is
-    missing, unreadable, empty or larger than 4 KiB is a ``ConfigError``."""
+    missing, unreadable, empty or larger than 4 KiB, or a secret shorter than ``min_chars``, is a
+    ``ConfigError`` naming where it came from (never the secret)."""
     environ = os.environ if environ is None else environ
     if file:
-        return _read_file(Path(file).expanduser(), what)
+        return _long_enough(_read_file(Path(file).expanduser(), what), f"{what} in {file}", min_chars)
     directory = environ.get(CREDENTIALS_DIRECTORY, "")
     if credential and directory and (Path(directory) / credential).is_file():
-        return _read_file(Path(directory) / credential, f"{what} (systemd credential {credential})")
+        where = f"{what} (systemd credential {credential})"
+        return _long_enough(_read_file(Path(directory) / credential, where), where, min_chars)
     if env and environ.get(env, "").strip():
-        return environ[env].strip()
+        return _long_enough(environ[env].strip(), f"{what} from ${env}", min_chars)
     return None
+
+
+def _long_enough(value: str, where: str, min_chars: int) -> str:
+    if len(value) < min_chars:
+        raise ConfigError(f"{where}: shorter than {min_chars} characters, too short to be a secret; make a random "
+                          "one (edgeface deploy --http-token generate, or: openssl rand -base64 32)")
+    return value
 
 
 def _read_file(path: Path, what: str) -> str:
