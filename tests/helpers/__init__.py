@@ -4,6 +4,7 @@
 - ``daemon``: the real ``edgeface run`` in a subprocess, its HTTP endpoints and metrics, and CPU time.
 - ``camera``: an MJPEG-over-HTTP network camera that a test can switch off and on.
 - ``mosquitto``: a real Debian mosquitto broker on a free port.
+- ``home_assistant``: a real Home Assistant core (its own venv) with MQTT on a test broker, read over websocket.
 - ``sshd``: a real Debian sshd on loopback with throwaway keys, for deploys.
 - ``browser``: Debian's chromium, headless, through selenium.
 - ``faults``: the CLI in a fresh process under a Pi's memory limit, and what a bad-input failure must look like.
