@@ -8,7 +8,7 @@ export EDGEFACE_SHARED ?= $(SHARED)
 # ImageNet weights: Keras downloads them; on machines without internet, ../shared/weights serves them.
 export EDGEFACE_WEIGHTS_DIR ?= $(if $(wildcard $(SHARED)/weights),$(SHARED)/weights,)
 
-.PHONY: demo test test-arm64 test-all results setup setup-dev bench clean
+.PHONY: demo test test-arm64 test-homeassistant test-all results setup setup-dev bench clean
 
 setup:
 	.ci/setup.sh train
@@ -25,6 +25,12 @@ test: setup-dev
 # The Pi's platform under emulation (root; ~6 min with an empty cache, ~3 min cached): docs/arm64.md
 test-arm64: setup-dev
 	$(VENV)/bin/pytest -m arm64 tests/arm64
+
+# A real Home Assistant core reads the daemon's MQTT discovery (tests/test_homeassistant.py). Its venv is built
+# once under ~/.cache/edgeface (about 5 min, from PyPI); without it the tests skip, saying why.
+test-homeassistant: setup-dev
+	.ci/homeassistant.sh >/dev/null || echo "Home Assistant's venv could not be built: its tests will skip" >&2
+	$(VENV)/bin/pytest -m homeassistant tests/test_homeassistant.py
 
 # Everything, slow tiers included (real training on ../shared, the arm64 emulated root).
 test-all: setup-dev

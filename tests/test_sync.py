@@ -310,6 +310,7 @@ def test_the_embedding_id_of_a_bundle(tiny_bundles: dict[str, Path], tmp_path: P
     """Recorded at conversion (the tiny model's own, shared by its precisions); an older bundle's is its
     source model's."""
     from edgeface.core.bundle import EMBEDDING_ID, load_bundle, write_bundle
+    from edgeface.core.errors import BundleError
 
     bundles = [load_bundle(path) for path in tiny_bundles.values()]
     ids = {b.embedding_id for b in bundles}
@@ -325,6 +326,10 @@ def test_the_embedding_id_of_a_bundle(tiny_bundles: dict[str, Path], tmp_path: P
     oldest = load_bundle(write_bundle(tmp_path / "oldest.edgeface", first.model_bytes, first.spec,
                                       first.precision, older))
     assert oldest.embedding_id == f"model-{first.model_sha256[:16]}"
+    forged = write_bundle(tmp_path / "forged.edgeface", first.model_bytes, first.spec, first.precision,
+                          {**older, "embedding": {"id": "model-../../etc"}})
+    with pytest.raises(BundleError, match=r"forged.edgeface: bundle.json: embedding.id = 'model-../../etc': must be dlib- or "):
+        load_bundle(forged)  # refused by the manifest's reader, field named
 
 
 def test_a_damaged_state_file_means_joining_again_and_the_gallery_waits(tiny_bundles: dict[str, Path],
@@ -356,4 +361,5 @@ def test_a_damaged_state_file_means_joining_again_and_the_gallery_waits(tiny_bun
             assert sync.status()["connected"] is False
         finally:
             sync.close()
-    assert sum("this device joins the household again" in r.getMessage() for r in caplog.records) == 1
+    warnings = [r.getMessage() for r in caplog.records if "this device joins the household again" in r.getMessage()]
+    assert len(warnings) == 1 and "nested more than 32 levels deep" in warnings[0]  # the device's one reader

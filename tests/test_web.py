@@ -98,6 +98,7 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
     from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
     from edgeface.runtime.labeler import Labeler
     from edgeface.web import watch
+    from edgeface.web.unknowns import VisitUnknowns
 
     rng = np.random.default_rng(0)
     head = render_head(make_people(1, seed=0)[0], "neutral", rng, width=400)
@@ -120,11 +121,20 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
         watcher.observe(image, Published(FrameResult(when, 0, results, samples=samples if n else None), True))
 
     start = 1000.0
+    def lit(k: int) -> np.ndarray:  # the scene a little brighter each frame: each frame's crop differs
+        return np.clip(frame.astype(np.int16) + k, 0, 255).astype(np.uint8)
+
     for k in range(12):  # 1.2 s of one sharp face (track 1), one small face (2), a named one (3)
-        show(start + 0.1 * k, frame, [(big, 1, "unknown"), (small, 2, "unknown"), (big, 3, "Maya")])
+        show(start + 0.1 * k, lit(k), [(big, 1, "unknown"), (small, 2, "unknown"), (big, 3, "Maya")])
     visits = watcher.newest_visits()
     assert [v.track for v in visits] == [1]  # the small face made no card
     assert len(visits[0].samples) == 2  # from its 3rd frame on, one crop per 0.5 s
+    show(start + 1.6, lit(2), [(big, 1, "unknown")])  # a crop identical to one kept (a looping file) adds nothing
+    assert len(visits[0].samples) == 2
+    twice = visits[0].samples[0]
+    visits[0].samples.append(twice)  # even if a card held one crop twice, it is enrolled once
+    assert [s.id for s, _ in VisitUnknowns(watcher, None).faces(visits[0], {twice.id})] == [twice.id]
+    visits[0].samples.pop()
     assert visits[0].samples[0].sharpness >= 40 and visits[0].samples[0].height == pytest.approx(big.height)
     assert [(r.track, r.name) for r in watcher.recognitions()] == [(3, "Maya")]
     for k in range(12):  # track 4: the same face, blurred

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from edgeface.cli.common import EXIT_CHECK_FAILED, echo_err, field_default, friendly_errors
+from edgeface.cli.common import EXIT_CHECK_FAILED, echo_err, field_default, friendly_errors, refuse_secret_in_argument
 from edgeface.deploy.hosts import DeployOptions
 
 ORDER = 70
@@ -72,18 +72,19 @@ def deploy(
     with LoadCredential=); a changed credential restarts the service even when the release is unchanged.
     """
     from edgeface.daemon.access import MIN_TOKEN_CHARS
-    from edgeface.daemon.secrets import read_secret
+    from edgeface.daemon.secrets import read_secret_option
     from edgeface.deploy import deploy as run_deploy, generate_token, prepare_release, summary
 
+    refuse_secret_in_argument("--health-url", health_url, "a health_cmd")
     credentials = []
     if http_token is not None:
         token = (generate_token() if http_token == "generate" else
-                 read_secret("--http-token", file=http_token, min_chars=MIN_TOKEN_CHARS))
+                 read_secret_option("--http-token", http_token, min_chars=MIN_TOKEN_CHARS))
         credentials.append(("http-token", token))
     if mqtt_password is not None:
-        credentials.append(("mqtt-password", read_secret("--mqtt-password", file=mqtt_password)))
+        credentials.append(("mqtt-password", read_secret_option("--mqtt-password", str(mqtt_password))))
     if sync_key is not None:
-        credentials.append(("sync-key", read_secret("--sync-key", file=sync_key)))
+        credentials.append(("sync-key", read_secret_option("--sync-key", str(sync_key))))
     options = DeployOptions(prefix=prefix, restart_cmd=restart_cmd, health_url=health_url, health_cmd=health_cmd,
                             health_timeout=health_timeout, user=user, port=port, identity=identity,
                             known_hosts=known_hosts, ssh_options=tuple(ssh_option), copy=copy, keep=keep,

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from edgeface.core.errors import ConfigError, EdgefaceError
-from edgeface.core.fileio import file_signature, read_text_input
+from edgeface.core.fileio import file_signature, write_private
 from edgeface.core.gallery import Gallery, GalleryError, empty_gallery, locked, read_gallery
+from edgeface.core.reader import read_json
 from edgeface.daemon.metrics import metric_lines
 from edgeface.daemon.secrets import read_secret
 from edgeface.daemon.service import Throttled
-from edgeface.people.album import crop_path, private_dir, prune_crops, referenced, save_crop, write_private
+from edgeface.people.album import crop_path, prune_crops, referenced, save_crop
 from edgeface.sync.peer import DAY_MS, Peer
 from edgeface.sync.records import (
     JPEG_MAGIC,
@@ -337,21 +338,20 @@ class HouseholdSync:
         if not self.state_file.exists():
             return fresh
         try:
-            raw = json.loads(read_text_input(self.state_file, MAX_STATE_BYTES, ConfigError, "sync state"))
+            raw = read_json(self.state_file, MAX_STATE_BYTES, ConfigError, "sync state")
             if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT or raw.get("version") != STATE_VERSION:
                 raise ValueError("not a sync state file of this version")
             if raw.get("encoder") != self.encoder:
                 raise ValueError(f"kept for embedding {str(raw.get('encoder'))[:40]}, not this bundle's")
             return Peer.restore(raw, self.device, self.embedding_size, self.model_sha256, self.lifetime_ms,
                                 self.encoder, self.config.max_crop_bytes)
-        except (EdgefaceError, Refused, ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+        except (EdgefaceError, Refused, ValueError, TypeError, KeyError, IndexError) as exc:
             log.warning("sync: %s not read (%s); this device joins the household again", self.state_file, exc)
             return fresh
 
     def _save_state(self) -> None:
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "encoder": self.encoder,
                  **self.peer.state(self.encoder)}
-        private_dir(self.state_file.parent)
         write_private(self.state_file, json.dumps(state, separators=(",", ":")).encode("utf-8"))
         self._state_dirty = False
 

@@ -35,7 +35,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from edgeface.core.errors import EdgefaceError
 from edgeface.core.gallery import THRESHOLD_RANGES, GalleryError, check_name
+from edgeface.core.reader import parse_json
 from edgeface.sync.clock import Stamp
 
 FORMAT_VERSION = 1
@@ -203,9 +205,9 @@ def open_record(topic_key: str, payload: bytes, key: bytes, encoder: str, embedd
 def parse_body(body: bytes, encoder: str, embedding_size: int, max_crop_bytes: int) -> Record:
     """A record from its body (a message's, or the state file's); ``Refused("malformed")`` for anything wrong."""
     try:
-        raw = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise Refused("malformed", f"not a JSON record ({type(exc).__name__})") from None
+        raw = parse_json(body, "a record", EdgefaceError)  # the device's one reader: UTF-8, depth bounded
+    except EdgefaceError as exc:
+        raise Refused("malformed", str(exc)) from None
     try:
         return _parse(raw, encoder, embedding_size, max_crop_bytes)
     except (KeyError, TypeError, ValueError, GalleryError) as exc:

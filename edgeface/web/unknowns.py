@@ -66,9 +66,10 @@ class VisitUnknowns:
         return path.read_bytes() if path is not None and path.is_file() else None
 
     def faces(self, group: FaceGroup, chosen: set[str]) -> list[tuple[FaceSample, bytes]]:
-        faces = []
+        faces, chosen = [], set(chosen)
         for sample in group.samples:
             if sample.id in chosen:
+                chosen.discard(sample.id)  # each face once, however often its crop was seen
                 data = self.crop(group.id, sample.id)
                 if data is not None:
                     faces.append((sample, data))

@@ -2,8 +2,8 @@
 
 ``arm64root.sh`` builds the root with debootstrap (cached between runs) and runs commands in a throwaway
 overlay on it. Inside, step 3 of docs/pi.md as a user takes it: a wheel built on the workstation,
-``firmware_scripts`` and the wheel copied to the Pi user's home, ``sudo .../install.sh --from WHEEL
---deploy-user pi`` (systemd steps skipped visibly: nothing boots in a chroot), then the daemon on a short
+``firmware_scripts`` and the wheel copied to the Pi user's home, then to root's, ``sudo .../install.sh --from
+WHEEL --deploy-user pi`` (systemd steps skipped visibly: nothing boots in a chroot), then the daemon on a short
 video of real faces and ``edgeface bench``, with the real aarch64 wheels from the package index. The daemon's
 labels are compared with the same run on this workstation, frame by frame (see docs/arm64.md for what
 "the same" can mean across two CPUs).
@@ -115,7 +115,9 @@ def pi(report: dict[str, Any], arm64_base: Path) -> Iterator[Arm64Root]:
     The Pi has what Raspberry Pi OS gives its first user: ``pi`` with password-less sudo. On the workstation
     (here), a wheel of this checkout; ``firmware_scripts`` and ``dist`` copied to ``~pi/edgeface-setup`` (what
     rsync does); then, as ``pi``:
-    ``sudo edgeface-setup/firmware_scripts/install.sh --from edgeface-setup/dist/WHEEL --deploy-user pi``.
+    ``sudo cp -RT edgeface-setup /root/edgeface-setup && sudo /root/edgeface-setup/firmware_scripts/install.sh
+    --from /root/edgeface-setup/dist/WHEEL --sha256 HASH --deploy-user pi``, after the same run from pi's own
+    folder was refused.
     """
     # Not under pytest's temporary folder: another pytest run may prune that, and the working root has mounts
     # (/dev among them) while a command runs; arm64root.sh clean removes it without crossing a mount.
@@ -140,9 +142,14 @@ def pi(report: dict[str, Any], arm64_base: Path) -> Iterator[Arm64Root]:
                  "echo 'pi ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/010_pi-nopasswd; "
                  "chmod 0440 /etc/sudoers.d/010_pi-nopasswd; "
                  f"cp -a {SHARE}/edgeface-setup /home/pi/ && chown -R pi:pi /home/pi/edgeface-setup")
-        root.install_command = install = (f"sudo edgeface-setup/firmware_scripts/install.sh "
-                                          f"--from edgeface-setup/dist/{wheel.name} --sha256 {wheel_sha} "
-                                          f"--deploy-user pi")
+        # From pi's own folder the installer refuses (pi could change what root runs); from root's copy it runs.
+        args = f"--from /root/edgeface-setup/dist/{wheel.name} --sha256 {wheel_sha} --deploy-user pi"
+        refused = root.run(["runuser", "-l", "pi", "-c", f"sudo edgeface-setup/firmware_scripts/install.sh {args} 2>&1"],
+                           check=False, timeout=300)
+        report["install_refused"] = refused.stdout.strip().splitlines()[-1:]
+        assert refused.returncode == 2 and "root runs only what root alone can write" in refused.stdout, refused.stdout
+        root.install_command = install = ("sudo cp -RT edgeface-setup /root/edgeface-setup && "
+                                          f"sudo /root/edgeface-setup/firmware_scripts/install.sh {args}")
         log = root.run(["runuser", "-l", "pi", "-c", f"{install} 2>&1"], timeout=1800)
         _timed(report, "install.sh (apt, venv, pip install of the runtime)", started)
         root.install_log = log.stdout

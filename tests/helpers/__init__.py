@@ -6,6 +6,7 @@
 - ``mosquitto``: a real Debian mosquitto broker on a free port.
 - ``household``: devices of one household sharing people (``edgeface.sync``'s peers with real gallery files) on
   a simulated broker that loses and reorders messages, for the sync tests that need no real one.
+- ``home_assistant``: a real Home Assistant core (its own venv) with MQTT on a test broker, read over websocket.
 - ``sshd``: a real Debian sshd on loopback with throwaway keys, for deploys.
 - ``browser``: Debian's chromium, headless, through selenium.
 - ``faults``: the CLI in a fresh process under a Pi's memory limit, and what a bad-input failure must look like.
