@@ -1,8 +1,8 @@
-"""People sync through a real mosquitto between three real daemons on loopback, each with its own state folder:
-a person enrolled with the CLI on one device is named by the others; renames, removals and strangers' faces
-reach every device (enrolled faces' crops only to devices of a household that shares them); a device stopped
-during changes catches up when it starts again; the broker restarted (with persistence) loses nothing; a forged
-record is refused, counted and changes nobody."""
+"""People sync through a real mosquitto between real daemons on loopback, each with its own state folder: a
+person enrolled with the CLI on one device, or named on its web page in a real browser (chromium), is named by
+the others; renames, removals and strangers' faces reach every device (enrolled faces' crops only to devices of
+a household that shares them); a device stopped during changes catches up when it starts again; the broker
+restarted (with persistence) loses nothing; a forged record is refused, counted and changes nobody."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.system,
 
 DEVICES = ("door", "hall", "garden")
 KEY = "the-household-key-0123456789abcdef"
+TOKEN = "correct horse battery staple"
+NAME = "Ada Lovelace"
 runner = CliRunner()
 
 
@@ -83,7 +85,8 @@ class Visits:
 
 
 class Device:
-    def __init__(self, name: str, folder: Path, bundle: Path, frames: Path, port: int, crops: bool = True) -> None:
+    def __init__(self, name: str, folder: Path, bundle: Path, frames: Path, port: int, crops: bool = True,
+                 web: bool = False) -> None:
         self.name = name
         self.state = folder / name / "state"
         self.bundle = bundle
@@ -110,13 +113,16 @@ check_interval = 0.2
 crops = {str(crops).lower()}
 [http]
 port = 0
+[web]
+enabled = {str(web).lower()}
 """)
         self.gallery_path = default_gallery_path(load_bundle(bundle).model_sha256, self.state)
         self.process: DaemonProcess | None = None
         self.http = 0
 
     def start(self) -> "Device":
-        self.process = DaemonProcess(["--config", str(self.config)], env={"EDGEFACE_STATE_DIR": str(self.state)})
+        self.process = DaemonProcess(["--config", str(self.config)], env={"EDGEFACE_STATE_DIR": str(self.state),
+                                                                          "EDGEFACE_HTTP_TOKEN": TOKEN})
         return self
 
     def wait_caught_up(self, times: int = 1) -> None:
@@ -140,6 +146,14 @@ port = 0
         assert result.exit_code == 0, result.output
 
 
+def stop_all(visits: Visits, devices: list[Device], broker: Mosquitto) -> None:
+    visits.close()
+    for device in devices:
+        if device.process is not None:
+            device.process.kill()
+    broker.stop()
+
+
 def wait(what: str, predicate, timeout: float = 20.0, devices: list[Device] = ()) -> float:
     """Seconds until ``predicate()`` holds (fails after ``timeout``, with the devices' logs)."""
     start = time.monotonic()
@@ -149,6 +163,56 @@ def wait(what: str, predicate, timeout: float = 20.0, devices: list[Device] = ()
         time.sleep(0.05)
     logs = "\n".join(d.process.log()[-3000:] for d in devices if d.process is not None)
     raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+
+def test_named_on_one_web_page_in_the_browser_named_by_the_other_device(tiny_bundles: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    """Two cameras on a looping video of somebody nobody enrolled; on the door's web page (chromium) their face
+    is named: the hall names them too, and the door's Household page shows them home, seen by a camera."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from helpers.browser import chromium
+    from edgeface.data.synthetic import make_people, write_synthetic_video
+
+    video = tmp_path / "stranger.avi"
+    write_synthetic_video(video, people=make_people(9, seed=0)[6:7], seconds=6, fps=10, faces_per_frame=1, seed=1)
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker").start()
+    door, hall = devices = [Device(name, tmp_path, tiny_bundles["int8"], video, broker.port, web=name == "door")
+                            for name in DEVICES[:2]]
+    visits = Visits(broker.port)
+    try:
+        for device in devices:
+            device.start().wait_caught_up()
+        with chromium() as driver:
+            ui = f"http://127.0.0.1:{door.http}/ui"
+            page = WebDriverWait(driver, 20)
+            driver.get(f"{ui}/login")
+            page.until(ready.presence_of_element_located((By.ID, "token"))).send_keys(TOKEN)
+            driver.find_element(By.CSS_SELECTOR, "form button.primary").click()
+            page.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#live-image"))
+            card = WebDriverWait(driver, 30, poll_frequency=1).until(  # a card once the visit has good crops
+                lambda d: d.get(f"{ui}/unknown") or next(iter(d.find_elements(By.CSS_SELECTOR, "article.card")), None))
+            card.find_element(By.NAME, "name").send_keys(NAME)
+            card.find_element(By.CSS_SELECTOR, "button[value=name]").click()
+            assert page.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".note.ok"))).text.startswith(NAME)
+
+            took = wait("the hall to have them", lambda: hall.people() == (NAME,), 10, devices)
+            assert took < 2.0, f"the change took {took:.1f} s to reach the hall"
+            wait("the hall to name them", lambda: visits.named("hall", NAME), 30, devices)
+
+            def household_row() -> str:
+                driver.get(f"{ui}/household")
+                rows = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "table tr") if NAME in r.text]
+                return rows[0] if rows and " home " in f" {rows[0]} " else ""
+
+            row = WebDriverWait(driver, 30, poll_frequency=0.5).until(lambda d: household_row())
+            assert "enrolled here" in row and any(f" {d.name} " in f" {row} " for d in devices), row
+            assert "shares its people" in driver.page_source
+    finally:
+        stop_all(visits, devices, broker)
 
 
 def test_three_daemons_share_their_people(tiny_bundles: dict[str, Path], photos: dict[str, list[Path]],
@@ -226,11 +290,7 @@ def test_three_daemons_share_their_people(tiny_bundles: dict[str, Path], photos:
             assert sum("sync: refused a record" in line for line in device.process.stderr) == 2
             assert metric(device.metrics(), "edgeface_sync_connected") == 1
     finally:
-        visits.close()
-        for device in devices:
-            if device.process is not None:
-                device.process.kill()
-        broker.stop()
+        stop_all(visits, devices, broker)
 
 
 def forge(port: int, bundle: Path) -> None:
