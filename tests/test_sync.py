@@ -274,20 +274,19 @@ def test_the_clock_never_goes_back() -> None:
 # --- configuration and the bundle's embedding ---------------------------------------------------------------
 
 def test_the_household_key_comes_from_a_secret_and_must_be_long(tmp_path: Path, monkeypatch) -> None:
-    from edgeface.daemon.config import SyncConfig
-    from edgeface.sync.household import household_key
+    from edgeface.daemon.secrets import household_key
 
     monkeypatch.delenv("EDGEFACE_SYNC_KEY", raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     with pytest.raises(ConfigError, match="no household key"):
-        household_key(SyncConfig(enabled=True))
+        household_key()
     (tmp_path / "key").write_text("short\n")
     with pytest.raises(ConfigError, match="16 or more"):
-        household_key(SyncConfig(enabled=True, key_file=str(tmp_path / "key")))
+        household_key(str(tmp_path / "key"))
     (tmp_path / "credentials").mkdir()
     (tmp_path / "credentials" / "sync-key").write_text("0123456789abcdef0123\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
-    assert household_key(SyncConfig(enabled=True)) == b"0123456789abcdef0123"
+    assert household_key() == b"0123456789abcdef0123"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -304,6 +303,30 @@ def test_sync_config_errors_are_one_line(tmp_path: Path, text: str, message: str
     with pytest.raises(ConfigError) as info:
         load_config(config)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_household_key_is_read_while_the_config_loads(tiny_bundles: dict[str, Path], tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """With the bundle, the gallery and the HTTP token (edgeface.daemon.run.load): a SIGHUP whose key became
+    too short fails to load, and the running daemon goes on with the key it has (harden's reload rule)."""
+    from edgeface.core.imageio import write_image
+    from edgeface.daemon.config import load_config
+    from edgeface.daemon.run import load
+
+    monkeypatch.delenv("EDGEFACE_SYNC_KEY", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    (tmp_path / "frames").mkdir()
+    write_image(tmp_path / "frames" / "0.jpg", np.full((48, 64, 3), 127, np.uint8))
+    key = tmp_path / "household.key"
+    key.write_text(KEY.decode() + "\n")
+    config = tmp_path / "edgeface.toml"
+    config.write_text(f'bundle = "{tiny_bundles["int8"]}"\nsource = "{tmp_path / "frames"}"\n[http]\nenabled = false\n'
+                      f'[mqtt]\nhost = "127.0.0.1"\n[sync]\nenabled = true\nkey_file = "{key}"\n')
+    monkeypatch.setenv("EDGEFACE_STATE_DIR", str(tmp_path / "state"))
+    assert load(load_config(config)).sync_key == KEY
+    key.write_text("short\n")
+    with pytest.raises(ConfigError, match="household key has 5 characters"):
+        load(load_config(config))
 
 
 def test_the_embedding_id_of_a_bundle(tiny_bundles: dict[str, Path], tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ Extension = Callable[["Daemon"], "FrameObserver | None"]
 @dataclass
 class Loaded:
     """What a config loads from disk before anything runs: the bundle, the face pipeline (its gallery read),
-    the source (not opened yet) and the HTTP token. A reload loads the new config's while the running one
+    the source (not opened yet), the HTTP token and the household key of people sync. A reload loads the new config's while the running one
     goes on, so a reload that fails to load keeps the running state and re-reads nothing."""
 
     config: DaemonConfig
@@ -54,22 +54,24 @@ class Loaded:
     pipeline: FacePipeline
     source: "FrameSource"
     http_token: str | None
+    sync_key: bytes | None = None
 
 
 def load(config: DaemonConfig) -> Loaded:
     """Read and check everything ``config`` names; errors are one ``EdgefaceError`` line."""
     from edgeface.core.bundle import load_bundle
     from edgeface.daemon.access import MIN_TOKEN_CHARS
-    from edgeface.daemon.secrets import read_secret
+    from edgeface.daemon.secrets import household_key, read_secret
 
     bundle = load_bundle(config.bundle)
     source = _open_source(config)
     token = (read_secret("[http] token", config.http.token_file, HTTP_TOKEN_CREDENTIAL, HTTP_TOKEN_ENV,
                          min_chars=MIN_TOKEN_CHARS) if config.http.enabled else None)
+    sync_key = household_key(config.sync.key_file) if config.sync.enabled else None
     pipeline = FacePipeline(bundle, config.threads, config.detect, config.tracking, config.recognition,
                             config.visits, config.identity_threshold, config.gallery, config.similarity_threshold,
                             camera=config.device)
-    return Loaded(config, bundle, pipeline, source, token)
+    return Loaded(config, bundle, pipeline, source, token, sync_key)
 
 
 def _open_source(config: DaemonConfig) -> "FrameSource":

@@ -20,6 +20,8 @@ from edgeface.core.fileio import read_text_input
 
 CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
 MAX_SECRET_BYTES = 4096
+SYNC_KEY_CREDENTIAL, SYNC_KEY_ENV = "sync-key", "EDGEFACE_SYNC_KEY"
+MIN_SYNC_KEY_CHARS = 16  # the household key of people sync (edgeface.sync): its records' HMAC key
 
 # A URL's authority: the scheme, then everything up to the first / ? # or white space. Its userinfo is what
 # comes before the last @ in it (a password may hold an @: "user:p@ss@cam").
@@ -91,6 +93,20 @@ def read_secret_option(option: str, value: str, min_chars: int = 1) -> str:
         raise ConfigError(f"{option}: no such file (the value given is not shown, in case it is the secret "
                           f"itself: write the secret to a file only you can read and give {option} that file)")
     return read_secret(option, file=value, min_chars=min_chars) or ""
+
+
+def household_key(key_file: str = "") -> bytes:
+    """The household key of people sync from ``key_file``, the systemd credential ``sync-key`` or
+    ``$EDGEFACE_SYNC_KEY``: read while a config loads, so a reload whose key is gone keeps the running one."""
+    key = read_secret("[sync] key", key_file, SYNC_KEY_CREDENTIAL, SYNC_KEY_ENV)
+    if key is None:
+        raise ConfigError("[sync] is enabled but there is no household key: set [sync] key_file, the systemd "
+                          f"credential {SYNC_KEY_CREDENTIAL} or ${SYNC_KEY_ENV} (the same key on every device; "
+                          "make one with: openssl rand -hex 32)")
+    if len(key) < MIN_SYNC_KEY_CHARS:
+        raise ConfigError(f"[sync] the household key has {len(key)} characters; use {MIN_SYNC_KEY_CHARS} or more "
+                          "(openssl rand -hex 32)")
+    return key.encode("utf-8")
 
 
 def _long_enough(value: str, where: str, min_chars: int) -> str:

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeface.core.errors import ConfigError
-from edgeface.daemon.secrets import MAX_SECRET_BYTES
-from edgeface.sync.records import MIN_KEY_CHARACTERS
+from edgeface.daemon.secrets import MAX_SECRET_BYTES, MIN_SYNC_KEY_CHARS
 
 DEFAULT_RESTART = "sudo -n systemctl restart edgeface"
 COPY_METHODS = ("rsync", "scp")
@@ -112,9 +111,9 @@ class DeployOptions:
                 raise ConfigError(f"credential {name!r}: choose {' or '.join(CREDENTIAL_NAMES)}")
             if not secret or len(secret.encode()) > MAX_SECRET_BYTES or any(c in secret for c in "\0\r\n"):
                 raise ConfigError(f"the {name}: expected one line of 1 to {MAX_SECRET_BYTES} bytes")
-            if name == "sync-key" and len(secret) < MIN_KEY_CHARACTERS:
+            if name == "sync-key" and len(secret) < MIN_SYNC_KEY_CHARS:
                 raise ConfigError(f"the sync-key has {len(secret)} characters; the household key needs "
-                                  f"{MIN_KEY_CHARACTERS} or more (openssl rand -hex 32)")
+                                  f"{MIN_SYNC_KEY_CHARS} or more (openssl rand -hex 32)")
 
 
 def generate_token() -> str:

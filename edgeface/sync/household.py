@@ -24,13 +24,11 @@ from edgeface.core.fileio import file_signature, write_private
 from edgeface.core.gallery import Gallery, GalleryError, empty_gallery, locked, read_gallery
 from edgeface.core.reader import read_json
 from edgeface.daemon.metrics import metric_lines
-from edgeface.daemon.secrets import read_secret
 from edgeface.daemon.service import Throttled
 from edgeface.people.album import crop_path, prune_crops, referenced, save_crop
 from edgeface.sync.peer import DAY_MS, Peer
 from edgeface.sync.records import (
     JPEG_MAGIC,
-    MIN_KEY_CHARACTERS,
     REFUSALS,
     Refused,
     crop_bytes,
@@ -45,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeface.daemon")
 
-SYNC_KEY_CREDENTIAL, SYNC_KEY_ENV = "sync-key", "EDGEFACE_SYNC_KEY"
 STATE_FORMAT = "edgeface-sync-state"
 STATE_VERSION = 1
 MAX_STATE_BYTES = 256 << 20
@@ -67,19 +64,6 @@ class Transport(Protocol):
     def resync(self) -> None: ...
 
     def stop(self) -> None: ...
-
-
-def household_key(config: "SyncConfig") -> bytes:
-    """The household key from ``key_file``, the systemd credential ``sync-key`` or ``$EDGEFACE_SYNC_KEY``."""
-    key = read_secret("[sync] key", config.key_file, SYNC_KEY_CREDENTIAL, SYNC_KEY_ENV)
-    if key is None:
-        raise ConfigError("[sync] is enabled but there is no household key: set [sync] key_file, the systemd "
-                          f"credential {SYNC_KEY_CREDENTIAL} or ${SYNC_KEY_ENV} (the same key on every device; "
-                          "make one with: openssl rand -hex 32)")
-    if len(key) < MIN_KEY_CHARACTERS:
-        raise ConfigError(f"[sync] the household key has {len(key)} characters; use {MIN_KEY_CHARACTERS} or more "
-                          "(openssl rand -hex 32)")
-    return key.encode("utf-8")
 
 
 def state_path(gallery_path: Path) -> Path:
@@ -369,11 +353,12 @@ def household_sync(daemon: "Daemon") -> HouseholdSync | None:
     if path is None:
         raise ConfigError("[sync] is enabled but the daemon has no gallery: this bundle's model has no embedding "
                           "output, so nobody can be enrolled or shared")
-    key = household_key(config.sync)
+    key = daemon.loaded.sync_key
+    assert key is not None  # read by edgeface.daemon.run.load when [sync] is enabled
     encoder = daemon.bundle.embedding_id
     return HouseholdSync(config.sync, key, daemon.bundle, path, config.device,
                          lambda on_event: MqttTransport(config.mqtt, config.device, encoder, on_event),
                          on_change=labeler.reload_now).start()
 
 
-__all__ = ["HouseholdSync", "household_key", "household_sync", "state_path"]
+__all__ = ["HouseholdSync", "household_sync", "state_path"]

@@ -42,7 +42,6 @@ from edgeface.sync.clock import Stamp
 
 FORMAT_VERSION = 1
 MAC_DOMAIN = b"edgeface-sync/1\n"
-MIN_KEY_CHARACTERS = 16
 MAX_BODY_BYTES = 16 * 1024  # a record without a crop: a 512-d embedding in base64 is 2.7 KB
 MAX_CALIBRATION_BYTES = 8 * 1024
 MAX_TEXT = 256
