@@ -87,7 +87,7 @@ class Visits:
 class Device:
     def __init__(self, name: str, folder: Path, bundle: Path, frames: Path, port: int, crops: bool = True,
                  web: bool = False) -> None:
-        self.name = name
+        self.name, self.web = name, web
         self.state = folder / name / "state"
         self.bundle = bundle
         self.config = folder / name / "edgeface.toml"
@@ -121,8 +121,9 @@ enabled = {str(web).lower()}
         self.http = 0
 
     def start(self) -> "Device":
+        token = {"EDGEFACE_HTTP_TOKEN": TOKEN} if self.web else {}  # /metrics stays open on the others
         self.process = DaemonProcess(["--config", str(self.config)], env={"EDGEFACE_STATE_DIR": str(self.state),
-                                                                          "EDGEFACE_HTTP_TOKEN": TOKEN})
+                                                                          **token})
         return self
 
     def wait_caught_up(self, times: int = 1) -> None:
