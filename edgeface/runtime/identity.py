@@ -130,7 +130,7 @@ def face_evidence(embeddings: np.ndarray | None, probabilities: np.ndarray | Non
     return [Evidence(sims[i], against[i], probs[i], against_trained[i]) for i in range(count)]
 
 
-def combine(evidence: Sequence[Evidence], weights: Sequence[float]) -> Evidence:
+def combine(evidence: Sequence[Evidence], weights: Sequence[float] | np.ndarray) -> Evidence:
     """Several faces' evidence as one: each score the weighted mean over the faces (weights: how good each view
     was), ``observations`` their count."""
     w = np.asarray(weights, np.float64)
