@@ -2,9 +2,12 @@
 # Lint and type checks over edgeface/ and convert/: ruff (rules in pyproject's [tool.ruff.lint]), then mypy
 # ([tool.mypy]). Called by `make lint`, which `make test` runs first. Exit 1 when either finds something.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 VENV=${VENV:-.venv}
 status=0
+for tool in ruff mypy; do
+  [ -x "$VENV/bin/$tool" ] || { echo "lint: $tool is not in $VENV: run make setup-dev (it installs the dev extra)" >&2; exit 2; }
+done
 
 echo "lint: ruff check edgeface convert" >&2
 "$VENV/bin/ruff" check --quiet edgeface convert || {
@@ -21,7 +24,8 @@ for entry in edgeface/*; do
 done
 ln -s "$PWD/convert" "$tree/edgeface/convert"
 echo "lint: mypy edgeface (convert/ as edgeface.convert)" >&2
-output=$(cd "$tree" && "$PWD/../../$VENV/bin/mypy" --config-file ../../pyproject.toml --cache-dir .. -p edgeface 2>&1)
+mypy=$(cd "$VENV/bin" && pwd)/mypy
+output=$(cd "$tree" && "$mypy" --config-file ../../pyproject.toml --cache-dir .. -p edgeface 2>&1)
 code=$?
 sed -e "s#^$PWD/$tree/edgeface/convert/#convert/#" -e "s#^edgeface/convert/#convert/#" <<<"$output"
 if [ $code -ne 0 ]; then
