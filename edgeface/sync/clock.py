@@ -17,8 +17,11 @@ class Stamp(NamedTuple):
     counter: int
 
 
+ZERO = Stamp(0, 0)
+
+
 class HybridClock:
-    def __init__(self, last: Stamp = Stamp(0, 0), now: Callable[[], float] = time.time) -> None:
+    def __init__(self, last: Stamp = ZERO, now: Callable[[], float] = time.time) -> None:
         self.last = Stamp(*last)
         self._now = now
 
