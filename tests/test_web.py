@@ -373,8 +373,8 @@ def test_unknown_routes_in_process(page: "PageState") -> None:
     assert len(first_faces) == 8 and len(second_faces) == 4 and 'value="Bo"' in text  # 4 faces a visit
     assert text.index(f'id="group-{first}"') < text.index(f'id="group-{second}"')  # newest first
     heads = re.findall(r'<strong class="visits">([^<]*)</strong>', text)
-    assert re.fullmatch(r"2 visits · last seen 2\d s ago, first 3\d s ago", heads[0]) and \
-        re.fullmatch(r"1 visit · last seen 3\d s ago", heads[1]), heads
+    assert re.fullmatch(r"2 visits · last seen 1\d s ago, first 3\d s ago", heads[0]) and \
+        re.fullmatch(r"1 visit · last seen 2\d s ago", heads[1]), heads  # its last face, 28 s ago
     for face in first_faces:  # each crop is served, from memory or from disk
         assert client.get(f"/ui/face.jpg?of=unknown&group={first}&id={face}").body[:2] == b"\xff\xd8"
 

@@ -91,8 +91,9 @@ class StrangerCards:
             strangers.groups.setdefault(group.id, group)
         for group in strangers.groups.values():
             samples = saved.faces.get(group.id, []) if group.id not in saved.marked else []
-            cards.cards[group.id] = StrangerCard(group.id, group.first_seen, group.last_seen, group.count,
-                                                 group.to_dict(), samples, group.id in saved.marked)
+            last = max([group.last_seen, *(s.time for s in samples)])
+            cards.cards[group.id] = StrangerCard(group.id, group.first_seen, last, group.count, group.to_dict(),
+                                                 samples, group.id in saved.marked)
         strangers.changed = False
         return cards
 
@@ -114,8 +115,8 @@ class StrangerCards:
                 card = self.cards.get(group.id)
                 if card is None:
                     card = self.cards[group.id] = StrangerCard(group.id, group.first_seen, group.last_seen, 0, {})
-                card.first, card.last, card.visits, card.raw = (group.first_seen, group.last_seen, group.count,
-                                                                group.to_dict())
+                card.first, card.visits, card.raw = group.first_seen, group.count, group.to_dict()
+                card.last = max(card.last, group.last_seen)  # the group's is its latest visit's arrival
             self._groups_changed = True
 
     def arrived(self, visit_id: str, group_id: str) -> None:
@@ -155,6 +156,7 @@ class StrangerCards:
                 crowded = max(counts, key=lambda v: counts[v])
                 card.samples.remove(next(s for s in card.samples if s.visit == crowded))
             card.samples.append(sample)
+            card.last = max(card.last, sample.time)
             self._dirty.add(card.id)
             return True
 
