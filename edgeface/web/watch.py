@@ -123,7 +123,7 @@ class FaceWatcher:
                 if unknown and not (self.cards.wants(face.visit) if face.visit else
                                     len(self._early.get(face.track, ())) < FACES_PER_VISIT):
                     continue
-                sample = self._sample(image, samples, i, now, gated=unknown)  # type: ignore[arg-type]
+                sample = self._sample(image, samples, i, now, gated=unknown)
                 if sample is None:
                     continue
                 seen[2] = now
