@@ -26,6 +26,23 @@ class InferenceEngine(Protocol):
         ...
 
 
+def predict_batched(engine: InferenceEngine, crops: np.ndarray, batch_size: int = 32, desc: str = "",
+                    progress: bool = False) -> dict[str, np.ndarray]:
+    """Run an engine over any number of crops in batches (bounded memory), with a progress bar on request:
+    every output, one row per crop (no rows for no crops)."""
+    from edgeface.core.progress import progress_bar
+
+    crops = np.asarray(crops)
+    parts: dict[str, list[np.ndarray]] = {}
+    starts = range(0, len(crops), batch_size)
+    for start in progress_bar(starts, desc=desc, unit="batch", enabled=None if progress else False):
+        for name, value in engine.predict(np.ascontiguousarray(crops[start:start + batch_size])).items():
+            parts.setdefault(name, []).append(value)
+    if not parts:  # no crops: the engine says which outputs it has, with no rows
+        return engine.predict(crops[:0])
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
 class LiteRTEngine:
     """A TFLite model run by LiteRT (or tflite-runtime), read by signature names, never output positions."""
 
@@ -59,6 +76,7 @@ class LiteRTEngine:
 
     @classmethod
     def from_bundle(cls, bundle: Any, num_threads: int | None = None) -> "LiteRTEngine":
+        """The device's one way to open a bundle (a path or a loaded ``Bundle``) for inference."""
         from edgeface.core.bundle import Bundle, load_bundle
 
         if not isinstance(bundle, Bundle):
