@@ -71,6 +71,14 @@ class DaemonProcess:
         return int(self.wait_for(find, timeout, "the HTTP server"))  # type: ignore[arg-type]
 
     def records(self) -> list[dict]:
+        """The frame records written to stdout (JSON lines), in order."""
+        return [r for r in self.lines() if "frame" in r]
+
+    def events(self) -> list[dict]:
+        """The visit events written to stdout (arrived, named, left), in order."""
+        return [r for r in self.lines() if "event" in r]
+
+    def lines(self) -> list[dict]:
         return [json.loads(line) for line in list(self.stdout)]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, float]:

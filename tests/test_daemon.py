@@ -1,4 +1,4 @@
-"""The daemon's parts without a model: config validation, sources and capture, tracking, sinks, systemd notify."""
+"""The daemon's parts without a model: config validation, sources and capture, sinks, systemd notify."""
 
 from __future__ import annotations
 
@@ -35,14 +35,14 @@ port = 9000
 [jsonl]
 path = "logs/labels.jsonl"
 [tracking]
-smoothing = 0.5
+lost_after = 0.8
 """)
     settings = load_config(config, {"http.port": 9100, "threads": None})
     assert settings.bundle == tmp_path / "conf" / "model.edgeface"
     assert settings.source == str(tmp_path / "conf" / "clips" / "door.mp4")
     assert settings.jsonl.path == str(tmp_path / "conf" / "logs" / "labels.jsonl")
     assert (settings.threads, settings.http.port, settings.http.host) == (3, 9100, "127.0.0.1")
-    assert settings.tracking.smoothing == 0.5
+    assert settings.tracking.lost_after == 0.8
     assert settings.jsonl_on and not settings.mqtt_on  # no other sink: JSON lines
 
 
@@ -221,54 +221,13 @@ def test_missing_camera_is_retried_not_fatal(tmp_path: Path) -> None:
     capture.stop()
 
 
-# --- tracking ----------------------------------------------------------------------------------------------
-
-
-def test_tracker_keeps_ids_and_smoothing_stops_a_one_frame_flip() -> None:
-    from edgeface.daemon.tracking import Tracker
-    from edgeface.runtime.labeler import Labeler
-    from edgeface.core.spec import ModelSpec
-
-    spec = ModelSpec(labels={"identity": ("ana", "bo"), "emotion": ("happy", "neutral"),
-                             "gender": ("female", "male")})
-    labeler = Labeler(spec, identity_threshold=0.5)
-    tracker = Tracker(iou=0.3, max_missed=1, smoothing=0.6)
-
-    def outputs(p_ana: float, n: int = 1) -> dict[str, np.ndarray]:
-        row = {"identity": [p_ana, 1 - p_ana], "emotion": [0.9, 0.1], "gender": [0.8, 0.2]}
-        return {k: np.array([v] * n, np.float32) for k, v in row.items()}
-
-    box = np.array([[100, 100, 200, 200]], float)
-    names = []
-    for step, p in enumerate([0.9, 0.9, 0.9, 0.2, 0.9]):  # one bad frame in the middle
-        ids, smoothed = tracker.update(box + step * 5, outputs(p))
-        assert ids == [1]
-        names.append(labeler(smoothed)[0].identity.label)
-    assert names == ["ana"] * 5
-
-    # A second face far away gets its own track; the first survives one missed frame, then goes.
-    ids, _ = tracker.update(np.array([[400, 100, 500, 200]], float), outputs(0.9))
-    assert ids == [2] and {t.id for t in tracker.tracks} == {1, 2}
-    tracker.update(np.array([[400, 100, 500, 200]], float), outputs(0.9))
-    assert {t.id for t in tracker.tracks} == {2}
-
-
-def test_tracker_without_smoothing_follows_the_raw_outputs() -> None:
-    from edgeface.daemon.tracking import Tracker
-
-    tracker = Tracker(smoothing=0.0)
-    box = np.array([[0, 0, 50, 50]], float)
-    tracker.update(box, {"identity": np.array([[0.9, 0.1]], np.float32)})
-    _, smoothed = tracker.update(box, {"identity": np.array([[0.2, 0.8]], np.float32)})
-    np.testing.assert_allclose(smoothed["identity"], [[0.2, 0.8]])
-
-
 # --- sinks -------------------------------------------------------------------------------------------------
 
 
 def _published(index: int, faces: int = 1):
-    from edgeface.daemon.records import FaceResult, FrameResult, Published
     from edgeface.core.results import FaceLabels, Prediction
+    from edgeface.daemon.records import Published
+    from edgeface.recognition.records import FaceResult, FrameResult
 
     labels = FaceLabels(Prediction("ana", 0.9), Prediction("happy", 0.8), Prediction("female", 0.7))
     result = FrameResult(time=1000.0 + index, index=index,

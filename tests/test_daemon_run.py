@@ -51,7 +51,8 @@ def check_record(record: dict, labels: dict[str, tuple[str, ...]]) -> None:
     assert set(record) == {"time", "frame", "faces"}
     assert abs(record["time"] - time.time()) < 600 and isinstance(record["frame"], int)
     for face in record["faces"]:
-        assert set(face) == {"box", "track", "identity", "emotion", "gender"}
+        assert {"box", "track", "identity", "emotion", "gender"} <= set(face) <= {"box", "track", "identity",
+                                                                                "emotion", "gender", "visit"}
         x0, y0, x1, y1 = face["box"]
         assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480 and isinstance(face["track"], int)
         for head in ("identity", "emotion", "gender"):
@@ -75,6 +76,11 @@ def test_video_file_runs_to_its_end_and_exits_0(bundle: Path, video: Path, tmp_p
     assert len(three) >= 0.8 * len(records)
     tracks = {f["track"] for r in three for f in r["faces"]}
     assert len(tracks) <= 5, "three people drifting slowly should keep about three tracks"
+    events = daemon.events()  # each visit arrives once, and leaves once, when the video ends
+    arrived = [e["visit"] for e in events if e["event"] == "arrived"]
+    assert 3 <= len(arrived) == len(set(arrived)) <= len(tracks)
+    assert sorted(e["visit"] for e in events if e["event"] == "left") == sorted(arrived)
+    assert all(e["camera"] and e["first_seen"] <= e["last_seen"] for e in events)
     assert "source ended" in "\n".join(daemon.stderr)
     assert list(tmp_path.iterdir()) == []  # privacy: nothing written without --snapshots
 
@@ -88,7 +94,7 @@ def test_signal_mid_run_stops_within_2s_with_output_flushed(bundle: Path, video:
     finally:
         daemon.kill()
     assert code == 0 and elapsed < 2.0, (code, elapsed, daemon.log())
-    records = daemon.records()  # every line complete JSON: nothing cut off mid-line
+    records = daemon.lines()  # every line complete JSON (frames and visit events): nothing cut off mid-line
     final = next(line for line in daemon.stderr if "stopped:" in line)
     sent = int(final.split("jsonl ")[1].split(" sent")[0])
     assert sent == len(records) and "jsonl %d sent 0 dropped" % sent in final  # all buffered records flushed
@@ -163,7 +169,8 @@ def test_network_camera_absent_at_start_lost_mid_run_and_back(bundle: Path, vide
         daemon.kill()
     assert code == 0
     lines = (tmp_path / "labels.jsonl").read_text().splitlines()
-    assert lines and all(json.loads(line)["faces"] for line in lines)
+    frames = [record for record in map(json.loads, lines) if "frame" in record]  # (and visit events)
+    assert frames and all(record["faces"] for record in frames)
 
 
 def test_corrupt_frames_are_skipped_and_counted(bundle: Path, video: Path, tmp_path: Path) -> None:

@@ -183,22 +183,32 @@ def test_daemon_reports_enrolled_people_and_unknown(tiny_bundles: dict[str, Path
     stranger = strangers[int(np.argmin(margins))]
     frames = tmp_path / "frames"
     frames.mkdir()
-    for i, photo in enumerate([photos["Priya"][0], stranger]):
-        (frames / f"{i}.jpg").write_bytes(photo.read_bytes())
+    # Priya for 0.4 s, nobody for 0.6 s (her track is lost), then the stranger for 0.6 s: at 10 frames a second.
+    empty = np.full((240, 320, 3), 127, np.uint8)
+    for i in range(16):
+        if i < 4 or i >= 10:
+            (frames / f"{i:02d}.jpg").write_bytes((photos["Priya"][0] if i < 4 else stranger).read_bytes())
+        else:
+            write_image(frames / f"{i:02d}.jpg", empty)
     out = tmp_path / "labels.jsonl"
     config = tmp_path / "edgeface.toml"
-    # Unrelated photos in a row overlap where the face is, so the tracker would blend them into one face.
-    config.write_text(f'bundle = "{bundle}"\nsource = "{frames}"\n[tracking]\nsmoothing = 0.0\n'
+    config.write_text(f'bundle = "{bundle}"\nsource = "{frames}"\n'
                       f'[http]\nenabled = false\n[jsonl]\npath = "{out}"\n[service]\nlog_level = "error"\n')
     result = cli("run", "--config", config)
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["faces"][0]["identity"]["label"] for r in records] == ["Priya", "unknown"]
+    labels = [(r["faces"][0]["track"], r["faces"][0]["identity"]["label"]) for r in records if "frame" in r]
+    priya, other = labels[:4], labels[4:]
+    # a track is named once it has 3 faces, and the stranger is another track, never named
+    assert [name for _, name in priya] == ["unknown", "unknown", "Priya", "Priya"]
+    assert len(other) == 6 and {name for _, name in other} == {"unknown"} and other[0][0] != priya[0][0]
+    events = [(r["event"], r["who"]) for r in records if "event" in r]
+    assert events == [("arrived", "Priya"), ("arrived", "unknown"), ("left", "Priya"), ("left", "unknown")]
     # --gallery none: enrolled people are ignored, so Priya is no longer named.
     out.unlink()
     assert cli("run", "--config", config, "--gallery", "none").exit_code == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert "Priya" not in [r["faces"][0]["identity"]["label"] for r in records]
+    assert "Priya" not in [r["faces"][0]["identity"]["label"] for r in records if "frame" in r]
 
 
 def test_gallery_of_another_bundle_is_refused(tiny_bundles: dict[str, Path], photos, state: Path,

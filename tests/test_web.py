@@ -111,7 +111,8 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
 
     from edgeface.core.results import FaceLabels, Prediction
     from edgeface.core.spec import CropSpec, ModelSpec
-    from edgeface.daemon.records import FaceResult, FaceSamples, FrameResult, Published
+    from edgeface.daemon.records import Published
+    from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
     from edgeface.data.synthetic import composite_frame, make_people, render_head
     from edgeface.faces.detect import Face
     from edgeface.runtime.labeler import Labeler
@@ -133,7 +134,8 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
                                                               Prediction("male", 0.8))) for f, track, name in faces)
         n = len(faces)
         outputs = {"identity": np.tile([[0.4, 0.6]], (n, 1)), "embedding": np.tile([[1.0, 0, 0, 0]], (n, 1))}
-        samples = FaceSamples(tuple(f for f, _, _ in faces), np.zeros((n, 64, 64, 3), np.uint8), outputs)
+        samples = FaceSamples(tuple(f for f, _, _ in faces), tuple(range(n)), np.zeros((n, 64, 64, 3), np.uint8),
+                              outputs)
         watcher.observe(image, Published(FrameResult(when, 0, results, samples=samples if n else None), True))
 
     start = 1000.0

@@ -134,18 +134,20 @@ def remove_people(
 @friendly_errors
 def calibrate(
     impostors: List[Path] = typer.Option(..., help="Photos of people who are neither enrolled nor trained: "
-                                                    "files, folders, or a CSV manifest (rows of enrolled or "
-                                                    "trained people are skipped). Repeatable."),
+                                                    "files, folders (one per person: their photos make "
+                                                    "visits), or a CSV manifest (rows of enrolled or trained "
+                                                    "people are skipped). Repeatable."),
     bundle: Path = typer.Option(..., help=BUNDLE_HELP),
-    far: float = typer.Option(0.01, help="Target false-accept rate: the share of strangers' faces that may "
-                                         "be named as somebody."),
+    far: float = typer.Option(0.01, help="Target false-accept rate: the share of strangers' faces, and of "
+                                         "their visits, that may be named as somebody."),
     identity: bool = typer.Option(True, "--identity/--no-identity",
                                   help="Also calibrate the identity head's threshold (--no-identity: keep "
                                        "the bundle's, calibrate the gallery alone)."),
     state_dir: Optional[Path] = typer.Option(None, help=STATE_HELP),
     gallery: Optional[Path] = typer.Option(None, help=GALLERY_HELP),
 ) -> None:
-    """Pick the thresholds that accept at most --far of strangers' faces, and store them with the gallery.
+    """Pick the thresholds that accept at most --far of strangers' faces (photos), and of their visits (the
+    daemon's tracks: a stranger's photos in a row, added up face after face), and store them with the gallery.
 
     Both ways of naming a face (enrolled people by similarity, trained people by the identity head) are
     allowed the same number of the strangers, unless one of them cannot take one more (tied scores). Run it
@@ -163,6 +165,10 @@ def calibrate(
                    f"{result.model_far:.2%})")
     typer.echo(f"false-accept rate on these strangers: {t.far:.2%} ({t.accepted} of {t.total}), "
                f"target {far:.2%}")
+    v = result.visit_thresholds
+    typer.echo(f"per visit ({v.total} visits): similarity threshold {v.similarity:.4f}"
+               + (f", identity threshold {v.identity:.4f}" if v.identity is not None else "")
+               + f"; {v.far:.2%} of the visits named ({v.accepted} of {v.total})")
     typer.echo(f"stored in {result.path}")
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)

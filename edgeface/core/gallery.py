@@ -8,10 +8,15 @@ with an empty gallery instead of a meaningless one.
 The file is one JSON document, written atomically (a reader never sees half a file; the daemon reloads it when
 it changes)::
 
-    {"format": "edgeface-gallery", "format_version": 1, "model_sha256": "...", "embedding_size": 128,
+    {"format": "edgeface-gallery", "format_version": 2, "model_sha256": "...", "embedding_size": 128,
      "similarity_threshold": 0.62, "identity_threshold": 0.71, "calibration": {...},
-     "people": [{"name": "Maya", "added": "2025-01-01T10:00:00+00:00",
-                 "photos": [{"file": "maya1.jpg", "sha256": "..."}], "embeddings": [[...], ...]}]}
+     "people": [{"id": "9f2c...", "name": "Maya", "added": "2025-01-01T10:00:00+00:00",
+                 "photos": [{"file": "maya1.jpg", "sha256": "..."}], "embeddings": [[...], ...]}],
+     "negatives": [{"id": "3f2a...", "of": "Maya", "added": "...", "reason": "not Maya", "embedding": [...]}]}
+
+``negatives`` are faces somebody said were *not* a person (``of``: their name), or nobody enrolled at all (``of``
+empty: a stranger). The identity rule uses them as evidence (``edgeface.runtime.identity``): a face nearer a
+negative of Maya than Maya's own faces is not Maya. Version 1 files (no negatives) are read as they are.
 
 No image is stored in it: only embeddings and the names of the photos they came from (the small face crops that
 the web page shows live beside it, ``edgeface.people.album``). Reading and matching need numpy only.
@@ -37,7 +42,8 @@ from edgeface.core.paths import default_state_dir
 from edgeface.core.results import UNKNOWN
 
 GALLERY_FORMAT = "edgeface-gallery"
-GALLERY_VERSION = 1
+GALLERY_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 # Used until `edgeface calibrate` stores a measured one: similarities depend on the model, so this is only a
 # starting point.
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
@@ -92,6 +98,20 @@ def unit_rows(embeddings: np.ndarray) -> np.ndarray:
     return embeddings / np.maximum(norms, 1e-12)
 
 
+def new_person_id() -> str:
+    """A person's id: random, kept through renames, so that devices sharing people agree on who is who."""
+    import secrets
+
+    return secrets.token_hex(8)
+
+
+def legacy_person_id(name: str) -> str:
+    """The id of a person read from a gallery written before people had ids (format version 1)."""
+    import hashlib
+
+    return hashlib.sha256(unicodedata.normalize("NFC", name).casefold().encode("utf-8")).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Person:
     """One enrolled person: unit-length embeddings (K, D) and the photos they came from."""
@@ -100,10 +120,26 @@ class Person:
     embeddings: np.ndarray = field(repr=False)
     photos: tuple[Mapping[str, str], ...] = ()  # {"file": name, "sha256": digest of the file}
     added: str = ""
+    id: str = field(default_factory=new_person_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "added": self.added, "photos": [dict(p) for p in self.photos],
+        return {"id": self.id, "name": self.name, "added": self.added, "photos": [dict(p) for p in self.photos],
                 "embeddings": np.round(self.embeddings.astype(np.float64), 6).tolist()}
+
+
+@dataclass(frozen=True)
+class Negative:
+    """A face somebody said was not ``of`` (a person's name), or, with ``of`` empty, nobody enrolled (a stranger)."""
+
+    id: str  # the face's id (its crop's digest where the device kept a crop)
+    of: str
+    embedding: np.ndarray = field(repr=False)  # (D,) unit length
+    added: str = ""
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "of": self.of, "added": self.added, "reason": self.reason,
+                "embedding": np.round(self.embedding.astype(np.float64), 6).tolist()}
 
 
 @dataclass(frozen=True)
@@ -126,7 +162,11 @@ class Gallery:
     people: tuple[Person, ...] = ()
     similarity_threshold: float | None = None  # None: not calibrated, DEFAULT_SIMILARITY_THRESHOLD applies
     identity_threshold: float | None = None  # None: not calibrated, the bundle's applies
+    # The same for a track's evidence over a visit (calibrated per visit); None: the two above apply.
+    visit_similarity_threshold: float | None = None
+    visit_identity_threshold: float | None = None
     calibration: Mapping[str, Any] | None = None
+    negatives: tuple[Negative, ...] = ()
     path: Path | None = field(default=None, compare=False)
 
     # --- questions -------------------------------------------------------------------------------------
@@ -178,6 +218,29 @@ class Gallery:
         index = sims.argmax(1)
         return Match(index, sims[np.arange(len(sims)), index])
 
+    @cached_property
+    def _negative_matrix(self) -> tuple[np.ndarray, tuple[str, ...]]:
+        if not self.negatives:
+            return np.zeros((0, self.embedding_size), np.float32), ()
+        return unit_rows(np.stack([n.embedding for n in self.negatives])), tuple(n.of.casefold() for n in self.negatives)
+
+    def negative_similarities(self, embeddings: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """For each face (N, D) and each name (K): the cosine similarity of the face with the nearest face said
+        to be not that person (their "not X" faces and every stranger's face); -1 where there is none."""
+        faces = unit_rows(np.asarray(embeddings).reshape(-1, self.embedding_size))
+        out = np.full((len(faces), len(names)), -1.0, np.float32)
+        rows, owners = self._negative_matrix
+        if not len(rows) or not len(faces):
+            return out
+        sims = faces @ rows.T
+        owner = np.asarray(owners, dtype=object)
+        strangers = owner == ""
+        for k, name in enumerate(names):
+            mask = strangers | (owner == name.casefold())
+            if mask.any():
+                out[:, k] = sims[:, mask].max(axis=1)
+        return out
+
     # --- changes ---------------------------------------------------------------------------------------
 
     def with_person(self, name: str, embeddings: np.ndarray, photos: Sequence[Mapping[str, str]] = (),
@@ -191,20 +254,24 @@ class Gallery:
         existing = self.get(name)
         people = list(self.people)
         if existing is not None and not replace_existing:
-            merged = Person(existing.name, np.concatenate([existing.embeddings, unit_rows(embeddings)]),
-                            tuple(existing.photos) + tuple(photos), existing.added)
+            merged = replace(existing, embeddings=np.concatenate([existing.embeddings, unit_rows(embeddings)]),
+                             photos=tuple(existing.photos) + tuple(photos))
             people[people.index(existing)] = merged
         else:
             person = Person(name, unit_rows(embeddings), tuple(photos), _now())
             if existing is not None:
+                person = replace(person, id=existing.id)
                 people[people.index(existing)] = person
             else:
                 people.append(person)
         return replace(self, people=tuple(people))
 
     def without(self, name: str) -> "Gallery":
+        """The gallery without that person, their photos and the faces said not to be them."""
         person = self._person(name)
-        return replace(self, people=tuple(p for p in self.people if p is not person))
+        key = person.name.casefold()
+        return replace(self, people=tuple(p for p in self.people if p is not person),
+                       negatives=tuple(n for n in self.negatives if n.of.casefold() != key))
 
     def without_photo(self, name: str, sha256: str) -> "Gallery":
         """Forget one enrolled photo of a person (its embedding and record); a person left with no photo is
@@ -218,8 +285,8 @@ class Gallery:
             raise GalleryError(f"{person.name} has no photo {sha256[:12]}")
         if len(person.embeddings) == 1:
             return self.without(person.name)
-        kept = Person(person.name, np.delete(person.embeddings, index, axis=0),
-                      person.photos[:index] + person.photos[index + 1:], person.added)
+        kept = replace(person, embeddings=np.delete(person.embeddings, index, axis=0),
+                       photos=person.photos[:index] + person.photos[index + 1:])
         return replace(self, people=tuple(kept if p is person else p for p in self.people))
 
     def renamed(self, name: str, new_name: str) -> "Gallery":
@@ -229,7 +296,42 @@ class Gallery:
         other = self.get(new_name)
         if other is not None and other is not person:
             raise GalleryError(f"{other.name!r} is already enrolled; remove one of the two first")
-        return replace(self, people=tuple(replace(p, name=new_name) if p is person else p for p in self.people))
+        key = person.name.casefold()
+        return replace(self, people=tuple(replace(p, name=new_name) if p is person else p for p in self.people),
+                       negatives=tuple(replace(n, of=new_name) if n.of.casefold() == key else n
+                                       for n in self.negatives))
+
+    def with_negatives(self, of: str, embeddings: np.ndarray, ids: Sequence[str], reason: str = "") -> "Gallery":
+        """Keep faces as evidence that they are not ``of`` (a name, enrolled or trained), or with ``of`` empty
+        that they are nobody's (a stranger). A face already kept under the same id is replaced."""
+        of = check_name(of) if of else ""
+        embeddings = unit_rows(np.asarray(embeddings, np.float32).reshape(-1, self.embedding_size))
+        if len(ids) != len(embeddings):
+            raise GalleryError(f"{len(ids)} ids for {len(embeddings)} faces")
+        added = [Negative(str(i), of, e, _now(), reason) for i, e in zip(ids, embeddings)]
+        fresh = {n.id for n in added}
+        return replace(self, negatives=tuple(n for n in self.negatives if n.id not in fresh) + tuple(added))
+
+    def without_negatives(self, ids: Sequence[str]) -> "Gallery":
+        gone = set(ids)
+        return replace(self, negatives=tuple(n for n in self.negatives if n.id not in gone))
+
+    def pruned(self, max_negatives: int, max_age_days: float, now: datetime | None = None) -> "Gallery":
+        """Without the negatives past the newest ``max_negatives`` or older than ``max_age_days``: the
+        retention limits of faces the camera saw (docs/web.md)."""
+        now = now or datetime.now(timezone.utc)
+        kept = []
+        for negative in sorted(self.negatives, key=lambda n: n.added, reverse=True)[:max_negatives]:
+            try:
+                age = (now - datetime.fromisoformat(negative.added)).total_seconds() / 86400
+            except ValueError:
+                age = 0.0
+            if age <= max_age_days:
+                kept.append(negative)
+        if len(kept) == len(self.negatives):
+            return self
+        keep = {n.id for n in kept}
+        return replace(self, negatives=tuple(n for n in self.negatives if n.id in keep))
 
     def _person(self, name: str) -> Person:
         person = self.get(name)
@@ -239,10 +341,15 @@ class Gallery:
         return person
 
     def calibrated(self, similarity_threshold: float, identity_threshold: float | None,
-                   details: Mapping[str, Any]) -> "Gallery":
+                   details: Mapping[str, Any], visit_similarity_threshold: float | None = None,
+                   visit_identity_threshold: float | None = None) -> "Gallery":
+        def checked(name: str, value: float | None) -> float | None:
+            return None if value is None else check_threshold(name, value)
+
         return replace(self, similarity_threshold=check_threshold("similarity_threshold", similarity_threshold),
-                       identity_threshold=None if identity_threshold is None else check_threshold(
-                           "identity_threshold", identity_threshold),
+                       identity_threshold=checked("identity_threshold", identity_threshold),
+                       visit_similarity_threshold=checked("similarity_threshold", visit_similarity_threshold),
+                       visit_identity_threshold=checked("identity_threshold", visit_identity_threshold),
                        calibration={**details, "people": list(self.names), "date": _now()})
 
     # --- files -----------------------------------------------------------------------------------------
@@ -251,8 +358,11 @@ class Gallery:
         return {"format": GALLERY_FORMAT, "format_version": GALLERY_VERSION,
                 "model_sha256": self.model_sha256, "embedding_size": self.embedding_size,
                 "similarity_threshold": self.similarity_threshold,
-                "identity_threshold": self.identity_threshold, "calibration": self.calibration,
-                "people": [p.to_dict() for p in self.people]}
+                "identity_threshold": self.identity_threshold,
+                "visit_similarity_threshold": self.visit_similarity_threshold,
+                "visit_identity_threshold": self.visit_identity_threshold, "calibration": self.calibration,
+                "people": [p.to_dict() for p in self.people],
+                "negatives": [n.to_dict() for n in self.negatives]}
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write atomically (temporary file + rename), mode 0600 in a 0700 folder: embeddings are biometric
@@ -291,7 +401,7 @@ def read_gallery(path: str | Path, model_sha256: str | None = None) -> Gallery:
         raise GalleryError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict) or raw.get("format") != GALLERY_FORMAT:
         raise GalleryError(f"{path}: not an edgeface gallery")
-    if raw.get("format_version") != GALLERY_VERSION:
+    if raw.get("format_version") not in READABLE_VERSIONS:
         raise GalleryError(f"{path}: gallery format version {raw.get('format_version')} is not supported "
                            f"(this edgeface reads version {GALLERY_VERSION})")
     sha = str(raw.get("model_sha256", ""))
@@ -313,14 +423,25 @@ def read_gallery(path: str | Path, model_sha256: str | None = None) -> Gallery:
                                    "again")
             photos = tuple(dict(p) for p in entry.get("photos", []))
             added = str(entry.get("added", ""))
-            people.append(Person(name, unit_rows(embeddings), photos, added))
-        sim = raw.get("similarity_threshold")
-        ident = raw.get("identity_threshold")
-        return Gallery(model_sha256=sha, embedding_size=size, people=tuple(people),
-                       similarity_threshold=None if sim is None else check_threshold(
-                           "similarity_threshold", float(sim), f"{path}: "),
-                       identity_threshold=None if ident is None else check_threshold(
-                           "identity_threshold", float(ident), f"{path}: "),
+            person_id = str(entry.get("id") or legacy_person_id(name))
+            people.append(Person(name, unit_rows(embeddings), photos, added, person_id))
+        negatives = []
+        for entry in raw.get("negatives", []):
+            embedding = np.asarray(entry["embedding"], dtype=np.float32)
+            if embedding.shape != (size,) or not np.isfinite(embedding).all() or not np.linalg.norm(embedding) > 0:
+                raise GalleryError(f"{path}: negative face {str(entry.get('id'))[:16]!r} has no usable embedding "
+                                   f"of size {size}")
+            negatives.append(Negative(str(entry["id"]), str(entry.get("of", "")), unit_rows(embedding[None])[0],
+                                      str(entry.get("added", "")), str(entry.get("reason", ""))))
+        def threshold(key: str, kind: str) -> float | None:
+            value = raw.get(key)
+            return None if value is None else check_threshold(kind, float(value), f"{path}: ")
+
+        return Gallery(model_sha256=sha, embedding_size=size, people=tuple(people), negatives=tuple(negatives),
+                       similarity_threshold=threshold("similarity_threshold", "similarity_threshold"),
+                       identity_threshold=threshold("identity_threshold", "identity_threshold"),
+                       visit_similarity_threshold=threshold("visit_similarity_threshold", "similarity_threshold"),
+                       visit_identity_threshold=threshold("visit_identity_threshold", "identity_threshold"),
                        calibration=raw.get("calibration"), path=path)
     except (KeyError, TypeError, ValueError) as exc:
         raise GalleryError(f"{path}: damaged gallery ({type(exc).__name__}: {exc})") from None
@@ -361,6 +482,6 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-__all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "THRESHOLD_RANGES", "Gallery", "GalleryError", "Match", "Person",
+__all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "THRESHOLD_RANGES", "Gallery", "GalleryError", "Match", "Negative", "Person",
            "check_name", "check_threshold", "default_gallery_path", "empty_gallery", "locked", "open_gallery",
            "read_gallery"]

@@ -20,21 +20,13 @@ from typing import Any, Callable, Mapping
 from edgeface.core.errors import ConfigError
 from edgeface.core.fileio import read_text_input
 from edgeface.core.gallery import THRESHOLD_RANGES
+from edgeface.core.options import in_range as _range
+from edgeface.core.options import one_of as _one_of
+from edgeface.core.options import option as _opt
+from edgeface.recognition.settings import DetectConfig, RecognitionConfig, TrackingConfig, VisitConfig
 
 PUBLISH_MODES = ("every", "change")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _opt(default: Any, check: Callable[[Any], str | None] | None = None, help: str = "") -> Any:
-    return field(default=default, metadata={"check": check, "help": help})
-
-
-def _range(low: float, high: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v is None or low <= v <= high else f"must be in [{low:g}, {high:g}]"
-
-
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
 
 
 @dataclass(frozen=True)
@@ -50,25 +42,12 @@ class CaptureConfig:
 
 
 @dataclass(frozen=True)
-class DetectConfig:
-    detector: str = _opt("", help="face detector; empty: the one the bundle was trained with")
-    min_score: float = _opt(0.5, _range(0.05, 1.0), "detector confidence below which a face is ignored")
-    min_face: int = _opt(0, _range(0, 4096), "ignore faces smaller than this (pixels); 0: the bundle's value")
-    max_faces: int = _opt(8, _range(1, 64), "at most this many faces per frame (the largest), one batch")
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    iou: float = _opt(0.3, _range(0.01, 0.99), "a detection continues a track when their boxes overlap this much")
-    max_missed: int = _opt(5, _range(0, 1000), "frames a track survives without a detection")
-    smoothing: float = _opt(0.6, _range(0.0, 0.99), "weight of a track's history in its smoothed outputs (0: off)")
-
-
-@dataclass(frozen=True)
 class JsonlConfig:
     enabled: bool | None = _opt(None, help="default: on (to stdout) when no other sink is configured")
     path: str = _opt("-", help="'-' for stdout, or a file (rotated by size)")
     publish: str = _opt("every", _one_of(PUBLISH_MODES), "every frame with faces, or only when labels change")
+    frames: bool = _opt(True, help="write a record per frame (its faces and their labels)")
+    visits: bool = _opt(True, help="write visit events (arrived, named, left)")
     max_bytes: int = _opt(10_000_000, _range(1000, 1 << 40), "rotate the file when it grows past this")
     backups: int = _opt(3, _range(0, 100), "rotated files to keep")
     queue: int = _opt(256, _range(1, 100_000), "records held while the output is slow; older ones are dropped")
@@ -90,6 +69,9 @@ class MqttConfig:
     qos: int = _opt(1, _range(0, 2), "QoS of frame messages; 1: counted as sent when the broker acknowledges "
                                      "them, resent after a reconnection; 0: counted when written to the socket")
     publish: str = _opt("change", _one_of(PUBLISH_MODES), "every frame with faces, or only when labels change")
+    frames: bool = _opt(True, help="publish frame records on <topic>/<device>/frame")
+    visits: bool = _opt(True, help="publish visit events on <topic>/<device>/visit and each known person's "
+                                   "presence on <topic>/presence/<person>")
     keepalive: int = _opt(30, _range(5, 3600), "seconds")
     tls: bool = _opt(False, help="connect with TLS (on by itself when ca_certs or certfile is set)")
     ca_certs: str = _opt("", help="CA certificates (PEM) the broker's certificate must chain to; "
@@ -144,7 +126,8 @@ class ServiceConfig:
 
 
 SECTIONS: dict[str, type] = {
-    "capture": CaptureConfig, "detect": DetectConfig, "tracking": TrackingConfig, "jsonl": JsonlConfig,
+    "capture": CaptureConfig, "detect": DetectConfig, "tracking": TrackingConfig,
+    "recognition": RecognitionConfig, "visits": VisitConfig, "jsonl": JsonlConfig,
     "mqtt": MqttConfig, "http": HttpConfig, "web": WebConfig, "snapshots": SnapshotConfig,
     "service": ServiceConfig,
 }
@@ -162,6 +145,8 @@ class DaemonConfig:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    visits: VisitConfig = field(default_factory=VisitConfig)
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     http: HttpConfig = field(default_factory=HttpConfig)

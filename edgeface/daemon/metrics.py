@@ -38,6 +38,10 @@ def prometheus_text(info: Mapping[str, str], healthy: bool, stats: RunStats, cap
     metric("edgeface_frames_corrupt_total", "counter", "Unusable frames skipped.", capture.corrupt)
     metric("edgeface_faces_total", "counter", "Faces labelled.", stats.faces)
     metric("edgeface_faces", "gauge", "Faces in the latest processed frame.", stats.faces_current)
+    metric("edgeface_faces_recognised_total", "counter",
+           "Faces that went through the model (the others kept their track's labels).", stats.recognised)
+    metric("edgeface_visit_events_total", "counter", "Visit events.",
+           {f'event="{kind}"': count for kind, count in stats.events.items()})
     metric("edgeface_fps", "gauge", "Processed frames per second over the last 30 frames.", stats.fps)
     stage_sum = {f'stage="{s}"': v for s, v in stats.stage_sum.items()}
     metric("edgeface_stage_seconds_sum", "counter", "Seconds spent per pipeline stage.", stage_sum)

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from edgeface.core.version import __version__
 from edgeface.daemon.config import DaemonConfig, HttpConfig
 from edgeface.daemon.metrics import prometheus_text
-from edgeface.daemon.pipeline import FacePipeline
-from edgeface.daemon.records import FrameObserver, FrameResult, Published
+from edgeface.daemon.records import FrameObserver, Published
 from edgeface.daemon.service import EXIT_OK, SystemdNotifier, install_stop_handlers
 from edgeface.daemon.sinks.base import Sink
 from edgeface.daemon.snapshots import SnapshotWriter
 from edgeface.daemon.sources import Capture, Frame
 from edgeface.daemon.stats import RunStats, process_status
+from edgeface.recognition.pipeline import FacePipeline
+from edgeface.recognition.records import FrameResult
 
 if TYPE_CHECKING:
     from edgeface.daemon.server import HttpServer, Reply, Request
@@ -56,8 +57,9 @@ class Daemon:
         drop = config.capture.drop_stale
         latest_only = self.source.live if drop == "auto" else drop == "yes"
         self.capture = Capture(self.source, latest_only, config.capture.retry_max, pace_fps=config.capture.fps)
-        self.pipeline = FacePipeline(self.bundle, config.threads, config.detect, config.tracking,
-                                     config.identity_threshold, config.gallery, config.similarity_threshold)
+        self.pipeline = FacePipeline(self.bundle, config.threads, config.detect, config.tracking, config.recognition,
+                                     config.visits, config.identity_threshold, config.gallery,
+                                     config.similarity_threshold, camera=config.device)
         self.runtime = runtime_name()
         self.stats = RunStats()
         self.sinks: list[Sink] = []
@@ -72,9 +74,12 @@ class Daemon:
             if config.jsonl_on:
                 self.sinks.append(JsonLinesSink(config.jsonl.path, config.jsonl.publish, config.jsonl.max_bytes,
                                                 config.jsonl.backups, config.jsonl.queue,
-                                                config.jsonl.unhealthy_after))
+                                                config.jsonl.unhealthy_after, config.jsonl.frames,
+                                                config.jsonl.visits))
             if config.mqtt_on:
-                self.sinks.append(MqttSink(config.mqtt, config.device, self.bundle.path.stem))
+                labeler = self.pipeline.labeler
+                self.sinks.append(MqttSink(config.mqtt, config.device, self.bundle.path.stem,
+                                           people=lambda: labeler.enrolled + labeler.trained))
             for extension in extensions:
                 observer = extension(self)
                 if observer is not None:
@@ -175,6 +180,7 @@ class Daemon:
                 item = self.capture.get(timeout=0.25)
                 if item is Capture.END:
                     log.info("source ended after %d frames", self.stats.processed)
+                    self._publish(self.pipeline.finish(self.capture.end_time))  # the open visits leave
                     break
                 if item is not None:
                     self._handle(item)  # type: ignore[arg-type]
@@ -201,16 +207,20 @@ class Daemon:
     def _handle(self, frame: Frame) -> None:
         result = self.pipeline.process(frame.image, frame.index, frame.time, frame.capture_s)
         start = time.perf_counter()
+        item = self._publish(result)
+        for observer in self.observers:
+            observer.observe(frame.image, item)
+        self.stats.record(result, dict(result.timings, publish=time.perf_counter() - start))
+
+    def _publish(self, result: FrameResult) -> Published:
         signature = result.signature()
         item = Published(result, signature != self._last_signature)
         self._last_signature = signature
-        self.latest = item
+        if result.faces or self.latest is None:
+            self.latest = item
         for sink in self.sinks:
             sink.publish(item)
-        for observer in self.observers:
-            observer.observe(frame.image, item)
-        timings = dict(result.timings, publish=time.perf_counter() - start)
-        self.stats.record(FrameResult(result.time, result.index, result.faces, timings))
+        return item
 
     def status_line(self) -> str:
         c = self.capture.stats

@@ -47,19 +47,26 @@ class CorruptFrame(EdgefaceError):
     """One unusable frame: skipped and counted."""
 
 
+DEFAULT_FILE_FPS = 10.0  # the frame rate of a folder of images, or of a video that does not say
+
+
 @dataclass(frozen=True)
 class Frame:
     image: np.ndarray  # RGB uint8 (H, W, 3)
     index: int  # position in the run, counting every frame captured (dropped ones too)
-    time: float  # unix seconds at capture
+    # Unix seconds: when a live source captured it; for a file or folder, when the run started plus the frame's
+    # time in the video (so the pipeline sees the video's own timing however fast it reads it)
+    time: float
     capture_s: float  # time spent reading and decoding it
 
 
 class FrameSource(Protocol):
-    """Where frames come from. ``live`` sources run at their own pace and are reconnected when lost."""
+    """Where frames come from. ``live`` sources run at their own pace and are reconnected when lost; the others
+    (files, folders) have a ``frame_rate`` that gives each frame its time."""
 
     name: str
     live: bool
+    frame_rate: float
 
     def open(self) -> None: ...
 
@@ -87,6 +94,7 @@ class OpenCVSource:
         self.loop = loop
         self._size = (width, height)
         self._fps = fps
+        self.frame_rate = fps or DEFAULT_FILE_FPS
         self._cap = None
         self._failures = 0
 
@@ -105,6 +113,9 @@ class OpenCVSource:
             if self.kind == "file":
                 raise SourceError(f"{self.target}: not a video OpenCV can decode")
             raise SourceUnavailable(f"{self.name}: cannot open")
+        if self.kind == "file" and not self._fps:
+            rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            self.frame_rate = rate if 0 < rate <= 240 else DEFAULT_FILE_FPS
         if self.kind == "camera":
             width, height = self._size
             if width and height:
@@ -150,9 +161,10 @@ class ImageFolderSource:
 
     live = False
 
-    def __init__(self, folder: Path, loop: bool = False) -> None:
+    def __init__(self, folder: Path, loop: bool = False, fps: float = 0.0) -> None:
         from edgeface.core.imageio import IMAGE_SUFFIXES
 
+        self.frame_rate = fps or DEFAULT_FILE_FPS
         self.folder = folder
         self.name = f"folder {folder}"
         self.loop = loop
@@ -186,6 +198,7 @@ class PiCamera2Source:
     """A Raspberry Pi camera through picamera2 (from the Pi OS packages; imported only when chosen)."""
 
     live = True
+    frame_rate = 0.0
 
     def __init__(self, camera: int = 0, width: int = 0, height: int = 0) -> None:
         self.camera = camera
@@ -244,9 +257,9 @@ def open_source(uri: str, width: int = 0, height: int = 0, fps: float = 0.0, loo
         return OpenCVSource(uri, "camera", width, height, fps)  # may appear later (USB camera plugged in)
     path = Path(uri).expanduser()
     if path.is_dir():
-        return ImageFolderSource(path, loop=loop)
+        return ImageFolderSource(path, loop=loop, fps=fps)
     if path.is_file():
-        return OpenCVSource(str(path), "file", loop=loop)
+        return OpenCVSource(str(path), "file", fps=fps, loop=loop)
     raise SourceError(f"{uri}: no such file or folder (a source is a camera index, /dev/videoN, picamera2, "
                       "a video file, a folder of images or a stream URL)")
 
@@ -285,6 +298,8 @@ class Capture:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._corrupt_warning = Throttled(10.0)
+        self._started_at: float | None = None  # the run's clock for files and folders
+        self.end_time = time.time()  # the time just after the last frame, once a finite source has ended
         self._thread = threading.Thread(target=self._run, name="edgeface-capture", daemon=True)
 
     def start(self) -> None:
@@ -374,13 +389,21 @@ class Capture:
                 self._stop.wait(delay)
                 continue
             if image is None:
+                self.end_time = self._frame_time(index)
                 self._put(Capture.END)
                 return
             elapsed = time.perf_counter() - start
             self.stats.captured += 1
             self.stats.capture_s += elapsed
-            self._put(Frame(image=image, index=index, time=time.time(), capture_s=elapsed))
+            self._put(Frame(image=image, index=index, time=self._frame_time(index), capture_s=elapsed))
             index += 1
+
+    def _frame_time(self, index: int) -> float:
+        if self.source.live:
+            return time.time()
+        if self._started_at is None:
+            self._started_at = time.time()
+        return self._started_at + index / (self.source.frame_rate or DEFAULT_FILE_FPS)
 
     def _unavailable(self, message: str, retry_in: float) -> None:
         message = redact(message)  # shown in /healthz as the reason

@@ -6,9 +6,10 @@ import collections
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
-from edgeface.daemon.records import FrameResult
+if TYPE_CHECKING:
+    from edgeface.recognition.records import FrameResult
 
 STAGES = ("capture", "detect", "crop", "infer", "track", "publish")
 
@@ -21,17 +22,22 @@ class RunStats:
         self.processed = 0
         self.faces = 0
         self.faces_current = 0
+        self.recognised = 0  # faces that went through the model (the rest kept their track's labels)
+        self.events = dict.fromkeys(("arrived", "named", "left"), 0)
         self.stage_sum = dict.fromkeys(STAGES, 0.0)
         self.first_processed: float | None = None
         self.last_processed: float | None = None
         self._recent: collections.deque[float] = collections.deque(maxlen=30)
 
-    def record(self, result: FrameResult) -> None:
+    def record(self, result: "FrameResult", timings: Mapping[str, float]) -> None:
         now = time.monotonic()
         self.processed += 1
         self.faces += len(result.faces)
         self.faces_current = len(result.faces)
-        for stage, seconds in result.timings.items():
+        self.recognised += len(result.samples.recognised) if result.samples is not None else 0
+        for event in result.events:
+            self.events[event.kind] = self.events.get(event.kind, 0) + 1
+        for stage, seconds in timings.items():
             self.stage_sum[stage] = self.stage_sum.get(stage, 0.0) + seconds
         if self.first_processed is None:
             self.first_processed = now
@@ -42,7 +48,8 @@ class RunStats:
         """The run in numbers: mean fps from first to last frame, mean milliseconds per stage."""
         span = (self.last_processed or 0.0) - (self.first_processed or 0.0)
         return {
-            "frames": self.processed, "faces": self.faces,
+            "frames": self.processed, "faces": self.faces, "recognised": self.recognised,
+            "visits": dict(self.events),
             "fps": round((self.processed - 1) / span, 2) if span > 0 else None,
             "stage_ms": {s: round(1000 * v / self.processed, 2) for s, v in self.stage_sum.items()}
             if self.processed else {},

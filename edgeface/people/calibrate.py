@@ -1,8 +1,14 @@
 """Calibrate the open-set thresholds on photos of strangers: how sure the device must be before it names anyone.
 
-The identity rule (``edgeface.runtime.labeler``) names a face by the gallery (similarity) or by the identity
-head (confidence); ``calibrate`` picks both thresholds so that at most a chosen share of strangers' faces is
-named, and stores them in the gallery.
+The identity rule (``edgeface.runtime.identity``) names a face by the gallery (similarity) or by the identity
+head (confidence); ``calibrate`` picks both thresholds so that at most a chosen share of strangers is named, and
+stores them in the gallery, twice:
+
+* **per face**, for photos (``identify``, ``label``): at most ``far`` of the strangers' faces are named;
+* **per visit**, for the daemon's tracks: the strangers' photos are taken as visits (a person's photos in a row,
+  ``VISIT_FACES`` at a time: the rows of one person in a CSV, the photos of one folder), each added up face
+  after face as a track adds up its faces (``edgeface.recognition.evidence``), and at most ``far`` of those
+  visits are named at any point.
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from edgeface.core.errors import DataError
 from edgeface.core.gallery import Gallery, GalleryError, locked
 from edgeface.core.spec import EMBEDDING_NAME
 from edgeface.people.enroll import FaceEmbedder, expand_photos, gallery_for
+from edgeface.recognition.evidence import DECAY, MAX_OBSERVATIONS
+from edgeface.runtime.identity import DEFAULT_MARGIN, combine, face_evidence, naming_scores
+from edgeface.runtime.labeler import VISIT_MIN_OBSERVATIONS
+
+VISIT_FACES = 5  # stranger photos taken as one visit (a track gathers about this many faces before deciding)
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,7 @@ def calibration_warnings(confidence: np.ndarray | None, thresholds: Thresholds, 
 @dataclass(frozen=True)
 class CalibrationResult:
     thresholds: Thresholds
+    visit_thresholds: Thresholds
     far_target: float
     gallery: Gallery
     path: Path
@@ -124,15 +136,18 @@ class CalibrationResult:
     warnings: tuple[str, ...] = ()
 
 
-def read_impostors(items: Sequence[str | Path], exclude: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Photos of strangers from files, folders and CSV manifests; CSV rows of excluded people (enrolled or
-    trained, compared without case) are skipped, with the reason."""
+def read_impostors(items: Sequence[str | Path], exclude: Sequence[str]
+                   ) -> tuple[list[Path], list[str], list[str]]:
+    """Photos of strangers from files, folders and CSV manifests, each with whose photos they are (a CSV row's
+    identity, else the photo's folder; one photo given alone is its own); CSV rows of excluded people
+    (enrolled or trained, compared without case) are skipped, with the reason."""
     from edgeface.data.manifest import load_dataset
 
     excluded = {n.casefold() for n in exclude}
     paths: list[Path] = []
+    owners: list[str] = []
     skipped: list[str] = []
-    for item in items:
+    for n, item in enumerate(items):
         item = Path(item)
         if item.suffix.lower() == ".csv":
             data = load_dataset(item)
@@ -143,9 +158,27 @@ def read_impostors(items: Sequence[str | Path], exclude: Sequence[str]) -> tuple
                                    "stranger")
                 else:
                     paths.append(sample.image)
+                    owners.append(f"{item}:{sample.identity or sample.image}")
+        elif item.is_dir():
+            found = expand_photos([item])
+            paths.extend(found)
+            owners.extend(str(p.parent) for p in found)
         else:
-            paths.extend(expand_photos([item]))
-    return paths, skipped
+            paths.append(item)
+            owners.append(f"{n}:{item}")
+    return paths, owners, skipped
+
+
+def visits_of(owners: Sequence[str], faces: int = VISIT_FACES) -> list[int]:
+    """A visit number for each face: each owner's faces in order, ``faces`` at a time."""
+    seen: dict[str, int] = {}
+    numbers: dict[tuple[str, int], int] = {}
+    out = []
+    for owner in owners:
+        k = seen.get(owner, 0)
+        seen[owner] = k + 1
+        out.append(numbers.setdefault((owner, k // faces), len(numbers)))
+    return out
 
 
 def calibrate(bundle: Any, impostors: Sequence[str | Path], far: float = 0.01,
@@ -157,46 +190,94 @@ def calibrate(bundle: Any, impostors: Sequence[str | Path], far: float = 0.01,
     embedder = embedder or FaceEmbedder(bundle)
     gallery, path = _enrolled_gallery(embedder.bundle, gallery_path, state_dir)
     trained = embedder.spec.labels["identity"]
-    paths, skipped = read_impostors(impostors, list(gallery.names) + list(trained))
+    paths, owners, skipped = read_impostors(impostors, list(gallery.names) + list(trained))
     if not paths:
         raise DataError("no stranger photos left to calibrate on" + (f" ({skipped[0]})" if skipped else ""))
     checks, outputs = embedder.photos(paths, quality=False)
     skipped += [c.message for c in checks if not c.ok]
     if len(outputs[EMBEDDING_NAME]) == 0:
         raise DataError(f"no face found in any of the {len(paths)} stranger photos")
-    confidence = outputs["identity"].max(1) if calibrate_identity else None
-    return calibrate_faces(embedder.bundle, outputs[EMBEDDING_NAME], confidence, far, path, photos=len(paths),
-                           skipped=skipped)
+    identity = outputs["identity"] if calibrate_identity else None
+    visits = visits_of([owner for owner, check in zip(owners, checks) if check.ok])
+    return calibrate_faces(embedder.bundle, outputs[EMBEDDING_NAME], identity, far, path, photos=len(paths),
+                           skipped=skipped, visits=visits)
 
 
-def calibrate_faces(bundle: Any, embeddings: np.ndarray, confidence: np.ndarray | None, far: float = 0.01,
+def stranger_scores(gallery: Gallery, embeddings: np.ndarray, identity: np.ndarray | None,
+                    trained: Sequence[str], visits: Sequence[int]) -> tuple[np.ndarray, ...]:
+    """The scores at which the rule would name each stranger's face, and each visit at its worst moment:
+    (face by gallery, face by head, visit by gallery, visit by head); head scores are empty without
+    ``identity``. ``identity``: (N, C) probabilities, or (N,) top probabilities (the web page keeps those)."""
+    probs = None if identity is None else np.asarray(identity, np.float32).reshape(len(embeddings), -1)
+    evidence = face_evidence(embeddings, probs, gallery, trained)
+    face = np.array([naming_scores(e, DEFAULT_MARGIN) for e in evidence]).reshape(-1, 2)
+    groups: dict[int, list[int]] = {}
+    for i, v in enumerate(visits):
+        groups.setdefault(v, []).append(i)
+    visit = np.full((len(groups), 2), -1.0)
+    for g, members in enumerate(groups.values()):
+        for k in range(len(members)):  # the visit as its track would add it up, face after face
+            if k + 1 < min(VISIT_MIN_OBSERVATIONS, len(members)):
+                continue
+            seen = members[max(0, k + 1 - MAX_OBSERVATIONS):k + 1]
+            weights = DECAY ** np.arange(len(seen) - 1, -1, -1, dtype=np.float64)
+            visit[g] = np.maximum(visit[g], naming_scores(combine([evidence[i] for i in seen], weights)))
+    if probs is None:
+        return face[:, 0], np.zeros(0), visit[:, 0], np.zeros(0)
+    return face[:, 0], face[:, 1], visit[:, 0], visit[:, 1]
+
+
+def calibrate_faces(bundle: Any, embeddings: np.ndarray, identity: np.ndarray | None, far: float = 0.01,
                     gallery_path: str | Path | None = None, state_dir: str | Path | None = None,
-                    photos: int | None = None, skipped: Sequence[str] = ()) -> CalibrationResult:
-    """``calibrate`` on stranger faces already embedded: ``embeddings`` (N, D) and each face's top identity
-    probability ``confidence`` (N,), None to keep the bundle's identity threshold. The web page calibrates on
-    the strangers' faces it stored this way."""
+                    photos: int | None = None, skipped: Sequence[str] = (),
+                    visits: Sequence[int] | None = None) -> CalibrationResult:
+    """``calibrate`` on stranger faces already embedded: ``embeddings`` (N, D); ``identity``: the identity head's
+    probabilities (N, C) or each face's top probability (N,), None to keep the bundle's identity threshold;
+    ``visits``: each face's visit number (faces of one visit in order; default: each face alone). The web page
+    calibrates on the strangers' faces it stored this way."""
     _check_far(far)
     embeddings = np.asarray(embeddings, np.float32)
     faces = len(embeddings)
     if faces == 0:
         raise DataError("no stranger faces to calibrate on")
+    visits = list(range(faces)) if visits is None else list(visits)
+    if len(visits) != faces:
+        raise DataError(f"{len(visits)} visit numbers for {faces} faces")
     gallery, path = _enrolled_gallery(bundle, gallery_path, state_dir)
-    similarity = gallery.match(embeddings).similarity
-    thresholds = choose_thresholds(similarity, confidence, far)
-    warnings = calibration_warnings(confidence, thresholds, far)
-    gallery_far = float(np.mean(similarity >= thresholds.similarity))
-    model_far = None if confidence is None else float(np.mean(confidence >= thresholds.identity))
+    trained = bundle.spec.labels["identity"]
+    face_sim, face_head, visit_sim, visit_head = stranger_scores(gallery, embeddings, identity, trained, visits)
+    with_head = identity is not None
+    thresholds = _in_range(choose_thresholds(face_sim, face_head if with_head else None, far))
+    per_visit = _in_range(choose_thresholds(visit_sim, visit_head if with_head else None, far))
+    warnings = calibration_warnings(face_head if with_head else None, thresholds, far)
+    if len(visit_sim) * far < 1 and len(visit_sim) < faces:
+        warnings.append(f"{len(visit_sim)} stranger visits measure a per-visit false-accept rate of {far:.2%} "
+                        "poorly: give more strangers, several photos each (a folder or CSV identity per person)")
+    gallery_far = float(np.mean(face_sim >= thresholds.similarity))
+    model_far = None if not with_head else float(np.mean(face_head >= thresholds.identity))
     photos = faces if photos is None else photos
     details: dict[str, Any] = {"far_target": far, "far_measured": thresholds.far, "faces": faces,
-                               "photos": photos, "gallery_far": gallery_far, "model_far": model_far}
+                               "photos": photos, "gallery_far": gallery_far, "model_far": model_far,
+                               "visits": len(visit_sim), "visit_far_measured": per_visit.far}
     with locked(path):
         current, _ = gallery_for(bundle, path)
         if current.names != gallery.names:
             raise GalleryError(f"{path}: the people enrolled changed while calibrating; run calibrate again")
-        gallery = current.calibrated(thresholds.similarity, thresholds.identity, details)
+        gallery = current.calibrated(thresholds.similarity, thresholds.identity, details, per_visit.similarity,
+                                     per_visit.identity)
         gallery.save(path)
-    return CalibrationResult(thresholds, far, gallery, path, photos, faces, tuple(skipped), gallery_far,
-                             model_far, tuple(warnings))
+    return CalibrationResult(thresholds, per_visit, far, gallery, path, photos, faces, tuple(skipped),
+                             gallery_far, model_far, tuple(warnings))
+
+
+def _in_range(thresholds: Thresholds) -> Thresholds:
+    """Thresholds the gallery accepts: when no stranger could be named at all (-1 scores), the lowest allowed."""
+    from dataclasses import replace
+
+    from edgeface.core.gallery import THRESHOLD_RANGES
+
+    low = THRESHOLD_RANGES["similarity_threshold"][0]
+    return replace(thresholds, similarity=max(low, thresholds.similarity))
 
 
 def _check_far(far: float) -> None:

@@ -1,17 +1,11 @@
-"""From a batch's model outputs to labels per face: the one place the identity rule lives.
+"""From a batch's model outputs to labels per face, with the people the device knows.
 
-The daemon, ``evaluate``, ``calibrate`` and the open-set benchmark all call this, so they cannot disagree.
-The rule (docs/identity.md), for each face:
-
-1. **enrolled person**: if the gallery's best cosine similarity with the face's embedding is at least
-   ``similarity_threshold``, the face is that person (score: the similarity);
-2. **trained person**: else if the identity head's top probability is at least ``identity_threshold``, the
-   face is that person (score: the probability);
-3. else ``unknown`` (score: the identity head's top probability).
-
-The gallery is asked first because it holds the people added after training, about whom the identity head
-knows nothing: the head always names one of its trained people, so an enrolled person would otherwise be
-named as whichever trained person looks most alike.
+The labeler holds what the identity rule (``edgeface.runtime.identity``) compares faces with: the gallery of
+enrolled people (read again when its file changes), the trained people's labels, and the thresholds, which come
+from the caller, else the gallery's calibration, else the bundle and ``DEFAULT_SIMILARITY_THRESHOLD``. It
+decides photos on their own (``photo_rule``) and gives tracks the rule for a visit's evidence (``visit_rule``,
+calibrated per visit, ``edgeface.recognition``). The daemon, ``evaluate``, ``calibrate``, ``identify`` and the
+open-set benchmark all call it, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -20,19 +14,24 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from edgeface.core.gallery import DEFAULT_SIMILARITY_THRESHOLD, Gallery, GalleryError
-from edgeface.core.results import FaceLabels, Prediction, decode_outputs
+from edgeface.core.results import FaceLabels, decode_outputs
 from edgeface.core.spec import EMBEDDING_NAME, ModelSpec
+from edgeface.runtime.identity import Evidence, IdentityRule, decide, face_evidence
+
+if TYPE_CHECKING:
+    from edgeface.core.results import Prediction
 
 # Under the daemon's logger, so that its lines reach the service log.
 log = logging.getLogger("edgeface.daemon.identity")
 
 GALLERY_OFF = "none"  # ``gallery = "none"`` in the daemon config: identity head only
 RELOAD_CHECK_SECONDS = 2.0
+VISIT_MIN_OBSERVATIONS = 3  # faces of a track before it is named (edgeface.recognition gathers them first)
 
 
 class Labeler:
@@ -59,7 +58,9 @@ class Labeler:
         self._reread = False  # read the gallery again at the next call, changed or not
         self.similarity_from = self.identity_from = "given"  # where each threshold in use came from
         self.gallery: Gallery | None = None
+        self.version = 0  # counts gallery changes: evidence computed against an older gallery is stale
         self.similarity_threshold = DEFAULT_SIMILARITY_THRESHOLD
+        self.visit_rule: IdentityRule
         self._set_gallery(gallery)
 
     @classmethod
@@ -115,10 +116,39 @@ class Labeler:
             self.identity_threshold, self.identity_from = ((gallery_identity, "calibrated")
                                                            if gallery_identity is not None
                                                            else (float(self._bundle_identity or 0.0), "bundle"))
+        visit_similarity = (self._explicit_similarity if self._explicit_similarity is not None else
+                            gallery.visit_similarity_threshold if gallery is not None and
+                            gallery.visit_similarity_threshold is not None else self.similarity_threshold)
+        visit_identity = (self._explicit_identity if self._explicit_identity is not None else
+                          gallery.visit_identity_threshold if gallery is not None and
+                          gallery.visit_identity_threshold is not None else self.identity_threshold)
+        self.visit_rule = IdentityRule(visit_similarity, visit_identity, min_observations=VISIT_MIN_OBSERVATIONS)
+        self.version += 1
         if gallery is not None:
-            log.info("gallery %s: %d people, similarity threshold %.3f (%s), identity threshold %.3f",
-                     gallery.path, len(gallery), self.similarity_threshold, self.similarity_from,
-                     self.identity_threshold)
+            log.info("gallery %s: %d people, similarity threshold %.3f (%s), identity threshold %.3f; "
+                     "per visit %.3f and %.3f", gallery.path, len(gallery), self.similarity_threshold,
+                     self.similarity_from, self.identity_threshold, visit_similarity, visit_identity)
+
+    @property
+    def photo_rule(self) -> IdentityRule:
+        """The rule for one face on its own (a photo)."""
+        return IdentityRule(self.similarity_threshold, self.identity_threshold)
+
+    @property
+    def enrolled(self) -> tuple[str, ...]:
+        return self.gallery.names if self.gallery is not None else ()
+
+    @property
+    def trained(self) -> tuple[str, ...]:
+        return tuple(self.spec.labels["identity"])
+
+    def evidence(self, outputs: Mapping[str, np.ndarray]) -> list[Evidence]:
+        """Each face's evidence against the people known now (``edgeface.runtime.identity``)."""
+        self._maybe_reload()
+        return face_evidence(outputs.get(EMBEDDING_NAME), outputs.get("identity"), self.gallery, self.trained)
+
+    def decide(self, evidence: Evidence, rule: IdentityRule, current: str = "") -> "Prediction":
+        return decide(evidence, rule, self.enrolled, self.trained, current)
 
     @property
     def gallery_path(self) -> Path | None:
@@ -126,6 +156,11 @@ class Labeler:
         if self._watch is not None:
             return self._watch[0]
         return self.gallery.path if self.gallery is not None else None
+
+    def refresh(self) -> None:
+        """Read the gallery file again if it changed (checked at most every ``RELOAD_CHECK_SECONDS``, or at once
+        after ``reload_now``): the pipeline calls this once per frame."""
+        self._maybe_reload()
 
     def reload_now(self) -> None:
         """Read the gallery file again before the next faces are labelled, without waiting for the periodic
@@ -157,18 +192,12 @@ class Labeler:
             log.warning("gallery not reloaded: %s", exc)
 
     def __call__(self, outputs: Mapping[str, np.ndarray]) -> list[FaceLabels]:
+        """Labels of each face of a batch, each face decided on its own (the photo rule)."""
         self._maybe_reload()
-        labels = decode_outputs(outputs, self.spec, self.identity_threshold)
-        gallery = self.gallery
-        if gallery is None or not labels or EMBEDDING_NAME not in outputs:
-            return labels
-        match = gallery.match(outputs[EMBEDDING_NAME])
-        names = gallery.names
-        for i, (index, similarity) in enumerate(zip(match.index, match.similarity)):
-            if index >= 0 and similarity >= self.similarity_threshold:
-                labels[i] = FaceLabels(Prediction(names[index], float(similarity)), labels[i].emotion,
-                                       labels[i].gender)
-        return labels
+        labels = decode_outputs(outputs, self.spec)
+        rule = self.photo_rule
+        return [FaceLabels(self.decide(e, rule), label.emotion, label.gender)
+                for e, label in zip(self.evidence(outputs), labels)]
 
 
 def _stat(path: Path) -> tuple[int, int, int] | None:

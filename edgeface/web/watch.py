@@ -78,11 +78,12 @@ class FaceWatcher:
         now = result.time
         with self.lock:
             faces = result.faces if samples is not None and self.keep_faces else ()
+            recognised = samples.recognised if samples is not None else ()
             for i, face in enumerate(faces):
                 seen = self._seen.setdefault(face.track, [0, now, -float("inf")])
                 seen[0] += 1
                 seen[1] = now
-                if seen[0] < MIN_FRAMES or now - seen[2] < SAMPLE_EVERY:
+                if seen[0] < MIN_FRAMES or now - seen[2] < SAMPLE_EVERY or i not in recognised:
                     continue
                 unknown = face.labels.identity.label == UNKNOWN
                 if unknown and face.track in self._dismissed:
@@ -104,6 +105,7 @@ class FaceWatcher:
         from edgeface.faces.align import align_face
 
         detection = samples.detections[i]
+        k = samples.recognised.index(i)  # the face's row in the model's outputs
         if EMBEDDING_NAME not in samples.outputs or (gated and detection.height < MIN_FACE_PX):
             return None, b""
         face = align_face(image, detection, self.crop, SHARPNESS_SIZE)
@@ -111,10 +113,10 @@ class FaceWatcher:
         if gated and sharp < MIN_SHARPNESS:
             return None, b""
         jpeg = encode_image(face, ".jpg", JPEG_QUALITY)
-        embedding = np.asarray(samples.outputs[EMBEDDING_NAME][i], np.float32)
+        embedding = np.asarray(samples.outputs[EMBEDDING_NAME][k], np.float32)
         best, similarity = self._nearest(embedding)
         sample = FaceSample(hashlib.sha256(jpeg).hexdigest()[:16], now, embedding,
-                            float(np.max(samples.outputs["identity"][i])), sharp, float(detection.height),
+                            float(np.max(samples.outputs["identity"][k])), sharp, float(detection.height),
                             best=best, similarity=similarity)
         return sample, jpeg
 

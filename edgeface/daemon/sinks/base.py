@@ -40,8 +40,11 @@ class QueuedSink:
 
     name = "queued"
 
-    def __init__(self, queue: int, publish_mode: str, unhealthy_after: float = 60.0) -> None:
+    def __init__(self, queue: int, publish_mode: str, unhealthy_after: float = 60.0, frames: bool = True,
+                 visits: bool = True) -> None:
         self.publish_mode = publish_mode
+        self.frames = frames  # frame records
+        self.visits = visits  # visit events
         self.unhealthy_after = unhealthy_after
         self.sent = 0
         self.dropped = 0
@@ -61,8 +64,11 @@ class QueuedSink:
         self._thread.start()
 
     def publish(self, item: Published) -> None:
-        if item.wanted(self.publish_mode):
+        if self.frames and item.wanted(self.publish_mode):
             self._put(item.json)
+        if self.visits:
+            for event in item.events:
+                self._put(event)
 
     def _put(self, payload: Any) -> None:
         with self._cond:

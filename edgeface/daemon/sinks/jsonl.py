@@ -1,4 +1,8 @@
-"""JSON lines: one object per processed frame, to stdout or to a file rotated by size."""
+"""JSON lines: one object per processed frame and one per visit event, to stdout or to a file rotated by size.
+
+A frame's record has ``frame`` and ``faces``; a visit event's has ``event`` (arrived, named, left) and the visit
+(docs/daemon.md).
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ class JsonLinesSink(QueuedSink):
     name = "jsonl"
 
     def __init__(self, path: str = "-", publish: str = "every", max_bytes: int = 10_000_000, backups: int = 3,
-                 queue: int = 256, unhealthy_after: float = 60.0) -> None:
-        super().__init__(queue, publish, unhealthy_after)
+                 queue: int = 256, unhealthy_after: float = 60.0, frames: bool = True, visits: bool = True) -> None:
+        super().__init__(queue, publish, unhealthy_after, frames, visits)
         self.path = None if path == "-" else Path(path)
         self.max_bytes = max_bytes
         self.backups = backups

@@ -1,37 +1,72 @@
 """MQTT, with Home Assistant discovery.
 
-MQTT topics (``<topic>`` defaults to ``edgeface``, ``<device>`` to the host name)::
+MQTT topics (``<topic>`` defaults to ``edgeface``; ``<device>`` is the device id, ``<person>`` a person's name,
+both made safe for topics and Home Assistant ids by ``topic_id`` / ``person_id``)::
 
-    <topic>/<device>/status   "online" / "offline", retained; "offline" is also the last will
-    <topic>/<device>/frame    a frame's JSON record, as in JSON lines (not retained)
-    <topic>/<device>/state    retained summary: faces, identities, and the largest face's labels
+    <topic>/<device>/status    "online" / "offline", retained; "offline" is also the last will
+    <topic>/<device>/frame     a frame's JSON record, as in JSON lines (not retained)
+    <topic>/<device>/state     retained summary: faces, identities, and the largest face's labels
+    <topic>/<device>/visit     visit events (arrived, named, left), as in JSON lines (not retained)
+    <topic>/<device>/stranger  {"event_type": "arrived" | "left", ...the visit}: an unknown person's visit
+    <topic>/presence/<person>  retained: {"state": "home" | "not_home", "name", "camera", "last_seen", "visit"}
 
-With ``discovery = true`` Home Assistant sensors (faces, people, identity, emotion, gender) are announced under
-``<discovery_prefix>/sensor/<device>_*/config`` (retained), all tied to the status topic for availability.
+With ``discovery = true`` Home Assistant gets, retained under ``<discovery_prefix>``: sensors for the summary
+(faces, people, identity, emotion, gender) and an event entity for strangers, per device, tied to its status
+topic for availability; and a presence entity (device tracker) per person the device knows (enrolled or
+trained), created when they are enrolled and removed when they are removed. The summary's identity never says
+``unknown`` (Home Assistant's word for "no data"): a face nobody matched is ``unrecognised``, no face ``nobody``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import ssl
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+import unicodedata
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from edgeface.core.errors import ConfigError, DependencyError
-from edgeface.daemon.records import FrameResult, Published
+from edgeface.core.results import UNKNOWN
+from edgeface.daemon.records import Published
 from edgeface.daemon.secrets import read_secret
 from edgeface.daemon.service import Throttled
 from edgeface.daemon.sinks.base import QueuedSink
 
 if TYPE_CHECKING:
     from edgeface.daemon.config import MqttConfig
+    from edgeface.recognition.records import FrameResult
 
 log = logging.getLogger("edgeface.daemon")
 
 MQTT_PASSWORD_CREDENTIAL, MQTT_PASSWORD_ENV = "mqtt-password", "EDGEFACE_MQTT_PASSWORD"
+UNRECOGNISED, NOBODY = "unrecognised", "nobody"  # the summary's identity for an unknown face, and for no face
+SENSORS = {
+    "faces": ("Faces", "{{ value_json.faces }}"),
+    "people": ("People", "{{ value_json.identities | join(', ') }}"),
+    "identity": ("Identity", "{{ value_json.identity }}"),
+    "emotion": ("Emotion", "{{ value_json.emotion }}"),
+    "gender": ("Gender", "{{ value_json.gender }}"),
+}
+
+
+def topic_id(text: str) -> str:
+    """A device id as a topic level and a Home Assistant discovery id (letters, digits, ``_`` and ``-`` only:
+    Home Assistant silently ignores discovery topics with anything else, a space included)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "edgeface"
+
+
+def person_id(name: str) -> str:
+    """A person's name as a topic level and a Home Assistant id: a readable ASCII part plus a digest of the
+    name, so that two names never share one ("Zoë" and "Zoe", "Ada Lovelace" and "ada_lovelace")."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    readable = re.sub(r"[^a-z0-9]+", "_", ascii_name).strip("_")[:32]
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:6]
+    return f"{readable}_{digest}" if readable else digest
 
 
 class MqttSink(QueuedSink):
@@ -47,17 +82,24 @@ class MqttSink(QueuedSink):
     name = "mqtt"
     INFLIGHT = 100
 
-    def __init__(self, config: "MqttConfig", device: str, model_name: str = "edgeface") -> None:
-        super().__init__(config.queue, config.publish, config.unhealthy_after)
+    def __init__(self, config: "MqttConfig", device: str, model_name: str = "edgeface",
+                 people: Callable[[], Sequence[str]] = tuple) -> None:
+        super().__init__(config.queue, config.publish, config.unhealthy_after, config.frames, config.visits)
         try:
             import paho.mqtt.client as mqtt
         except ModuleNotFoundError:
             raise DependencyError("MQTT needs paho-mqtt: pip install paho-mqtt") from None
         self.config = config
         self.device = device
+        self.device_id = topic_id(device)
         self.model_name = model_name
-        self.base = f"{config.topic.rstrip('/')}/{device}"
+        self.prefix = config.topic.rstrip("/")
+        self.base = f"{self.prefix}/{self.device_id}"
         self.status_topic = f"{self.base}/status"
+        self._people = people  # who the device knows now (enrolled and trained), asked at each frame
+        self._announced: tuple[str, ...] = ()  # the people whose presence entities were announced
+        self._people_lock = threading.Lock()
+        self._stopping = False
         self.connected = threading.Event()
         self.connects = 0
         self.failing_since = time.monotonic()  # not connected yet: the clock of unhealthy_after starts now
@@ -68,7 +110,8 @@ class MqttSink(QueuedSink):
         self._ack_lock = threading.Lock()
         self._connect_warning = Throttled()
         self._connect_error = ""
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id or f"edgeface-{device}")
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=config.client_id or f"edgeface-{self.device_id}")
         if config.username:
             client.username_pw_set(config.username, mqtt_password(config))
         if config.tls or config.ca_certs or config.certfile:
@@ -93,25 +136,74 @@ class MqttSink(QueuedSink):
         self.start()
 
     def publish(self, item: Published) -> None:
-        if item.wanted(self.publish_mode):
+        if self.frames and item.wanted(self.publish_mode):
             self._put((f"{self.base}/frame", item.json, self.config.qos, False))
         if item.changed:
             state = json.dumps(self.state(item.result), separators=(",", ":"))
             self._put((f"{self.base}/state", state, 1, True))
+        if self.visits:
+            for event, line in zip(item.result.events, item.events):
+                self._put((f"{self.base}/visit", line, self.config.qos, False))
+                for message in self.event_messages(event.kind, event.visit, event.previous):
+                    self._put(message)
+        self._follow_people()
 
     @staticmethod
-    def state(result: FrameResult) -> dict[str, Any]:
+    def state(result: "FrameResult") -> dict[str, Any]:
         """The retained summary Home Assistant reads: counts, names, and the largest face's labels."""
         faces = result.faces
         primary = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) if faces else None
+
+        def shown(label: str) -> str:
+            return UNRECOGNISED if label == UNKNOWN else label
+
         return {
             "time": round(result.time, 3),
             "faces": len(faces),
-            "identities": sorted({f.labels.identity.label for f in faces}),
-            "identity": primary.labels.identity.label if primary else "none",
-            "emotion": primary.labels.emotion.label if primary else "none",
-            "gender": primary.labels.gender.label if primary else "none",
+            "identities": sorted({shown(f.labels.identity.label) for f in faces}) or [NOBODY],
+            "identity": shown(primary.labels.identity.label) if primary else NOBODY,
+            "emotion": shown(primary.labels.emotion.label) if primary else NOBODY,
+            "gender": shown(primary.labels.gender.label) if primary else NOBODY,
         }
+
+    def event_messages(self, kind: str, visit: dict[str, Any], previous: str = "") -> list[tuple[str, str, int, bool]]:
+        """What a visit event changes besides its own record: the person's presence (retained), or for an
+        unknown visit the stranger event."""
+        who = visit.get("who", UNKNOWN)
+        messages = []
+        if previous and previous not in (UNKNOWN, who):  # the visit was taken for someone else before
+            messages.append(self._presence(previous, "not_home", visit))
+        if who == UNKNOWN:
+            if kind in ("arrived", "left") or previous:
+                payload = {"event_type": "left" if kind == "left" else "arrived", **visit}
+                messages.append((f"{self.base}/stranger", json.dumps(payload, separators=(",", ":")), 1, False))
+        else:
+            messages.append(self._presence(who, "not_home" if kind == "left" else "home", visit))
+        return messages
+
+    def _presence(self, name: str, state: str, visit: dict[str, Any]) -> tuple[str, str, int, bool]:
+        payload = {"state": state, "name": name, "camera": self.device, "last_seen": visit.get("last_seen"),
+                   "visit": visit.get("visit")}
+        return (f"{self.prefix}/presence/{person_id(name)}", json.dumps(payload, separators=(",", ":")), 1, True)
+
+    def _follow_people(self) -> None:
+        """Announce the presence entities of people enrolled since, and remove those of people removed."""
+        if not self.config.discovery:
+            return
+        people = tuple(sorted(set(self._people())))
+        with self._people_lock:
+            if people == self._announced:
+                return
+            added = [p for p in people if p not in self._announced]
+            removed = [p for p in self._announced if p not in people]
+            self._announced = people
+        for name in added:
+            topic, payload = self._tracker_config(name)
+            self._put((topic, json.dumps(payload), 1, True))
+        for name in removed:
+            topic, _ = self._tracker_config(name)
+            self._put((topic, "", 1, True))  # an empty retained config removes the entity
+            self._put((f"{self.prefix}/presence/{person_id(name)}", "", 1, True))
 
     def _send(self, message: tuple[str, str, int, bool]) -> bool:
         if not self.connected.wait(0.5):
@@ -160,6 +252,8 @@ class MqttSink(QueuedSink):
         log.info("mqtt: connected to %s:%s", self.config.host, self.config.port)
         client.publish(self.status_topic, "online", qos=1, retain=True)
         if self.config.discovery:
+            with self._people_lock:
+                self._announced = tuple(sorted(set(self._people())))
             for topic, payload in self.discovery_messages():
                 client.publish(topic, json.dumps(payload), qos=1, retain=True)
         self.connected.set()
@@ -185,33 +279,46 @@ class MqttSink(QueuedSink):
         self._connect_warning.warning("mqtt: %s; retrying with backoff (up to 30 s)", message)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
-        if self.connected.is_set():
+        if self._stopping:
+            log.info("mqtt: disconnected from %s:%s", self.config.host, self.config.port)
+        elif self.connected.is_set():
             log.warning("mqtt: lost the broker %s:%s (%s); reconnecting", self.config.host, self.config.port, reason)
             self.last_error = f"lost the broker ({reason})"
             self.failing_since = time.monotonic()
         self.connected.clear()
 
     def discovery_messages(self) -> list[tuple[str, dict[str, Any]]]:
-        """Home Assistant MQTT discovery: one sensor per summary field, available while the daemon is online."""
-        device = {"identifiers": [f"edgeface_{self.device}"], "name": f"edgeface {self.device}",
+        """Home Assistant MQTT discovery: the summary's sensors and the stranger event (available while the
+        daemon is online), and a presence entity for each person announced."""
+        device = {"identifiers": [f"edgeface_{self.device_id}"], "name": f"edgeface {self.device}",
                   "manufacturer": "edgeface", "model": self.model_name}
-        sensors = {
-            "faces": ("Faces", "{{ value_json.faces }}"),
-            "people": ("People", "{{ value_json.identities | join(', ') }}"),
-            "identity": ("Identity", "{{ value_json.identity }}"),
-            "emotion": ("Emotion", "{{ value_json.emotion }}"),
-            "gender": ("Gender", "{{ value_json.gender }}"),
-        }
+        available = {"availability_topic": self.status_topic, "device": device}
+        prefix = self.config.discovery_prefix
         messages = []
-        for key, (title, template) in sensors.items():
+        for key, (title, template) in SENSORS.items():
             payload: dict[str, Any] = {
-                "name": title, "unique_id": f"edgeface_{self.device}_{key}", "state_topic": f"{self.base}/state",
-                "value_template": template, "availability_topic": self.status_topic, "device": device,
-            }
+                "name": title, "unique_id": f"edgeface_{self.device_id}_{key}", "state_topic": f"{self.base}/state",
+                "value_template": template, **available}
             if key == "faces":
                 payload["state_class"] = "measurement"
-            messages.append((f"{self.config.discovery_prefix}/sensor/{self.device}_{key}/config", payload))
+            messages.append((f"{prefix}/sensor/{self.device_id}_{key}/config", payload))
+        messages.append((f"{prefix}/event/{self.device_id}_stranger/config", {
+            "name": "Stranger", "unique_id": f"edgeface_{self.device_id}_stranger",
+            "state_topic": f"{self.base}/stranger", "event_types": ["arrived", "left"], **available}))
+        messages += [self._tracker_config(name) for name in self._announced]
         return messages
+
+    def _tracker_config(self, name: str) -> tuple[str, dict[str, Any]]:
+        """A person's presence entity: one per person for the whole household (every device of the same topic
+        prefix announces the same one), home or away, with the camera that saw them last."""
+        key = person_id(name)
+        topic = f"{self.prefix}/presence/{key}"
+        return (f"{self.config.discovery_prefix}/device_tracker/edgeface/{key}/config", {
+            "name": name, "unique_id": f"edgeface_person_{key}", "state_topic": topic,
+            "value_template": "{{ value_json.state }}", "json_attributes_topic": topic,
+            "payload_home": "home", "payload_not_home": "not_home", "source_type": "router",
+            "device": {"identifiers": ["edgeface_household"], "name": "edgeface household",
+                       "manufacturer": "edgeface"}})
 
     def _finish(self) -> None:
         deadline = time.monotonic() + 0.5
@@ -221,6 +328,7 @@ class MqttSink(QueuedSink):
             self.dropped += len(self._inflight)  # handed over, never acknowledged: lost
             self._inflight.clear()
         # A clean stop says "offline" itself (the will is only sent when the connection dies).
+        self._stopping = True
         if self.connected.is_set():
             info = self._client.publish(self.status_topic, "offline", qos=1, retain=True)
             try:
