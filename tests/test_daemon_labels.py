@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess
-from video_fixtures import match_truth, recognised_photos
+from helpers.daemon import DaemonProcess
+from helpers.video_fixtures import match_truth, recognised_photos
 
 from edgeface.eval.video import face_photos, write_face_video
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon_helpers import DaemonProcess, MjpegCamera, http_get, metric
+from helpers.camera import MjpegCamera
+from helpers.daemon import DaemonProcess, http_get, metric
 
 FRAMES = 30
 

@@ -1,6 +1,6 @@
 """The fault suite: attacks and bad luck tried on the real daemon and the CLI (docs/security.md lists them and
 what happens). Quick ones run in the default tier; slow ones (a broker frozen for 15 s) are marked ``slow``.
-Helpers: faults_helpers.py."""
+Helpers: tests/helpers/faults.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from faults_helpers import deflate_zeros
+from helpers.faults import deflate_zeros
 
 
 @pytest.fixture(scope="session")
