@@ -28,16 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shlex
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", REPO.parent / "shared"))
@@ -159,25 +158,6 @@ def household(people: int, seed: int, emotion_labels: float, work: Path) -> dict
     return {"set": name, "people": people, "seed": seed, **figures}
 
 
-def write_result(name: str, data: dict[str, Any]) -> Path:
-    """``results/NAME.json`` in the project's format (command, date, commit, machine, data)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine())
-    record = {"name": name, "command": shlex.join(["python", "benchmarks/household_sets.py", *sys.argv[1:]]),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain",
-                                                                            "--untracked-files=no") else ""),
-              "machine": f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores",
-              "load": [round(x, 2) for x in os.getloadavg()], "data": data}
-    path = REPO / "results" / f"{name}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return path
-
-
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'set':10s} {'people':>6s} {'train':>5s} {'test':>5s} " + " ".join(
         f"{h + ' keras/int8/probe (kept)':>36s}" for h in HEADS))
@@ -226,14 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         row = {"set": args.run.name, **measure(args.run, args.bundle, args.test,
                                                args.work / "reports" / f"{args.name}-evaluate.json")}
         print_table([row])
-        print(f"wrote {write_result(args.name, row)}")
+        write_result(args.name, row)
         return 0
     rows = [household(people, seed, args.emotion_labels, args.work) for people in args.people for seed in args.seeds]
     print_table(rows)
     data = {"emotion_labels": args.emotion_labels, "photos_per_person": [MIN_PHOTOS, MAX_PHOTOS],
             "test_fraction": TEST_FRACTION, "detector": DETECTOR, "sets": rows, "summary": summary(rows)}
     print(json.dumps(data["summary"], indent=1))
-    print(f"wrote {write_result(args.name, data)}")
+    write_result(args.name, data)
     return 0
 
 
