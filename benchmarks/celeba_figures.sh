@@ -63,7 +63,7 @@ for step in "${steps[@]}"; do
   probe)        # each head of dlib-resnet against its linear probe on the test photos, Keras and int8
     "$PYTHON" benchmarks/household_sets.py --run runs/celeba-dlib-resnet \
       --bundle bundles/celeba/celeba-dlib-resnet-int8.edgeface --test splits/celeba/test.csv \
-      --name celeba-heads-probe ;;
+      --name celeba-probe ;;
   bench)        # per-face latency, dlib-resnet against MobileNetV2, int8 and float32 side by side (round-robin)
     "$EDGEFACE" bench bundles/celeba/celeba-{dlib-resnet,mobilenetv2}-int8.edgeface \
       bundles/celeba/celeba-{dlib-resnet,mobilenetv2}-float32.edgeface --threads 2 --runs 300 --json reports/bench.json

@@ -16,7 +16,7 @@ model, the probe included.
     python benchmarks/household_sets.py --people 5 --seeds 0     # one set
     python benchmarks/household_sets.py --run runs/celeba-dlib-resnet \\
         --bundle bundles/celeba/celeba-dlib-resnet-int8.edgeface --test splits/celeba/test.csv \\
-        --name celeba-heads-probe                                # an existing run, beside its probe
+        --name celeba-probe                                     # an existing run, beside its probe
 
 Writes ``results/household-sets.json`` (or ``results/NAME.json``) and prints a table. Hours of CPU on 2
 cores (each set trains, converts and evaluates). Splits, runs and bundles go under ``--work`` (default
