@@ -137,7 +137,8 @@ def _resigned(manifest_entry: dict, data: bytes) -> None:
 
 
 @pytest.mark.parametrize("change, match", [
-    (lambda m: m.update(shape=[3, 8]), r"identity_centres.f32 inflates to 64 bytes, but bundle.json says 96"),
+    (lambda m: m.update(shape=[3, 8]), r"identity_centres.f32 holds 3 x 8 centres, but the model has 2 trained "
+                                       r"people"),
     (lambda m: m.update(shape="2x8"), r"bad identity_centres shape in bundle.json: '2x8'"),
     (lambda m: m.update(scale=0), r"scale must be a number in \(0, 1000\], got 0"),
     (lambda m: m.update(scale="30"), r"scale must be a number in \(0, 1000\], got '30'"),

@@ -274,12 +274,10 @@ def load_bundle(path: str | Path) -> Bundle:
         model_bytes = _read_member(archive, info)
         centres_bytes = None
         if manifest.get("identity_centres") is not None:
-            shape = manifest["identity_centres"].get("shape")
-            if not (isinstance(shape, list) and len(shape) == 2
-                    and all(isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 1 << 16 for n in shape)):
-                raise BundleError(f"{path}: bad identity_centres shape in {MANIFEST_MEMBER}: {shape!r}")
-            size = shape[0] * shape[1] * 4
-            centres_bytes = _read_member(archive, _member_info(path, archive, CENTRES_MEMBER, size, size))
+            # Sized by the model before a byte is read: a manifest may not declare a larger member.
+            people, dimensions = _centres_shape(path, manifest["identity_centres"], spec)
+            size = people * dimensions * 4
+            centres_bytes = _read_member(archive, _member_info(path, archive, CENTRES_MEMBER, MAX_MODEL_BYTES, size))
     if sha256_bytes(model_bytes) != manifest["model_sha256"]:  # changed between the two reads
         raise BundleError(f"{path}: {member} does not match its checksum: the bundle is corrupt or was modified")
     centres = None if centres_bytes is None else _check_centres(path, manifest["identity_centres"], centres_bytes,
@@ -288,14 +286,25 @@ def load_bundle(path: str | Path) -> Bundle:
                   identity_centres=centres)
 
 
-def _check_centres(path: Path, entry: Mapping[str, Any], data: bytes, spec: ModelSpec) -> IdentityCentres:
-    """The centres, checked against the model they serve: one per trained person, of the embedding's size,
-    unit (or zero) rows of finite numbers, a finite scale above 0, and the checksum the manifest gives."""
+def _centres_shape(path: Path, entry: Mapping[str, Any], spec: ModelSpec) -> tuple[int, int]:
+    """The centres' shape the manifest gives, which must be the model's: one per trained person, of the
+    embedding's size."""
+    shape = entry.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in shape)):
+        raise BundleError(f"{path}: bad identity_centres shape in {MANIFEST_MEMBER}: {shape!r}")
     people, size = len(spec.labels["identity"]), spec.embedding_size
-    where = f"{path}: {CENTRES_MEMBER}"
-    if list(entry["shape"]) != [people, size]:
-        raise BundleError(f"{where} holds {entry['shape'][0]} x {entry['shape'][1]} centres, but the model has "
+    if shape != [people, size]:
+        raise BundleError(f"{path}: {CENTRES_MEMBER} holds {shape[0]} x {shape[1]} centres, but the model has "
                           f"{people} trained people and embeddings of size {size}")
+    return people, size
+
+
+def _check_centres(path: Path, entry: Mapping[str, Any], data: bytes, spec: ModelSpec) -> IdentityCentres:
+    """The centres (their shape checked by ``_centres_shape``): unit (or zero) rows of finite numbers, a
+    finite scale above 0, and the checksum the manifest gives."""
+    people, size = _centres_shape(path, entry, spec)
+    where = f"{path}: {CENTRES_MEMBER}"
     scale = entry.get("scale")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= MAX_CENTRES_SCALE:
         raise BundleError(f"{where}: scale must be a number in (0, {MAX_CENTRES_SCALE:g}], got {scale!r}")
