@@ -85,7 +85,7 @@ def number(value: float, digits: int = 2) -> str:
 
 def signed(points: float) -> str:
     """A change in points, with its sign (a minus sign, as in print)."""
-    return f"{points:+.2f}".replace("-", "−")
+    return f"{round(points, 2) + 0.0:+.2f}".replace("-", "−")  # + 0.0: no "-0.00" for a loss of -0.0 or -0.001
 
 
 def mb(n_bytes: float | None) -> str:
