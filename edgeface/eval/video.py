@@ -97,7 +97,7 @@ def write_face_video(path: Path, photos: dict[str, list[FacePhoto]], people: Seq
     lane = width / len(people)
     starts = [(lane * (i + 0.5), height * float(rng.uniform(0.4, 0.55))) for i in range(len(people))]
     drift = [float(rng.uniform(-0.6, 0.6)) for _ in people]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), float(fps), (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write mp4v video to {path}")
     truth = []

@@ -187,9 +187,9 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     phases = fit_phases(built, prepared, config, strategy, frozen, on_log)
     if DESCRIPTOR in phases.moved and backbone_info(config.backbone).identity_head == "centres":
         # the identity path moved (fine-tuned, or trained from scratch): centres from the embeddings it gives now
-        embed = [keras_predict(built.model, crops.crops, prepared.spec)[EMBEDDING_NAME]
-                 for crops in (prepared.train_crops, prepared.val_crops)]
-        set_centres_from(built, prepared, *embed, on_log)
+        train_embed, val_embed = (keras_predict(built.model, crops.crops, prepared.spec)[EMBEDDING_NAME]
+                                  for crops in (prepared.train_crops, prepared.val_crops))
+        set_centres_from(built, prepared, train_embed, val_embed, on_log)
     choices = choose_heads(built, prepared, frozen, phases.moved, phases.fitted, phases.frozen_model)
     for line in describe(choices):
         on_log(line)
@@ -207,7 +207,7 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
     from edgeface.train.model import ATTRIBUTE_HEADS, backbone_info, head_features, set_backbone_trainable
 
     backbone = built.backbone
-    train_crops, val_crops, spec = prepared.train_crops, prepared.val_crops, prepared.spec
+    train_crops, val_crops = prepared.train_crops, prepared.val_crops
     train_heads, val_heads = prepared.train_heads, prepared.val_heads
     train_samples = train_crops.cropped_samples
     history: dict[str, list[float]] = {}
