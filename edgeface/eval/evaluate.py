@@ -34,8 +34,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.core.spec import HEADS, CropSpec
 from edgeface.core.version import __version__

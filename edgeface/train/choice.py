@@ -104,7 +104,7 @@ def choose_heads(built: Any, prepared: TrainingData, frozen: FrozenFeatures, mov
                                                    "fitted exactly on them"}
         else:
             choices[head] = {"kept": TRAINED, "why": "trained on the frozen features"}
-    if not moving:
+    if not moving or frozen_model is None:  # (moving heads without a frozen model returned above)
         return choices
 
     trained_out = keras_predict(built.model, prepared.val_crops.crops, spec)
