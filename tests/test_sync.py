@@ -329,6 +329,21 @@ def test_the_household_key_is_read_while_the_config_loads(tiny_bundles: dict[str
         load(load_config(config))
 
 
+def test_the_embedding_is_dlibs_unless_training_moved_it_and_kept_it(tmp_path: Path) -> None:
+    """Devices share faces between bundles whose embedding is dlib's own descriptor: training that moved the
+    descriptor makes it the model's, unless every head on it went back to its exact fit (the pretrained
+    backbone restored, edgeface.train.choice)."""
+    from edgeface.train.config import TrainConfig
+    from edgeface.train.model import ATTRIBUTES, DESCRIPTOR
+    from edgeface.train.trainer import descriptor_moved
+
+    config = TrainConfig(data=tmp_path, out=tmp_path, backbone="dlib-resnet")
+    probe, trained = {"kept": "probe", "why": ""}, {"kept": "trained", "why": ""}
+    assert not descriptor_moved(config, {ATTRIBUTES}, {"identity": probe, "emotion": trained, "gender": probe})
+    assert not descriptor_moved(config, {DESCRIPTOR}, {"identity": probe, "emotion": trained, "gender": probe})
+    assert descriptor_moved(config, {DESCRIPTOR}, {"identity": trained, "emotion": probe, "gender": trained})
+
+
 def test_the_embedding_id_of_a_bundle(tiny_bundles: dict[str, Path], tmp_path: Path) -> None:
     """Recorded at conversion (the tiny model's own, shared by its precisions); an older bundle's is its
     source model's."""
