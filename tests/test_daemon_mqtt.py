@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon_helpers import DaemonProcess, Mosquitto, free_port, http_get, metric
+from video_fixtures import synthetic_video
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()),
@@ -50,10 +51,8 @@ class Subscriber:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgeface.data.synthetic import write_synthetic_video
-
     path = tmp_path_factory.mktemp("mqtt-video") / "two.mp4"
-    write_synthetic_video(path, people=6, seconds=2, fps=10, faces_per_frame=2, seed=1)
+    synthetic_video(path, faces=2, seconds=2, seed=1)
     return path
 
 

@@ -27,10 +27,10 @@ NAME = "Ada Lovelace"
 @pytest.fixture(scope="module")
 def stranger_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 s at 10 fps of one synthetic person who is not among the tiny model's six."""
-    from edgeface.data.synthetic import make_people, write_synthetic_video
+    from video_fixtures import synthetic_video
 
     path = tmp_path_factory.mktemp("web-video") / "stranger.avi"
-    write_synthetic_video(path, people=make_people(9, seed=0)[6:7], seconds=6, fps=10, faces_per_frame=1, seed=1)
+    synthetic_video(path, faces=1, seconds=6, seed=1)
     return path
 
 
