@@ -73,3 +73,77 @@ def test_run_on_frames_tracks_faces_like_the_daemon(tiny_bundles: dict[str, Path
 def test_load_names_a_bad_bundle_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(edgeface.EdgefaceError, match="nothing.edgeface: bundle not found"):
         edgeface.load(tmp_path / "nothing.edgeface")
+
+
+def test_run_gives_the_daemons_labels_and_visits_on_the_same_video(tiny_bundles: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    """``edgeface.load(...).run(frames)`` and ``edgeface run`` on one video: the same tracks, labels and visit
+    events, frame for frame (times compared from the first frame: the daemon's clock starts when it runs)."""
+    import cv2
+
+    from daemon_helpers import DaemonProcess
+    from edgeface.data.synthetic import write_synthetic_video
+
+    video = tmp_path / "visit.mp4"
+    write_synthetic_video(video, people=4, seconds=3, fps=10, faces_per_frame=2, seed=3)
+    bundle = tiny_bundles["int8"]
+    daemon = DaemonProcess(["--bundle", str(bundle), "--source", str(video), "--no-http", "--gallery", "none",
+                            "--threads", "1"])
+    assert daemon.finish(120) == 0, daemon.log()
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    pipeline = edgeface.load(bundle, threads=1, gallery=None, camera=daemon_camera(daemon))
+    api = [json.loads(json.dumps(r.to_dict())) for r in pipeline.run(frames, fps=10, start=0.0) if r.faces]
+    api_events = [e.to_dict() for r in pipeline.run([], fps=10) for e in r.events]  # nothing left open
+    assert api_events == []
+    pipeline = edgeface.load(bundle, threads=1, gallery=None, camera=daemon_camera(daemon))
+    events = [json.loads(json.dumps(e.to_dict())) for r in pipeline.run(frames, fps=10, start=0.0)
+              for e in r.events]
+
+    def relative(records: list[dict], keys: tuple[str, ...]) -> list[dict]:
+        """Times from the first record's, and visit and stranger-group ids (made from the clock) as numbers in
+        order of first use."""
+        start = records[0]["time"] if records else 0.0
+        visits: dict[str, int] = {}
+        groups: dict[str, int] = {}
+        out = []
+        for record in json.loads(json.dumps(records)):
+            for key in keys:
+                if record.get(key) is not None:
+                    record[key] = round(record[key] - start, 2)
+            for item in [record, *record.get("faces", [])]:
+                if "visit" in item:
+                    item["visit"] = visits.setdefault(item["visit"], len(visits))
+            if record.get("stranger"):
+                record["stranger"] = groups.setdefault(record["stranger"], len(groups))
+            out.append(record)
+        return out
+
+    daemon_frames = daemon.records()
+    assert len(daemon_frames) == len(api) >= 25
+    assert relative(daemon_frames, ("time",)) == relative(api, ("time",))
+    daemon_events = daemon.events()
+    assert [e["event"] for e in events].count("arrived") >= 2
+    first = daemon_frames[0]["time"]
+    assert relative([{"time": first}] + daemon_events, ("time", "first_seen", "last_seen"))[1:] == \
+        relative([{"time": 0.0}] + events, ("time", "first_seen", "last_seen"))[1:]
+
+
+def daemon_camera(daemon) -> str:
+    """The camera name the daemon gave its visits (the host name, as no device is configured)."""
+    return next(e["camera"] for e in daemon.events())
+
+
+def test_the_api_never_imports_the_daemon(tiny_bundles: dict[str, Path], photos) -> None:
+    code = (f"import sys, edgeface; p = edgeface.load({str(tiny_bundles['float32'])!r}, gallery=None); "
+            f"img = edgeface.read_image({str(photos[0].image)!r}); list(p.run([img] * 3)); p.label(img); "
+            "print(sorted(m for m in sys.modules if m.startswith('edgeface.daemon') or m == 'tensorflow'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

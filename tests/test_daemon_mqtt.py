@@ -4,13 +4,17 @@ Assistant discovery are checked as a subscriber sees them."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+import numpy as np
 
 from daemon_helpers import DaemonProcess, Mosquitto, free_port, http_get, metric
 from video_fixtures import synthetic_video
@@ -25,16 +29,19 @@ DEVICE = "testpi"
 class Subscriber:
     """A paho client that records every message under the daemon's topics and Home Assistant's."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, topics: tuple[str, ...] = (f"edgeface/{DEVICE}/#", "homeassistant/#")) -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.time_ns()}")
         self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, *_: c.subscribe([(f"edgeface/{DEVICE}/#", 1), ("homeassistant/#", 1)])
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe([(topic, 1) for topic in topics])
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        assert subscribed.wait(10), "the test's subscriber could not subscribe"
 
     def _on_message(self, client, userdata, message) -> None:
         with self._lock:
@@ -163,3 +170,168 @@ def test_mqtt_last_will_marks_a_killed_daemon_offline(tiny_bundles: dict[str, Pa
         daemon.kill()
         subscriber.close()
         broker.stop()
+
+
+# Home Assistant's own rules (homeassistant/components/mqtt/discovery.py and const.py): a discovery topic is
+# <prefix>/<component>/[<node_id>/]<object_id>/config with ids of [a-zA-Z0-9_-] (anything else, a space
+# included, is silently ignored), and these states mean "no data" rather than a value.
+HA_DISCOVERY_TOPIC = re.compile(r"homeassistant/(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?"
+                                r"(?P<object_id>[a-zA-Z0-9_-]+)/config")
+HA_NO_DATA = {"unknown", "unavailable", "None", ""}
+HA_REQUIRED = {"sensor": {"state_topic"}, "event": {"state_topic", "event_types"},
+               "device_tracker": {"state_topic"}}
+TEMPLATE = re.compile(r"\{\{ value_json\.(\w+)( \| join\(', '\))? \}\}")
+
+
+def render(template: str, payload: str) -> str:
+    """The value templates edgeface announces (``{{ value_json.key }}``, optionally ``| join(', ')``)."""
+    match = TEMPLATE.fullmatch(template)
+    assert match, f"a template this test cannot render: {template}"
+    value = json.loads(payload)[match.group(1)]
+    return ", ".join(value) if match.group(2) else str(value)
+
+
+@pytest.fixture(scope="module")
+def visit_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two of the people the tiny model was trained on (its embedding tells them apart)."""
+    from edgeface.data.synthetic import make_people, write_synthetic_video
+
+    path = tmp_path_factory.mktemp("visit-video") / "door.mp4"
+    write_synthetic_video(path, people=make_people(6, seed=0), seconds=4, fps=10, faces_per_frame=2, seed=3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def household(tiny_bundles: dict[str, Path], visit_video: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A gallery where one of the video's two people is enrolled as "Ada Lovelace" from her own frames, with a
+    per-visit threshold between her faces and the other person's; the other person is a stranger."""
+    import cv2
+
+    import edgeface
+    from edgeface.core.bundle import load_bundle
+    from edgeface.core.gallery import open_gallery
+
+    capture = cv2.VideoCapture(str(visit_video))
+    frames = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    embeddings: dict[int, list[np.ndarray]] = {}
+    pipeline = edgeface.load(tiny_bundles["int8"], threads=1, gallery=None)
+    for result in pipeline.run(frames, fps=10, start=0.0):
+        samples = result.samples
+        for k, i in enumerate(samples.recognised if samples is not None else ()):
+            embeddings.setdefault(result.faces[i].track, []).append(samples.outputs["embedding"][k])
+    (ada, ada_faces), (_, other_faces) = sorted(embeddings.items())[:2]
+    bundle = load_bundle(tiny_bundles["int8"])
+    path = tmp_path_factory.mktemp("household") / "people.json"
+    gallery = open_gallery(bundle.model_sha256, bundle.spec.embedding_size, path)
+    gallery = gallery.with_person("Ada Lovelace", np.stack(ada_faces[:3]))
+    own = gallery.similarities(np.stack(ada_faces)).max(axis=1).min()
+    other = gallery.similarities(np.stack(other_faces)).max(axis=1).max()
+    assert own > other + 0.02, f"the fixture's two people are not apart ({own:.3f} vs {other:.3f})"
+    threshold = float((own + other) / 2)
+    gallery.calibrated(threshold, 1.01, {"test": True}, threshold, 1.01).save(path)  # 1.01: the head names nobody
+    return {"gallery": path, "bundle": tiny_bundles["int8"]}
+
+
+def _household_config(tmp_path: Path, household: dict, video: Path, port: int, extra: str = "") -> Path:
+    config = tmp_path / "edgeface.toml"
+    config.write_text(f"""bundle = "{household['bundle']}"
+source = "{video}"
+gallery = "{household['gallery']}"
+threads = 1
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+device = "front door"
+discovery = true
+[http]
+enabled = false
+{extra}""")
+    return config
+
+
+def test_visits_presence_and_home_assistant_entities(household: dict, visit_video: Path, tmp_path: Path) -> None:
+    """A finite video with Ada and a stranger, on a device named "front door": visit events, Ada's presence
+    (home, then not_home when the video ends), the stranger's event, and every discovery message as Home
+    Assistant's own rules read it."""
+    broker = Mosquitto(tmp_path).start()
+    subscriber = Subscriber(broker.port, ("edgeface/#", "homeassistant/#"))
+    daemon = DaemonProcess(["--config", str(_household_config(tmp_path, household, visit_video, broker.port,
+                                                               "[visits]\ncrops = true\n"))])
+    try:
+        assert daemon.finish(120) == 0, daemon.log()
+        time.sleep(0.5)  # the last messages on their way to the subscriber
+    finally:
+        daemon.kill()
+        subscriber.close()
+        broker.stop()
+    device_id = "front_door"
+    visits = [json.loads(p) for t, p, _ in subscriber.messages if t == f"edgeface/{device_id}/visit"]
+    kinds = [(v["event"], v["who"]) for v in visits]
+    assert ("arrived", "Ada Lovelace") in kinds and ("arrived", "unknown") in kinds, kinds
+    assert ("left", "Ada Lovelace") in kinds and ("left", "unknown") in kinds, kinds
+    ada = next(v for v in visits if v["who"] == "Ada Lovelace")
+    assert ada["camera"] == "front door" and ada["seconds_to_name"] <= 0.5
+    assert base64.b64decode(ada["crop"])[:2] == b"\xff\xd8"  # [visits] crops: the best face as a JPEG
+    presence = [json.loads(p) for t, p, r in subscriber.messages if t.startswith("edgeface/presence/") and p]
+    assert [p["state"] for p in presence if p["name"] == "Ada Lovelace"][-2:] == ["home", "not_home"]
+    assert all(p["camera"] == "front door" for p in presence)
+    strangers = [json.loads(p) for t, p, _ in subscriber.messages if t == f"edgeface/{device_id}/stranger"]
+    assert [s["event_type"] for s in strangers] == ["arrived", "left"]
+
+    configs = {t: json.loads(p) for t, p, _ in subscriber.messages if t.endswith("/config") and p}
+    assert len({c["unique_id"] for c in configs.values()}) == len(configs)
+    components = set()
+    for topic, config in configs.items():
+        match = HA_DISCOVERY_TOPIC.fullmatch(topic)
+        assert match, f"Home Assistant ignores this discovery topic: {topic}"
+        components.add(match["component"])
+        assert HA_REQUIRED[match["component"]] <= set(config), (topic, config)
+        if match["component"] == "event":
+            assert {s["event_type"] for s in strangers} <= set(config["event_types"])
+    assert components == {"sensor", "event", "device_tracker"}
+    tracker = next(c for c in configs.values() if c.get("name") == "Ada Lovelace")
+    assert tracker["state_topic"].startswith("edgeface/presence/")
+    states = [p for t, p, _ in subscriber.messages if t == f"edgeface/{device_id}/state"]
+    rendered = {render(c["value_template"], p) for c in configs.values()
+                if c["state_topic"].endswith("/state") for p in states}
+    assert "unrecognised" in rendered and not rendered & HA_NO_DATA, rendered
+    assert not any("lost the broker" in line for line in daemon.stderr)  # a clean end is not a lost broker
+
+
+def test_presence_entities_follow_the_people_enrolled(household: dict, visit_video: Path, tmp_path: Path) -> None:
+    """Removing a person while the daemon runs removes their presence entity (an empty retained config); a
+    clean stop logs no lost broker."""
+    from typer.testing import CliRunner
+
+    from edgeface.cli import app
+
+    broker = Mosquitto(tmp_path).start()
+    subscriber = Subscriber(broker.port, ("edgeface/#", "homeassistant/#"))
+    gallery = tmp_path / "people.json"
+    gallery.write_bytes(Path(household["gallery"]).read_bytes())
+    config = _household_config(tmp_path, {**household, "gallery": gallery}, visit_video, broker.port,
+                               "[capture]\nloop = true\nfps = 20\n")
+    daemon = DaemonProcess(["--config", str(config)])
+    try:
+        def ada_config() -> list[str]:
+            return [p for t, p, _ in subscriber.messages if t.startswith("homeassistant/device_tracker/")
+                    and (not p or json.loads(p)["name"] == "Ada Lovelace")]
+
+        daemon.wait_for(lambda: ada_config(), 60, "Ada's presence entity")
+        removed = CliRunner().invoke(app, ["people", "remove", "Ada Lovelace", "--bundle", str(household["bundle"]),
+                                           "--gallery", str(gallery)])
+        assert removed.exit_code == 0, removed.output
+        daemon.wait_for(lambda: ada_config()[-1] == "", 20, "Ada's presence entity removed")
+        code, elapsed = daemon.stop()
+        assert code == 0 and elapsed < 2.0
+    finally:
+        daemon.kill()
+        subscriber.close()
+        broker.stop()
+    assert not any("lost the broker" in line for line in daemon.stderr), daemon.log()

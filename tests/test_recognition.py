@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeface.core.gallery import Gallery
+from edgeface.core.gallery import Gallery, read_gallery
 from edgeface.core.results import UNKNOWN
 from edgeface.core.spec import ModelSpec
 from edgeface.recognition.evidence import Observation, TrackEvidence
@@ -30,9 +30,9 @@ def unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def near(direction: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
+def near(direction: np.ndarray, cosine: float, rng: np.random.Generator, size: int = D) -> np.ndarray:
     """A unit vector at about ``cosine`` from ``direction``."""
-    other = rng.normal(size=D)
+    other = rng.normal(size=size)
     other -= (other @ direction) * direction
     return unit(cosine * direction + np.sqrt(1 - cosine ** 2) * unit(other))
 
@@ -262,3 +262,42 @@ def test_quality_prefers_big_sharp_frontal_faces() -> None:
     assert face_quality(grey, big) > 2 * face_quality(grey, Face(big.box, 0.95, profile))
     assert face_quality(grey, big) > 2 * face_quality(grey, Face((150, 100, 180, 136), 0.95, frontal))
     assert 0 < face_quality(grey, Face(big.box, 0.95, None)) <= 1
+
+
+# --- calibration per visit ---------------------------------------------------------------------------------------
+
+
+def test_calibrate_holds_strangers_visits_to_the_target(tiny_bundles: dict, tmp_path) -> None:
+    """Per-visit thresholds from strangers' faces in visits: on other strangers' visits, added up as a track
+    adds up its faces, about the target share is named; per face, the same holds for single faces."""
+    from edgeface.core.bundle import load_bundle
+    from edgeface.people.calibrate import calibrate_faces, stranger_scores
+
+    bundle = load_bundle(tiny_bundles["int8"])
+    size = bundle.spec.embedding_size
+    rng = np.random.default_rng(7)
+    members = [unit(rng.normal(size=size)) for _ in range(10)]
+    gallery = Gallery(bundle.model_sha256, size)
+    for k, member in enumerate(members):
+        gallery = gallery.with_person(f"P{k}", np.stack([near(member, 0.93, rng, size) for _ in range(3)]))
+    path = gallery.save(tmp_path / "people.json")
+
+    def stranger_visits(count: int) -> tuple[np.ndarray, list[int]]:
+        faces, visits = [], []
+        for v in range(count):  # a stranger resembling a member a little, five faces of them
+            face = near(members[v % len(members)], float(rng.uniform(0.5, 0.8)), rng, size)
+            faces += [near(face, 0.96, rng, size) for _ in range(5)]
+            visits += [v] * 5
+        return np.stack(faces), visits
+
+    faces, visits = stranger_visits(400)
+    result = calibrate_faces(bundle, faces, None, far=0.05, gallery_path=path, visits=visits)
+    assert result.visit_thresholds.total == 400 and result.visit_thresholds.far <= 0.05
+    stored = read_gallery(path)
+    assert stored.visit_similarity_threshold == pytest.approx(result.visit_thresholds.similarity)
+    assert stored.similarity_threshold == pytest.approx(result.thresholds.similarity)
+    fresh, fresh_visits = stranger_visits(400)  # other strangers, the same rule
+    _, _, by_gallery, _ = stranger_scores(stored, fresh, None, (), fresh_visits)
+    assert np.mean(by_gallery >= stored.visit_similarity_threshold) <= 0.09
+    per_face, _, _, _ = stranger_scores(stored, fresh, None, (), list(range(len(fresh))))
+    assert np.mean(per_face >= stored.similarity_threshold) <= 0.09

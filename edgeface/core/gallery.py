@@ -10,7 +10,7 @@ it changes)::
 
     {"format": "edgeface-gallery", "format_version": 2, "model_sha256": "...", "embedding_size": 128,
      "similarity_threshold": 0.62, "identity_threshold": 0.71, "calibration": {...},
-     "people": [{"name": "Maya", "added": "2025-01-01T10:00:00+00:00",
+     "people": [{"id": "9f2c...", "name": "Maya", "added": "2025-01-01T10:00:00+00:00",
                  "photos": [{"file": "maya1.jpg", "sha256": "..."}], "embeddings": [[...], ...]}],
      "negatives": [{"id": "3f2a...", "of": "Maya", "added": "...", "reason": "not Maya", "embedding": [...]}]}
 
@@ -98,6 +98,20 @@ def unit_rows(embeddings: np.ndarray) -> np.ndarray:
     return embeddings / np.maximum(norms, 1e-12)
 
 
+def new_person_id() -> str:
+    """A person's id: random, kept through renames, so that devices sharing people agree on who is who."""
+    import secrets
+
+    return secrets.token_hex(8)
+
+
+def legacy_person_id(name: str) -> str:
+    """The id of a person read from a gallery written before people had ids (format version 1)."""
+    import hashlib
+
+    return hashlib.sha256(unicodedata.normalize("NFC", name).casefold().encode("utf-8")).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Person:
     """One enrolled person: unit-length embeddings (K, D) and the photos they came from."""
@@ -106,9 +120,10 @@ class Person:
     embeddings: np.ndarray = field(repr=False)
     photos: tuple[Mapping[str, str], ...] = ()  # {"file": name, "sha256": digest of the file}
     added: str = ""
+    id: str = field(default_factory=new_person_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "added": self.added, "photos": [dict(p) for p in self.photos],
+        return {"id": self.id, "name": self.name, "added": self.added, "photos": [dict(p) for p in self.photos],
                 "embeddings": np.round(self.embeddings.astype(np.float64), 6).tolist()}
 
 
@@ -239,12 +254,13 @@ class Gallery:
         existing = self.get(name)
         people = list(self.people)
         if existing is not None and not replace_existing:
-            merged = Person(existing.name, np.concatenate([existing.embeddings, unit_rows(embeddings)]),
-                            tuple(existing.photos) + tuple(photos), existing.added)
+            merged = replace(existing, embeddings=np.concatenate([existing.embeddings, unit_rows(embeddings)]),
+                             photos=tuple(existing.photos) + tuple(photos))
             people[people.index(existing)] = merged
         else:
             person = Person(name, unit_rows(embeddings), tuple(photos), _now())
             if existing is not None:
+                person = replace(person, id=existing.id)
                 people[people.index(existing)] = person
             else:
                 people.append(person)
@@ -269,8 +285,8 @@ class Gallery:
             raise GalleryError(f"{person.name} has no photo {sha256[:12]}")
         if len(person.embeddings) == 1:
             return self.without(person.name)
-        kept = Person(person.name, np.delete(person.embeddings, index, axis=0),
-                      person.photos[:index] + person.photos[index + 1:], person.added)
+        kept = replace(person, embeddings=np.delete(person.embeddings, index, axis=0),
+                       photos=person.photos[:index] + person.photos[index + 1:])
         return replace(self, people=tuple(kept if p is person else p for p in self.people))
 
     def renamed(self, name: str, new_name: str) -> "Gallery":
@@ -407,7 +423,8 @@ def read_gallery(path: str | Path, model_sha256: str | None = None) -> Gallery:
                                    "again")
             photos = tuple(dict(p) for p in entry.get("photos", []))
             added = str(entry.get("added", ""))
-            people.append(Person(name, unit_rows(embeddings), photos, added))
+            person_id = str(entry.get("id") or legacy_person_id(name))
+            people.append(Person(name, unit_rows(embeddings), photos, added, person_id))
         negatives = []
         for entry in raw.get("negatives", []):
             embedding = np.asarray(entry["embedding"], dtype=np.float32)

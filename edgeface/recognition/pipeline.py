@@ -30,7 +30,13 @@ from edgeface.core.results import UNKNOWN, FaceLabels
 from edgeface.core.spec import EMBEDDING_NAME
 from edgeface.recognition.evidence import NOT_SEEN, Observation, TrackEvidence
 from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
-from edgeface.recognition.settings import DetectConfig, RecognitionConfig, TrackingConfig, VisitConfig
+from edgeface.recognition.settings import (
+    TIME_TOLERANCE,
+    DetectConfig,
+    RecognitionConfig,
+    TrackingConfig,
+    VisitConfig,
+)
 from edgeface.recognition.visits import TrackView, VisitBook, VisitEvent
 
 if TYPE_CHECKING:
@@ -119,8 +125,12 @@ class FacePipeline:
 
     def finish(self, when: float, index: int = -1) -> FrameResult:
         """The end of the frames (a video ended): every open visit leaves."""
+        from edgeface.recognition.tracker import Tracker
+
         events = self.visits.finish(when)
         self.tracks.clear()
+        self._decided_version.clear()
+        self.tracker = Tracker(self.tracker.config)  # the next frames are another video
         return FrameResult(time=when, index=index, faces=(), events=tuple(events))
 
     def process(self, image: np.ndarray, index: int = 0, when: float | None = None, capture_s: float = 0.0
@@ -134,6 +144,7 @@ class FacePipeline:
         now = time.time() if when is None else when
         timings = {"capture": capture_s}
         t0 = time.perf_counter()
+        self.labeler.refresh()  # people enrolled or removed meanwhile count from this frame on
         faces = self.detect(image)
         boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
         association = self.tracker.associate(boxes, now)
@@ -148,7 +159,7 @@ class FacePipeline:
                       if EMBEDDING_NAME in outputs else {})
         ids, ended = self.tracker.commit(boxes, association, embeddings, now,
                                          self.labeler.visit_rule.similarity_threshold)
-        evidence = self.labeler.evidence(outputs) if chosen else []  # (reads the gallery again if it changed)
+        evidence = self.labeler.evidence(outputs) if chosen else []
         rule = self.labeler.visit_rule
         for k, i in enumerate(chosen):
             track = self.tracks.setdefault(ids[i], TrackEvidence())
@@ -208,7 +219,7 @@ class FacePipeline:
                 priority = 2
             elif quality[i] >= track.best_quality * config.better_view and quality[i] > track.best_quality:
                 priority = 3
-            elif now - track.last_time >= config.refresh:
+            elif now - track.last_time >= config.refresh - TIME_TOLERANCE:
                 priority = 4
             else:
                 continue

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 from edgeface.core.options import in_range, option
 
+# Frame times are unix seconds (about 1.8e9): their differences carry float rounding of a microsecond or so, and
+# 1.4 - 0.4 < 1.0 anyway. Durations are compared within this tolerance, so that the same video gives the same
+# schedule whatever clock its frames were stamped with (the daemon's, or the Python API's).
+TIME_TOLERANCE = 1e-3
+
 
 @dataclass(frozen=True)
 class DetectConfig:

@@ -57,8 +57,10 @@ class StrangerGroups:
         unit = unit / max(float(np.linalg.norm(unit)), 1e-12)
         group = self.nearest(unit, threshold)
         if group is None:
-            group = StrangerGroup(f"s{int(when * 1000):x}{len(self.groups) % 16:x}", unit.astype(np.float32),
-                                  when, when)
+            group_id = f"s{int(when * 1000):x}"
+            while group_id in self.groups:  # two new groups in one millisecond
+                group_id += "x"
+            group = StrangerGroup(group_id, unit.astype(np.float32), when, when)
             self.groups[group.id] = group
         else:
             mixed = group.centroid * min(group.count, 20) + unit  # the centroid follows its latest visits

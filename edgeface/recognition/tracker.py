@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from edgeface.recognition.settings import TrackingConfig
+from edgeface.recognition.settings import TIME_TOLERANCE, TrackingConfig
 
 SPEED_SMOOTHING = 0.5  # weight of a track's past speed against the latest step
 MAX_SPEED = 4.0  # face widths per second: detection jitter must not send a prediction across the frame
@@ -100,7 +100,7 @@ class Tracker:
     def associate(self, boxes: np.ndarray, now: float) -> Association:
         """Match each face to a live track by overlap with the track's predicted box."""
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        live = [t for t in self.tracks.values() if now - t.last_seen <= self.config.lost_after]
+        live = [t for t in self.tracks.values() if now - t.last_seen <= self.config.lost_after + TIME_TOLERANCE]
         if not len(boxes) or not live:
             return Association(tuple([None] * len(boxes)), frozenset(), {}, np.zeros((len(boxes), len(live))),
                                tuple(t.id for t in live))
@@ -160,7 +160,7 @@ class Tracker:
                 track.remember(embeddings[i])
             ids.append(track.id)
         horizon = max(self.config.lost_after, self.config.reid_seconds)
-        ended = [t for t in self.tracks.values() if now - t.last_seen > horizon]
+        ended = [t for t in self.tracks.values() if now - t.last_seen > horizon + TIME_TOLERANCE]
         for track in ended:
             del self.tracks[track.id]
         return ids, ended
@@ -196,7 +196,8 @@ class Tracker:
         width = float(box[2] - box[0])
         best, best_similarity = None, reid_similarity
         for track in self.tracks.values():
-            if track.id in taken or track.appearance is None or now - track.last_seen > self.config.reid_seconds:
+            if track.id in taken or track.appearance is None or \
+                    now - track.last_seen > self.config.reid_seconds + TIME_TOLERANCE:
                 continue
             reach = self.config.reid_distance * max(width, track.width)
             if float(np.hypot(*(_centre(box) - _centre(track.box)))) > reach:
@@ -208,7 +209,7 @@ class Tracker:
 
     def _move(self, track: Track, box: np.ndarray, now: float) -> None:
         dt = now - track.last_seen
-        if 0 < dt <= self.config.lost_after:
+        if 0 < dt <= self.config.lost_after + TIME_TOLERANCE:
             step = (_centre(box) - _centre(track.box)) / dt
             limit = MAX_SPEED * max(track.width, 1.0)
             speed = float(np.hypot(*step))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from edgeface.core.results import UNKNOWN
-from edgeface.recognition.settings import VisitConfig
+from edgeface.recognition.settings import TIME_TOLERANCE, VisitConfig
 
 if TYPE_CHECKING:
     from edgeface.recognition.strangers import StrangerGroups
@@ -136,7 +136,7 @@ class VisitBook:
                 if not visit.arrived and not visit.tracks:
                     self.undecided_dropped += 1
         for visit in list(self.open.values()):
-            if now - visit.last_seen >= self.config.leave_after:
+            if now - visit.last_seen >= self.config.leave_after - TIME_TOLERANCE:
                 events.append(self._leave(visit, now))
         while len(self.open) > MAX_OPEN:
             events.append(self._leave(min(self.open.values(), key=lambda v: v.last_seen), now))

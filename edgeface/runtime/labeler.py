@@ -157,6 +157,11 @@ class Labeler:
             return self._watch[0]
         return self.gallery.path if self.gallery is not None else None
 
+    def refresh(self) -> None:
+        """Read the gallery file again if it changed (checked at most every ``RELOAD_CHECK_SECONDS``, or at once
+        after ``reload_now``): the pipeline calls this once per frame."""
+        self._maybe_reload()
+
     def reload_now(self) -> None:
         """Read the gallery file again before the next faces are labelled, without waiting for the periodic
         check: whoever just changed it (the web page, in the daemon's process) wants the change used at once.

@@ -160,7 +160,7 @@ class MqttSink(QueuedSink):
         return {
             "time": round(result.time, 3),
             "faces": len(faces),
-            "identities": sorted({shown(f.labels.identity.label) for f in faces}),
+            "identities": sorted({shown(f.labels.identity.label) for f in faces}) or [NOBODY],
             "identity": shown(primary.labels.identity.label) if primary else NOBODY,
             "emotion": shown(primary.labels.emotion.label) if primary else NOBODY,
             "gender": shown(primary.labels.gender.label) if primary else NOBODY,
