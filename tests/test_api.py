@@ -82,10 +82,10 @@ def test_run_gives_the_daemons_labels_and_visits_on_the_same_video(tiny_bundles:
     import cv2
 
     from daemon_helpers import DaemonProcess
-    from edgeface.data.synthetic import write_synthetic_video
+    from video_fixtures import synthetic_video
 
     video = tmp_path / "visit.mp4"
-    write_synthetic_video(video, people=4, seconds=3, fps=10, faces_per_frame=2, seed=3)
+    synthetic_video(video, faces=2, seconds=3, seed=3)
     bundle = tiny_bundles["int8"]
     daemon = DaemonProcess(["--bundle", str(bundle), "--source", str(video), "--no-http", "--gallery", "none",
                             "--threads", "1"])

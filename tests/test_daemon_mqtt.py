@@ -194,10 +194,10 @@ def render(template: str, payload: str) -> str:
 @pytest.fixture(scope="module")
 def visit_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two of the people the tiny model was trained on (its embedding tells them apart)."""
-    from edgeface.data.synthetic import make_people, write_synthetic_video
+    from edgeface.data.synthetic import make_people
 
     path = tmp_path_factory.mktemp("visit-video") / "door.mp4"
-    write_synthetic_video(path, people=make_people(6, seed=0), seconds=4, fps=10, faces_per_frame=2, seed=3)
+    synthetic_video(path, faces=2, seconds=4, seed=3, people=make_people(6, seed=0))
     return path
 
 

@@ -4,23 +4,25 @@ names right, for tests that check the daemon's plumbing rather than a model."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
+    from edgeface.data.synthetic import PersonLook
     from edgeface.eval.video import FacePhoto, SceneTruth
 
 FACE_WIDTH = 100.0  # pixels: a person a metre or two from a 640x480 camera
 
 
-def synthetic_video(path: Path, faces: int, seconds: float, fps: float = 10.0, seed: int = 0) -> "SceneTruth":
-    """``faces`` (1 to 3) synthetic people side by side for ``seconds``, none of them among the tiny model's six,
-    each in one view (faces of the same person that a tiny model tells apart would split their track); the
-    truth is written beside the video."""
+def synthetic_video(path: Path, faces: int, seconds: float, fps: float = 10.0, seed: int = 0,
+                    people: Sequence["PersonLook"] | None = None) -> "SceneTruth":
+    """``faces`` synthetic people side by side for ``seconds``: ``people`` (default: up to 3 that are not among
+    the tiny model's six), each in one view (faces of the same person that a tiny model tells apart would
+    split their track); the truth is written beside the video."""
     from edgeface.data.synthetic import make_people
     from edgeface.eval.video import side_by_side, synthetic_actor, write_scene
 
-    people = make_people(9, seed=0)[6:6 + faces]  # the tiny model is trained on the first 6 of seed 0
-    actors = [synthetic_actor(look, FACE_WIDTH, views=1, seed=seed) for look in people]
+    people = make_people(9, seed=0)[6:] if people is None else people  # the tiny model: the first 6 of seed 0
+    actors = [synthetic_actor(look, FACE_WIDTH, views=1, seed=seed) for look in people[:faces]]
     return write_scene(path, side_by_side(actors, seconds, fps, FACE_WIDTH, seed=seed))
 
 
