@@ -1,16 +1,18 @@
 """Benchmarks of ``edgeface run``: end-to-end FPS, per-stage latency and peak RSS on 640x480 video, and a soak.
 
 The videos composite real faces from ../shared onto 640x480 frames (1 and 3 faces; ``edgeface.eval.video``).
-The model is MobileNetV2 (the shared ImageNet weights) with untrained heads, converted to full int8 with
-``convert_model``: latency does not depend on head weights. The daemon runs as a real subprocess with 2
+The models have untrained heads (latency does not depend on head weights), converted to full int8 with
+``convert_model``: MobileNetV2 (the shared ImageNet weights) at 96x96 and 224x224, and dlib-resnet (dlib's
+weights, the default backbone, aligned on the face mesh). The daemon runs as a real subprocess with 2
 inference threads, JSON lines to /dev/null; its own end-of-run summary gives fps (first to last frame), mean
 milliseconds per stage (capture runs on its own thread, in parallel), and peak RSS (VmHWM).
 
-    pytest benchmarks -k bench_daemon -m "not slow" -s             # 96x96 input, 1 and 3 faces (about 2 min)
-    pytest benchmarks -k "bench_daemon and throughput" -m slow -s  # 224x224 input (builds the 224 model)
+    pytest benchmarks -k bench_daemon -m "not slow" -s             # MobileNetV2-96 and dlib-resnet (about 4 min)
+    pytest benchmarks -k "bench_daemon and throughput" -m slow -s  # MobileNetV2-224 (builds the 224 model)
     pytest benchmarks -k "bench_daemon and soak" -m slow -s        # 10 minutes at full speed (EDGEFACE_SOAK_SECONDS)
 
-Built models are cached in pytest's cache folder (``.pytest_cache``, never committed).
+Figures go to ``results/daemon-fps-<model>.json`` and ``results/daemon-soak.json``. Built models are cached in
+pytest's cache folder (``.pytest_cache``, never committed).
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers.daemon import http_get, read_summary, status_when_listening
+from helpers.ports import free_port
+from results import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", REPO.parent / "shared"))
@@ -66,9 +68,14 @@ def videos(people_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[i
     return out
 
 
-def mobilenet_bundle(size: int, people_csv: Path, cache: Path) -> Path:
-    """MobileNetV2 at ``size`` x ``size`` with untrained heads, full int8; built once and cached."""
-    bundle = cache / f"mobilenetv2-{size}-int8.edgeface"
+# The models measured: (backbone, input size), each a bundle built once and cached.
+MODELS = {"mobilenetv2-96": ("mobilenetv2", 96), "mobilenetv2-224": ("mobilenetv2", 224),
+          "dlib-resnet-150": ("dlib-resnet", 150)}
+
+
+def daemon_bundle(model: str, people_csv: Path, cache: Path) -> Path:
+    """``model`` (a key of MODELS) with untrained heads, full int8; built once and cached."""
+    bundle = cache / f"{model}-int8.edgeface"
     if bundle.is_file():
         return bundle
     os.environ.setdefault("EDGEFACE_WEIGHTS_DIR", str(WEIGHTS))
@@ -76,11 +83,12 @@ def mobilenet_bundle(size: int, people_csv: Path, cache: Path) -> Path:
     from edgeface.convert.pipeline import convert_model
     from edgeface.train.trainer import TrainConfig, train
 
-    model = train(TrainConfig(data=people_csv, out=cache / f"model-{size}", backbone="mobilenetv2",
-                              weights="imagenet", input_size=size, frozen_epochs=0, epochs=0, embedding_size=64,
-                              verbose=0), on_log=lambda _: None).model_path
-    (result,) = convert_model(model, ["int8"], bundle, ConvertOptions(min_agreement=0.0, representative_size=100,
-                                                                          verify_size=30),
+    backbone, size = MODELS[model]
+    trained = train(TrainConfig(data=people_csv, out=cache / f"model-{model}", backbone=backbone, input_size=size,
+                                frozen_epochs=0, epochs=0, embedding_size=64 if backbone == "mobilenetv2" else 128,
+                                verbose=0), on_log=lambda _: None).model_path
+    (result,) = convert_model(trained, ["int8"], bundle, ConvertOptions(min_agreement=0.0, representative_size=100,
+                                                                            verify_size=30),
                               progress=False, on_log=lambda _: None)
     return result.bundle_path
 
@@ -99,38 +107,25 @@ def run_daemon(bundle: Path, video: Path, frames: int = RUN_FRAMES, threads: int
                           env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    line = next(line for line in proc.stderr.splitlines() if " summary {" in line)
-    return json.loads(line.split(" summary ", 1)[1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
-    """(status, body); a refused connection (not listening yet) is status 0."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
+    return read_summary(proc.stderr.splitlines())
 
 
 @pytest.mark.parametrize("faces", [1, 3])
-@pytest.mark.parametrize("size", [96, pytest.param(224, marks=pytest.mark.slow)])
-def test_throughput(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, Path], size: int,
-                    faces: int) -> None:
-    bundle = mobilenet_bundle(size, people_csv, model_cache)
+@pytest.mark.parametrize("model", ["mobilenetv2-96", pytest.param("mobilenetv2-224", marks=pytest.mark.slow),
+                                   "dlib-resnet-150"])
+def test_throughput(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, Path], model: str,
+                    faces: int, result_rows) -> None:
+    bundle = daemon_bundle(model, people_csv, model_cache)
     summary = benchmark.pedantic(run_daemon, args=(bundle, videos[faces]), rounds=1, iterations=1)
-    benchmark.extra_info.update({"input": size, "faces": faces, **summary})
+    backbone, size = MODELS[model]
+    benchmark.extra_info.update({"backbone": backbone, "input": size, "faces": faces, **summary})
     stages = ", ".join(f"{k} {v:.2f}" for k, v in summary["stage_ms"].items())
-    print(f"\nMobileNetV2-{size} int8, 2 threads, {faces} face(s): {summary['fps']} fps; ms/frame: {stages}; "
+    print(f"\n{model} int8, 2 threads, {faces} face(s): {summary['fps']} fps; ms/frame: {stages}; "
           f"peak RSS {summary['peak_rss_bytes'] / 2**20:.0f} MiB; threads {summary['threads']}")
     assert summary["frames"] == RUN_FRAMES and summary["faces"] >= 0.9 * faces * RUN_FRAMES
+    result_rows.add(f"daemon-fps-{model}", {"faces_per_frame": faces, **summary}, backbone=backbone,
+                    input_size=size, heads="untrained", precision="int8", threads=2,
+                    video=f"640x480 mp4 of real faces from ../shared, {VIDEO_FRAMES} frames looped")
 
 
 @pytest.mark.slow
@@ -141,7 +136,7 @@ def test_soak(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, 
 
     seconds = float(os.environ.get("EDGEFACE_SOAK_SECONDS", "600"))
     warm_up = min(60.0, seconds / 5)
-    bundle = mobilenet_bundle(96, people_csv, model_cache)
+    bundle = daemon_bundle("mobilenetv2-96", people_csv, model_cache)
     jsonl, log = tmp_path / "labels.jsonl", tmp_path / "daemon.log"
     port = free_port()
     with log.open("w") as stderr:
@@ -153,7 +148,7 @@ def test_soak(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, 
 
     def soak() -> None:
         deadline = time.monotonic() + 120
-        while http_get(port, "/healthz")[0] != 200:  # the model loaded and frames flow
+        while status_when_listening(port, "/healthz") != 200:  # the model loaded and frames flow
             assert daemon.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
         start = time.monotonic()
@@ -178,8 +173,7 @@ def test_soak(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, 
             daemon.kill()
             daemon.wait(10)
     assert code == 0
-    summary = json.loads(next(line for line in log.read_text().splitlines()
-                              if " summary {" in line).split(" summary ", 1)[1])
+    summary = read_summary(log.read_text().splitlines())
     base = next(s for s in samples if s["t"] >= warm_up)
     end = samples[-1]
     growth = (end["rss_bytes"] - base["rss_bytes"]) / base["rss_bytes"]
@@ -193,3 +187,4 @@ def test_soak(benchmark, model_cache: Path, people_csv: Path, videos: dict[int, 
     assert "edgeface_frames_processed_total" in metrics
     assert growth < 0.05, result
     assert end["threads"] == base["threads"] and end["open_fds"] == base["open_fds"], result
+    write_result("daemon-soak", {**result, "warm_up_seconds": warm_up, "samples": samples})

@@ -14,7 +14,7 @@ MobileNetV2 96x96 full int8 with untrained heads (needs ../shared for the ImageN
 The three alternate, ``ROUNDS`` times, and the medians are reported: this 2-core machine is shared and noisy,
 so only ratios measured together mean anything.
 
-    pytest benchmarks/bench_web.py -s          # about 3 minutes; writes artifacts/bench_web.json
+    pytest benchmarks/bench_web.py -s          # about 3 minutes; writes results/web-page.json
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from bench_daemon import REPO, free_port, http_get, mobilenet_bundle, model_cache, people_csv  # noqa: F401
+from bench_daemon import REPO, daemon_bundle, model_cache, people_csv  # noqa: F401
 from bench_daemon import pytestmark  # noqa: F401  (skipped without ../shared, as bench_daemon)
+from helpers.daemon import http_get, read_summary, status_when_listening
+from helpers.ports import free_port
+from results import write_result
 
 ROUNDS = 3
 FRAMES = 1500
@@ -62,7 +65,10 @@ class LiveViewer(threading.Thread):
     def run(self) -> None:
         shown = None
         while not self.stop.wait(1.0 / LIVE_FPS):
-            status, body = http_get(self.port, "/ui/api/live")
+            try:
+                status, body = http_get(self.port, "/ui/api/live")
+            except OSError:  # the daemon is not listening (yet, or any more)
+                continue
             if status != 200:
                 continue
             frame = json.loads(body).get("frame")
@@ -89,7 +95,7 @@ def run(bundle: Path, video: Path, condition: str, state: Path) -> dict:
     viewer = None
     if condition == "open":
         deadline = time.monotonic() + 60
-        while http_get(port, "/healthz", timeout=1)[0] == 0 and time.monotonic() < deadline:
+        while status_when_listening(port, "/healthz") is None and time.monotonic() < deadline:
             time.sleep(0.05)
         viewer = LiveViewer(port)
         viewer.start()
@@ -98,15 +104,14 @@ def run(bundle: Path, video: Path, condition: str, state: Path) -> dict:
         viewer.stop.set()
         viewer.join(5)
     assert proc.returncode == 0, stderr[-2000:]
-    line = next(line for line in stderr.splitlines() if " summary {" in line)
-    summary = json.loads(line.split(" summary ", 1)[1])
+    summary = read_summary(stderr.splitlines())
     summary["jpegs"] = viewer.jpegs if viewer is not None else 0
     return summary
 
 
 def test_web_page_cost(people_csv: Path, model_cache: Path, strangers_video: Path,  # noqa: F811
                        tmp_path: Path) -> None:
-    bundle = mobilenet_bundle(96, people_csv, model_cache)
+    bundle = daemon_bundle("mobilenetv2-96", people_csv, model_cache)
     results: dict[str, list[dict]] = {c: [] for c in CONDITIONS}
     for round_ in range(ROUNDS):
         for condition in CONDITIONS:
@@ -127,10 +132,8 @@ def test_web_page_cost(people_csv: Path, model_cache: Path, strangers_video: Pat
     for row in rows:
         print(f"| {row['page']} | {row['fps']} | {row['fps_vs_off']:.2f} | {row['publish_ms']:.2f} ms | "
               f"{row['peak_rss_mib']} MiB | {row['jpegs_served']:.0f} |")
-    out = REPO / "artifacts" / "bench_web.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"frames": FRAMES, "rounds": ROUNDS, "rows": rows,
-                               "runs": {c: [{k: r[k] for k in ("fps", "peak_rss_bytes", "jpegs", "stage_ms")}
-                                            for r in results[c]] for c in CONDITIONS}}, indent=2))
     assert all(r["jpegs"] == 0 for r in results["closed"] + results["off"])
     assert all(r["jpegs"] > 0 for r in results["open"])
+    write_result("web-page", {"frames": FRAMES, "rounds": ROUNDS, "live_fps": LIVE_FPS, "rows": rows,
+                              "runs": {c: [{k: r[k] for k in ("fps", "peak_rss_bytes", "jpegs", "stage_ms")}
+                                           for r in results[c]] for c in CONDITIONS}})

@@ -10,7 +10,8 @@
 #              openset-split openset-dlib-resnet openset-dlib-resnet-all openset-mobilenetv2 openset
 #
 # Needs ../shared (or $EDGEFACE_SHARED), and for MobileNetV2 its ImageNet weights ($EDGEFACE_WEIGHTS_DIR).
-# Outputs (never committed: they derive from CelebA): splits/, runs/celeba-*, bundles/, reports/.
+# The figures go to results/*.json (aggregate figures, committed; `make results` renders docs/results.md
+# from them). Other outputs are never committed (they derive from CelebA): splits/, runs/, bundles/, reports/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${EDGEFACE_SHARED:-$(cd .. && pwd)/shared}
@@ -53,10 +54,15 @@ for step in "${steps[@]}"; do
     for m in "${models[@]}"; do
       "$EDGEFACE" evaluate "runs/celeba-$m" bundles/celeba/celeba-"$m"-{float32,float16,dynamic,int8}.edgeface \
         --data splits/celeba/test.csv --json "reports/eval-$m.json" --max-drop 0.5 || true
+      "$PYTHON" benchmarks/results.py evaluation "celeba-heads-$m" "reports/eval-$m.json" \
+        --training "runs/celeba-$m/metadata.json" \
+        --command "MODELS=$m benchmarks/celeba_figures.sh split $m convert evaluate"
     done ;;
   bench)        # per-face latency, dlib-resnet against MobileNetV2, int8 and float32 side by side (round-robin)
     "$EDGEFACE" bench bundles/celeba/celeba-{dlib-resnet,mobilenetv2}-int8.edgeface \
-      bundles/celeba/celeba-{dlib-resnet,mobilenetv2}-float32.edgeface --threads 2 --runs 300 --json reports/bench.json ;;
+      bundles/celeba/celeba-{dlib-resnet,mobilenetv2}-float32.edgeface --threads 2 --runs 300 --json reports/bench.json
+    "$PYTHON" benchmarks/results.py bench celeba-latency reports/bench.json \
+      --command "benchmarks/celeba_figures.sh split dlib-resnet mobilenetv2 convert bench" ;;
   report)
     "$EDGEFACE" report reports/eval-*.json reports/bench.json --out reports/celeba-299 ;;
   openset-split)  # 199 people trained; of the other 100, 50 enrolled from 5 photos and 50 strangers
@@ -70,7 +76,7 @@ for step in "${steps[@]}"; do
       --fine-tune-from all --epochs 4 --patience 2 "${DETECTOR[@]}"
     "$EDGEFACE" convert runs/openset-dlib-resnet-all --precision int8 --out bundles/openset
     "$PYTHON" benchmarks/openset_celeba.py --bundle bundles/openset/openset-dlib-resnet-all-int8.edgeface \
-      --out reports/openset-dlib-resnet-all --no-dlib ;;
+      --out reports/openset-dlib-resnet-all --no-dlib --results openset-dlib-resnet-all ;;
   openset-mobilenetv2)
     "$EDGEFACE" train --data splits/openset/train.csv --out runs/openset-mobilenetv2 --backbone mobilenetv2 \
       --val-fraction 0.07 "${DETECTOR[@]}"
@@ -78,9 +84,9 @@ for step in "${steps[@]}"; do
   openset)      # enrolled people named and strangers refused, edgeface's int8 bundles beside face_recognition
     # (pip install --no-deps face_recognition); emotion and gender of the 100 people no model trained on
     "$PYTHON" benchmarks/openset_celeba.py --bundle bundles/openset/openset-dlib-resnet-int8.edgeface \
-      --out reports/openset-dlib-resnet
+      --out reports/openset-dlib-resnet --results openset-dlib-resnet
     "$PYTHON" benchmarks/openset_celeba.py --bundle bundles/openset/openset-mobilenetv2-int8.edgeface \
-      --out reports/openset-mobilenetv2 --no-dlib ;;
+      --out reports/openset-mobilenetv2 --no-dlib --results openset-mobilenetv2 ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

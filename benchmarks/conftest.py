@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from benchmodels import PRECISIONS, TIERS, BenchModel, build_bundles, cache_key, calibration_faces
+from results import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", REPO.parent / "shared"))
@@ -108,3 +109,24 @@ def frames() -> dict[int, Any]:
 
     return {n: image for _, image, n in synthetic_frames((1, 3))}
 
+
+
+class ResultRows:
+    """Rows measured by the tests of one module, one results file per name."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, dict[str, Any]] = {}
+
+    def add(self, name: str, row: dict[str, Any], **about: Any) -> None:
+        """Add ``row`` to results/``name``.json; ``about`` (the setup the rows share) is kept from the first."""
+        self.files.setdefault(name, {**about, "rows": []})["rows"].append(row)
+
+
+@pytest.fixture(scope="module")
+def result_rows() -> Any:
+    """Collects a module's measured rows and writes them as results/<name>.json when the module ends (only
+    what was measured: a test that failed added nothing)."""
+    rows = ResultRows()
+    yield rows
+    for name, data in rows.files.items():
+        write_result(name, data)

@@ -15,7 +15,7 @@ float32 port (LiteRT, 1 and 2 threads).
 of the chip side), which is how ``edgeface.train.dlib_resnet.CHIP_KEYPOINTS`` was measured.
 
     pip install -e ".[train,dev]"    # dlib (dlib-bin) and dlib's weights (face-recognition-models)
-    python benchmarks/dlib_port.py --faces 300 --json artifacts/dlib-port.json
+    python benchmarks/dlib_port.py --faces 340 --latency 300    # writes results/dlib-port.json
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from results import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", REPO.parent / "shared"))
@@ -73,6 +74,8 @@ def summary(cosines: np.ndarray) -> dict[str, float]:
 
 
 def measure(photos: list[Path], calibration_share: float = 0.3, latency_rounds: int = 0) -> dict:
+    import face_recognition_models as models
+
     from edgeface.convert.tflite import convert_keras
     from edgeface.core.spec import ATTRIBUTE_LABELS, EMBEDDING_NAME, ModelSpec
     from edgeface.faces.align import align_face
@@ -109,6 +112,7 @@ def measure(photos: list[Path], calibration_share: float = 0.3, latency_rounds: 
             rows.append(row)
     ours = keras_predict(model, np.stack(crops), spec)[EMBEDDING_NAME]
     results["alignment"] = summary((ours * reference[rows]).sum(1))
+    results["dlib_weights_bytes"] = os.path.getsize(models.face_recognition_model_location())
     results["photos"] = len(photos)
     results["dlib_found"] = len(found)
     results["calibration_chips"] = calibrate
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a CSV manifest of photos (its image column is used)")
     parser.add_argument("--faces", type=int, default=300, help="photos to use (first N in a seeded order)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--results", default="dlib-port", metavar="NAME",
+                        help="write the figures to results/NAME.json (empty: do not write)")
     parser.add_argument("--latency", type=int, default=0, metavar="ROUNDS",
                         help="time dlib's encoder against the port for this many faces each")
     parser.add_argument("--fit-template", action="store_true", help="print the face mesh's five points in "
@@ -182,9 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.fit_template:
         results["template"] = fit_template([paths[i] for i in order[args.faces:2 * args.faces]])
     print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    if args.results:
+        write_result(args.results, results)
     return 0
 
 

@@ -18,6 +18,10 @@ Usage (the lead trains on the CSV written by the first command)::
     edgeface convert /tmp/ef/runs/openset --precision int8 --out /tmp/ef/bundles
     python benchmarks/openset_celeba.py --bundle /tmp/ef/bundles/openset-int8.edgeface --out artifacts/openset
 
+The figures go to ``results/openset-<backbone>.json`` (``--results NAME`` for another name; a ``--limit`` run
+writes none unless given one); ``--out`` keeps the report and face_recognition's encoding cache (never
+committed: it holds descriptors of the photos).
+
 ``--no-dlib`` skips face_recognition (``pip install dlib-bin face-recognition-models`` and
 ``pip install --no-deps face_recognition`` bring it). ``docs/identity.md`` explains the rule and the figures.
 """
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from results import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", REPO.parent / "shared"))
@@ -454,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency-photos", type=int, default=60, help="photos timed per system")
     parser.add_argument("--limit", type=int, default=0,
                         help="at most this many photos per query set (quick runs)")
+    parser.add_argument("--results", metavar="NAME",
+                        help="write the figures to results/NAME.json (default: openset-<backbone>, not for --limit)")
     args = parser.parse_args(argv)
     split = load_split(args.data, args.seed)
     print(split.describe())
@@ -471,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     (args.out / "report.md").write_text(text)
     print(text)
+    if args.results or not args.limit:
+        write_result(args.results or f"openset-{results['backbone']}", results)
     return 0
 
 

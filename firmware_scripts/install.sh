@@ -16,7 +16,10 @@
 #
 # Root never runs what the deploy user can write: /opt/edgeface and its venv are root's, and the deploy user
 # may write only /opt/edgeface/releases (its releases and the releases/current link). Every Python this
-# script runs is isolated (-I: not the current folder, not PYTHON* variables) and it works from /.
+# script runs is isolated (-I: not the current folder, not PYTHON* variables) and it works from /. It runs
+# only from a folder that root alone can write (with --root, root or the user running it): the credential
+# helper it installs and the requirement hashes it trusts come from there. A wheel given with --sha256 and a
+# wheelhouse may lie anywhere: they are copied to a folder of root's, and checked there, before use.
 set -euo pipefail
 
 usage() {
@@ -43,7 +46,7 @@ step() { printf '==> %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
 skip() { printf '    skipped: %s\n' "$*"; }
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)  # symbolic links resolved: what is checked is used
 root=${EDGEFACE_ROOT:-/}
 from=""
 sha256=""
@@ -69,6 +72,41 @@ while [ $# -gt 0 ]; do
 done
 [ "$deploy_user" = root ] && deploy_user=""  # root can write everywhere already
 
+# --- what may be trusted -------------------------------------------------------------------------------------
+# A path is trusted when it, and every folder above it, belongs to root (or to the user running this, who
+# must be root unless --root is given) and nobody else may write it. A folder above may be writable by all
+# when it is sticky (/tmp): others cannot then rename or replace what is in it.
+self_uid=$(id -u)
+untrusted() {  # PATH: why PATH is not trusted, or nothing
+    local path=$1 uid mode owner first=1
+    path=$(realpath -e -- "$path" 2>/dev/null) || { echo "it does not exist"; return; }
+    while :; do
+        read -r uid mode owner < <(stat -c '%u %a %U' -- "$path")
+        if [ "$uid" != 0 ] && [ "$uid" != "$self_uid" ]; then
+            echo "$path belongs to $owner"; return
+        fi
+        if (( 8#$mode & 8#022 )) && { [ "$first" = 1 ] || ! (( 8#$mode & 8#1000 )); }; then
+            echo "$path may be written by others than its owner (mode $mode)"; return
+        fi
+        [ "$path" = / ] && return
+        path=$(dirname -- "$path")
+        first=0
+    done
+}
+require_trusted() {  # PATH WHAT
+    local why
+    why=$(untrusted "$1")
+    [ -z "$why" ] || die "$2 $1 is not root's alone ($why): root runs only what root alone can write. Copy it to a folder of root's first (sudo cp -RT FOLDER /root/FOLDER) and run install.sh from there (docs/pi.md, step 3)"
+}
+require_trusted_tree() {  # FOLDER WHAT PARTS...: the folder and every file and folder of PARTS in it
+    local folder=$1 what=$2 found
+    shift 2
+    require_trusted "$folder" "$what"
+    found=$(cd "$folder" && for part in "$@"; do [ ! -e "$part" ] || find "$part" \( -type l -o -perm /022 \
+        -o \( ! -uid 0 ! -uid "$self_uid" \) \) -print -quit; done | head -n 1)
+    [ -z "$found" ] || die "$what $folder holds $found, which is a link or not root's alone: root runs only what root alone can write. Copy the folder to one of root's first (sudo cp -RT FOLDER /root/FOLDER) and run install.sh from there (docs/pi.md, step 3)"
+}
+
 # --- where things go ----------------------------------------------------------------------------------------
 [ -d "$root" ] || die "--root $root: no such folder"
 root=$(cd "$root" && pwd)
@@ -87,6 +125,8 @@ on_target=0                        # installing into the running system (not int
 for file in "$unit_src" "$helper_src" "$here/requirements-pi.txt" "$here/requirements-build.txt"; do
     [ -f "$file" ] || die "$file is missing: run install.sh from its firmware_scripts folder"
 done
+require_trusted_tree "$here" "the installer's folder" "$(basename -- "${BASH_SOURCE[0]}")" edgeface.service \
+    edgeface-credential requirements-pi.txt requirements-pi-numpy1.txt requirements-build.txt
 if [ "$on_target" = 1 ] && [ "$(id -u)" -ne 0 ]; then
     die "run as root (sudo $0 ...), or pass --root DIR to install into a folder"
 fi
@@ -94,23 +134,47 @@ if [ -z "$from" ]; then
     if ! grep -qs '^name = "edgeface"' "$here/../pyproject.toml"; then
         die "not in edgeface's source tree: pass --from WHEEL (built with pip wheel --no-deps on the workstation)"
     fi
-    from=$(cd "$here/.." && pwd)
+    from=$(cd "$here/.." && pwd -P)
 fi
+tree_parts=(pyproject.toml README.md LICENSE edgeface convert)  # what building the wheel reads
 if [ -d "$from" ]; then
     [ -f "$from/pyproject.toml" ] || die "--from $from: not a Python source tree (no pyproject.toml)"
-    from=$(cd "$from" && pwd)
+    from=$(cd "$from" && pwd -P)
+    require_trusted_tree "$from" "--from" "${tree_parts[@]}"  # its build code runs as root
 elif [ -f "$from" ]; then
     case $from in
-        *.whl) from=$(cd "$(dirname "$from")" && pwd)/$(basename "$from") ;;
+        *.whl) from=$(cd "$(dirname "$from")" && pwd -P)/$(basename "$from") ;;
         *) die "--from $from: expected a wheel (.whl) or a source folder" ;;
     esac
+    # Without --sha256 nothing vouches for the wheel but where it lies; with it, its copy is checked.
+    [ -n "$sha256" ] || require_trusted "$from" "--from"
 else
     die "--from $from: no such file or folder (edgeface is installed from a wheel or a source tree, never by name)"
 fi
 [ -z "$sha256" ] || [ -f "$from" ] || die "--sha256 checks a wheel: --from $from is a folder"
 if [ -n "$wheelhouse" ]; then
     [ -d "$wheelhouse" ] || die "--wheelhouse $wheelhouse: no such folder"
-    wheelhouse=$(cd "$wheelhouse" && pwd)
+    wheelhouse=$(cd "$wheelhouse" && pwd -P)
+fi
+[ -x "$python" ] || python=$(command -v python3) || die "no python3 found (apt-get install python3)"
+require_trusted "$python" "--python"
+# Root's own working folder: what may lie elsewhere (a wheel checked by its hash, a wheelhouse whose wheels
+# pip checks by theirs) is copied here first and used from here, so that nobody can swap it after the check.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+if [ -f "$from" ]; then
+    mkdir "$tmp/wheel"
+    cp -- "$from" "$tmp/wheel/"
+    wheel_given=$from
+    from=$tmp/wheel/$(basename -- "$from")
+    if [ -n "$sha256" ] && [ "$(sha256sum "$from" | cut -d' ' -f1)" != "${sha256,,}" ]; then
+        die "--from $wheel_given: its sha256 is $(sha256sum "$from" | cut -d' ' -f1), not $sha256 (a different or damaged wheel)"
+    fi
+fi
+if [ -n "$wheelhouse" ]; then
+    mkdir "$tmp/wheelhouse"
+    find "$wheelhouse" -maxdepth 1 -type f -name '*.whl' -exec cp -- {} "$tmp/wheelhouse/" \;
+    wheelhouse=$tmp/wheelhouse
 fi
 # From here on no relative path is used: work from /, so no Python run below imports from the caller's folder.
 cd /
@@ -219,9 +283,8 @@ info "releases: $app/releases (current -> releases/current -> <id>), state: $sta
 
 # --- the venv and the runtime ----------------------------------------------------------------------------------
 step "Python runtime in $venv"
-[ -x "$python" ] || python=$(command -v python3) || die "no python3 found (apt-get install python3)"
 "$python" -I -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-    || die "$python is Python $("$python" -V 2>&1 | cut -d' ' -f2); edgeface needs 3.10 or newer"
+    || die "$python is Python $("$python" -I -V 2>&1 | cut -d' ' -f2); edgeface needs 3.10 or newer"
 # A venv that anyone but root could have written (an older install let the deploy user own /opt/edgeface) is
 # not run: it is made again.
 if [ -e "$venv" ] && [ "$on_target" = 1 ] && [ -n "$(find "$venv" ! -user root -print -quit)" ]; then
@@ -253,7 +316,6 @@ pip_install=(-m pip --disable-pip-version-check --no-input -q install --require-
              "${pip_source[@]}")
 
 # What is being installed, as one fingerprint: a second run with the same input skips pip entirely.
-tree_parts=(pyproject.toml README.md LICENSE edgeface convert)  # what building the wheel reads
 if [ -f "$from" ]; then
     source_id="file $(basename "$from") $(sha256sum "$from" | cut -d' ' -f1)"
 else
@@ -264,15 +326,10 @@ else
 fi
 stamp=$venv/.edgeface-install
 wanted=$(printf '%s\nrequirements %s\nwheelhouse %s\n' "$source_id" "$(sha256sum <"$requirements" | cut -d' ' -f1)" \
-    "$wheelhouse")
-if [ -n "$sha256" ] && [ "$(sha256sum "$from" | cut -d' ' -f1)" != "${sha256,,}" ]; then
-    die "--from $from: its sha256 is $(sha256sum "$from" | cut -d' ' -f1), not $sha256 (a different or damaged wheel)"
-fi
+    "${wheelhouse:+given}")
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -x "$venv/bin/edgeface" ]; then
-    info "edgeface already installed from $from"
+    info "edgeface already installed from ${wheel_given:-$from}"
 else
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
     wheel=$from
     if [ -d "$from" ]; then
         # A copy of the tree (building writes into it), built in a throwaway venv whose setuptools and wheel
@@ -298,7 +355,7 @@ else
         info "warning: TensorFlow is importable in the venv (from the system site-packages?); edgeface does not use it"
     fi
     printf '%s' "$wanted" >"$stamp"
-    info "installed $("$venv/bin/edgeface" --help >/dev/null && "$venv/bin/python" -I -c \
+    info "installed $("$venv/bin/python" -I -m edgeface --help >/dev/null && "$venv/bin/python" -I -c \
         'import importlib.metadata as m; print("edgeface", m.version("edgeface"))')"
 fi
 

@@ -6,6 +6,7 @@ need it skip with the reason when it is absent.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -112,3 +113,14 @@ def celeba_bundle(celeba_model: Path, tmp_path_factory: pytest.TempPathFactory) 
     (result,) = convert_model(celeba_model, ["int8"], out, ConvertOptions(min_agreement=0.0), progress=False,
                               on_log=lambda _: None)
     return result.bundle_path
+
+
+@pytest.fixture()
+def daemon_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """What the daemon logs in this process, whatever earlier tests did to logging (the CLI's logging setup
+    stops ``edgeface.daemon`` from propagating, so ``caplog`` alone sees nothing after it)."""
+    logger = logging.getLogger("edgeface.daemon")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, "edgeface.daemon")
+    yield caplog
+    logger.removeHandler(caplog.handler)

@@ -81,8 +81,8 @@ def test_run_gives_the_daemons_labels_and_visits_on_the_same_video(tiny_bundles:
     events, frame for frame (times compared from the first frame: the daemon's clock starts when it runs)."""
     import cv2
 
-    from daemon_helpers import DaemonProcess
-    from video_fixtures import synthetic_video
+    from helpers.daemon import DaemonProcess
+    from helpers.video_fixtures import synthetic_video
 
     video = tmp_path / "visit.mp4"
     synthetic_video(video, faces=2, seconds=3, seed=3)

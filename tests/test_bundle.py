@@ -12,7 +12,7 @@ import pytest
 from edgeface.core.errors import BundleError, ModelError
 from edgeface.core.bundle import BUNDLE_VERSION, MANIFEST_MEMBER, MODEL_MEMBER, load_bundle, read_manifest
 from edgeface.runtime.engine import LiteRTEngine
-from no_tensorflow import run_without_tensorflow
+from helpers.no_tensorflow import run_without_tensorflow
 
 
 @pytest.fixture

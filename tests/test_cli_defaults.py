@@ -11,6 +11,7 @@ import typer.main
 from edgeface.cli import app
 from edgeface.cli.common import field_default
 from edgeface.convert.options import ConvertOptions
+from edgeface.deploy import DeployOptions
 from edgeface.train.config import TrainConfig
 
 COMMAND = typer.main.get_command(app)
@@ -20,7 +21,8 @@ def options(name: str) -> dict[str, click.Parameter]:
     return {p.name: p for p in COMMAND.commands[name].params if p.name}  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("command, config", [("train", TrainConfig), ("convert", ConvertOptions)])
+@pytest.mark.parametrize("command, config", [("train", TrainConfig), ("convert", ConvertOptions),
+                                             ("deploy", DeployOptions)])
 def test_options_default_to_their_config_field(command: str, config: type) -> None:
     with_default = {f.name for f in dataclasses.fields(config)
                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}

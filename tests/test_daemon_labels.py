@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess
-from video_fixtures import recognised_photos
+from helpers.daemon import DaemonProcess
+from helpers.video_fixtures import recognised_photos
 
 from edgeface.eval.video import face_photos, photo_actor, side_by_side, write_scene
 

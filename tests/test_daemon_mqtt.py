@@ -12,12 +12,15 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import numpy as np
 
-from daemon_helpers import DaemonProcess, Mosquitto, free_port, http_get, metric
-from video_fixtures import synthetic_video
+from helpers.daemon import DaemonProcess, http_get, metric
+from helpers.mosquitto import Mosquitto
+from helpers.ports import free_port
+from helpers.video_fixtures import synthetic_video
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()),
@@ -172,9 +175,10 @@ def test_mqtt_last_will_marks_a_killed_daemon_offline(tiny_bundles: dict[str, Pa
         broker.stop()
 
 
+# (tests/test_homeassistant.py runs Home Assistant itself on these messages; these checks are its quick proxy.)
 # Home Assistant's own rules (homeassistant/components/mqtt/discovery.py and const.py): a discovery topic is
 # <prefix>/<component>/[<node_id>/]<object_id>/config with ids of [a-zA-Z0-9_-] (anything else, a space
-# included, is silently ignored), and these states mean "no data" rather than a value.
+# included, is ignored with a warning), and these states mean "no data" rather than a value.
 HA_DISCOVERY_TOPIC = re.compile(r"homeassistant/(?P<component>\w+)/(?:(?P<node_id>[a-zA-Z0-9_-]+)/)?"
                                 r"(?P<object_id>[a-zA-Z0-9_-]+)/config")
 HA_NO_DATA = {"unknown", "unavailable", "None", ""}

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon_helpers import DaemonProcess, MjpegCamera, http_get, metric
-from video_fixtures import synthetic_video
+from helpers.camera import MjpegCamera
+from helpers.daemon import DaemonProcess, http_get, metric
+from helpers.video_fixtures import synthetic_video
 
 FRAMES = 30
 

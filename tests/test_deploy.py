@@ -12,16 +12,17 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+from helpers.daemon import http_get
+from helpers.ports import free_port
+from helpers.sshd import SshServer, running_sshd, why_no_sshd
 from typer.testing import CliRunner
 
 from edgeface.cli import app
@@ -30,7 +31,6 @@ from edgeface.deploy import (BUNDLE_NAME, CONFIG_NAME, DeployOptions, Host, depl
 from edgeface.core.errors import BundleError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-SSHD = Path("/usr/sbin/sshd")
 
 
 # --- local checks: no ssh needed ---------------------------------------------------------------------------
@@ -113,76 +113,13 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
 
 # --- a real sshd -----------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class SshServer:
-    port: int
-    identity: Path
-    known_hosts: Path
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def options(self, prefix: Path, **kw: object) -> DeployOptions:
-        return DeployOptions(prefix=str(prefix), identity=self.identity, known_hosts=self.known_hosts, **kw)
-
-    def cli_args(self) -> list[str]:
-        return ["--identity", str(self.identity), "--known-hosts", str(self.known_hosts)]
-
-
 @pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory):
-    if not SSHD.is_file():
-        pytest.skip(f"{SSHD} not found: install Debian's openssh-server (and rsync) to run the deploy tests")
-    if os.geteuid() != 0:
-        pytest.skip("the test sshd logs in as the current user and needs root for its privilege separation")
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation folder
-    tmp = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(tmp / name)],
-                       check=True)
-    (tmp / "authorized_keys").write_text((tmp / "client_key.pub").read_text())
-    port = _free_port()
-    (tmp / "sshd_config").write_text(f"""\
-Port {port}
-ListenAddress 127.0.0.1
-HostKey {tmp / 'host_key'}
-AuthorizedKeysFile {tmp / 'authorized_keys'}
-PidFile {tmp / 'sshd.pid'}
-StrictModes no
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-UsePAM no
-Subsystem sftp internal-sftp
-LogLevel ERROR
-""")
-    host_key = (tmp / "host_key.pub").read_text().split()
-    (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(tmp / "sshd_config")],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 20
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"sshd exited with {process.returncode}: {process.stdout.read() if process.stdout else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("sshd did not listen within 20 s")
-            time.sleep(0.1)
-    yield SshServer(port=port, identity=tmp / "client_key", known_hosts=tmp / "known_hosts")
-    process.terminate()
-    process.wait(timeout=10)
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    reason = why_no_sshd()
+    if reason:
+        pytest.skip(reason)
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 # --- the "Pi": a temporary root and a daemon started by the restart command -------------------------------
@@ -238,11 +175,7 @@ class Pi:
         return int(path.read_text()) if path.exists() else None
 
     def healthz(self) -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as response:
-                return response.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
+        return http_get(self.port, "/healthz")[0]
 
     def log(self) -> str:
         path = self.root / "daemon.log"
@@ -292,7 +225,7 @@ def _releases(base: Path) -> list[str]:
 
 
 def _make_pi(root: Path, images: Path) -> Pi:
-    port = _free_port()
+    port = free_port()
     _install_layout(root)
     (root / "port").write_text(str(port))
     restart = root / "restart.sh"
@@ -376,7 +309,7 @@ def test_health_check_timeout_rolls_back(first_deploy, sshd: SshServer, pi: Pi, 
                                          tmp_path: Path) -> None:
     """The new release starts but never becomes healthy (its camera gives no frames): rolled back."""
     _, good = first_deploy
-    camera = f"http://127.0.0.1:{_free_port()}/video.mjpg"  # a network camera that is switched off
+    camera = f"http://127.0.0.1:{free_port()}/video.mjpg"  # a network camera that is switched off
     config = _pi_config(tmp_path / "pi.toml", camera, pi.port)
     (result,) = deploy([sshd.host], prepare_release(tiny_bundles["int8"], config),
                        sshd.options(pi.root, restart_cmd=pi.restart_cmd, health_timeout=3))
@@ -404,7 +337,7 @@ def test_a_daemon_still_serving_the_old_model_fails_the_check(first_deploy, sshd
 def test_unreachable_hosts_do_not_stop_the_others(first_deploy, sshd: SshServer, pi: Pi,
                                                   tiny_bundles: dict[str, Path]) -> None:
     _, release = first_deploy
-    closed = f"127.0.0.1:{_free_port()}"
+    closed = f"127.0.0.1:{free_port()}"
     unknown_key = f"localhost:{sshd.port}"  # same server, but known_hosts lists it as [127.0.0.1]:port only
     known = sshd.known_hosts.read_text()
     result = CliRunner().invoke(app, ["deploy", closed, sshd.host, unknown_key, "--bundle", str(tiny_bundles["int8"]),
@@ -474,18 +407,6 @@ def test_a_failed_first_deploy_leaves_nothing_behind(sshd: SshServer, tiny_bundl
     assert list((base / "releases").iterdir()) == []  # so the next deploy of it is not taken as "unchanged"
 
 
-@pytest.mark.system
-def test_deploy_sh_is_the_same_command(first_deploy, sshd: SshServer, pi: Pi, tiny_bundles: dict[str, Path]) -> None:
-    _, release = first_deploy
-    script = REPO / "firmware_scripts" / "deploy.sh"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    done = subprocess.run([str(script), sshd.host, "--bundle", str(tiny_bundles["int8"]), "--config", str(pi.config),
-                           "--prefix", str(pi.root), *sshd.cli_args()], capture_output=True, text=True, env=env,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [f"{sshd.host}: unchanged ({release.id} is current)"]
-
-
 def _listing(root: Path) -> dict[str, tuple[str, int]]:
     """Every path under ``root``: its link target or its size and mtime (enough to see any change)."""
     out = {}
@@ -499,7 +420,7 @@ def _listing(root: Path) -> dict[str, tuple[str, int]]:
 
 
 def test_example_pi_config_is_valid(tiny_bundles: dict[str, Path]) -> None:
-    release = prepare_release(tiny_bundles["int8"], REPO / "firmware_scripts" / "edgeface.toml")
+    release = prepare_release(tiny_bundles["int8"], REPO / "edgeface" / "deploy" / "pi.toml")
     assert release.config_text.startswith("# The daemon config for a Pi")
     assert 'bundle = "model.edgeface"\nsource = "picamera2"' in release.config_text
     assert release.health_url == "http://127.0.0.1:8321/healthz"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dlib_writer as dw
+from helpers import dlib_writer as dw
 from edgeface.core.errors import ModelError
 from edgeface.train.dlib_dat import read_dlib_network
 from edgeface.train import dlib_resnet as dr
@@ -172,11 +172,13 @@ def test_port_reproduces_dlibs_descriptors_on_real_faces(shared_dir: Path, tmp_p
     import sys
 
     pytest.importorskip("dlib", reason="dlib (dlib-bin, in the dev extra) is what the port is compared with")
-    figures = tmp_path / "dlib-port.json"
+    import os
+
     run = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "dlib_port.py"),
-                          "--faces", "340", "--json", str(figures)], capture_output=True, text=True, timeout=900)
+                          "--faces", "340"], env={**os.environ, "EDGEFACE_RESULTS": str(tmp_path)},
+                         capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads(figures.read_text())
+    results = json.loads((tmp_path / "dlib-port.json").read_text())["data"]
     port = results["port"]
     assert min(port[p]["faces"] for p in port) >= 200
     for precision in ("keras", "float32"):

@@ -19,7 +19,7 @@ from edgeface.cli import app
 from edgeface.core.imageio import read_image, write_image
 from edgeface.core.bundle import load_bundle, read_manifest
 from edgeface.core.gallery import default_gallery_path, read_gallery
-from no_tensorflow import run_without_tensorflow
+from helpers.no_tensorflow import run_without_tensorflow
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ from edgeface.data.manifest import Sample, load_dataset, write_csv
 from edgeface.faces.crops import crop_samples
 from edgeface.core.bundle import load_bundle, write_bundle
 from edgeface.runtime.engine import LiteRTEngine
-from no_tensorflow import run_without_tensorflow
+from helpers.no_tensorflow import run_without_tensorflow
 
 runner = CliRunner()
 

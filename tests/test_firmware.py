@@ -38,7 +38,7 @@ def _need(tool: str, package: str) -> str:
 def test_scripts_pass_shellcheck(tmp_path: Path) -> None:
     shellcheck = _need("shellcheck", "shellcheck")
     scripts = sorted([*SCRIPTS.glob("*.sh"), SCRIPTS / "edgeface-credential"])
-    assert {p.name for p in scripts} >= {"install.sh", "deploy.sh", "compile-requirements.sh"}
+    assert {p.name for p in scripts} >= {"install.sh", "compile-requirements.sh"}
     # The script `edgeface deploy` runs on each host, as the package ships it (POSIX sh: the Pi's sh is dash).
     remote = tmp_path / "edgeface-deploy-remote.sh"
     remote.write_text(remote_script())

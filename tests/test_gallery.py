@@ -37,8 +37,8 @@ def outputs(identity: list[list[float]], embedding: list[np.ndarray]) -> dict[st
 def gallery():
     g = empty_gallery(SHA, 4)
     g = g.with_person("Ana", np.stack([unit(1, 0, 0, 0), unit(1, 1, 0, 0)]),
-                      [{"file": "a.jpg", "sha256": "1"}])
-    return g.with_person("Ben", unit(0, 0, 1, 0)[None], [{"file": "b.jpg", "sha256": "2"}])
+                      [{"file": "a.jpg", "sha256": "1" * 64}])
+    return g.with_person("Ben", unit(0, 0, 1, 0)[None], [{"file": "b.jpg", "sha256": "2" * 64}])
 
 
 def test_similarity_is_the_best_photo_of_each_person(gallery) -> None:
@@ -67,18 +67,18 @@ def test_add_more_photos_replace_and_remove(gallery) -> None:
 
 def test_remove_one_photo_and_rename() -> None:
     g = empty_gallery(SHA, 4).with_person("Ana", np.stack([unit(1, 0, 0, 0), unit(0, 1, 0, 0)]),
-                                          [{"file": "a.jpg", "sha256": "a1"}, {"file": "b.jpg", "sha256": "a2"}])
-    one = g.without_photo("ana", "a1")
-    assert one.get("Ana").photos == ({"file": "b.jpg", "sha256": "a2"},)
+                                          [{"file": "a.jpg", "sha256": "a1" * 32}, {"file": "b.jpg", "sha256": "a2" * 32}])
+    one = g.without_photo("ana", "a1" * 32)
+    assert one.get("Ana").photos == ({"file": "b.jpg", "sha256": "a2" * 32},)
     np.testing.assert_allclose(one.get("Ana").embeddings, unit(0, 1, 0, 0)[None])
-    assert one.without_photo("Ana", "a2").names == ()  # the last photo takes the person with it
+    assert one.without_photo("Ana", "a2" * 32).names == ()  # the last photo takes the person with it
     with pytest.raises(GalleryError, match="Ana has no photo a3"):
-        g.without_photo("Ana", "a3")
+        g.without_photo("Ana", "a3" * 32)
     unaligned = g.with_person("Ana", unit(0, 0, 1, 0)[None])  # an embedding without a photo record
     with pytest.raises(GalleryError, match="3 embeddings for 2 photo records"):
-        unaligned.without_photo("Ana", "a1")
+        unaligned.without_photo("Ana", "a1" * 32)
 
-    two = g.with_person("Ben", unit(0, 0, 1, 0)[None], [{"file": "c.jpg", "sha256": "b1"}])
+    two = g.with_person("Ben", unit(0, 0, 1, 0)[None], [{"file": "c.jpg", "sha256": "b1" * 32}])
     renamed = two.renamed("ana", "Anna")
     assert renamed.names == ("Anna", "Ben") and len(renamed.get("Anna").embeddings) == 2
     assert two.renamed("Ana", "ANA").names == ("ANA", "Ben")  # a change of case only
@@ -103,7 +103,7 @@ def test_save_and_read_back(gallery, tmp_path: Path) -> None:
     assert back.names == gallery.names and back.similarity_threshold == 0.6 and back.identity_threshold == 0.7
     assert back.calibration["people"] == ["Ana", "Ben"] and not back.calibration_is_stale
     np.testing.assert_allclose(back.get("Ana").embeddings, gallery.get("Ana").embeddings, atol=1e-6)
-    assert back.get("Ben").photos == ({"file": "b.jpg", "sha256": "2"},)
+    assert back.get("Ben").photos == ({"file": "b.jpg", "sha256": "2" * 64},)
     assert back.without("Ben").calibration_is_stale
 
 
@@ -117,7 +117,7 @@ def test_gallery_of_another_model_is_refused(gallery, tmp_path: Path) -> None:
 @pytest.mark.parametrize("content, message", [
     ("{", "not valid JSON"), ('{"format": "other"}', "not an edgeface gallery"),
     ('{"format": "edgeface-gallery", "format_version": 9}', "format version 9 is not supported"),
-    ('{"format": "edgeface-gallery", "format_version": 1, "model_sha256": "x"}', "damaged gallery"),
+    ('{"format": "edgeface-gallery", "format_version": 1, "model_sha256": "x"}', "model_sha256 = 'x': must be"),
 ])
 def test_damaged_files_are_one_line_errors(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "gallery.json"

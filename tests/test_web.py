@@ -4,6 +4,7 @@ trained on). The browser test (test_web_browser.py) covers the same page in chro
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -12,19 +13,26 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-
-from daemon_helpers import DaemonProcess
+from helpers.daemon import DaemonProcess
 
 from edgeface.core.errors import ConfigError
+from edgeface.daemon.access import Access
 from edgeface.daemon.config import load_config
-from edgeface.daemon.server import Request
-from edgeface.web.guard import Guard
+from edgeface.daemon.http import Reply, Request
+from edgeface.daemon.server import Router
+from edgeface.web.guard import check_form
 from edgeface.web.store import FaceSample, FaceStore, Visit
 
-# --- who may use the page ----------------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from edgeface.web.state import PageState
+
+# --- forms from the page only (the server's own check, tests/test_daemon_access.py, covers host and token) ----
+
+CSRF = "0123456789abcdef0123456789abcdef"
 
 
 def request(method: str = "GET", path: str = "/ui/", host: str = "127.0.0.1:8321", body: str = "",
@@ -33,43 +41,16 @@ def request(method: str = "GET", path: str = "/ui/", host: str = "127.0.0.1:8321
                    body.encode())
 
 
-def test_only_the_device_s_own_names_are_answered() -> None:
-    guard = Guard("/ui", lambda token: True, False, hosts="frontdoor.lan, Cam.Example")
-    for host in ("127.0.0.1:8321", "[::1]:8321", "192.168.1.7", "localhost:8321", "frontdoor.lan:80",
-                 "cam.example"):
-        assert guard.check(request(host=host)) is None, host
-    refused = guard.check(request(host="attacker.example:8321"))  # a name pointed at the device: DNS rebinding
-    assert refused is not None and refused.status == 421
-
-
 def test_forms_need_the_page_s_token_and_its_origin() -> None:
-    guard = Guard("/ui", lambda token: True, False)
-    form = f"csrf={guard.csrf}&action=ignore"
-    assert guard.check(request("POST", "/ui/unknown", body="action=ignore")).status == 403
-    assert guard.check(request("POST", "/ui/unknown", body="csrf=wrong&action=ignore")).status == 403
-    other = request("POST", "/ui/unknown", body=form, origin="http://attacker.example")
-    assert guard.check(other).status == 403 and b"another site" in guard.check(other).body
-    assert guard.check(request("POST", "/ui/unknown", body=form, origin="http://127.0.0.1:8321")) is None
-    assert guard.check(request("POST", "/ui/unknown", body=form)) is None  # no Origin: the form token decides
-    assert Guard("/ui", lambda token: True, False).csrf != guard.csrf  # a new one at each start
-
-
-def test_the_token_comes_from_the_header_or_the_sign_in_cookie() -> None:
-    token = "s3cret; with=odd chars"
-    guard = Guard("/ui", lambda given: given == token, True, public=("/ui/login", "/ui/static/page.css"))
-    page = guard.check(request(path="/ui/people"))
-    assert page.status == 303 and page.headers["Location"] == "/ui/login?next=/ui/people"
-    assert guard.check(request(path="/ui/api/live")).status == 401  # the script's requests get no redirect
-    assert guard.check(request(path="/ui/login")) is None and guard.check(request(path="/ui/static/page.css")) is None
-    assert guard.check(request(path="/ui/people", authorization=f"Bearer {token}")) is None
-    assert guard.sign_in("wrong") is None and guard.sign_in("") is None
-    cookie = guard.sign_in(token)
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui/" in cookie
-    assert token not in cookie  # encoded: any token makes a valid cookie
-    value = cookie.split(";")[0]
-    assert guard.check(request(path="/ui/people", cookie=value)) is None
-    assert guard.check(request(path="/ui/people", cookie="edgeface_session=bm9wZQ==")).status == 303
-    assert guard.check(request(path="/ui/people", cookie="edgeface_session=%%%")).status == 303
+    form = f"csrf={CSRF}&action=ignore"
+    assert check_form(request("POST", "/ui/unknown", body="action=ignore"), CSRF).status == 403
+    assert check_form(request("POST", "/ui/unknown", body="csrf=wrong&action=ignore"), CSRF).status == 403
+    assert check_form(request("POST", "/ui/unknown", body="csrf=%C3%A9"), CSRF).status == 403
+    other = check_form(request("POST", "/ui/unknown", body=form, origin="http://attacker.example"), CSRF)
+    assert other.status == 403 and b"another site" in other.body
+    assert check_form(request("POST", "/ui/unknown", body=form, origin="http://[::1"), CSRF).status == 403
+    assert check_form(request("POST", "/ui/unknown", body=form, origin="http://127.0.0.1:8321"), CSRF) is None
+    assert check_form(request("POST", "/ui/unknown", body=form), CSRF) is None  # no Origin: the form token decides
 
 
 # --- what is kept, and for how long ------------------------------------------------------------------------
@@ -112,11 +93,12 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
     from edgeface.core.results import FaceLabels, Prediction
     from edgeface.core.spec import CropSpec, ModelSpec
     from edgeface.daemon.records import Published
-    from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
     from edgeface.data.synthetic import composite_frame, make_people, render_head
     from edgeface.faces.detect import Face
+    from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
     from edgeface.runtime.labeler import Labeler
     from edgeface.web import watch
+    from edgeface.web.unknowns import VisitUnknowns
 
     rng = np.random.default_rng(0)
     head = render_head(make_people(1, seed=0)[0], "neutral", rng, width=400)
@@ -139,11 +121,20 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
         watcher.observe(image, Published(FrameResult(when, 0, results, samples=samples if n else None), True))
 
     start = 1000.0
+    def lit(k: int) -> np.ndarray:  # the scene a little brighter each frame: each frame's crop differs
+        return np.clip(frame.astype(np.int16) + k, 0, 255).astype(np.uint8)
+
     for k in range(12):  # 1.2 s of one sharp face (track 1), one small face (2), a named one (3)
-        show(start + 0.1 * k, frame, [(big, 1, "unknown"), (small, 2, "unknown"), (big, 3, "Maya")])
+        show(start + 0.1 * k, lit(k), [(big, 1, "unknown"), (small, 2, "unknown"), (big, 3, "Maya")])
     visits = watcher.newest_visits()
     assert [v.track for v in visits] == [1]  # the small face made no card
     assert len(visits[0].samples) == 2  # from its 3rd frame on, one crop per 0.5 s
+    show(start + 1.6, lit(2), [(big, 1, "unknown")])  # a crop identical to one kept (a looping file) adds nothing
+    assert len(visits[0].samples) == 2
+    twice = visits[0].samples[0]
+    visits[0].samples.append(twice)  # even if a card held one crop twice, it is enrolled once
+    assert [s.id for s, _ in VisitUnknowns(watcher, None).faces(visits[0], {twice.id})] == [twice.id]
+    visits[0].samples.pop()
     assert visits[0].samples[0].sharpness >= 40 and visits[0].samples[0].height == pytest.approx(big.height)
     assert [(r.track, r.name) for r in watcher.recognitions()] == [(3, "Maya")]
     for k in range(12):  # track 4: the same face, blurred
@@ -151,6 +142,302 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
     assert [v.track for v in watcher.newest_visits()] == [1]
     show(start + 10, frame, [])  # everybody left: their visits end and are written at the next flush
     assert watcher._open == {} and {raw["id"] for raw, _ in watcher.pending()} == {visits[0].id}
+
+
+# --- every route, in process ---------------------------------------------------------------------------------
+# The page as the daemon mounts it, on a Router of the daemon's server, with the real tiny bundle, its labeler
+# and gallery under a temporary state folder; each request is built, dispatched and its reply read, with no
+# socket and no subprocess. Frames reach the page as the pipeline hands them over (boxes, tracks, labels and
+# the model's outputs per face), drawn from synthetic people.
+
+
+class Scene:
+    """Two synthetic heads side by side, as the pipeline would report them: each face its track, its name
+    and an embedding of the model's size (track 1 and 2 far apart)."""
+
+    def __init__(self, embedding_size: int) -> None:
+        from edgeface.data.synthetic import composite_frame, make_people, render_head
+        from edgeface.faces.detect import Face
+
+        rng = np.random.default_rng(0)
+        heads = [render_head(look, "neutral", rng, width=400) for look in make_people(2, seed=0)]
+        self.image, placed = composite_frame((480, 640), [(heads[0], (170.0, 220.0, 140.0)),
+                                                          (heads[1], (470.0, 220.0, 140.0))], rng)
+        self.boxes = [Face(tuple(at["box"]), 0.9, tuple(map(tuple, at["eyes"]))) for at in placed]
+        self.embeddings = np.eye(2, embedding_size, dtype=np.float32)
+        self.index = 0
+
+    def show(self, page: "PageState", when: float, faces: list[tuple[int, int, str]]) -> None:
+        """One frame at ``when`` with ``faces`` (slot 0 or 1, track, name or "unknown") to the page's watcher and
+        live view, as ``WebPage.observe`` passes it."""
+        from edgeface.core.results import FaceLabels, Prediction
+        from edgeface.daemon.records import Published
+        from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
+
+        results = tuple(FaceResult(self.boxes[slot].box, track, FaceLabels(
+            Prediction(name, 0.4), Prediction("happy", 0.9), Prediction("male", 0.8))) for slot, track, name in faces)
+        n = len(faces)
+        outputs = {"identity": np.tile([[0.4, 0.6]], (n, 1)),
+                   "embedding": np.stack([self.embeddings[slot] for slot, _, _ in faces]) if n else np.zeros((0, 2))}
+        samples = FaceSamples(tuple(self.boxes[slot] for slot, _, _ in faces), tuple(range(n)),
+                              np.zeros((n, 64, 64, 3), np.uint8), outputs)
+        item = Published(FrameResult(when, self.index, results, samples=samples if n else None), True)
+        image = self.image ^ np.uint8(self.index % 251)  # each frame a little different, as a camera's are
+        self.index += 1
+        page.live.observe(image, item)
+        page.watcher.observe(image, item)
+
+    def visit(self, page: "PageState", start: float, faces: list[tuple[int, int, str]], seconds: float = 2.0) -> None:
+        """``faces`` in view for ``seconds`` at 10 frames a second."""
+        for k in range(int(seconds * 10)):
+            self.show(page, start + 0.1 * k, faces)
+
+
+class InProcess:
+    """A browser's side of the page, in process: requests dispatched through the server's Router, the sign-in
+    cookie kept, forms sent with the page's form token."""
+
+    def __init__(self, router: Router, host: str = "127.0.0.1:8321") -> None:
+        self.router = router
+        self.host = host
+        self.cookies: dict[str, str] = {}
+
+    def send(self, method: str, target: str, fields: list[tuple[str, str]] | None = None, **headers: str) -> Reply:
+        path, _, query = target.partition("?")
+        body = urllib.parse.urlencode(fields).encode() if fields is not None else b""
+        sent = {"host": self.host, **({"content-type": "application/x-www-form-urlencoded"} if fields else {}),
+                **({"cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}),
+                **{k.replace("_", "-"): v for k, v in headers.items()}}
+        reply = self.router.dispatch(Request(method, path, urllib.parse.parse_qs(query), sent, body, "127.0.0.1"))
+        cookie = reply.headers.get("Set-Cookie")
+        if cookie:
+            name, _, value = cookie.split(";")[0].partition("=")
+            self.cookies[name] = value
+            if "Max-Age=0" in cookie:
+                del self.cookies[name]
+        return reply
+
+    def get(self, target: str) -> Reply:
+        return self.send("GET", target)
+
+    def page(self, target: str) -> str:
+        reply = self.get(target)
+        assert reply.status == 200 and reply.content_type.startswith("text/html"), (reply.status, reply.body[:300])
+        return reply.body.decode()
+
+    def post(self, path: str, fields: list[tuple[str, str]]) -> str:
+        """Send a form from ``path``'s page (with its form token) and follow the redirect: the outcome's note."""
+        csrf = re.search(r'name="csrf" content="([0-9a-f]+)"', self.page(path)).group(1)
+        reply = self.send("POST", path, [("csrf", csrf), *fields])
+        assert reply.status == 303, (reply.status, reply.body[:300])
+        return note(self.page(reply.headers["Location"]))
+
+
+@pytest.fixture()
+def page(tiny_bundles: dict[str, Path], tmp_path: Path) -> "PageState":
+    from edgeface.core.bundle import load_bundle
+    from edgeface.daemon.config import WebConfig
+    from edgeface.runtime.labeler import Labeler
+    from edgeface.web.state import PageState
+
+    bundle = load_bundle(tiny_bundles["int8"])
+    labeler = Labeler.for_bundle(bundle, state_dir=tmp_path / "state")
+    return PageState.open(bundle, labeler, WebConfig(enabled=True))
+
+
+def mounted(page: "PageState", token: str | None = None) -> InProcess:
+    from edgeface.web.routes import mount
+
+    router = Router(Access(token))
+    mount(router, page)
+    return InProcess(router)
+
+
+def test_live_routes_in_process(page: "PageState") -> None:
+    client = mounted(page)
+    assert [client.get(p).headers["Location"] for p in ("/", "/ui")] == ["/ui/", "/ui/"]
+    assert "waiting for the first frame" in client.page("/ui/")
+    assert client.get("/ui/live.jpg").status == 503
+    assert json.loads(client.get("/ui/api/live").body)["frame"] is None
+
+    scene = Scene(page.bundle.spec.embedding_size)
+    scene.visit(page, 1000.0, [(0, 1, "unknown"), (1, 2, "Maya")], seconds=1.0)
+    live = json.loads(client.get("/ui/api/live").body)
+    assert live["frame"] == 9 and (live["width"], live["height"]) == (640, 480)
+    by_track = {face["track"]: face for face in live["faces"]}
+    assert by_track[1]["visit"] and by_track[2]["recognition"]
+    assert "Name them" in live["rows"] and "Not Maya" in live["rows"]
+    jpeg = client.get("/ui/live.jpg?frame=9")
+    assert jpeg.status == 200 and jpeg.body[:2] == b"\xff\xd8" and jpeg.content_type == "image/jpeg"
+    assert client.get("/ui/live.jpg?frame=nonsense").status == 200  # the newest frame
+    assert "frame 9" in client.page("/ui/")
+    stats = json.loads(client.get("/ui/api/stats").body)
+    assert stats == {"live_frames_encoded": 1, "crops_kept": stats["crops_kept"], "unknown_visits": 1,
+                     "recognitions": 1} and stats["crops_kept"] >= 3
+    assert client.get("/ui/live.jpg?frame=9").headers["X-Frame-Options"] == "DENY"  # on every answer
+
+
+def test_unknown_routes_in_process(page: "PageState") -> None:
+    client = mounted(page)
+    assert "No unknown faces kept" in client.page("/ui/unknown")
+    scene = Scene(page.bundle.spec.embedding_size)
+    scene.visit(page, time.time() - 10, [(0, 1, "unknown"), (1, 2, "unknown")], seconds=2.0)
+    scene.show(page, time.time(), [])  # both left: their visits end
+    page.unknowns.flush()
+    text = client.page("/ui/unknown?name=Bo")
+    cards = {m.group(1): re.findall(r'name="face" value="([0-9a-f]+)"', m.group(2))
+             for m in re.finditer(r'<article class="card" id="visit-([^"]+)">(.*?)</article>', text, re.S)}
+    (first, first_faces), (second, second_faces) = sorted(cards.items(), key=lambda kv: kv[0].endswith("-2"))
+    assert len(first_faces) >= 3 and len(second_faces) >= 3 and 'value="Bo"' in text
+    for face in first_faces:  # each crop is served, from memory or from disk
+        assert client.get(f"/ui/face.jpg?of=unknown&visit={first}&id={face}").body[:2] == b"\xff\xd8"
+
+    assert client.post("/ui/unknown", [("visit", first), ("action", "name"), ("name", "Bo")]) == \
+        "error: Tick at least one face first."
+    assert client.post("/ui/unknown", [("visit", first), ("action", "dance"), ("face", first_faces[0])]) == \
+        "error: Unknown action 'dance'."
+    told = client.post("/ui/unknown", [("visit", first), ("action", "name"), ("name", "Bo"),
+                                       *[("face", f) for f in first_faces[:2]]])
+    assert told == "ok: Bo: 2 faces added (2 in all). The daemon names them from the next frame on."
+    gallery = page.gallery()
+    assert gallery.names == ("Bo",) and [p["visit"] for p in gallery.get("Bo").photos] == [first] * 2
+    assert not (page.store.unknown / first).exists()
+    assert client.post("/ui/unknown", [("visit", first), ("action", "ignore")]).startswith(
+        "error: That visit is no longer kept")
+    told = client.post("/ui/unknown", [("visit", second), ("action", "stranger"),
+                                       *[("face", f) for f in second_faces]])
+    assert told == f"ok: Kept {len(second_faces)} faces as a stranger's, for calibration (Thresholds)."
+    assert len(page.store.strangers()) == len(second_faces) and page.unknowns.count() == 0
+    assert "No unknown faces kept" in client.page("/ui/unknown")
+
+
+def test_people_routes_in_process(page: "PageState") -> None:
+    from edgeface.people.enroll import enroll_faces
+
+    client = mounted(page)
+    assert "Nobody is enrolled yet" in client.page("/ui/people")
+    crops = [bytes([0xFF, 0xD8, i]) for i in range(3)]
+    records = [{"file": f"photo{i}.jpg", "sha256": hashlib.sha256(c).hexdigest()} for i, c in enumerate(crops)]
+    embeddings = np.eye(3, page.bundle.spec.embedding_size, dtype=np.float32)
+    enroll_faces(page.bundle, "Ada", embeddings, crops, records, page.gallery_path)
+    text = client.page("/ui/people")
+    assert text.count('class="crop"') == 3 and "Ada" in text
+    assert client.get(f"/ui/face.jpg?of=person&id={records[0]['sha256']}").body == crops[0]
+
+    assert client.post("/ui/people", [("person", "Ada"), ("action", "remove_photo"),
+                                      ("photo", records[0]["sha256"])]) == "ok: One photo of Ada was removed."
+    assert client.get(f"/ui/face.jpg?of=person&id={records[0]['sha256']}").status == 404
+    assert client.post("/ui/people", [("person", "Ada"), ("action", "rename"), ("name", "Ada L")]) == \
+        "ok: Ada is now Ada L."
+    assert client.post("/ui/people", [("person", "Zed"), ("action", "remove")]).startswith(
+        "error: 'Zed' is not enrolled")
+    assert client.post("/ui/people", [("person", "Ada L"), ("action", "juggle")]) == "error: Unknown action 'juggle'."
+    assert client.post("/ui/people", [("person", "Ada L"), ("action", "remove")]) == \
+        "ok: Ada L was removed, with their photos."
+    assert "Nobody is enrolled yet" in client.page("/ui/people")
+
+
+def test_recent_routes_in_process(page: "PageState") -> None:
+    client = mounted(page)
+    assert "Nobody was named yet" in client.page("/ui/recent")
+    scene = Scene(page.bundle.spec.embedding_size)
+    scene.visit(page, time.time() - 1, [(1, 7, "Maya")], seconds=1.0)
+    (recognition,) = page.watcher.recognitions()
+    text = client.page("/ui/recent")
+    assert "Maya" in text and f'value="{recognition.id}"' in text
+    assert client.get(f"/ui/face.jpg?of=recent&id={recognition.id}").body == recognition.jpeg
+    told = client.post("/ui/recent", [("recognition", recognition.id), ("back", "//attacker.example/")])
+    assert told.startswith("ok: Kept as a stranger's face, not Maya's.")  # and back to Recent, not elsewhere
+    assert [reason for _, reason in page.store.strangers()] == ["not Maya"]
+    assert client.post("/ui/recent", [("recognition", recognition.id), ("back", "/ui/")]) == \
+        "error: That face is no longer kept; pick it again from Recent."
+
+
+def test_thresholds_routes_in_process(page: "PageState") -> None:
+    from edgeface.people.enroll import enroll_faces
+
+    client = mounted(page)
+    text = client.page("/ui/thresholds")
+    assert "Never calibrated" in text and "Enroll somebody first" in text
+    size = page.bundle.spec.embedding_size
+    enroll_faces(page.bundle, "Ada", np.eye(1, size, dtype=np.float32), [b"\xff\xd8a"],
+                 [{"file": "a.jpg", "sha256": hashlib.sha256(b"\xff\xd8a").hexdigest()}], page.gallery_path)
+    rng = np.random.default_rng(1)
+    strangers = [FaceSample(f"s{i}", time.time() - i, rng.normal(size=size).astype(np.float32), 0.3, 100.0, 90.0)
+                 for i in range(20)]
+    page.store.add_strangers([(s, b"\xff\xd8" + s.id.encode()) for s in strangers], "marked as a stranger")
+    assert client.get("/ui/face.jpg?of=stranger&id=s3").body == b"\xff\xd8s3"
+    for far in ("60", "nan", "-1", "x"):
+        assert client.post("/ui/thresholds", [("action", "recalibrate"), ("far", far)]) == \
+            "error: The share of strangers named must be between 0 and 50 percent."
+    told = client.post("/ui/thresholds", [("action", "recalibrate"), ("far", "5")])
+    assert told.startswith("ok: Calibrated on 20 strangers' faces: similarity "), told
+    labels = page.bundle.spec.labels
+    page.labeler({head: np.full((1, len(names)), 1 / len(names), np.float32) for head, names in labels.items()}
+                 | {"embedding": np.eye(1, size, dtype=np.float32)})  # the next frame
+    assert page.labeler.similarity_from == "calibrated"
+    assert "Calibrated 20" in client.page("/ui/thresholds")
+    assert client.post("/ui/thresholds", [("action", "remove_stranger"), ("face", "s3")]) == \
+        "ok: That face was forgotten."
+    assert client.get("/ui/face.jpg?of=stranger&id=s3").status == 404 and len(page.store.strangers()) == 19
+    assert client.post("/ui/thresholds", [("action", "shrug")]) == "error: Unknown action 'shrug'."
+
+
+def test_sign_in_routes_in_process(page: "PageState") -> None:
+    token = "correct horse battery staple"
+    client = mounted(page, token)
+    reply = client.get("/ui/people")
+    assert reply.status == 303 and reply.headers["Location"] == "/ui/login?next=/ui/people"
+    assert client.get("/").headers["Location"] == "/ui/login?next=/ui/"
+    assert client.get("/ui/api/live").status == 401  # the script's requests get no redirect
+    assert client.get("/ui/face.jpg?of=recent&id=x").status == 401
+    form = client.page("/ui/login?next=/ui/people")
+    assert 'name="next" value="/ui/people"' in form
+    wrong = client.send("POST", "/ui/login", [("token", "guess"), ("next", "/ui/people")])
+    assert wrong.status == 401 and b"Wrong token." in wrong.body and not client.cookies
+    right = client.send("POST", "/ui/login", [("token", token), ("next", "/ui/people")])
+    assert right.status == 303 and right.headers["Location"] == "/ui/people"
+    cookie = right.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui/" in cookie
+    session = client.cookies["edgeface_session"]
+    assert token not in cookie and len(session) >= 40  # a session id, never the token
+    assert "Sign out" in client.page("/ui/people")
+    out = client.send("POST", "/ui/logout", [("csrf", page.csrf)])
+    assert out.status == 303 and out.headers["Location"] == "/ui/login" and not client.cookies
+    client.cookies["edgeface_session"] = session  # a copy of the cookie, kept by whoever had it
+    assert client.get("/ui/people").status == 303  # revoked
+    del client.cookies["edgeface_session"]
+    bearer = client.send("GET", "/ui/people", authorization=f"Bearer {token}")  # scripts
+    assert bearer.status == 200 and "Sign out" not in bearer.body.decode()
+    for next_path in ("//attacker.example/", "https://attacker.example/", "/ui/\\attacker", "/elsewhere",
+                      "/ui/\r\nSet-Cookie: x=1", "/ui/\u20ac", "/ui/people\x00"):
+        back = client.send("POST", "/ui/login", [("token", token), ("next", next_path)])
+        assert back.headers["Location"] == "/ui/", next_path  # never another site, never a split header
+
+    for _ in range(10):  # 10 wrong in a row (a right one forgets the earlier ones), then 429
+        assert client.send("POST", "/ui/login", [("token", "guess")]).status == 401
+    limited = client.send("POST", "/ui/login", [("token", token)])
+    wait = int(limited.headers["Retry-After"])
+    assert limited.status == 429 and 1 <= wait <= 6 and f"try again in {wait} s".encode() in limited.body
+    assert mounted(page).get("/ui/login").headers["Location"] == "/ui/"  # no token: nothing to sign in to
+
+
+def test_assets_and_guard_in_process(page: "PageState") -> None:
+    client = mounted(page)
+    css, js = client.get("/ui/static/page.css"), client.get("/ui/static/page.js")
+    assert css.content_type.startswith("text/css") and js.content_type.startswith("text/javascript")
+    assert b"addEventListener" in js.body and css.headers["Cache-Control"] == "max-age=300"
+    for query in ("of=unknown&visit=..&id=..", "of=person&id=../../gallery", "of=stranger&id=%2e%2e",
+                  "of=elsewhere&id=x", "of=recent&id=nope", ""):
+        assert client.get(f"/ui/face.jpg?{query}").status == 404, query
+    assert client.send("POST", "/ui/people", [("action", "remove"), ("person", "x")]).status == 403  # no form token
+    assert client.send("POST", "/ui/people", [("csrf", page.csrf), ("action", "x")],
+                       origin="http://attacker.example").status == 403
+    assert InProcess(client.router, host="attacker.example").get("/ui/").status == 421
+    assert client.send("POST", "/ui/people", [("csrf", page.csrf), ("x", "y" * 70_000)]).status == 413
+    assert client.send("POST", "/ui/people", [("csrf", page.csrf)], content_type="application/json").status == 415
+    assert client.send("DELETE", "/ui/people").status == 405
+    assert client.get("/ui/nothing").status == 404
 
 
 def test_the_page_needs_the_http_server(tmp_path: Path) -> None:
@@ -165,7 +452,7 @@ def test_the_page_needs_the_http_server(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def two_strangers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 s at 10 fps of two synthetic people side by side, neither among the tiny model's six."""
-    from video_fixtures import synthetic_video
+    from helpers.video_fixtures import synthetic_video
 
     path = tmp_path_factory.mktemp("web-video") / "two.avi"
     synthetic_video(path, faces=2, seconds=6, seed=2)

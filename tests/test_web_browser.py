@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from browser import DESKTOP, PHONE, chromium, screenshot, use_screen
-from daemon_helpers import REPO, DaemonProcess
+from helpers.browser import DESKTOP, PHONE, chromium, screenshot, use_screen
+from helpers.daemon import REPO, DaemonProcess
 
 pytestmark = pytest.mark.system
 
@@ -27,7 +27,7 @@ NAME = "Ada Lovelace"
 @pytest.fixture(scope="module")
 def stranger_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 s at 10 fps of one synthetic person who is not among the tiny model's six."""
-    from video_fixtures import synthetic_video
+    from helpers.video_fixtures import synthetic_video
 
     path = tmp_path_factory.mktemp("web-video") / "stranger.avi"
     synthetic_video(path, faces=1, seconds=6, seed=1)
@@ -125,7 +125,8 @@ def test_name_an_unknown_face_in_the_browser(tiny_bundles: dict[str, Path], stra
             wait.until(lambda d: all(d.execute_script("return arguments[0].naturalWidth", img) > 0
                                      for img in d.find_elements(By.CSS_SELECTOR, "article.card img")))
             shoot(driver, "2-unknown-card")
-            card = driver.find_element(By.CSS_SELECTOR, "article.card")
+            card = driver.find_element(By.CSS_SELECTOR, "article.card")  # shoot reloaded: it may hold more
+            crops = card.find_elements(By.CSS_SELECTOR, "label.crop input[type=checkbox]:checked")
             card.find_element(By.NAME, "name").send_keys(NAME)
             card.find_element(By.CSS_SELECTOR, "button[value=name]").click()
             note = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".note.ok"))).text

@@ -42,6 +42,18 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def refuse_secret_in_argument(option: str, value: str | None, config_key: str) -> None:
+    """Refuse a URL holding a password or token on the command line: every local user reads command lines
+    (``ps``, /proc). The error shows it redacted and says where the secret goes instead."""
+    from edgeface.core.errors import ConfigError
+    from edgeface.daemon.secrets import holds_secret
+
+    if value is not None and holds_secret(value):
+        raise ConfigError(f"{option} {redact(value)}: a password or token on the command line is visible to "
+                          f"every user of this machine (ps); put {config_key} = \"...\" in a config file only "
+                          "you can read, and pass it with --config")
+
+
 def field_default(config: type, name: str) -> Any:
     """The default of a config dataclass's field, so that an option states it nowhere else."""
     field = next(f for f in dataclasses.fields(config) if f.name == name)

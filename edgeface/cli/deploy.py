@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from edgeface.cli.common import EXIT_CHECK_FAILED, echo_err, friendly_errors
+from edgeface.cli.common import EXIT_CHECK_FAILED, echo_err, field_default, friendly_errors, refuse_secret_in_argument
+from edgeface.deploy.hosts import DeployOptions
 
 ORDER = 70
 
@@ -28,15 +29,17 @@ def deploy(
     known_hosts: Optional[Path] = typer.Option(
         None, help="known_hosts file to check host keys against (default: ssh's own). Unknown keys are refused."),
     ssh_option: List[str] = typer.Option([], "--ssh-option", "-o", help="Extra ssh option Key=Value; repeatable."),
-    copy: str = typer.Option("rsync", help="How files travel: rsync or scp."),
-    prefix: str = typer.Option("/", help="Root on the host that holds opt/edgeface (a test or staging root)."),
-    restart_cmd: str = typer.Option("sudo -n systemctl restart edgeface",
+    copy: str = typer.Option(field_default(DeployOptions, "copy"), help="How files travel: rsync or scp."),
+    prefix: str = typer.Option(field_default(DeployOptions, "prefix"),
+                               help="Root on the host that holds opt/edgeface (a test or staging root)."),
+    restart_cmd: str = typer.Option(field_default(DeployOptions, "restart_cmd"),
                                     help="Run on the host after switching ($EDGEFACE_ROOT, $EDGEFACE_RELEASE set)."),
     health_url: Optional[str] = typer.Option(
         None, help="URL fetched on the host until it answers 2xx. Default: /healthz at the config's [http] port."),
     health_cmd: Optional[str] = typer.Option(None, help="Instead of a URL: a command on the host that succeeds "
                                                         "when the service is healthy."),
-    health_timeout: float = typer.Option(60.0, help="Seconds to wait for a healthy answer after a restart."),
+    health_timeout: float = typer.Option(field_default(DeployOptions, "health_timeout"),
+                                         help="Seconds to wait for a healthy answer after a restart."),
     http_token: Optional[str] = typer.Option(
         None, help="Install an HTTP bearer token on each host: 'generate' makes a new one and prints it once on "
                    "this terminal; a FILE gives its first line. Stored as the systemd credential http-token "
@@ -44,10 +47,11 @@ def deploy(
     mqtt_password: Optional[Path] = typer.Option(
         None, help="FILE whose first line is the MQTT password: stored as the systemd credential mqtt-password."),
     credential_cmd: str = typer.Option(
-        "sudo -n /usr/local/sbin/edgeface-credential",
+        field_default(DeployOptions, "credential_cmd"),
         help="Run on the host with a credential's name as its argument and the secret on stdin."),
-    keep: int = typer.Option(3, help="Releases to keep on each host, the current one included."),
-    jobs: int = typer.Option(8, help="Hosts to deploy to at once."),
+    keep: int = typer.Option(field_default(DeployOptions, "keep"),
+                             help="Releases to keep on each host, the current one included."),
+    jobs: int = typer.Option(field_default(DeployOptions, "jobs"), help="Hosts to deploy to at once."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step on stderr."),
 ) -> None:
     """Deploy a bundle to Raspberry Pis prepared by firmware_scripts/install.sh.
@@ -61,15 +65,18 @@ def deploy(
     --http-token and --mqtt-password store secrets as systemd credentials on each host (the unit loads them
     with LoadCredential=); a changed credential restarts the service even when the release is unchanged.
     """
-    from edgeface.daemon.secrets import read_secret
-    from edgeface.deploy import DeployOptions, deploy as run_deploy, generate_token, prepare_release
+    from edgeface.daemon.access import MIN_TOKEN_CHARS
+    from edgeface.daemon.secrets import read_secret_option
+    from edgeface.deploy import deploy as run_deploy, generate_token, prepare_release
 
+    refuse_secret_in_argument("--health-url", health_url, "a health_cmd")
     credentials = []
     if http_token is not None:
-        token = generate_token() if http_token == "generate" else read_secret("--http-token", file=http_token)
+        token = (generate_token() if http_token == "generate" else
+                 read_secret_option("--http-token", http_token, min_chars=MIN_TOKEN_CHARS))
         credentials.append(("http-token", token))
     if mqtt_password is not None:
-        credentials.append(("mqtt-password", read_secret("--mqtt-password", file=mqtt_password)))
+        credentials.append(("mqtt-password", read_secret_option("--mqtt-password", str(mqtt_password))))
     options = DeployOptions(prefix=prefix, restart_cmd=restart_cmd, health_url=health_url, health_cmd=health_cmd,
                             health_timeout=health_timeout, user=user, port=port, identity=identity,
                             known_hosts=known_hosts, ssh_options=tuple(ssh_option), copy=copy, keep=keep,

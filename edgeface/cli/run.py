@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from edgeface.cli.common import field_default, friendly_errors
+from edgeface.cli.common import field_default, friendly_errors, refuse_secret_in_argument
 from edgeface.daemon.config import DaemonConfig, HttpConfig, MqttConfig
 
 ORDER = 60
@@ -61,6 +61,7 @@ def run(
     from edgeface.daemon.service import setup_logging
     from edgeface.web.app import web_page  # serves the page when the config has [web] enabled
 
+    refuse_secret_in_argument("--source", source, "source")
     if source is not None and Path(source).expanduser().exists():
         source = _abs(Path(source))
     overrides: dict[str, Any] = {

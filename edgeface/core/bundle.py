@@ -13,16 +13,23 @@ Reading a bundle needs only the standard library: no TensorFlow, no LiteRT.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import re
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from edgeface.core.errors import BundleError, ModelError
 from edgeface.core.fileio import require_regular_file, write_atomic
+from edgeface.core.gallery import THRESHOLD_RANGES
+from edgeface.core.reader import SHA256_HEX, Table, parse_json, shown
 from edgeface.core.spec import ModelSpec
 from edgeface.core.version import __version__
 
@@ -34,9 +41,15 @@ MANIFEST_MEMBER = "bundle.json"
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 # Identity confidence below which a face is "unknown", for a bundle whose manifest sets none.
 DEFAULT_IDENTITY_THRESHOLD = 0.5
-# Members are checked against these before a byte is inflated: a 1 MB bundle can claim a 1 GiB member.
+# A bundle is checked against these before a byte is inflated (a 1 MB bundle can claim a 1 GiB member),
+# and they are what a bundle can really need: the largest model edgeface makes (float32 ResNet50) is about
+# 95 MB, the default one 6 MB in int8; a Pi Zero 2 has 512 MB in all.
 MAX_MANIFEST_BYTES = 1 << 20
-MAX_MODEL_BYTES = 512 << 20  # a float32 ResNet50 is about 100 MB
+MAX_MODEL_BYTES = 128 << 20
+MAX_BUNDLE_BYTES = MAX_MODEL_BYTES + MAX_MANIFEST_BYTES + (1 << 20)  # deflate may grow a member a little
+MAX_MEMBERS = 8  # a bundle has 2
+MAX_DIRECTORY_BYTES = 64 << 10
+_MEMBER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,8 @@ class Bundle:
 
     @property
     def identity_threshold(self) -> float:
-        return float(self.manifest.get("identity_threshold", DEFAULT_IDENTITY_THRESHOLD))
+        value = self.manifest.get("identity_threshold")
+        return DEFAULT_IDENTITY_THRESHOLD if value is None else float(value)
 
     @property
     def model_size(self) -> int:
@@ -99,24 +113,56 @@ def write_bundle(path: str | Path, model_bytes: bytes, spec: ModelSpec, precisio
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """Only the manifest, checked for format and version (cheap: the model is not read)."""
+    """Only the manifest, every field checked (cheap: the model is not read)."""
     path = Path(path)
+    with _open_archive(path) as archive:
+        return _parse_manifest(path, archive)[0]
+
+
+@contextlib.contextmanager
+def _open_archive(path: Path) -> Iterator[zipfile.ZipFile]:
+    """The bundle as a zip archive, after bounding what opening it costs: the file's size, and its central
+    directory (which ``zipfile`` reads whole, one object per entry) from the end record, before ``zipfile``
+    parses it. Errors while it is open are one ``BundleError`` line too."""
     require_regular_file(path, BundleError, "bundle file")
     try:
-        with zipfile.ZipFile(path) as archive:
-            return _parse_manifest(path, archive)
+        with open(path, "rb") as handle:
+            _check_end_record(path, handle)
+            with zipfile.ZipFile(handle) as archive:
+                if len(archive.infolist()) > MAX_MEMBERS:
+                    raise BundleError(f"{path}: {len(archive.infolist())} members: not a bundle edgeface wrote")
+                yield archive
     except FileNotFoundError:
         raise BundleError(f"{path}: bundle not found") from None
     except IsADirectoryError:
         raise BundleError(f"{path}: is a folder, not a bundle file") from None
     except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
-            ValueError) as exc:
+            ValueError, zlib.error) as exc:  # unsupported compression, encrypted member, bad names
         raise BundleError(f"{path}: not a readable bundle (truncated or not an edgeface bundle: {exc})") from None
 
 
-def _read_member(path: Path, archive: zipfile.ZipFile, name: str, limit: int, size: int | None = None) -> bytes:
-    """One member, after checking the size its entry declares against ``limit`` and the manifest's ``size``;
-    inflation stops at the declared size (a member that inflates further fails its CRC check)."""
+def _check_end_record(path: Path, handle: Any) -> None:
+    """Refuse a bundle larger than any bundle can be, or whose end record announces more members or a
+    larger central directory than a bundle has (or the zip64 records no bundle needs)."""
+    size = os.fstat(handle.fileno()).st_size
+    if size > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{path}: {size:,} bytes, more than the {MAX_BUNDLE_BYTES:,} a bundle may have: "
+                          "not a bundle edgeface wrote")
+    tail_size = min(size, 22 + 0xFFFF)  # the end record and the longest comment it may have
+    handle.seek(size - tail_size)
+    tail = handle.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return  # no whole end record: zipfile says it is not a zip file
+    entries, directory_size = struct.unpack("<HI", tail[at + 10:at + 16])
+    if entries > MAX_MEMBERS or directory_size > MAX_DIRECTORY_BYTES or tail.rfind(b"PK\x06\x07", 0, at) >= 0:
+        raise BundleError(f"{path}: {entries:,} members in a central directory of {directory_size:,} bytes: "
+                          "not a bundle edgeface wrote")
+
+
+def _member_info(path: Path, archive: zipfile.ZipFile, name: str, limit: int, size: int | None = None
+                 ) -> zipfile.ZipInfo:
+    """A member's entry, its declared size checked against ``limit`` and the manifest's ``size``."""
     try:
         info = archive.getinfo(name)
     except KeyError:
@@ -127,56 +173,71 @@ def _read_member(path: Path, archive: zipfile.ZipFile, name: str, limit: int, si
     if size is not None and info.file_size != size:
         raise BundleError(f"{path}: {name} inflates to {info.file_size:,} bytes, but {MANIFEST_MEMBER} says "
                           f"{size:,}: the bundle is corrupt or was modified")
+    return info
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """A member whose declared size was checked: inflation stops there (a member that inflates further fails
+    its CRC check)."""
     with archive.open(info) as member:
-        data = member.read(limit + 1)
-    if len(data) > limit:
-        raise BundleError(f"{path}: {name} inflates to more than {limit:,} bytes: not a bundle edgeface wrote")
-    return data
+        return member.read(info.file_size)
 
 
-def _parse_manifest(path: Path, archive: zipfile.ZipFile) -> dict[str, Any]:
+def _member_sha256(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
+    """The SHA-256 of a member, inflated block by block: what it costs does not grow with what it claims."""
+    digest = hashlib.sha256()
+    with archive.open(info) as member:
+        for block in iter(lambda: member.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _parse_manifest(path: Path, archive: zipfile.ZipFile) -> tuple[dict[str, Any], ModelSpec]:
+    """The manifest, every field the device uses checked (``edgeface.core.reader``), and its model spec."""
     if MANIFEST_MEMBER not in archive.namelist():
         raise BundleError(f"{path}: no {MANIFEST_MEMBER} inside: not an edgeface bundle")
-    raw = _read_member(path, archive, MANIFEST_MEMBER, MAX_MANIFEST_BYTES)
-    try:
-        manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: {MANIFEST_MEMBER} is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+    info = _member_info(path, archive, MANIFEST_MEMBER, MAX_MANIFEST_BYTES)
+    where = f"{path}: {MANIFEST_MEMBER}"
+    manifest = Table(parse_json(_read_member(archive, info), where, BundleError), where, BundleError)
+    if manifest.get("format", None) != BUNDLE_FORMAT:
         raise BundleError(f"{path}: {MANIFEST_MEMBER} is not an edgeface bundle manifest")
-    version = manifest.get("format_version")
-    if version != BUNDLE_VERSION:
-        raise BundleError(f"{path}: bundle format version {version} is not supported by edgeface {__version__} "
-                          f"(it reads version {BUNDLE_VERSION}); convert the model again with this version")
-    return manifest
+    version = manifest.get("format_version", None)
+    if isinstance(version, bool) or version != BUNDLE_VERSION:
+        raise BundleError(f"{path}: bundle format version {shown(version)} is not supported by edgeface "
+                          f"{__version__} (it reads version {BUNDLE_VERSION}); convert the model again with this "
+                          "version")
+    manifest.choice("precision", PRECISIONS)
+    manifest.text("model_file", pattern=_MEMBER_NAME, describe="a member name such as model.tflite",
+                  default=MODEL_MEMBER)
+    manifest.text("model_sha256", pattern=SHA256_HEX, describe="64 hex digits")
+    manifest.integer("model_bytes", 1, MAX_MODEL_BYTES)
+    manifest.number("identity_threshold", *THRESHOLD_RANGES["identity_threshold"], default=None, none=True)
+    for key in ("created", "edgeface_version", "dataset_fingerprint"):
+        manifest.text(key, 256, default=None, none=True)
+    manifest.number("embedding_cosine", -1.0, 1.0, default=None, none=True)
+    for key in ("io", "source_model", "conversion", "accuracy"):  # recorded for people, read by eval
+        if manifest.get(key, None) is not None:
+            manifest.table(key)
+    try:
+        spec = ModelSpec.from_dict(manifest.get("spec"))
+    except ModelError as exc:
+        raise BundleError(f"{path}: bad model spec in {MANIFEST_MEMBER}: {exc}") from None
+    return manifest.raw, spec
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Open and verify a bundle: format, version, checksum. Every failure is one ``BundleError`` line."""
+    """Open and verify a bundle: bounds, format, version, every field of the manifest, the checksum. Every
+    failure is one ``BundleError`` line."""
     path = Path(path)
-    require_regular_file(path, BundleError, "bundle file")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            manifest = _parse_manifest(path, archive)
-            member = manifest.get("model_file", MODEL_MEMBER)
-            size = manifest.get("model_bytes")
-            if not isinstance(member, str) or not (size is None or isinstance(size, int) and size >= 0):
-                raise BundleError(f"{path}: bad model_file or model_bytes in {MANIFEST_MEMBER}")
-            model_bytes = _read_member(path, archive, member, MAX_MODEL_BYTES, size)
-    except FileNotFoundError:
-        raise BundleError(f"{path}: bundle not found") from None
-    except IsADirectoryError:
-        raise BundleError(f"{path}: is a folder, not a bundle file") from None
-    except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
-            ValueError) as exc:  # unsupported compression, encrypted member, bad names
-        raise BundleError(f"{path}: not a readable bundle (truncated or not an edgeface bundle: {exc})") from None
-    if sha256_bytes(model_bytes) != manifest.get("model_sha256"):
+    with _open_archive(path) as archive:
+        manifest, spec = _parse_manifest(path, archive)
+        member = manifest.get("model_file", MODEL_MEMBER)
+        info = _member_info(path, archive, member, MAX_MODEL_BYTES, manifest["model_bytes"])
+        # Checked while streaming, before the model is held in memory: a member that is not the model the
+        # manifest names costs a block of memory, not its size.
+        if _member_sha256(archive, info) != manifest["model_sha256"]:
+            raise BundleError(f"{path}: {member} does not match its checksum: the bundle is corrupt or was modified")
+        model_bytes = _read_member(archive, info)
+    if sha256_bytes(model_bytes) != manifest["model_sha256"]:  # changed between the two reads
         raise BundleError(f"{path}: {member} does not match its checksum: the bundle is corrupt or was modified")
-    try:
-        spec = ModelSpec.from_dict(manifest["spec"])
-    except (KeyError, ModelError) as exc:
-        raise BundleError(f"{path}: bad model spec in {MANIFEST_MEMBER}: {exc}") from None
-    precision = str(manifest.get("precision", ""))
-    if precision not in PRECISIONS:
-        raise BundleError(f"{path}: unknown precision {precision!r} in {MANIFEST_MEMBER}")
-    return Bundle(path=path, spec=spec, precision=precision, model_bytes=model_bytes, manifest=manifest)
+    return Bundle(path=path, spec=spec, precision=manifest["precision"], model_bytes=model_bytes, manifest=manifest)

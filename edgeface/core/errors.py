@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters (a newline in a file name, an escape sequence) written as escapes,
+    so that what came from a file cannot break a message over lines or drive the terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
 
 class EdgefaceError(Exception):
     """Base class: the CLI prints ``str(error)`` on one line and exits non-zero."""
 
     exit_code = 2
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class DataError(EdgefaceError):

@@ -1,5 +1,5 @@
-"""Reading inputs safely (regular files only, bounded, UTF-8 checked), atomic writes, and file checksums,
-shared by bundles, galleries, configs and caches."""
+"""Reading inputs safely (regular files only, bounded, UTF-8 checked), atomic writes, private files and
+folders, and file checksums, shared by bundles, galleries, configs, caches and the daemon's outputs."""
 
 from __future__ import annotations
 
@@ -41,12 +41,17 @@ def read_input(path: str | Path, limit: int, error: type[EdgefaceError] = Edgefa
         raise error(f"{path}: is a folder, not a {what}") from None
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode):  # checked before fdopen, which refuses a folder with its own error
+        os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise error(f"{path}: is a folder, not a {what}")
-        if not stat.S_ISREG(info.st_mode):
-            raise error(f"{path}: not a regular file ({_kind(info.st_mode)}): give a {what}")
+        raise error(f"{path}: not a regular file ({_kind(info.st_mode)}): give a {what}")
+    with os.fdopen(fd, "rb") as handle:
         if info.st_size > limit:
             raise error(f"{path}: {info.st_size / MiB:.1f} MB, more than the {limit / MiB:g} MB a {what} may have")
         try:
@@ -113,3 +118,53 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], durable: bool 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# What the daemon keeps (galleries, face crops, labels, snapshots, locks) is its user's alone, whatever the
+# umask it was started with: run by hand (umask 022) as under systemd (UMask=0077).
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_dir(folder: Path, tighten: bool = False) -> Path:
+    """``folder`` and its missing parents created 0700, whatever the umask (``mkdir -p`` leaves the parents
+    0755 and the umask may take bits off). A folder that exists is left as it is (it may be the user's home),
+    unless ``tighten``: then this user's own folder is set to 0700 (a folder that holds only private data)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for part in reversed(missing):
+        try:
+            part.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:  # made meanwhile by another process: made private the same way
+            pass
+        os.chmod(part, PRIVATE_DIR_MODE)
+    target = missing[0] if missing else folder
+    if tighten and not missing:
+        info = os.stat(target)
+        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:
+            os.chmod(target, PRIVATE_DIR_MODE)
+    return target
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_APPEND) -> int:
+    """A file descriptor on ``path``, created 0600 if missing; a file of this user's that others could read
+    (an older version's, or created under another umask) is made 0600 too. ``flags`` are ``os.open``'s."""
+    fd = os.open(path, flags | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), PRIVATE_FILE_MODE)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != PRIVATE_FILE_MODE:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_private(path: Path, data: bytes, durable: bool = False) -> Path:
+    """Write ``data`` atomically as a 0600 file, its folder made 0700 if missing (:func:`private_dir`)."""
+    private_dir(path.parent)
+    return write_atomic(path, lambda handle: handle.write(data), durable=durable, mode=PRIVATE_FILE_MODE)

@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -37,13 +39,14 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from edgeface.core.errors import ConfigError, EdgefaceError
-from edgeface.core.fileio import read_text_input, write_atomic
+from edgeface.core.fileio import open_private, private_dir, write_private
+from edgeface.core.reader import SHA256_HEX, Items, Table, kind_of, read_json, shown
 from edgeface.core.paths import default_state_dir
 from edgeface.core.results import UNKNOWN
 
 GALLERY_FORMAT = "edgeface-gallery"
 GALLERY_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2)  # format versions this edgeface reads (1: without negatives)
 # Used until `edgeface calibrate` stores a measured one: similarities depend on the model, so this is only a
 # starting point.
 DEFAULT_SIMILARITY_THRESHOLD = 0.80
@@ -52,14 +55,24 @@ DEFAULT_SIMILARITY_THRESHOLD = 0.80
 # by the identity head (calibrate puts it there when strangers reach the head's top probability). NaN is
 # refused (it would turn matching off).
 THRESHOLD_RANGES = {"similarity_threshold": (0.1, 1.0), "identity_threshold": (0.0, 1.01)}
-MAX_GALLERY_BYTES = 64 << 20
+# Bounds of a gallery file, far above what a household needs: 16 MiB is about 12,000 embeddings of 128
+# numbers, and parsing it takes about 80 MB (a Pi Zero 2 has 512 MB in all).
+MAX_GALLERY_BYTES = 16 << 20
+MAX_PEOPLE = 10_000
+MAX_EMBEDDINGS = 10_000  # per person, and photo records per person
+MAX_EMBEDDING_SIZE = 4096
+MAX_NEGATIVES = 100_000  # faces said to be not someone, strangers' faces (kept within web retention limits)
+_FACE_ID = re.compile(r"[0-9A-Za-z._-]{1,128}")
+_PERSON_ID = re.compile(r"[0-9a-f]{16}")
+_NUMBERS = frozenset((int, float))
 
 
 def check_threshold(name: str, value: float, where: str = "") -> float:
     """``value`` if it is a number within ``THRESHOLD_RANGES[name]``, else one ConfigError line."""
     low, high = THRESHOLD_RANGES[name]
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-        raise ConfigError(f"{where}{name} = {value!r}: must be a number in [{low:g}, {high:g}]")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ConfigError(f"{where}{name} = {shown(value)}: must be a number in [{low:g}, {high:g}]")
     return float(value)
 MAX_NAME_LENGTH = 64
 
@@ -247,6 +260,7 @@ class Gallery:
                     replace_existing: bool = False) -> "Gallery":
         """Add a person, or more photos of one already enrolled (``replace_existing``: start them afresh)."""
         name = check_name(name)
+        photos = [_read_photo(Table(p, "", GalleryError, f"{name!r} photo")) for p in photos]
         embeddings = np.asarray(embeddings, np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.embedding_size or not len(embeddings):
             raise GalleryError(f"{name}: expected embeddings of shape (K, {self.embedding_size}), "
@@ -370,9 +384,9 @@ class Gallery:
         path = Path(path or self.path or "")
         if not path.name:
             raise GalleryError("no path to save the gallery to")
-        private_dirs(path.parent)
+        private_dir(path.parent)
         data = json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
-        return write_atomic(path, lambda handle: handle.write(data), durable=True, mode=0o600)
+        return write_private(path, data, durable=True)
 
 
 def empty_gallery(model_sha256: str, embedding_size: int, path: Path | None = None) -> Gallery:
@@ -382,69 +396,134 @@ def empty_gallery(model_sha256: str, embedding_size: int, path: Path | None = No
     return Gallery(model_sha256=model_sha256, embedding_size=embedding_size, path=path)
 
 
-def private_dirs(folder: Path) -> None:
-    """Create ``folder`` and its missing parents with mode 0700 (mkdir -p would leave the parents 0755)."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for part in reversed(missing):
-        part.mkdir(mode=0o700, exist_ok=True)
-
-
 def read_gallery(path: str | Path, model_sha256: str | None = None) -> Gallery:
-    """Load and check a gallery file; with ``model_sha256``, refuse one made with another model."""
+    """Load and check a gallery file; with ``model_sha256``, refuse one made with another model.
+
+    Every field is checked as it is read (``edgeface.core.reader``): what ``with_person`` and ``check_name``
+    would refuse on write is refused on read too, each problem one ``GalleryError`` line naming the file and
+    the field."""
     path = Path(path)
-    try:
-        raw = json.loads(read_text_input(path, MAX_GALLERY_BYTES, GalleryError, "gallery"))
-    except json.JSONDecodeError as exc:
-        raise GalleryError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict) or raw.get("format") != GALLERY_FORMAT:
+    where = str(path)
+    table = Table(read_json(path, MAX_GALLERY_BYTES, GalleryError, "gallery"), where, GalleryError)
+    if table.get("format", None) != GALLERY_FORMAT:
         raise GalleryError(f"{path}: not an edgeface gallery")
-    if raw.get("format_version") not in READABLE_VERSIONS:
-        raise GalleryError(f"{path}: gallery format version {raw.get('format_version')} is not supported "
-                           f"(this edgeface reads version {GALLERY_VERSION})")
-    sha = str(raw.get("model_sha256", ""))
+    version = table.get("format_version", None)
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise GalleryError(f"{path}: gallery format version {shown(version)} is not supported "
+                           f"(this edgeface reads version {', '.join(map(str, READABLE_VERSIONS))})")
+    sha = table.text("model_sha256", pattern=SHA256_HEX, describe="the model's SHA-256 (64 hex digits)")
     if model_sha256 is not None and sha != model_sha256:
         raise GalleryError(f"{path}: this gallery was made with model {sha[:12]}, not with this bundle's "
                            f"model {model_sha256[:12]}; embeddings of different models cannot be compared "
                            "(enroll the people again with this bundle)")
-    try:
-        size = int(raw["embedding_size"])
-        people = []
-        for entry in raw.get("people", []):
-            name = str(entry["name"])
-            embeddings = np.asarray(entry["embeddings"], dtype=np.float32).reshape(-1, size)
-            if len(embeddings) == 0:
-                raise GalleryError(f"{path}: {name!r} has no embeddings: enroll them again or remove them")
-            norms = np.linalg.norm(embeddings, axis=1)
-            if not np.isfinite(embeddings).all() or not (norms > 0).all():
-                raise GalleryError(f"{path}: {name!r} has an embedding that is zero, NaN or infinite: enroll them "
-                                   "again")
-            photos = tuple(dict(p) for p in entry.get("photos", []))
-            added = str(entry.get("added", ""))
-            person_id = str(entry.get("id") or legacy_person_id(name))
-            people.append(Person(name, unit_rows(embeddings), photos, added, person_id))
-        negatives = []
-        for entry in raw.get("negatives", []):
-            embedding = np.asarray(entry["embedding"], dtype=np.float32)
-            if embedding.shape != (size,) or not np.isfinite(embedding).all() or not np.linalg.norm(embedding) > 0:
-                raise GalleryError(f"{path}: negative face {str(entry.get('id'))[:16]!r} has no usable embedding "
-                                   f"of size {size}")
-            negatives.append(Negative(str(entry["id"]), str(entry.get("of", "")), unit_rows(embedding[None])[0],
-                                      str(entry.get("added", "")), str(entry.get("reason", ""))))
-        def threshold(key: str, kind: str) -> float | None:
-            value = raw.get(key)
-            return None if value is None else check_threshold(kind, float(value), f"{path}: ")
+    size = table.integer("embedding_size", 1, MAX_EMBEDDING_SIZE)
+    people: list[Person] = []
+    seen: dict[str, str] = {}
+    for entry in table.items("people", MAX_PEOPLE, default=[]).tables():
+        person = _read_person(entry, size, where)
+        key = person.name.casefold()
+        if key in seen:
+            raise GalleryError(f"{path}: {person.name!r} and {seen[key]!r} are the same name: keep one "
+                               "(remove the other, or merge their photos by enrolling them again)")
+        seen[key] = person.name
+        people.append(person)
+    negatives = tuple(_read_negative(entry, size, where)
+                      for entry in table.items("negatives", MAX_NEGATIVES, default=[]).tables())
 
-        return Gallery(model_sha256=sha, embedding_size=size, people=tuple(people), negatives=tuple(negatives),
-                       similarity_threshold=threshold("similarity_threshold", "similarity_threshold"),
-                       identity_threshold=threshold("identity_threshold", "identity_threshold"),
-                       visit_similarity_threshold=threshold("visit_similarity_threshold", "similarity_threshold"),
-                       visit_identity_threshold=threshold("visit_identity_threshold", "identity_threshold"),
-                       calibration=raw.get("calibration"), path=path)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise GalleryError(f"{path}: damaged gallery ({type(exc).__name__}: {exc})") from None
+    def threshold(key: str, kind: str) -> float | None:
+        value = table.get(key, None)
+        return None if value is None else check_threshold(kind, value, f"{path}: ")
+
+    return Gallery(model_sha256=sha, embedding_size=size, people=tuple(people), negatives=negatives,
+                   similarity_threshold=threshold("similarity_threshold", "similarity_threshold"),
+                   identity_threshold=threshold("identity_threshold", "identity_threshold"),
+                   visit_similarity_threshold=threshold("visit_similarity_threshold", "similarity_threshold"),
+                   visit_identity_threshold=threshold("visit_identity_threshold", "identity_threshold"),
+                   calibration=_read_calibration(table), path=path)
+
+
+def _read_person(entry: Table, size: int, where: str) -> Person:
+    """One ``people`` entry: its name as ``check_name`` stores names, its photo records, and K embeddings of
+    ``size`` finite numbers each, none zero."""
+    raw_name = entry.text("name", MAX_NAME_LENGTH * 4)
+    try:
+        name = check_name(raw_name)
+    except GalleryError as exc:
+        entry.fail("name", f"not a name edgeface stores ({exc})", raw_name)
+    entry.name = repr(name)  # fields below are named after the person: 'Maya'.embeddings[2]
+    photos = tuple(_read_photo(photo) for photo in entry.items("photos", MAX_EMBEDDINGS, default=[]).tables())
+    added = entry.text("added", 64, default="")
+    rows = entry.items("embeddings", MAX_EMBEDDINGS, default=[])
+    if not len(rows):
+        raise GalleryError(f"{where}: {name!r} has no embeddings: enroll them again or remove them")
+    embeddings = _unit_embeddings(rows, size)
+    if embeddings is None:
+        raise GalleryError(f"{where}: {name!r} has an embedding that is zero, NaN or infinite: enroll them again")
+    # A stable id (it names the person's MQTT topics and entities); version-1 files had none.
+    person_id = entry.text("id", 64, _PERSON_ID, "16 hex digits", default=None, none=True) \
+        or legacy_person_id(name)
+    return Person(name, embeddings, photos, added, person_id)
+
+
+def _unit_embeddings(rows: Items, size: int) -> np.ndarray | None:
+    """Rows of exactly ``size`` numbers each, scaled to length 1 (in float64, then stored as float32: a
+    number past float32's range stays finite); None when one is zero, NaN or infinite."""
+    for index, row in enumerate(rows.raw):
+        if not isinstance(row, list) or len(row) != size:
+            got = f"{len(row)} numbers" if isinstance(row, list) else kind_of(row)
+            rows.fail(index, f"must be {size} numbers (the gallery's embedding_size), not {got}")
+        if not _NUMBERS.issuperset(map(type, row)):
+            rows.fail(index, "must hold numbers only")
+    embeddings = np.asarray(rows.raw, dtype=np.float64).reshape(len(rows), size)
+    with np.errstate(over="ignore"):  # 1e308 squared: an infinite norm, refused below
+        norms = np.linalg.norm(embeddings, axis=1)
+    if not np.isfinite(embeddings).all() or not (norms > 0).all() or not np.isfinite(norms).all():
+        return None
+    return (embeddings / norms[:, None]).astype(np.float32)
+
+
+def _read_negative(entry: Table, size: int, where: str) -> Negative:
+    """A face said to be not ``of`` (a name as ``check_name`` stores it), or a stranger's (``of`` empty): its
+    id (letters, digits, ``._-``: it may name a crop), and one embedding of ``size`` numbers."""
+    face_id = entry.text("id", 128, _FACE_ID, "letters, digits, '.', '_' or '-'")
+    of = entry.text("of", MAX_NAME_LENGTH * 4, default="")
+    if of:
+        try:
+            of = check_name(of)
+        except GalleryError as exc:
+            entry.fail("of", f"not a name edgeface stores ({exc})", of)
+    row = entry.get("embedding")
+    embedding = _unit_embeddings(Items([row], where, GalleryError, entry.label("embedding"), 1), size)
+    if embedding is None:
+        raise GalleryError(f"{where}: negative face {face_id!r} has an embedding that is zero, NaN or infinite")
+    return Negative(face_id, of, embedding[0], entry.text("added", 64, default=""),
+                    entry.text("reason", 256, default=""))
+
+
+def _read_photo(photo: Table) -> dict[str, str]:
+    """A photo record: the photo's file name and SHA-256 (which names its face crop on disk: hex only, so
+    that it can never point outside the crops folder), and any other short text fields."""
+    record = {"file": photo.text("file", 255, default=""),
+              "sha256": photo.text("sha256", pattern=SHA256_HEX, describe="64 hex digits")}
+    for key in photo.raw:
+        if key not in record:
+            record[key] = photo.text(key, 255)
+    return record
+
+
+def _read_calibration(table: Table) -> dict[str, Any] | None:
+    """What ``calibrate`` recorded: numbers, the people calibrated for, its date; other fields are kept as
+    they are (they are shown, never used)."""
+    if table.get("calibration", None) is None:
+        return None
+    calibration = table.table("calibration")
+    for key in ("far_target", "far_measured", "gallery_far", "model_far"):
+        calibration.number(key, 0.0, 1.0, default=None, none=True)
+    for key in ("faces", "photos"):
+        calibration.integer(key, 0, 1 << 40, default=0)
+    calibration.items("people", MAX_PEOPLE, default=[]).texts(MAX_NAME_LENGTH * 4)
+    calibration.text("date", 64, default="")
+    return dict(calibration.raw)
 
 
 def open_gallery(model_sha256: str, embedding_size: int, path: str | Path | None = None,
@@ -468,20 +547,23 @@ def locked(path: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock (the write itself is still atomic)
         yield
         return
-    private_dirs(path.parent)
     try:
-        handle = open(path.with_name(path.name + ".lock"), "a")
+        private_dir(path.parent)
+        handle = open_private(path.with_name(path.name + ".lock"), os.O_RDWR)
     except OSError as exc:
         raise ConfigError(f"{path.parent}: cannot write to the state directory ({exc.strerror or exc}); "
                           "set EDGEFACE_STATE_DIR or pass --state-dir") from None
-    with handle:
+    try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        os.close(handle)
 
 
-__all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "THRESHOLD_RANGES", "Gallery", "GalleryError", "Match", "Negative", "Person",
+__all__ = ["DEFAULT_SIMILARITY_THRESHOLD", "THRESHOLD_RANGES", "Gallery", "GalleryError", "Match", "Negative",
+           "Person",
            "check_name", "check_threshold", "default_gallery_path", "empty_gallery", "locked", "open_gallery",
            "read_gallery"]

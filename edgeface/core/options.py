@@ -13,9 +13,10 @@ from typing import Any, Callable
 Check = Callable[[Any], "str | None"]
 
 
-def option(default: Any, check: Check | None = None, help: str = "") -> Any:
-    """A dataclass field with a default, a check (None or a problem, e.g. "must be in [0, 1]") and its help."""
-    return field(default=default, metadata={"check": check, "help": help})
+def option(default: Any, check: Check | None = None, help: str = "", secret: bool = False) -> Any:
+    """A dataclass field with a default, a check (None or a problem, e.g. "must be in [0, 1]") and its help; a
+    ``secret`` value is never shown in a message."""
+    return field(default=default, metadata={"check": check, "help": help, "secret": secret})
 
 
 def in_range(low: float, high: float) -> Check:

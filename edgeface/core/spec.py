@@ -7,6 +7,8 @@ disagree between training, calibration, evaluation and the device.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
@@ -19,6 +21,8 @@ EMOTIONS: tuple[str, ...] = ("happy", "neutral")
 GENDERS: tuple[str, ...] = ("female", "male")
 ATTRIBUTE_LABELS: dict[str, tuple[str, ...]] = {"emotion": EMOTIONS, "gender": GENDERS}
 
+MAX_LABELS = 100_000  # labels of one head (identity: the people trained on)
+MAX_LABEL_LENGTH = 256
 SIGNATURE = "serving_default"  # the TFLite signature a bundle's model is run through
 INPUT_NAME = "image"
 EMBEDDING_NAME = "embedding"
@@ -115,16 +119,48 @@ class ModelSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+    def from_dict(cls, data: Any) -> "ModelSpec":
+        """A spec as ``to_dict`` wrote it (a bundle's manifest, a model's metadata), every field checked: one
+        ``ModelError`` line naming the field."""
+        from edgeface.core.reader import Table
+
+        spec = Table(data, "", ModelError)
+        labels = spec.table("labels")
+        crop = spec.table("crop", default={})
+        crop.only([f.name for f in dataclasses.fields(CropSpec)])
+        keypoints = crop.items("keypoints", 8, default=[])
+        points = keypoints.each(_pair)
+        scale = spec.items("input_range", 2)
+        if len(scale) != 2:
+            spec.fail("input_range", "must be two numbers")
+        low, high = scale.each(_number)
         try:
             return cls(
-                labels={head: tuple(data["labels"][head]) for head in HEADS},
-                input_size=int(data["input_size"]),
-                input_range=(float(data["input_range"][0]), float(data["input_range"][1])),
-                color=str(data.get("color", "RGB")),
-                crop=CropSpec(**data.get("crop", {})),
-                backbone=str(data.get("backbone", "unknown")),
-                embedding_size=int(data.get("embedding_size", 0)),
+                labels={head: tuple(labels.items(head, MAX_LABELS).texts(MAX_LABEL_LENGTH)) for head in HEADS},
+                input_size=spec.integer("input_size", 32, 1024),
+                input_range=(low, high),
+                color=spec.text("color", 16, default="RGB"),
+                crop=CropSpec(eye_distance=crop.number("eye_distance", 0.05, 0.8, default=CropSpec.eye_distance),
+                              eye_line=crop.number("eye_line", 0.1, 0.7, default=CropSpec.eye_line),
+                              detector=crop.text("detector", 64, default=CropSpec.detector),
+                              min_face=crop.integer("min_face", 0, 4096, default=CropSpec.min_face),
+                              keypoints=tuple(points),
+                              landmarks=crop.text("landmarks", 16, default=CropSpec.landmarks)),
+                backbone=spec.text("backbone", 64, default="unknown"),
+                embedding_size=spec.integer("embedding_size", 0, 4096, default=0),
             )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ModelError(f"invalid model spec: {type(exc).__name__}: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"invalid model spec: {type(exc).__name__}: {exc}") from None
+
+
+def _number(value: Any, label: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ModelError(f"{label} must be a finite number, not {value!r:.40}")
+    return float(value)
+
+
+def _pair(value: Any, label: str) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ModelError(f"{label} must be an (x, y) pair")
+    x, y = (_number(v, label) for v in value)
+    return x, y

@@ -7,7 +7,8 @@
 * ``records``  what passes between the parts: a face, a frame, a frame as the outputs see it;
 * ``pipeline`` one frame: detect -> align -> one batched inference -> track -> labels, timed per stage;
 * ``sinks``    where labels go: JSON lines (stdout or a rotated file), MQTT;
-* ``server``   HTTP: ``/healthz``, ``/labels``, ``/metrics`` (the text from ``metrics``);
+* ``server``   HTTP: ``/healthz``, ``/labels``, ``/metrics`` (the text from ``metrics``), and the routes others
+               add (the web page); ``http`` its request and reply, ``access`` the one host and token check;
 * ``stats``    the run's counters and the process's figures; ``snapshots`` frames saved on request;
 * ``run``      the wiring: source, pipeline, sinks and server together, the loop, health, a clean stop;
 * ``service``  systemd notify/watchdog, signals, journald-friendly logging, exit codes.

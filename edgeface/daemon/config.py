@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from edgeface.core import reader
 from edgeface.core.errors import ConfigError
-from edgeface.core.fileio import read_text_input
 from edgeface.core.gallery import THRESHOLD_RANGES
 from edgeface.core.options import in_range as _range
 from edgeface.core.options import one_of as _one_of
 from edgeface.core.options import option as _opt
+from edgeface.core.reader import shown, text_problem
 from edgeface.recognition.settings import DetectConfig, RecognitionConfig, TrackingConfig, VisitConfig
 
 PUBLISH_MODES = ("every", "change")
@@ -61,7 +61,7 @@ class MqttConfig:
     port: int = _opt(1883, _range(1, 65535), "broker port")
     username: str = _opt("", help="")
     password: str = _opt("", help="in the file itself; prefer password_file, the systemd credential "
-                                  "mqtt-password or $EDGEFACE_MQTT_PASSWORD")
+                                  "mqtt-password or $EDGEFACE_MQTT_PASSWORD", secret=True)
     password_file: str = _opt("", help="a file holding the password")
     client_id: str = _opt("", help="default: edgeface-<device>")
     device: str = _opt("", help="device id in topics; default: the host name")
@@ -93,6 +93,8 @@ class HttpConfig:
     stale_after: float = _opt(10.0, _range(0.5, 3600), "/healthz is 503 when no frame was processed this long")
     token_file: str = _opt("", help="a file holding the bearer token every path but /healthz then requires; "
                                     "default: the systemd credential http-token, else $EDGEFACE_HTTP_TOKEN")
+    hosts: str = _opt("", help="host names the server answers to besides IP addresses, localhost and this "
+                               "machine's name (comma-separated): a guard against DNS rebinding")
     timeout: float = _opt(10.0, _range(1, 3600), "a connection with no traffic for this long is closed (s)")
     max_connections: int = _opt(256, _range(8, 900), "open connections at most; at the cap the longest idle "
                                                      "one is closed (below 1,024: paho-mqtt uses select())")
@@ -107,8 +109,7 @@ class WebConfig:
     max_strangers: int = _opt(500, _range(0, 100_000), "strangers' faces kept for calibration; the oldest go first")
     strangers_keep_days: float = _opt(90.0, _range(0.01, 3650), "strangers' faces older than this are deleted")
     live_fps: float = _opt(4.0, _range(0.2, 30), "frames per second the open live view asks for")
-    hosts: str = _opt("", help="host names the page answers to besides IP addresses, localhost and this "
-                               "machine's name (comma-separated): a guard against DNS rebinding")
+    hosts: str = _opt("", help="the older name of [http] hosts (both are used)")
 
 
 @dataclass(frozen=True)
@@ -170,19 +171,12 @@ class DaemonConfig:
 
 # --- reading -----------------------------------------------------------------------------------------------
 
-MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_BYTES = 256 << 10  # a config is a few KB; 1 MB of TOML takes seconds to parse (more on a Pi)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10 (tomli is a dependency there)
-        import tomli as tomllib
-    text = read_text_input(path, MAX_CONFIG_BYTES, ConfigError, "config file")
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    """The config file, read by the device's one reader (bounded in size and depth, one-line errors)."""
+    return reader.read_toml(path, MAX_CONFIG_BYTES, ConfigError, "config file")
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> DaemonConfig:
@@ -202,7 +196,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     _check_keys(raw, origin)
     if base is not None:
-        _resolve_paths(raw, base)
+        _resolve_paths(raw, base, origin)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -220,9 +214,9 @@ def _check_keys(raw: Mapping[str, Any], origin: str) -> None:
             known = [f.name for f in dataclasses.fields(SECTIONS[key])]
             for name in value:
                 if name not in known:
-                    raise ConfigError(f"{origin}: unknown key {name!r} in [{key}] (known: {', '.join(known)})")
+                    raise ConfigError(f"{origin}: unknown key {shown(name)} in [{key}] (known: {', '.join(known)})")
         elif key not in TOP_LEVEL:
-            raise ConfigError(f"{origin}: unknown key {key!r} (known: {', '.join(TOP_LEVEL + tuple(SECTIONS))})")
+            raise ConfigError(f"{origin}: unknown key {shown(key)} (known: {', '.join(TOP_LEVEL + tuple(SECTIONS))})")
 
 
 def looks_like_path(source: str) -> bool:
@@ -230,30 +224,42 @@ def looks_like_path(source: str) -> bool:
     return not (source.isdigit() or "://" in source or source.split(":")[0] == "picamera2")
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    def resolve(value: Any) -> Any:
-        if isinstance(value, str) and value and value != "-" and not Path(value).expanduser().is_absolute():
+def expand_user(value: str, where: str = "") -> Path:
+    """``~`` and ``~user`` expanded; a user that does not exist, or a NUL byte, is one ConfigError line."""
+    problem = text_problem(value)
+    if problem:
+        raise ConfigError(f"{where}{shown(value)}: {problem}")
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~user of a user this system does not have
+        raise ConfigError(f"{where}{value}: no such user's home folder") from None
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path, origin: str) -> None:
+    def resolve(value: Any, where: str) -> Any:
+        if isinstance(value, str) and value and value != "-" and not expand_user(value, f"{origin}: {where} ").is_absolute():
             return str(base / value)
         return value
 
     if "bundle" in raw:
-        raw["bundle"] = resolve(raw["bundle"])
+        raw["bundle"] = resolve(raw["bundle"], "bundle")
     if isinstance(raw.get("gallery"), str) and raw["gallery"] != "none":
-        raw["gallery"] = resolve(raw["gallery"])
+        raw["gallery"] = resolve(raw["gallery"], "gallery")
     if isinstance(raw.get("source"), str) and looks_like_path(raw["source"]) and not raw["source"].startswith("/dev/"):
-        raw["source"] = resolve(raw["source"])
+        raw["source"] = resolve(raw["source"], "source")
     for section, key in (("jsonl", "path"), ("snapshots", "dir"), ("http", "token_file"), ("mqtt", "password_file"),
                          ("mqtt", "ca_certs"), ("mqtt", "certfile"), ("mqtt", "keyfile")):
         if key in raw.get(section, {}):
-            raw[section][key] = resolve(raw[section][key])
+            raw[section][key] = resolve(raw[section][key], f"[{section}] {key}")
 
 
 def _type_name(kind: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
 
 
-def _coerce(value: Any, kind: Any, where: str) -> Any:
-    """Check ``value`` against a field's type; int is accepted for float, nothing else is converted."""
+def _coerce(value: Any, kind: Any, where: str, secret: bool = False) -> Any:
+    """Check ``value`` against a field's type; int is accepted for float, nothing else is converted. Text
+    has no control characters (a NUL byte in a path) and at most 4,096 characters."""
     args = typing.get_args(kind)
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -262,10 +268,15 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind is Path and isinstance(value, (str, Path)):
-        return Path(value).expanduser()
+        return expand_user(str(value), f"{where} ")
+    if isinstance(value, str) and kind is str:
+        problem = text_problem(value)
+        if problem:
+            raise ConfigError(f"{where} {problem}" + ("" if secret else f", got {shown(value)}"))
+        return value
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{where} must be {_type_name(kind)}, got {value!r}")
+    raise ConfigError(f"{where} must be {_type_name(kind)}" + ("" if secret else f", got {shown(value)}"))
 
 
 def _make(cls: type, values: Mapping[str, Any], where: str) -> Any:
@@ -275,11 +286,12 @@ def _make(cls: type, values: Mapping[str, Any], where: str) -> Any:
         if f.name not in values:
             continue
         label = f"{where} {f.name}"
-        value = _coerce(values[f.name], hints[f.name], label)
+        secret = bool(f.metadata.get("secret"))
+        value = _coerce(values[f.name], hints[f.name], label, secret)
         check = f.metadata.get("check")
         problem = check(value) if check else None
         if problem:
-            raise ConfigError(f"{label} {problem}, got {value!r}")
+            raise ConfigError(f"{label} {problem}" + ("" if secret else f", got {shown(value)}"))
         kwargs[f.name] = value
     return cls(**kwargs)
 
@@ -291,7 +303,9 @@ def _build(raw: Mapping[str, Any], origin: str) -> DaemonConfig:
         raise ConfigError(f"{origin}: no source given (set source = 0, a device, file, folder or URL, or pass --source)")
     source = raw["source"]
     if isinstance(source, bool) or not isinstance(source, (int, str)):
-        raise ConfigError(f"{origin}: source must be a camera index, a path or a URL, got {source!r}")
+        raise ConfigError(f"{origin}: source must be a camera index, a path or a URL, got {shown(source)}")
+    if isinstance(source, str) and text_problem(source):
+        raise ConfigError(f"{origin}: source {text_problem(source)}")
     if isinstance(source, int) and source < 0:
         raise ConfigError(f"{origin}: camera index must be 0 or more, got {source}")
     sections = {name: _make(cls, raw.get(name, {}), f"{origin}: [{name}]") for name, cls in SECTIONS.items()}
@@ -320,7 +334,7 @@ def _check_mqtt(mqtt: MqttConfig, origin: str) -> None:
         raise ConfigError(f"{origin}: [mqtt] keyfile is set without certfile")
     for key in ("password_file", "ca_certs", "certfile", "keyfile"):
         value = getattr(mqtt, key)
-        if value and not Path(value).expanduser().is_file():
+        if value and not expand_user(value, f"{origin}: [mqtt] {key} ").is_file():
             raise ConfigError(f"{origin}: [mqtt] {key} {value}: no such file")
 
 

@@ -18,28 +18,32 @@ Bounds, on top of waitress's own request size limits:
 * ``raise_open_files_limit`` lifts the soft open-files limit to the hard one.
 
 Routes are registered before ``start``: ``server.route("GET", "/labels", handler)``; a handler takes a
-``Request`` and returns ``(status, headers, body)`` (body ``bytes`` or ``str``; ``Content-Length`` and
-``Cache-Control: no-store`` are added). A ``HEAD`` request is answered by its ``GET`` route without the body.
-With a token set, every path but ``/healthz`` (unknown paths too) needs ``Authorization: Bearer <token>``,
-compared in constant time; without it the answer is 401 with ``WWW-Authenticate: Bearer``. A route added with
-``public=True`` is let through and checks access itself (the web page, whose browser cannot send that header
-on a link or an image, checks the token from its sign-in cookie with ``check_token``).
+``Request`` and returns a ``Reply`` (``edgeface.daemon.http``: ``Reply.json(value)``, ``Reply.html(text)``,
+``Reply.redirect(path)``...; ``Content-Length`` is added, and ``Cache-Control: no-store`` unless the reply says
+otherwise). The web page (``edgeface.web``) adds its routes to the same ``Router`` and answers with the same
+type. A ``HEAD`` request is answered by its ``GET`` route without the body.
+
+Every request, to every route, goes through one check first (``edgeface.daemon.access``): the host it names,
+then, with a token set, the token or a sign-in session; only ``/healthz`` and routes added with
+``public=True`` (the page's sign-in form and files) need no token. Without one the answer is 401 with
+``WWW-Authenticate: Bearer``, after too many wrong ones 429 with ``Retry-After``. A malformed request is a
+4xx with one line saying why (``HttpError``); a handler that fails is a 500 whose traceback goes to the log
+only.
 """
 
 from __future__ import annotations
 
 import errno
-import hmac
-import json
 import logging
 import resource
 import threading
 import time
-import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from edgeface.core.errors import ConfigError, DependencyError
+from edgeface.daemon.access import Access
+from edgeface.daemon.http import Handler, HttpError, Reply, Request, parse_query
 from edgeface.daemon.secrets import redact
 from edgeface.daemon.service import Throttled
 
@@ -51,27 +55,6 @@ MAX_BODY_BYTES = 1 << 20
 WORKER_THREADS = 2
 RESERVED_FDS = 32  # descriptors kept for everything but HTTP connections (camera, files, MQTT, logs)
 
-Body = bytes | str
-Reply = tuple[int, Mapping[str, str], Body]
-
-
-@dataclass(frozen=True)
-class Request:
-    """One complete HTTP request as a route handler sees it. Header names are lower case."""
-
-    method: str
-    path: str
-    query: Mapping[str, list[str]] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    remote: str = ""
-
-
-Handler = Callable[[Request], Reply]
-
-
-def json_reply(status: int, payload: Any) -> Reply:
-    return status, {"Content-Type": "application/json"}, json.dumps(payload)
 
 
 def raise_open_files_limit() -> int:
@@ -86,22 +69,111 @@ def raise_open_files_limit() -> int:
     return soft
 
 
+@dataclass(frozen=True)
+class Route:
+    handler: Handler
+    public: bool = False  # answered without the token (the host is checked all the same)
+    on_unauthorized: Handler | None = None  # the answer to a GET without a token instead of 401 (a sign-in page)
+
+
+class Router:
+    """Routes and who may use them: ``answer(environ)`` and ``dispatch(request)`` are everything the server
+    does with a complete request, so a test can build one, dispatch it and read the ``Reply`` without a
+    socket. Every route, the daemon's and the web page's, goes through ``access`` first."""
+
+    def __init__(self, access: Access | None = None) -> None:
+        self.access = access or Access()
+        self._routes: dict[str, dict[str, Route]] = {}
+
+    def route(self, method: str, path: str, handler: Handler, *, public: bool = False,
+              on_unauthorized: Handler | None = None) -> None:
+        """Answer ``method`` (``GET``, ``POST``, ...) on ``path`` (exact, no query) with ``handler``.
+
+        ``public``: no token needed (``/healthz``, a sign-in form). ``on_unauthorized``: what a ``GET``
+        without a token gets instead of 401 (the web page's redirect to its sign-in form)."""
+        if not path.startswith("/"):
+            raise ValueError(f"route path must start with '/': {path!r}")
+        self._routes.setdefault(path, {})[method.upper()] = Route(handler, public or path in PUBLIC_PATHS,
+                                                                  on_unauthorized)
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted(self._routes)
+
+    def answer(self, environ: Mapping[str, Any]) -> Reply:
+        """The reply to a WSGI request (a malformed one is a 4xx)."""
+        try:
+            request = request_from_environ(environ)
+        except HttpError as exc:
+            return exc.reply()
+        return self.dispatch(request)
+
+    def dispatch(self, request: Request) -> Reply:
+        """The reply to ``request``: the host and access check, 404 or 405 for no route, then the handler's
+        reply; a 4xx for a request the handler finds malformed (``HttpError``), a 500 and a logged traceback
+        (never shown) if the handler fails."""
+        try:
+            return self._answer(request)
+        except HttpError as exc:
+            return exc.reply()
+        except Exception:  # a failing handler is a 500 and a logged traceback, never a dead server
+            log.exception("http: %s %s failed", request.method, redact(request.path))
+            return Reply.json({"error": "internal error; see the daemon's log"}, 500)
+
+    def _answer(self, request: Request) -> Reply:
+        method, path = request.method, request.path
+        methods = self._routes.get(path, {})
+        route = methods.get("GET" if method == "HEAD" and "HEAD" not in methods else method)
+        public = route.public if route is not None else any(r.public for r in methods.values())
+        verdict = self.access.check(request, public=public)
+        if verdict.status == 401 and route is not None and route.on_unauthorized is not None \
+                and method in ("GET", "HEAD") and "authorization" not in request.headers:
+            return route.on_unauthorized(request)
+        if verdict.status:
+            reply = Reply.json({"error": verdict.reason}, verdict.status)
+            if verdict.status == 401:
+                return reply.with_headers({"WWW-Authenticate": 'Bearer realm="edgeface"'})
+            if verdict.status == 429:
+                return reply.with_headers({"Retry-After": str(verdict.retry_after)})
+            return reply
+        if not methods:
+            return Reply.json({"error": f"no such endpoint {path}; try {', '.join(self.paths)}"}, 404)
+        if route is None:
+            allowed = ", ".join(sorted(methods))
+            return Reply.json({"error": f"{method} not allowed on {path}; use {allowed}"}, 405).with_headers(
+                {"Allow": allowed})
+        return route.handler(replace(request, session=verdict.session) if verdict.session else request)
+
+
+def request_from_environ(environ: Mapping[str, Any]) -> Request:
+    """A WSGI request (waitress has read it whole, within its size limits) as a ``Request``; ``HttpError``
+    400 for what does not parse."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise HttpError(400, "Content-Length is not a number") from None
+    headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = str(environ["CONTENT_TYPE"])
+    return Request(method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
+                   path=str(environ.get("PATH_INFO") or "/"), query=parse_query(str(environ.get("QUERY_STRING", ""))),
+                   headers=headers, body=environ["wsgi.input"].read(length) if length > 0 else b"",
+                   remote=str(environ.get("REMOTE_ADDR", "")))
+
+
 class HttpServer:
-    """Routes on a waitress server in a thread of its own; see the module docstring for the bounds."""
+    """A ``Router`` on a waitress server in a thread of its own; see the module docstring for the bounds."""
 
     name = "http"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
-                 timeout: float = 10.0, max_connections: int = 256) -> None:
+                 hosts: Iterable[str] = (), timeout: float = 10.0, max_connections: int = 256) -> None:
         try:
             from waitress.adjustments import Adjustments
         except ModuleNotFoundError:
             raise DependencyError("the HTTP server needs waitress: pip install waitress") from None
         self.requests = 0
-        self.refused = 0  # requests answered 401
-        self._token = token.encode() if token else None
-        self._routes: dict[str, dict[str, Handler]] = {}
-        self._public: set[str] = set(PUBLIC_PATHS)  # paths answered without the token check
+        self.router = Router(Access(token, hosts))
         self._stop = threading.Event()
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         room = max(8, soft - RESERVED_FDS) if soft != resource.RLIM_INFINITY else max_connections
@@ -121,36 +193,19 @@ class HttpServer:
         self.address = (self._server.effective_host, self._server.effective_port)
         self._thread = threading.Thread(target=self._serve, name="edgeface-http", daemon=True)
 
-    # --- routes ------------------------------------------------------------------------------------------------
-
     def route(self, method: str, path: str, handler: Handler, *, public: bool = False) -> None:
-        """Answer ``method`` (``GET``, ``POST``, ...) on ``path`` (exact, no query) with ``handler``.
-
-        ``public``: the server does not ask for the token on this path; the handler must decide who may use it.
-        """
-        if not path.startswith("/"):
-            raise ValueError(f"route path must start with '/': {path!r}")
-        self._routes.setdefault(path, {})[method.upper()] = handler
-        if public:
-            self._public.add(path)
+        """``Router.route``: add a route before ``start``."""
+        self.router.route(method, path, handler, public=public)
 
     @property
-    def has_token(self) -> bool:
-        return self._token is not None
-
-    def check_token(self, presented: str) -> bool:
-        """Whether ``presented`` is the token (compared in constant time); True when there is no token."""
-        return self._token is None or hmac.compare_digest(presented.strip().encode(), self._token)
-
-    @property
-    def paths(self) -> list[str]:
-        return sorted(self._routes)
+    def access(self) -> Access:
+        return self.router.access
 
     def start(self) -> None:
         """Answer requests (connections made before this wait in the listen backlog)."""
         self._thread.start()
-        log.info("http: serving %s on http://%s:%s%s", " ".join(self.paths), *self.address,
-                 " (bearer token required except on /healthz)" if self._token else "")
+        log.info("http: serving %s on http://%s:%s%s", " ".join(self.router.paths), *self.address,
+                 " (bearer token required except on /healthz)" if self.access.has_token else "")
 
     def close(self, timeout: float) -> None:
         self._stop.set()
@@ -182,51 +237,17 @@ class HttpServer:
 
     def _wsgi(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         self.requests += 1
-        method = environ.get("REQUEST_METHOD", "GET").upper()
-        path = environ.get("PATH_INFO") or "/"
-        try:
-            status, headers, body = self._answer(method, path, environ)
-        except Exception:  # a failing handler is a 500 and a logged traceback, never a dead server
-            log.exception("http: %s %s failed", method, redact(path))
-            status, headers, body = json_reply(500, {"error": "internal error; see the daemon's log"})
-        data = body.encode() if isinstance(body, str) else body
-        out = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store", **headers,
-               "Content-Length": str(len(data))}
-        start_response(f"{status} {_REASONS.get(status, 'Status')}", list(out.items()))
-        return [b""] if method == "HEAD" else [data]
-
-    def _answer(self, method: str, path: str, environ: dict[str, Any]) -> Reply:
-        if self._token is not None and path not in self._public and not self._authorized(environ):
-            self.refused += 1
-            status, headers, body = json_reply(401, {"error": "a bearer token is required "
-                                                              "(Authorization: Bearer <token>)"})
-            return status, {**headers, "WWW-Authenticate": 'Bearer realm="edgeface"'}, body
-        methods = self._routes.get(path)
-        if methods is None:
-            return json_reply(404, {"error": f"no such endpoint {path}; try {', '.join(self.paths)}"})
-        handler = methods.get("GET" if method == "HEAD" and "HEAD" not in methods else method)
-        if handler is None:
-            allowed = ", ".join(sorted(methods))
-            status, headers, body = json_reply(405, {"error": f"{method} not allowed on {path}; use {allowed}"})
-            return status, {**headers, "Allow": allowed}, body
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        request = Request(method=method, path=path, query=urllib.parse.parse_qs(environ.get("QUERY_STRING", "")),
-                          headers={k[5:].replace("_", "-").lower(): v for k, v in environ.items()
-                                   if k.startswith("HTTP_")}
-                          | {k.replace("_", "-").lower(): environ[k] for k in ("CONTENT_TYPE",) if environ.get(k)},
-                          body=environ["wsgi.input"].read(length) if length > 0 else b"",
-                          remote=environ.get("REMOTE_ADDR", ""))
-        return handler(request)
-
-    def _authorized(self, environ: Mapping[str, Any]) -> bool:
-        scheme, _, presented = str(environ.get("HTTP_AUTHORIZATION", "")).strip().partition(" ")
-        assert self._token is not None
-        return scheme.lower() == "bearer" and self.check_token(presented)
+        reply = self.router.answer(environ)
+        out = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **reply.headers,
+               "Content-Type": reply.content_type, "Content-Length": str(len(reply.body))}
+        start_response(f"{reply.status} {_REASONS.get(reply.status, 'Status')}", list(out.items()))
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [reply.body]
 
 
-_REASONS = {200: "OK", 204: "No Content", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error",
-            421: "Misdirected Request", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 204: "No Content", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
+            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
+            415: "Unsupported Media Type", 421: "Misdirected Request", 429: "Too Many Requests",
+            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def _server_class() -> type:
@@ -237,6 +258,7 @@ def _server_class() -> type:
     logging.getLogger("waitress").setLevel(logging.ERROR)  # its queue-depth notes would flood the journal
 
     class BoundedServer(TcpWSGIServer):
+        next_channel_cleanup: float  # waitress's, set in its constructor
         evicted = 0
         _paused_until = 0.0
         _out_of_files = Throttled()

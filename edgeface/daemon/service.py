@@ -5,8 +5,10 @@ The notify protocol is a datagram of ``KEY=value`` lines sent to the ``AF_UNIX``
 systemd sets ``$WATCHDOG_USEC`` and expects ``WATCHDOG=1`` at least that often: the run loop pings at half the
 interval, so a loop that hangs gets the service restarted.
 
-SIGHUP flushes the sinks, reads the config file again and starts over with it (a config that no longer
-loads is logged in one line and the previous one is kept); ``systemctl reload`` sends it.
+SIGHUP reads the config file again and loads what it names while the daemon goes on; once that loaded, the
+sinks are flushed and the daemon starts over with it. A config, bundle, gallery or source that fails to load
+is logged in one line, shown in /healthz (``reload_failed``) and the running state is kept: a reload never
+ends the daemon. ``systemctl reload`` sends it.
 
 Exit codes of ``edgeface run``: 0 a finite source ended or a clean stop (SIGTERM, SIGINT); 1 an unexpected
 failure at run time (logged with its traceback); 2 bad configuration, bundle, source or listen address;
@@ -93,20 +95,19 @@ class SystemdNotifier:
 
 def install_stop_handlers(stop: threading.Event, reload: threading.Event | None = None) -> Callable[[], None]:
     """SIGTERM and SIGINT set ``stop`` (the loop finishes its frame and shuts down, flushing the sinks).
-    SIGHUP sets ``reload`` and ``stop`` (the caller reads the config again and starts over), or, without
-    ``reload``, stops like SIGTERM. A second signal while stopping exits at once with 130. Returns an undo."""
+    SIGHUP sets ``reload`` (the run loop loads the config again while it goes on), or, without ``reload``,
+    stops like SIGTERM. A second stop signal while stopping exits at once with 130. Returns an undo."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None  # signals only reach the main thread; a caller elsewhere stops the run itself
 
     def handler(signum: int, frame: object) -> None:
-        if stop.is_set():  # asked twice: the user wants out now, unflushed
-            os._exit(EXIT_INTERRUPTED)
         name = signal.Signals(signum).name
         if signum == signal.SIGHUP and reload is not None:
-            logging.getLogger("edgeface.daemon").info("%s: flushing, then reloading the configuration", name)
-            reload.set()
-        else:
-            logging.getLogger("edgeface.daemon").info("%s: stopping", name)
+            reload.set()  # the run loop loads the config again, and logs it
+            return
+        if stop.is_set():  # asked twice: the user wants out now, unflushed
+            os._exit(EXIT_INTERRUPTED)
+        logging.getLogger("edgeface.daemon").info("%s: stopping", name)
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgeface.core.errors import ConfigError
+from edgeface.core.fileio import open_private, private_dir
 from edgeface.daemon.records import Published
 from edgeface.daemon.service import Throttled
 
@@ -32,8 +33,10 @@ class SnapshotWriter:
         self.failed = 0
         self.last_error = ""
         self._warn = Throttled()
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"[snapshots] dir {folder} is a file, not a folder")
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_dir(folder)  # frames of the people at home: the daemon's user's alone (0700, files 0600)
         except FileExistsError:
             raise ConfigError(f"[snapshots] dir {folder} is a file, not a folder") from None
         except OSError as exc:
@@ -68,7 +71,7 @@ class SnapshotWriter:
         temporary = [path.with_name(f".{path.name}.part") for path, _ in parts]
         try:
             for (_, data), part in zip(parts, temporary):
-                with open(part, "wb") as handle:
+                with os.fdopen(open_private(part, os.O_WRONLY | os.O_TRUNC), "wb") as handle:
                     handle.write(data)
             for (path, _), part in zip(parts, temporary):
                 os.replace(part, path)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
 
-from edgeface.core.errors import DataError
+from edgeface.core.errors import DataError, one_line
 from edgeface.core.fileio import read_text_input
 from edgeface.core.imageio import IMAGE_SUFFIXES
 from edgeface.core.spec import ATTRIBUTE_LABELS, HEADS
@@ -61,7 +61,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.level}: {self.where}: {self.message}"
+        return one_line(f"{self.level}: {self.where}: {self.message}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,7 @@ def _check_attribute(head: str, value: str | None, where: str, problems: list[Pr
 
 
 MAX_CSV_BYTES = 256 << 20
+MAX_CSV_ROWS = 1_000_000  # each row costs about 1 KB in memory; CelebA, all of it, has 202,599
 
 
 def _csv_reader(path: Path) -> csv.DictReader:
@@ -159,6 +160,8 @@ def load_csv(path: Path) -> Dataset:
             problems.append(Problem("warning", f"{path.name}:1", f"ignoring column(s) {', '.join(unknown_columns)}"))
         reader.fieldnames = header
         for line, row in enumerate(reader, start=2):
+            if line > MAX_CSV_ROWS + 1:
+                raise DataError(f"{path}:{line}: more than {MAX_CSV_ROWS:,} rows: split the photo set")
             where = f"{path.name}:{line}"
             image = _normalise(row.get("image"))
             if image is None:
@@ -167,7 +170,11 @@ def load_csv(path: Path) -> Dataset:
             if "\0" in image:
                 raise DataError(f"{path}:{line}: the image path contains a NUL byte: not a text CSV file")
             image_path = Path(image) if Path(image).is_absolute() else path.parent / image
-            image_path = Path(str(image_path.resolve()) if image_path.exists() else image_path.absolute())
+            try:
+                image_path = Path(str(image_path.resolve()) if image_path.exists() else image_path.absolute())
+            except OSError as exc:  # a name longer than the file system allows, a loop of links
+                problems.append(Problem("error", where, f"{image[:80]}: not a usable path ({exc.strerror or exc})"))
+                continue
             if image_path in seen:
                 problems.append(Problem("error", where, f"duplicate row: {image} is already listed at {seen[image_path]}"))
                 continue

@@ -118,20 +118,26 @@ class BenchReport:
         }
 
 
-def machine_info() -> dict[str, Any]:
-    """What the figures were measured on: CPU, core count, Python, and the TFLite runtime and its version."""
-    from importlib import metadata
-
-    from edgeface.runtime.litert import runtime_name
-
+def cpu_model() -> str:
+    """The CPU's name: x86's "model name", a Raspberry Pi's "Model" (the board, last in /proc/cpuinfo)."""
     cpu = platform.processor() or platform.machine()
-    try:  # x86 "model name", Raspberry Pi "Model"
+    try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() in ("model name", "Model") and value.strip():
                 cpu = value.strip()
     except OSError:
         pass
+    return cpu
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on: CPU, core count, Python, and the TFLite runtime and its version."""
+    from importlib import metadata
+
+    from edgeface.runtime.litert import runtime_name
+
+    cpu = cpu_model()
     runtime = runtime_name()
     distribution = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(runtime, runtime)
     try:

@@ -13,22 +13,18 @@ only the user the daemon runs as can read them. Nothing here sends anything anyw
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from edgeface.core.fileio import write_atomic
+from edgeface.core.fileio import private_dir as _private_dir, write_private
+from edgeface.core.reader import SHA256_HEX
 
 if TYPE_CHECKING:
     from edgeface.core.gallery import Gallery
 
 FACES_SUFFIX = ".faces"
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
-_DIGEST = re.compile(r"[0-9a-f]{16,64}")
 
 
 def faces_dir(gallery_path: Path) -> Path:
@@ -37,23 +33,14 @@ def faces_dir(gallery_path: Path) -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """``path`` made if needed and set to 0700, whatever the umask (parents it makes get the umask's mode)."""
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
-        os.chmod(path, PRIVATE_DIR_MODE)
-    return path
+    """A folder of faces: made 0700 (parents too), and set to 0700 if it exists (it holds faces only)."""
+    return _private_dir(path, tighten=True)
 
 
-def write_private(path: Path, data: bytes) -> Path:
-    """Write ``data`` atomically as a 0600 file in a 0700 folder."""
-    private_dir(path.parent)
-    return write_atomic(path, lambda handle: handle.write(data), mode=PRIVATE_FILE_MODE)
-
-
-def crop_path(gallery_path: Path, sha256: str) -> Path | None:
-    """Where the crop of the enrolled photo ``sha256`` is kept (None when ``sha256`` is not a hex digest, so a
-    name from a request can never point outside the folder)."""
-    if not _DIGEST.fullmatch(sha256):
+def crop_path(gallery_path: Path, sha256: object) -> Path | None:
+    """Where the crop of the enrolled photo ``sha256`` is kept; None when ``sha256`` is not a SHA-256 (64
+    lowercase hex digits), so that neither a request nor a gallery file can point outside the folder."""
+    if not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256):
         return None
     return faces_dir(gallery_path) / "people" / f"{sha256}.jpg"
 
@@ -66,7 +53,7 @@ def save_crop(gallery_path: Path, sha256: str, face: np.ndarray | bytes) -> Path
     if path is None:
         return None
     data = face if isinstance(face, bytes) else encode_image(face, ".jpg", 90)
-    private_dir(faces_dir(gallery_path))
+    private_dir(path.parent)
     return write_private(path, data)
 
 
@@ -77,18 +64,17 @@ def referenced(gallery: "Gallery") -> set[str]:
 
 def prune_crops(gallery_path: Path, gallery: "Gallery", candidates: Iterable[str] | None = None) -> int:
     """Delete the crops of photos the gallery no longer names (``candidates``: only these digests; None: every
-    crop in the folder). Returns how many were deleted."""
+    crop in the folder). Returns how many were deleted. Only ``<sha256>.jpg`` files in the crops folder are
+    ever deleted, whatever a gallery record or a caller says (``crop_path``)."""
     folder = faces_dir(gallery_path) / "people"
     if not folder.is_dir():
         return 0
     keep = referenced(gallery)
-    names = ([f"{c}.jpg" for c in candidates] if candidates is not None
-             else [p.name for p in folder.glob("*.jpg")])
+    digests = candidates if candidates is not None else [p.stem for p in folder.glob("*.jpg")]
     deleted = 0
-    for name in names:
-        if name[:-4] not in keep:
-            path = folder / name
-            if path.is_file():
-                path.unlink()
-                deleted += 1
+    for digest in digests:
+        path = crop_path(gallery_path, digest)
+        if path is not None and digest not in keep and (path.is_symlink() or path.is_file()):
+            path.unlink()  # a link itself, never what it points at
+            deleted += 1
     return deleted

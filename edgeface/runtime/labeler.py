@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from edgeface.core.errors import EdgefaceError
 from edgeface.core.gallery import DEFAULT_SIMILARITY_THRESHOLD, Gallery, GalleryError
 from edgeface.core.results import FaceLabels, decode_outputs
 from edgeface.core.spec import EMBEDDING_NAME, ModelSpec
@@ -56,6 +58,7 @@ class Labeler:
         self._watch: tuple[Path, str, Any] | None = None  # (path, model sha, last stat) when reloading
         self._next_check = 0.0
         self._reread = False  # read the gallery again at the next call, changed or not
+        self.failure: dict[str, str] | None = None  # the last re-read that failed (/healthz), until one works
         self.similarity_from = self.identity_from = "given"  # where each threshold in use came from
         self.gallery: Gallery | None = None
         self.version = 0  # counts gallery changes: evidence computed against an older gallery is stale
@@ -185,11 +188,16 @@ class Labeler:
         if current is None:
             log.warning("gallery %s was removed: identity head only from now on", path)
             self._set_gallery(None)
+            self.failure = None
             return
         try:
             self._set_gallery(read_gallery(path, sha))
-        except GalleryError as exc:  # keep labelling with the gallery we have
-            log.warning("gallery not reloaded: %s", exc)
+            self.failure = None
+        except EdgefaceError as exc:  # keep labelling with the gallery we have; say so once
+            if self.failure is None or self.failure["error"] != str(exc):
+                log.warning("gallery not reloaded: %s; labelling on with the gallery read before", exc)
+                self.failure = {"what": str(path), "error": str(exc),
+                                "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def __call__(self, outputs: Mapping[str, np.ndarray]) -> list[FaceLabels]:
         """Labels of each face of a batch, each face decided on its own (the photo rule)."""

@@ -1,13 +1,15 @@
 """The web page the daemon serves when ``[web] enabled`` (docs/web.md): see who is there, name the faces it
 could not name, manage the enrolled people and the thresholds, from a phone's or a desktop's browser.
 
-* ``app``     ``WebPage``: the run's frame observer and the page's routes on the daemon's HTTP server;
-* ``watch``   what is kept of each frame: unknown visits (one per track) and recent recognitions;
-* ``store``   unknown visits and strangers' faces on disk, beside the gallery, with their retention;
-* ``live``    the newest frame, encoded as a JPEG only when a page asks;
-* ``pages``   the HTML, rendered on the server; ``static/`` its style sheet and one small script;
-* ``guard``   who may use the page: token (header or sign-in cookie), host name, forms from the page only;
-* ``http``    answers, form fields and cookies on the daemon's server.
+* ``app``       ``WebPage``: watches every frame, keeps unknown faces on disk (``keeper``), mounts the routes;
+* ``state``     ``PageState``: what the routes share (bundle, labeler, gallery, kept faces, messages);
+* ``routes``    the routes, one small class per resource: live, unknown, people, recent, thresholds, sign-in;
+* ``unknowns``  what the Unknown page lists (``Unknowns``; today one group per visit);
+* ``watch``     what is kept of each frame: unknown visits (one per track) and recent recognitions;
+* ``store``     unknown visits and strangers' faces on disk, beside the gallery, with their retention;
+* ``live``      the newest frame, encoded as a JPEG only when a page asks;
+* ``pages``     the HTML, rendered on the server; ``static/`` its style sheet and one small script;
+* ``guard``     forms from the page only, and the headers of its answers (the server checks host and token).
 
 Device side: numpy, OpenCV and the standard library; it sits above ``edgeface.daemon`` and
 ``edgeface.people`` (it uses both) and only the CLI imports it.

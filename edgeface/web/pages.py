@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 from urllib.parse import quote
 
-from edgeface.web.store import FaceSample, Visit
+from edgeface.web.store import FaceGroup, FaceSample
 
 PREFIX = "/ui"
 
@@ -141,7 +141,7 @@ def not_form(csrf: str, recognition: str, name: str, back: str) -> str:
 
 # --- unknown faces -------------------------------------------------------------------------------------------
 
-def unknown_page(frame: Frame, visits: Sequence[Visit], names: Sequence[str], now: float, retention: str,
+def unknown_page(frame: Frame, visits: Sequence[FaceGroup], names: Sequence[str], now: float, retention: str,
                  can_name: str, suggested: str = "", note: tuple[str, str] | None = None) -> str:
     intro = (f'<h1>Unknown faces <span class="muted">({len(visits)})</span></h1>'
              f'<p class="muted">Faces the camera could not name, one card per visit, newest first. '
@@ -157,7 +157,7 @@ def unknown_page(frame: Frame, visits: Sequence[Visit], names: Sequence[str], no
     return layout(frame, "unknown", "Unknown faces", body, note)
 
 
-def visit_card(csrf: str, visit: Visit, now: float, suggested: str, disabled: bool) -> str:
+def visit_card(csrf: str, visit: FaceGroup, now: float, suggested: str, disabled: bool) -> str:
     crops = "".join(
         f'<label class="crop" title="sharpness {s.sharpness:.0f}, face {s.height:.0f} px">'
         f'<input type="checkbox" name="face" value="{esc(s.id)}" checked>'

@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -63,6 +63,22 @@ class FaceSample:
         return cls(str(raw["id"]), float(raw["time"]), np.asarray(raw["embedding"], np.float32),
                    float(raw["confidence"]), float(raw["sharpness"]), float(raw["height"]),
                    best=str(raw.get("best", "")), similarity=float(raw.get("similarity", -1.0)))
+
+
+class FaceGroup(Protocol):
+    """Faces the page shows and acts on together, as one card: a ``Visit`` today."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def first(self) -> float: ...
+
+    @property
+    def last(self) -> float: ...
+
+    @property
+    def samples(self) -> Sequence[FaceSample]: ...
 
 
 @dataclass

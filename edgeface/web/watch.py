@@ -137,7 +137,9 @@ class FaceWatcher:
             self.visits[visit.id] = visit
             self._open[track] = visit.id
         visit.last = now
-        if len(visit.samples) < MAX_SAMPLES:  # then the card stays as it is: a face someone ticks stays there
+        # At most MAX_SAMPLES, then the card stays as it is (a face someone ticks stays there); a crop identical
+        # to one kept (a still scene, a looping file) adds nothing and would be enrolled twice.
+        if len(visit.samples) < MAX_SAMPLES and all(s.id != sample.id for s in visit.samples):
             visit.samples.append(sample)
         self._dirty.add(visit.id)
 

@@ -1,16 +1,24 @@
-"""The arm64 tier prints what it measured (phase times, the x86 comparison) at the end of the run."""
+"""What the arm64 tier measured (phase times, the guest's versions, the x86 comparison): tests and fixtures
+write it into the ``report`` fixture, kept in the session's stash, and it is printed at the end of the run."""
 
 from __future__ import annotations
 
 import json
-import sys
+from typing import Any
 
 import pytest
 
+REPORT = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session")
+def report(pytestconfig: pytest.Config) -> dict[str, Any]:
+    """The session's arm64 report: ``durations_s`` per phase, then what each test adds."""
+    return pytestconfig.stash.setdefault(REPORT, {"durations_s": {}})
+
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    module = next((m for name, m in sys.modules.items() if name.endswith("test_arm64_root")), None)
-    report = getattr(module, "REPORT", None)
+    report = terminalreporter.config.stash.get(REPORT, None)
     if not report or not (report.get("durations_s") or report.get("base_root")):
         return
     write = terminalreporter.write_line

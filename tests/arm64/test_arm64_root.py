@@ -2,8 +2,8 @@
 
 ``arm64root.sh`` builds the root with debootstrap (cached between runs) and runs commands in a throwaway
 overlay on it. Inside, step 3 of docs/pi.md as a user takes it: a wheel built on the workstation,
-``firmware_scripts`` and the wheel copied to the Pi user's home, ``sudo .../install.sh --from WHEEL
---deploy-user pi`` (systemd steps skipped visibly: nothing boots in a chroot), then the daemon on a short
+``firmware_scripts`` and the wheel copied to the Pi user's home, then to root's, ``sudo .../install.sh --from
+WHEEL --deploy-user pi`` (systemd steps skipped visibly: nothing boots in a chroot), then the daemon on a short
 video of real faces and ``edgeface bench``, with the real aarch64 wheels from the package index. The daemon's
 labels are compared with the same run on this workstation, frame by frame (see docs/arm64.md for what
 "the same" can mean across two CPUs).
@@ -40,12 +40,8 @@ SHARE = "/mnt/edgeface"  # where the exchange folder appears inside the root
 VENV = "/opt/edgeface/venv"  # made by install.sh
 EDGEFACE = f"{VENV}/bin/edgeface"
 
-# What the run measured, printed by tests/arm64/conftest.py at the end of the session.
-REPORT: dict[str, Any] = {"durations_s": {}}
-
-
-def _timed(phase: str, started: float) -> None:
-    REPORT["durations_s"][phase] = round(time.monotonic() - started, 1)
+def _timed(report: dict[str, Any], phase: str, started: float) -> None:
+    report["durations_s"][phase] = round(time.monotonic() - started, 1)
 
 
 class Arm64Root:
@@ -54,6 +50,8 @@ class Arm64Root:
     def __init__(self, work: Path, share: Path) -> None:
         self.work = work
         self.share = share
+        self.install_command = ""  # how install.sh was run as the pi user, and what it printed
+        self.install_log = ""
 
     def run(self, command: Sequence[str] | str, timeout: float = 900, check: bool = True
             ) -> subprocess.CompletedProcess[str]:
@@ -90,7 +88,7 @@ def _copy_checkout(dest: Path) -> None:
 # --- the root ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def arm64_base() -> Path:
+def arm64_base(report: dict[str, Any]) -> Path:
     """Host set up (qemu-user-static, debootstrap, binfmt_misc); the base root built or found in the cache."""
     if os.geteuid() != 0:
         pytest.skip("the arm64 root needs root (debootstrap, mount, chroot): run as root, see docs/arm64.md")
@@ -100,24 +98,26 @@ def arm64_base() -> Path:
     result = subprocess.run([str(SCRIPT), "prepare"], capture_output=True, text=True, timeout=3600,
                             check=False)
     assert result.returncode == 0, f"arm64root.sh prepare failed:\n{result.stderr[-6000:]}"
-    _timed("prepare (host setup, debootstrap or cache, pip index check)", started)
+    _timed(report, "prepare (host setup, debootstrap or cache, pip index check)", started)
     base = Path(result.stdout.strip().splitlines()[-1])
     stamp = (base / ".edgeface-arm64-ready").read_text()
-    REPORT["base_root"] = str(base)
-    REPORT["debootstrap_s"] = int(stamp.split("debootstrap_seconds=")[1].split()[0])
-    REPORT["root_from_cache"] = "debootstrap" not in result.stderr
+    report["base_root"] = str(base)
+    report["debootstrap_s"] = int(stamp.split("debootstrap_seconds=")[1].split()[0])
+    report["root_from_cache"] = "debootstrap" not in result.stderr
     assert "pip inside the root reaches its package index" in result.stderr
     return base
 
 
 @pytest.fixture(scope="session")
-def pi(arm64_base: Path) -> Iterator[Arm64Root]:
+def pi(report: dict[str, Any], arm64_base: Path) -> Iterator[Arm64Root]:
     """The root after step 3 of docs/pi.md, taken as written.
 
     The Pi has what Raspberry Pi OS gives its first user: ``pi`` with password-less sudo. On the workstation
     (here), a wheel of this checkout; ``firmware_scripts`` and ``dist`` copied to ``~pi/edgeface-setup`` (what
     rsync does); then, as ``pi``:
-    ``sudo edgeface-setup/firmware_scripts/install.sh --from edgeface-setup/dist/WHEEL --deploy-user pi``.
+    ``sudo cp -RT edgeface-setup /root/edgeface-setup && sudo /root/edgeface-setup/firmware_scripts/install.sh
+    --from /root/edgeface-setup/dist/WHEEL --sha256 HASH --deploy-user pi``, after the same run from pi's own
+    folder was refused.
     """
     # Not under pytest's temporary folder: another pytest run may prune that, and the working root has mounts
     # (/dev among them) while a command runs; arm64root.sh clean removes it without crossing a mount.
@@ -142,12 +142,17 @@ def pi(arm64_base: Path) -> Iterator[Arm64Root]:
                  "echo 'pi ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/010_pi-nopasswd; "
                  "chmod 0440 /etc/sudoers.d/010_pi-nopasswd; "
                  f"cp -a {SHARE}/edgeface-setup /home/pi/ && chown -R pi:pi /home/pi/edgeface-setup")
-        REPORT["install_command"] = install = (f"sudo edgeface-setup/firmware_scripts/install.sh "
-                                               f"--from edgeface-setup/dist/{wheel.name} --sha256 {wheel_sha} "
-                                               f"--deploy-user pi")
+        # From pi's own folder the installer refuses (pi could change what root runs); from root's copy it runs.
+        args = f"--from /root/edgeface-setup/dist/{wheel.name} --sha256 {wheel_sha} --deploy-user pi"
+        refused = root.run(["runuser", "-l", "pi", "-c", f"sudo edgeface-setup/firmware_scripts/install.sh {args} 2>&1"],
+                           check=False, timeout=300)
+        report["install_refused"] = refused.stdout.strip().splitlines()[-1:]
+        assert refused.returncode == 2 and "root runs only what root alone can write" in refused.stdout, refused.stdout
+        root.install_command = install = ("sudo cp -RT edgeface-setup /root/edgeface-setup && "
+                                          f"sudo /root/edgeface-setup/firmware_scripts/install.sh {args}")
         log = root.run(["runuser", "-l", "pi", "-c", f"{install} 2>&1"], timeout=1800)
-        _timed("install.sh (apt, venv, pip install of the runtime)", started)
-        REPORT["install_log"] = log.stdout
+        _timed(report, "install.sh (apt, venv, pip install of the runtime)", started)
+        root.install_log = log.stdout
         yield root
     finally:
         if os.environ.get("EDGEFACE_ARM64_KEEP"):
@@ -186,15 +191,16 @@ def _elf_machine(path: Path) -> int:
     return int.from_bytes(header[18:20], "little")
 
 
-def test_install_script_sets_up_the_runtime_without_tensorflow(pi: Arm64Root) -> None:
-    log = REPORT["install_log"]
+def test_install_script_sets_up_the_runtime_without_tensorflow(report: dict[str, Any],
+                                                               pi: Arm64Root) -> None:
+    log = pi.install_log
     # The steps that need a booted systemd are skipped, and say so; the rest ran.
     assert "skipped: systemd is not running here" in log, log
     assert "created user edgeface" in log or "user edgeface exists" in log, log
     assert re.search(r"installing edgeface-[\d.]+-py3-none-any\.whl \(sha256 [0-9a-f]{64}\) and requirements-pi", log), log
 
     probe = json.loads(pi.run([f"{VENV}/bin/python", "-c", PROBE]).stdout.strip().splitlines()[-1])
-    REPORT["guest"] = {k: probe[k] for k in ("machine", "python", "numpy", "opencv", "ai_edge_litert",
+    report["guest"] = {k: probe[k] for k in ("machine", "python", "numpy", "opencv", "ai_edge_litert",
                                              "runtime")}
     assert probe["machine"] == "aarch64"
     assert probe["runtime"] == "ai_edge_litert"
@@ -243,8 +249,8 @@ def test_install_script_sets_up_the_runtime_without_tensorflow(pi: Arm64Root) ->
 
     # A second run changes nothing (the docs promise idempotence) and says so; nothing planted ran.
     started = time.monotonic()
-    again = pi.run(["runuser", "-l", "pi", "-c", f"{REPORT['install_command']} 2>&1"], timeout=900).stdout
-    _timed("install.sh again (nothing to do)", started)
+    again = pi.run(["runuser", "-l", "pi", "-c", f"{pi.install_command} 2>&1"], timeout=900).stdout
+    _timed(report, "install.sh again (nothing to do)", started)
     assert "edgeface already installed" in again, again
     assert "installed /etc/systemd/system/edgeface.service" not in again, again
     ran = pi.run("cat /tmp/planted-ran 2>/dev/null || true").stdout
@@ -261,8 +267,8 @@ def test_install_script_sets_up_the_runtime_without_tensorflow(pi: Arm64Root) ->
                   ).stdout.split() == ["root", "600", "tok3n"]
 
 
-def test_the_service_user_runs_a_deployed_release(pi: Arm64Root, tiny_bundles: dict[str, Path],
-                                                  synthetic_csv: Path) -> None:
+def test_the_service_user_runs_a_deployed_release(report: dict[str, Any], pi: Arm64Root,
+                                                  tiny_bundles: dict[str, Path], synthetic_csv: Path) -> None:
     """A release written by the deploy user (config 0640, readable through the setgid group) run by the
     service user from the root-owned venv, as the unit runs it; its /healthz answers 200."""
     images = pi.share / "images"
@@ -290,7 +296,7 @@ def test_the_service_user_runs_a_deployed_release(pi: Arm64Root, tiny_bundles: d
         "[ \"$code\" = 200 ] && break; sleep 1; done; kill $(cat /tmp/daemon.pid) 2>/dev/null; wait $pid; "
         "sleep 1; kill -0 $(cat /tmp/daemon.pid) 2>/dev/null && echo still-running; "
         "echo \"healthz=$code\"; cat /tmp/healthz; echo; tail -n 5 /tmp/daemon.log", timeout=900, check=False)
-    _timed("daemon from a deployed release, up to /healthz 200 (emulated)", started)
+    _timed(report, "daemon from a deployed release, up to /healthz 200 (emulated)", started)
     assert "healthz=200" in result.stdout, result.stdout + result.stderr
     assert "still-running" not in result.stdout, "the daemon outlived the test"
 
@@ -303,7 +309,8 @@ def bundle_in_root(pi: Arm64Root, celeba_bundle: Path) -> str:
 
 
 @pytest.mark.shared
-def test_engine_outputs_on_real_face_crops_match_x86(pi: Arm64Root, celeba_bundle: Path, bundle_in_root: str,
+def test_engine_outputs_on_real_face_crops_match_x86(report: dict[str, Any], pi: Arm64Root,
+                                                     celeba_bundle: Path, bundle_in_root: str,
                                                      celeba_people_csv: Path, tmp_path: Path) -> None:
     """The int8 model on the same aligned crops of real faces: identical labels, scores compared."""
     from edgeface.data.manifest import load_dataset
@@ -328,7 +335,7 @@ def test_engine_outputs_on_real_face_crops_match_x86(pi: Arm64Root, celeba_bundl
     started = time.monotonic()
     pi.run([f"{VENV}/bin/python", script, bundle_in_root, guest_crops, f"{SHARE}/arm64-crops.json"],
            timeout=1800)
-    _timed(f"engine on {len(crops)} crops (emulated)", started)
+    _timed(report, f"engine on {len(crops)} crops (emulated)", started)
     x86 = json.loads((tmp_path / "x86.json").read_text())
     arm = json.loads((pi.share / "arm64-crops.json").read_text())
     assert x86["machine"] == "x86_64" and arm["machine"] == "aarch64"
@@ -337,7 +344,7 @@ def test_engine_outputs_on_real_face_crops_match_x86(pi: Arm64Root, celeba_bundl
     differences = {h: float(np.abs(np.subtract(x86["probabilities"][h], arm["probabilities"][h])).max())
                    for h in ("identity", "emotion", "gender")}
     same = [a == b for a, b in zip(x86["labels"], arm["labels"])]
-    REPORT["crops"] = {"faces": len(crops), "labels_equal": f"{sum(same)}/{len(same)}",
+    report["crops"] = {"faces": len(crops), "labels_equal": f"{sum(same)}/{len(same)}",
                        "max_probability_difference": differences}
     mismatched = [(i, a, b) for i, (a, b) in enumerate(zip(x86["labels"], arm["labels"])) if a != b]
     assert not mismatched, f"labels differ between x86 and arm64: {mismatched}"
@@ -357,7 +364,7 @@ def face_frames(celeba_people_csv: Path, celeba_bundle: Path,
     MJPEG files). Both sides then read the very same pixels.
     """
     import cv2
-    from video_fixtures import recognised_photos
+    from helpers.video_fixtures import recognised_photos
 
     from edgeface.eval.video import face_photos, photo_actor, read_video, side_by_side, write_scene
 
@@ -393,8 +400,9 @@ def _daemon_records(stdout: str) -> list[dict]:
 
 
 @pytest.mark.shared
-def test_daemon_labels_on_a_video_of_real_faces_match_x86(pi: Arm64Root, celeba_bundle: Path,
-                                                          bundle_in_root: str, face_frames: Path) -> None:
+def test_daemon_labels_on_a_video_of_real_faces_match_x86(report: dict[str, Any], pi: Arm64Root,
+                                                          celeba_bundle: Path, bundle_in_root: str,
+                                                          face_frames: Path) -> None:
     """``edgeface run`` on the same frames with the same int8 bundle: x86 here, arm64 in the root as the
     service user. Per frame: the same faces, boxes (within a pixel) and tracks; per face and head, the same
     label unless the score is borderline on either side (``BORDERLINE``); every difference is reported."""
@@ -418,8 +426,8 @@ def test_daemon_labels_on_a_video_of_real_faces_match_x86(pi: Arm64Root, celeba_
     service = ["runuser", "-u", "edgeface", "--", "env", "EDGEFACE_CACHE=/var/lib/edgeface/cache", EDGEFACE]
     arm = pi.run([*service, *[a.format(frames=f"{SHARE}/frames", bundle=bundle_in_root) for a in args]],
                  timeout=3600)
-    _timed(f"daemon on {FRAMES} frames (emulated)", started)
-    REPORT["durations_s"][f"daemon on {FRAMES} frames (x86, for scale)"] = round(x86_s, 1)
+    _timed(report, f"daemon on {FRAMES} frames (emulated)", started)
+    report["durations_s"][f"daemon on {FRAMES} frames (x86, for scale)"] = round(x86_s, 1)
 
     boundary = {"identity": load_bundle(celeba_bundle).identity_threshold, "emotion": 0.5, "gender": 0.5}
     x86_records, arm_records = _daemon_records(x86.stdout), _daemon_records(arm.stdout)
@@ -436,7 +444,7 @@ def test_daemon_labels_on_a_video_of_real_faces_match_x86(pi: Arm64Root, celeba_
                       for _, fa, fb in pairs) for h in boundary}
     differences = [(frame, fa["track"], h, fa[h], fb[h]) for frame, fa, fb in pairs for h in boundary
                    if fa[h]["label"] != fb[h]["label"]]
-    REPORT["daemon"] = {
+    report["daemon"] = {
         "frames": len(x86_records), "faces": len(pairs), "faces_with_equal_labels": equal,
         "clear_decisions_per_head": decided, "differences (frame, track, head, x86, arm64)": differences,
         "max_score_difference": round(score_diff, 4), "max_box_difference_px": round(box_diff, 2),
@@ -451,19 +459,19 @@ def test_daemon_labels_on_a_video_of_real_faces_match_x86(pi: Arm64Root, celeba_
 
 
 @pytest.mark.shared
-def test_bench_runs_on_the_pi_side(pi: Arm64Root, bundle_in_root: str) -> None:
+def test_bench_runs_on_the_pi_side(report: dict[str, Any], pi: Arm64Root, bundle_in_root: str) -> None:
     """``edgeface bench`` as a user runs it on the Pi: table on stdout, figures in JSON."""
     started = time.monotonic()
     result = pi.run([EDGEFACE, "bench", bundle_in_root, "--threads", "1", "--runs", "3", "--warmup", "1",
                      "--json", f"{SHARE}/bench.json"], timeout=3600)
-    _timed("edgeface bench (emulated)", started)
-    REPORT["bench_stdout"] = result.stdout
+    _timed(report, "edgeface bench (emulated)", started)
+    report["bench_stdout"] = result.stdout
     assert "face p50" in result.stdout, result.stdout
-    report = json.loads((pi.share / "bench.json").read_text())
-    assert report["machine"]["machine"] == "aarch64", report["machine"]
-    assert report["machine"]["runtime"] == "ai_edge_litert", report["machine"]
-    (model,) = report["models"]
+    bench = json.loads((pi.share / "bench.json").read_text())
+    assert bench["machine"]["machine"] == "aarch64", bench["machine"]
+    assert bench["machine"]["runtime"] == "ai_edge_litert", bench["machine"]
+    (model,) = bench["models"]
     assert model["precision"] == "int8" and model["threads"] == 1
     assert model["face"]["p50_ms"] > 0 and model["memory"]["peak_kib"] > 0, model
     # Whole frames too (detect + crop + infer), on frames where the detector found the faces.
-    assert [f["faces"] for f in report["frames"]] == [1, 3], report["frames"]
+    assert [f["faces"] for f in bench["frames"]] == [1, 3], bench["frames"]

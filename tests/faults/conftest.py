@@ -1,6 +1,6 @@
 """The fault suite: attacks and bad luck tried on the real daemon and the CLI (docs/security.md lists them and
 what happens). Quick ones run in the default tier; slow ones (a broker frozen for 15 s) are marked ``slow``.
-Helpers: faults_helpers.py."""
+Helpers: tests/helpers/faults.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from faults_helpers import deflate_zeros
+from helpers.faults import deflate_zeros
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,7 @@ def fault_bundle(tiny_bundles: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def fault_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 s at 10 fps of two synthetic people per frame (every frame has faces)."""
-    from video_fixtures import synthetic_video
+    from helpers.video_fixtures import synthetic_video
 
     path = tmp_path_factory.mktemp("fault-video") / "two.mp4"
     synthetic_video(path, faces=2, seconds=2, seed=1)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess, free_port, status_when_listening
+from helpers.daemon import DaemonProcess, status_when_listening
+from helpers.ports import free_port
 
 
 def test_sighup_flushes_and_reloads_the_config(fault_bundle: Path, fault_video: Path, tmp_path: Path) -> None:

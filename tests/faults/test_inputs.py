@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from faults_helpers import deflate_zeros, error_line, run_cli
+from helpers.faults import deflate_zeros, error_line, run_cli
 
 GIB = 1 << 30
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess, http_get, metric
+from helpers.daemon import DaemonProcess, http_get, metric
 
 needs_mount = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"),
                                  reason="mounts a small tmpfs to fill it: needs root")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import DaemonProcess, Mosquitto, free_port, http_get
+from helpers.daemon import DaemonProcess, http_get
+from helpers.mosquitto import Mosquitto
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from edgeface.core.errors import ConfigError
+from edgeface.core.fileio import open_private, private_dir
 from edgeface.daemon.sinks.base import QueuedSink
 
 
@@ -35,7 +36,7 @@ class JsonLinesSink(QueuedSink):
         self._fd: int | None = None
         if self.path is not None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(self.path.parent)
                 self._open()
             except OSError as exc:
                 raise ConfigError(f"[jsonl] path {self.path}: cannot open for writing ({exc.strerror or exc})") from None
@@ -44,7 +45,7 @@ class JsonLinesSink(QueuedSink):
     def _open(self) -> int:
         assert self.path is not None
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd = open_private(self.path)  # labels say who was seen when: 0600, rotated files too
         return self._fd
 
     def _send(self, line: str) -> bool:

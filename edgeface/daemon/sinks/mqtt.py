@@ -56,7 +56,7 @@ SENSORS = {
 
 def topic_id(text: str) -> str:
     """A device id as a topic level and a Home Assistant discovery id (letters, digits, ``_`` and ``-`` only:
-    Home Assistant silently ignores discovery topics with anything else, a space included)."""
+    Home Assistant ignores discovery topics with anything else, a space included)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "edgeface"
 
 
@@ -202,8 +202,10 @@ class MqttSink(QueuedSink):
             self._put((topic, json.dumps(payload), 1, True))
         for name in removed:
             topic, _ = self._tracker_config(name)
-            self._put((topic, "", 1, True))  # an empty retained config removes the entity
+            # Their presence first (Home Assistant's entity reads it as no state), then an empty retained config
+            # removes the entity: in this order Home Assistant never gets a message for an entity half removed.
             self._put((f"{self.prefix}/presence/{person_id(name)}", "", 1, True))
+            self._put((topic, "", 1, True))
 
     def _send(self, message: tuple[str, str, int, bool]) -> bool:
         if not self.connected.wait(0.5):
@@ -315,7 +317,12 @@ class MqttSink(QueuedSink):
         topic = f"{self.prefix}/presence/{key}"
         return (f"{self.config.discovery_prefix}/device_tracker/edgeface/{key}/config", {
             "name": name, "unique_id": f"edgeface_person_{key}", "state_topic": topic,
-            "value_template": "{{ value_json.state }}", "json_attributes_topic": topic,
+            # Removing the person clears this topic (an empty payload) while Home Assistant still has the entity:
+            # it reads as no state ('None', its reset payload) and no attributes, not as broken JSON (a warning
+            # and a template error in its log).
+            "value_template": "{{ value_json.state if value_json is defined else 'None' }}",
+            "json_attributes_topic": topic,
+            "json_attributes_template": "{{ value if value_json is defined else '{}' }}",
             "payload_home": "home", "payload_not_home": "not_home", "source_type": "router",
             "device": {"identifiers": ["edgeface_household"], "name": "edgeface household",
                        "manufacturer": "edgeface"}})

@@ -1,297 +1,30 @@
-"""Deploy a bundle and its daemon config to Raspberry Pis over ssh, with a health check and rollback.
-
-On each host (prepared by ``firmware_scripts/install.sh``) the layout under ``<prefix>/opt/edgeface`` is::
-
-    releases/<id>/model.edgeface   the bundle
-    releases/<id>/edgeface.toml    the daemon config (``bundle = "model.edgeface"``), 0640, group edgeface
-    releases/<id>/SHA256SUMS       checked after the copy and before declaring a deploy a no-op
-    releases/current -> <id>       what the service runs; switched atomically (symlink + rename)
-    current -> releases/current    root's fixed link, the path the unit reads; /opt/edgeface and its venv
-                                   are root's, releases/ is the only folder the deploy user may write
-
-A release id is derived from the content (bundle + config), so deploying the same thing twice is detected
-and changes nothing. The steps per host: read the current release; copy into ``releases/.incoming-<id>``
-(rsync or scp); verify checksums; move into place; switch ``current``; restart the service; poll the health
-check until it passes or times out. When the restart or the check fails, ``current`` goes back to the
-previous release, which is restarted (and checked) again, and the failed release is removed.
-
-Hosts are deployed in parallel, each one reported on one line. Everything runs through the system's
-``ssh`` with ``StrictHostKeyChecking=yes``: a host whose key is not in known_hosts is refused, never added.
-``firmware_scripts/deploy.sh`` is a thin wrapper around ``edgeface deploy``; this module is the one
-implementation.
-
-Why one module of about 600 lines: a deploy is one transaction per host (copy, verify, switch, restart,
-check, roll back) whose steps share the ssh session (``_Remote``) and the release; the shell that runs on the
-Pi is ``firmware/remote_deploy.sh``.
-"""
+"""The deploy itself: on each host one transaction over one ssh session (copy, verify, switch, restart, check,
+roll back), driven step by step through ``remote_deploy.sh``, the shell that runs on the host; hosts in
+parallel, one result each."""
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from edgeface.core.errors import ConfigError, EdgefaceError
-from edgeface.daemon.secrets import MAX_SECRET_BYTES
+from edgeface.deploy.hosts import DeployOptions, Host, parse_host
+from edgeface.deploy.release import BUNDLE_NAME, Release
 
-DEFAULT_RESTART = "sudo -n systemctl restart edgeface"
-DEFAULT_PORT = 8321
-BUNDLE_NAME = "model.edgeface"
-CONFIG_NAME = "edgeface.toml"
-SUMS_NAME = "SHA256SUMS"
-HEALTH_NAME = "health-url"  # where this release's /healthz is (empty: its config turns HTTP off)
-MODEL_SHA_NAME = "model-sha256"  # the model /healthz must report, so an old daemon still running can't pass
-# The smallest config that runs: the first camera. Deploy --config to choose another source or sinks.
-DEFAULT_CONFIG = f'bundle = "{BUNDLE_NAME}"\nsource = 0\n'
-COPY_METHODS = ("rsync", "scp")
 SSH_EXIT_CONNECT = 255  # ssh's own failures (connection, authentication, host key), as opposed to the command's
-
-CREDENTIAL_NAMES = ("http-token", "mqtt-password")  # systemd credentials the unit loads (LoadCredential=)
-DEFAULT_CREDENTIAL_CMD = "sudo -n /usr/local/sbin/edgeface-credential"
 
 
 def remote_script() -> str:
-    """The script run on each host (``edgeface/firmware/remote_deploy.sh``, shipped in the package)."""
-    return resources.files("edgeface").joinpath("firmware/remote_deploy.sh").read_text(encoding="utf-8")
-
-
-# --- hosts and options --------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Host:
-    """One ssh destination: ``[user@]name[:port]`` (IPv6 in brackets: ``[::1]:2222``)."""
-
-    name: str
-    user: str | None = None
-    port: int | None = None
-
-    def __str__(self) -> str:
-        return f"{self.scp_destination}:{self.port}" if self.port else self.scp_destination
-
-    @property
-    def destination(self) -> str:
-        return f"{self.user}@{self.name}" if self.user else self.name
-
-    @property
-    def scp_destination(self) -> str:
-        name = f"[{self.name}]" if ":" in self.name else self.name
-        return f"{self.user}@{name}" if self.user else name
-
-
-_HOST_RE = re.compile(r"^(?:(?P<user>[^@\s/]+)@)?(?:\[(?P<v6>[0-9a-fA-F:.%\w]+)\]|(?P<name>[^\s:@/\[\]]+))"
-                      r"(?::(?P<port>\d+))?$")
-
-
-def parse_host(text: str) -> Host:
-    """``pi@kitchen.local:2222`` -> Host(name="kitchen.local", user="pi", port=2222)."""
-    match = _HOST_RE.match(text.strip())
-    if not match or text.strip().startswith("-"):
-        raise ConfigError(f"host {text!r}: expected [user@]host[:port] (an IPv6 address in brackets)")
-    port = int(match["port"]) if match["port"] else None
-    if port is not None and not 0 < port < 65536:
-        raise ConfigError(f"host {text!r}: port {port} is out of range")
-    return Host(name=match["v6"] or match["name"], user=match["user"], port=port)
-
-
-@dataclass(frozen=True)
-class DeployOptions:
-    """How to reach the hosts and what to run there. The defaults fit a Pi prepared by install.sh."""
-
-    prefix: str = "/"                     # remote root holding opt/edgeface (tests use a temporary folder)
-    restart_cmd: str = DEFAULT_RESTART    # run by the remote shell with $EDGEFACE_ROOT and $EDGEFACE_RELEASE set
-    health_url: str | None = None         # default: http://127.0.0.1:<[http] port>/healthz, fetched on the host
-    health_cmd: str | None = None         # instead of the URL: a remote command that succeeds when healthy
-    health_timeout: float = 60.0          # seconds to wait for a healthy answer after a restart
-    user: str | None = None               # default login for hosts given without user@
-    port: int | None = None               # default ssh port for hosts given without :port
-    identity: Path | None = None          # ssh private key
-    known_hosts: Path | None = None       # known_hosts file (default: ssh's own)
-    ssh_options: tuple[str, ...] = ()     # extra `-o Key=Value` for ssh, rsync and scp
-    connect_timeout: int = 10
-    copy: str = "rsync"
-    keep: int = 3                         # releases kept on the host, the current one included
-    dry_run: bool = False
-    jobs: int = 8                         # hosts deployed at once
-    # (name, secret) pairs stored on each host as systemd credentials (names from CREDENTIAL_NAMES), through
-    # credential_cmd with the secret on its stdin; never in a command line, a log or a repr.
-    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    credential_cmd: str = DEFAULT_CREDENTIAL_CMD
-
-    @property
-    def http_token(self) -> str:
-        """The token this deploy installs, if any: the health check sends it when /healthz answers 401."""
-        return dict(self.credentials).get("http-token", "")
-
-    def check(self) -> None:
-        if self.copy not in COPY_METHODS:
-            raise ConfigError(f"--copy {self.copy!r}: choose {' or '.join(COPY_METHODS)}")
-        if self.copy == "rsync" and not shutil.which("rsync"):
-            raise ConfigError("rsync is not installed here: install it (apt-get install rsync) or pass --copy scp")
-        if not shutil.which("ssh"):
-            raise ConfigError("ssh is not installed here (apt-get install openssh-client)")
-        for option in self.ssh_options:
-            key = option.split("=", 1)[0].strip().lower()
-            if "=" not in option:
-                raise ConfigError(f"ssh option {option!r}: expected Key=Value")
-            if key in ("stricthostkeychecking", "userknownhostsfile", "globalknownhostsfile"):
-                raise ConfigError(f"ssh option {option!r}: host keys are always checked; pass --known-hosts FILE")
-        if self.identity is not None and not self.identity.is_file():
-            raise ConfigError(f"--identity {self.identity}: no such key file")
-        if self.known_hosts is not None and not self.known_hosts.is_file():
-            raise ConfigError(f"--known-hosts {self.known_hosts}: no such file")
-        if self.keep < 1:
-            raise ConfigError(f"--keep {self.keep}: keep at least 1 release (the current one)")
-        if self.health_timeout <= 0:
-            raise ConfigError(f"--health-timeout {self.health_timeout}: must be more than 0 seconds")
-        if not self.prefix.startswith("/"):
-            raise ConfigError(f"--prefix {self.prefix!r}: must be an absolute path on the host")
-        for name, secret in self.credentials:
-            if name not in CREDENTIAL_NAMES:
-                raise ConfigError(f"credential {name!r}: choose {' or '.join(CREDENTIAL_NAMES)}")
-            if not secret or len(secret.encode()) > MAX_SECRET_BYTES or any(c in secret for c in "\0\r\n"):
-                raise ConfigError(f"the {name}: expected one line of 1 to {MAX_SECRET_BYTES} bytes")
-
-
-def generate_token() -> str:
-    """A new HTTP bearer token: 256 random bits, URL-safe."""
-    return secrets.token_urlsafe(32)
-
-
-# --- the release ----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Release:
-    """What goes to every host: a bundle and a config, named by a hash of both."""
-
-    id: str
-    bundle: Path
-    config_text: str
-    health_url: str | None  # None when the config turns the HTTP server off
-    bundle_sha256: str = field(repr=False)
-    model_sha256: str = field(default="", repr=False)  # the bundle's model checksum, as /healthz reports it
-
-    @property
-    def config_sha256(self) -> str:
-        return hashlib.sha256(self.config_text.encode()).hexdigest()
-
-    def files(self) -> dict[str, bytes]:
-        """The small files of the release (the bundle is copied from :attr:`bundle`)."""
-        health = (self.health_url or "").encode()
-        model = self.model_sha256.encode()
-        sums = (f"{self.bundle_sha256}  {BUNDLE_NAME}\n{self.config_sha256}  {CONFIG_NAME}\n"
-                f"{hashlib.sha256(health).hexdigest()}  {HEALTH_NAME}\n"
-                f"{hashlib.sha256(model).hexdigest()}  {MODEL_SHA_NAME}\n")
-        return {CONFIG_NAME: self.config_text.encode(), HEALTH_NAME: health, MODEL_SHA_NAME: model,
-                SUMS_NAME: sums.encode()}
-
-
-_BUNDLE_LINE = re.compile(r"^[ \t]*bundle[ \t]*=.*$", re.MULTILINE)
-_TABLE_LINE = re.compile(r"^[ \t]*\[", re.MULTILINE)
-_FIRST_KEY = re.compile(r"^[ \t]*[^#\s]", re.MULTILINE)
-
-
-def _device_config(text: str, origin: str) -> tuple[str, dict]:
-    """The config as the device gets it: ``bundle = "model.edgeface"``, everything else byte for byte."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-
-    def parse(source: str) -> dict:
-        try:
-            return tomllib.loads(source)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{origin}: not valid TOML ({exc})") from None
-
-    original = parse(text)
-    head_end = m.start() if (m := _TABLE_LINE.search(text)) else len(text)
-    head, tail = text[:head_end], text[head_end:]
-    line = f'bundle = "{BUNDLE_NAME}"'
-    if "bundle" in original:
-        head, count = _BUNDLE_LINE.subn(line, head, count=1)
-    else:  # before the first key, below the comments that open the file
-        first = _FIRST_KEY.search(head)
-        at = first.start() if first else len(head)
-        before = head[:at] if head[:at].endswith("\n") or at == 0 else head[:at] + "\n"
-        head, count = f"{before}{line}\n{head[at:]}", 1
-    device_text = head + tail
-    device = parse(device_text) if count else {}
-    if device.get("bundle") != BUNDLE_NAME or {k: v for k, v in device.items() if k != "bundle"} != {
-            k: v for k, v in original.items() if k != "bundle"}:
-        raise ConfigError(f"{origin}: cannot set bundle = \"{BUNDLE_NAME}\" for the device: write the bundle "
-                          f"key on a line of its own before any [section]")
-    return device_text, original
-
-
-def _health_url(config: dict, origin: str) -> str | None:
-    http = config.get("http", {})
-    if not isinstance(http, dict) or http.get("enabled", True) is False:
-        return None
-    port = http.get("port", DEFAULT_PORT)
-    if port == 0:
-        raise ConfigError(f"{origin}: [http] port = 0 picks a random port, so deploy cannot check /healthz; "
-                          f"set a fixed port or pass --health-cmd")
-    host = str(http.get("host", "127.0.0.1"))
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}/healthz"
-
-
-def prepare_release(bundle: str | Path | None = None, config: str | Path | None = None) -> Release:
-    """Check a bundle and a daemon config here, before anything is copied.
-
-    ``bundle`` defaults to the one the config names (relative to the config's folder); ``config`` defaults to
-    :data:`DEFAULT_CONFIG` (camera 0). The config is validated with the daemon's own reader.
-    """
-    from edgeface.core.bundle import load_bundle, sha256_bytes
-    from edgeface.daemon.config import load_config
-
-    origin = str(config) if config is not None else "the default config"
-    if config is not None:
-        config = Path(config)
-        try:
-            text = config.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{config}: config file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{config}: cannot read ({exc})") from None
-    else:
-        text = DEFAULT_CONFIG
-    device_text, original = _device_config(text, origin)
-    if bundle is None:
-        named = original.get("bundle")
-        if not named or not isinstance(named, str) or config is None:
-            raise ConfigError(f"{origin}: names no bundle; pass --bundle PATH")
-        bundle = Path(named).expanduser()
-        if not bundle.is_absolute():
-            bundle = config.resolve().parent / bundle
-    bundle = Path(bundle)
-    model_sha = load_bundle(bundle).model_sha256  # format, version, checksum: a broken bundle never leaves here
-    with tempfile.TemporaryDirectory(prefix="edgeface-deploy-") as tmp:
-        Path(tmp, CONFIG_NAME).write_text(device_text, encoding="utf-8")
-        Path(tmp, BUNDLE_NAME).symlink_to(bundle.resolve())
-        try:
-            load_config(Path(tmp, CONFIG_NAME))  # every key and value, as the daemon will read it
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace(str(Path(tmp, CONFIG_NAME)), origin)) from None
-    bundle_sha = sha256_bytes(bundle.read_bytes())
-    digest = hashlib.sha256()
-    for name, sha in ((BUNDLE_NAME, bundle_sha), (CONFIG_NAME, hashlib.sha256(device_text.encode()).hexdigest())):
-        digest.update(f"{name}\0{sha}\n".encode())
-    return Release(id=digest.hexdigest()[:12], bundle=bundle, config_text=device_text,
-                   health_url=_health_url(original, origin), bundle_sha256=bundle_sha, model_sha256=model_sha)
+    """The script run on each host (``remote_deploy.sh`` beside this module, shipped in the package)."""
+    return resources.files("edgeface.deploy").joinpath("remote_deploy.sh").read_text(encoding="utf-8")
 
 
 # --- results ----------------------------------------------------------------------------------------------

@@ -1,14 +1,12 @@
 """Drive the real ``edgeface run`` in a subprocess: start it, read its output as it comes, talk HTTP to it,
-signal it. Also a live MJPEG-over-HTTP camera that tests can switch off and on, and a mosquitto broker."""
+signal it."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +14,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
-import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class DaemonProcess:
@@ -105,6 +101,16 @@ class DaemonProcess:
     def log(self) -> str:
         return "\n".join(self.stderr[-30:])
 
+    def summary(self) -> dict:
+        """The end-of-run summary the daemon logs at exit (frames, fps, ms per stage, peak RSS)."""
+        return read_summary(self.stderr)
+
+
+def read_summary(stderr_lines: Iterable[str]) -> dict:
+    """The ``summary {...}`` line of a daemon's log, parsed."""
+    line = next(line for line in stderr_lines if " summary {" in line)
+    return json.loads(line.split(" summary ", 1)[1])
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (from /proc)."""
@@ -136,95 +142,3 @@ def metric(text: str, name: str, labels: str = "") -> float:
         if line.startswith(key + " "):
             return float(line.split()[-1])
     raise KeyError(f"{key} not in metrics")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MjpegCamera:
-    """A network camera: frames from ``frames`` served as an MJPEG stream over HTTP (multipart/x-mixed-replace),
-    the way IP cameras do. ``stop()`` cuts it off (server and open connections); ``start()`` brings it back
-    on the same port."""
-
-    def __init__(self, frames: Sequence[np.ndarray], port: int | None = None, fps: float = 15.0) -> None:
-        import cv2
-
-        self.jpegs = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes() for f in frames]
-        self.port = port or free_port()
-        self.fps = fps
-        self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"
-        self._server = None
-        self._live = threading.Event()
-
-    def start(self) -> "MjpegCamera":
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        camera = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                i = 0
-                try:
-                    while camera._live.is_set():
-                        jpg = camera.jpegs[i % len(camera.jpegs)]
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                         % len(jpg) + jpg + b"\r\n")
-                        i += 1
-                        time.sleep(1.0 / camera.fps)
-                except OSError:
-                    pass
-
-            def log_message(self, *args) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self._live.set()
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._live.clear()  # open streams end: the client sees the camera vanish
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-class Mosquitto:
-    """A real Debian mosquitto broker on a free port, with its own config, started and stopped by the test."""
-
-    def __init__(self, folder: Path, port: int | None = None) -> None:
-        binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-        if binary is None:
-            raise FileNotFoundError("mosquitto is not installed (apt-get install -y mosquitto)")
-        self.binary = binary
-        self.port = port or free_port()
-        self.config = folder / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Mosquitto":
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start listening")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None

@@ -1,5 +1,5 @@
 #!/bin/sh
-# What `edgeface deploy` (edgeface/deploy.py) runs on each host, as the deploy user, sent over ssh as
+# What `edgeface deploy` (edgeface/deploy/remote.py) runs on each host, as the deploy user, sent over ssh as
 #   sh -c SCRIPT edgeface-deploy COMMAND ROOT ARGS...
 # POSIX sh and coreutils only (the Pi's /bin/sh is dash). A failure prints one line on stderr and exits 3
 # (exit 255 is ssh's own). Nothing here runs as root: the restart and credential commands it is given are run
