@@ -56,6 +56,7 @@ EMA = 0.6  # the per-frame rule's smoothing of a track's outputs (the daemon bef
 EMA_MAX_MISSED = 5  # ... and the frames a track could be missed before it was dropped
 START = 1_700_000_000.0  # the first frame's time (unix seconds): visits and refreshes follow the video's times
 RULES = ("per_track", "every_face", "per_frame")
+LOCAL_OPTIONS = ("--cache", "--details", "--out")  # where a run keeps its files: not part of its command
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Config:
     hold: float = 1.5  # seconds each photo of a visit is shown
     seed: int = 0
     threads: int = 2
+    recognition: tuple[tuple[str, float], ...] = ()  # the per-track run's [recognition] settings besides defaults
     lookalikes: int = 0  # strangers who are lookalikes of enrolled people (synthetic set), among ``strangers``
 
 
@@ -287,7 +289,7 @@ def run_pipeline(bundle: Any, gallery: Path, video: Path, frames: int, config: C
     from edgeface.eval.video import read_video
     from edgeface.recognition.settings import RecognitionConfig
 
-    settings = {"recognition": RecognitionConfig(**EVERY_FACE)} if every_face else {}
+    settings = {"recognition": RecognitionConfig(**(EVERY_FACE if every_face else dict(config.recognition)))}
     pipeline = edgeface.load(bundle, gallery=gallery, threads=config.threads, **settings)
     run = Run()
     for result in pipeline.run(read_video(video), fps=config.fps, start=START):
@@ -335,14 +337,18 @@ def per_frame_rule(labeler: Any, outputs: Sequence[tuple[list[int], Mapping[str,
     return run
 
 
-def run_rules(bundle: Any, gallery: Path, video: Path, frames: int, config: Config) -> dict[str, Run]:
-    """The three rules on one video of ``frames`` frames (two passes of the pipeline)."""
-    per_track, _ = run_pipeline(bundle, gallery, video, frames, config, every_face=False)
-    outputs: list = []
-    every_face, labeler = run_pipeline(bundle, gallery, video, frames, config, every_face=True, outputs=outputs)
-    boxes = [[box for box, _, _ in frame] for frame in every_face.frames]
-    return {"per_track": per_track, "every_face": every_face,
-            "per_frame": per_frame_rule(labeler, outputs, boxes)}
+def run_rules(bundle: Any, gallery: Path, video: Path, frames: int, config: Config,
+              rules: Sequence[str] = RULES) -> dict[str, Run]:
+    """The rules on one video of ``frames`` frames (a pass of the pipeline for per-track, one for the others)."""
+    runs = {}
+    if "per_track" in rules:
+        runs["per_track"], _ = run_pipeline(bundle, gallery, video, frames, config, every_face=False)
+    if "every_face" in rules or "per_frame" in rules:
+        outputs: list = []
+        every_face, labeler = run_pipeline(bundle, gallery, video, frames, config, every_face=True, outputs=outputs)
+        boxes = [[box for box, _, _ in frame] for frame in every_face.frames]
+        runs.update(every_face=every_face, per_frame=per_frame_rule(labeler, outputs, boxes))
+    return runs
 
 
 # --- scoring ------------------------------------------------------------------------------------------------
@@ -483,8 +489,8 @@ def encoder_duty(run: Run, min_frames: int = 10) -> dict[str, Any]:
 
 # --- the harness --------------------------------------------------------------------------------------------
 
-def run_households(bundle_path: Path, people: People, config: Config, work: Path,
-                   details: list | None = None, progress: bool = True, cache: Path | None = None) -> dict[str, Any]:
+def run_households(bundle_path: Path, people: People, config: Config, work: Path, details: list | None = None,
+                   progress: bool = True, cache: Path | None = None, rules: Sequence[str] = RULES) -> dict[str, Any]:
     """Every household: enroll, calibrate, write its scenes, run the rules, score. Returns the figures."""
     from edgeface.core.bundle import load_bundle
     from edgeface.core.progress import progress_bar
@@ -496,37 +502,38 @@ def run_households(bundle_path: Path, people: People, config: Config, work: Path
     embed(people, embedder, cache)
     if not people.actors:
         find_video_photos(people, cache)
-    totals = {rule: Score() for rule in RULES}
+    totals = {rule: Score() for rule in rules}
     duty = []
     households = []
     started = time.monotonic()
     for index in progress_bar(range(config.households), desc="households", unit="household", enabled=progress):
         household = build_household(people, config, index, embedder, work)
-        scores = {rule: Score() for rule in RULES}
+        scores = {rule: Score() for rule in rules}
         frames = 0
         for k, scene in enumerate(household_scenes(people, household, config)):
             video = work / f"household-{index}-scene-{k}.mp4"
             truth = write_scene(video, scene)
             frames += truth.frame_count
-            runs = run_rules(bundle, household.gallery, video, truth.frame_count, config)
+            runs = run_rules(bundle, household.gallery, video, truth.frame_count, config, rules)
             for rule, run in runs.items():
                 scored = score(truth, run, household.enrolled)
                 scores[rule].add(scored)
                 if details is not None:
                     details += [{"household": index, "scene": k, "rule": rule, **vars(v)} for v in scored.visits
                                 if (v.enrolled and not v.named_right) or (not v.enrolled and v.wrong)]
-            duty.append(encoder_duty(runs["per_track"]))
+            if "per_track" in runs:
+                duty.append(encoder_duty(runs["per_track"]))
             video.unlink()
-        for rule in RULES:
+        for rule in rules:
             totals[rule].add(scores[rule])
         households.append({"household": index, "frames": frames, **household.thresholds,
-                           **{rule: scores[rule].figures() for rule in RULES}})
+                           **{rule: scores[rule].figures() for rule in rules}})
     tracks = sum(d["tracks"] for d in duty)
     return {
         "setup": {**{k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()},
                   "bundle": bundle_path.name, "backbone": bundle.spec.backbone, "precision": bundle.precision,
                   "input_size": bundle.spec.input_size, "people": len(people.photos)},
-        "rules": {rule: totals[rule].figures() for rule in RULES},
+        "rules": {rule: totals[rule].figures() for rule in rules},
         "encoder_after_named": {"tracks": tracks, "tracks_at_most_1_in_5": sum(d["tracks_at_most_1_in_5"]
                                                                                 for d in duty),
                                 "recognised": sum(d["recognised"] for d in duty),
@@ -536,32 +543,9 @@ def run_households(bundle_path: Path, people: People, config: Config, work: Path
     }
 
 
-def write_result(name: str, data: dict[str, Any], command: str) -> Path:
-    """``results/<name>.json`` with the command, date, commit and machine (BRIEF.md's format)."""
-    import datetime
-    import platform
-    import subprocess
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    dirty = "-dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
-    record = {"name": name, "command": command,
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "commit": git("rev-parse", "--short", "HEAD") + dirty,
-              "machine": f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores", "data": data}
-    path = REPO / "results" / f"{name}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return path
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from results import write_result  # first imported here: the commit it records is the one that runs
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", choices=("celeba", "synthetic"), default="celeba")
@@ -577,13 +561,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="strangers who are lookalikes of enrolled people (synthetic set)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--details", type=Path, help="write the failing visits here (JSON; names people)")
+    parser.add_argument("--rules", default=",".join(RULES), help="the rules to run (a trial of one)")
+    parser.add_argument("--recognition", default="", help="the per-track run's [recognition] settings, e.g. "
+                                                          "gather=10,refresh=0.5 (default: the daemon's)")
     parser.add_argument("--cache", type=Path, help="keep the photos' model outputs and faces here between runs "
                                                    "(derived from the data: never commit it)")
     parser.add_argument("--no-write", action="store_true", help="print the figures, do not write results/")
+    parser.add_argument("--out", type=Path, help="also write the figures here (a trial: with --no-write)")
     args = parser.parse_args(argv)
     config = Config(households=args.households, enrolled=args.enrolled, strangers=args.strangers,
                     visits=args.visits, far=args.far, seed=args.seed,
-                    lookalikes=args.lookalikes)
+                    lookalikes=args.lookalikes, recognition=tuple(
+                        (k, int(v) if k in ("budget", "gather") else float(v))
+                        for k, v in (item.split("=") for item in args.recognition.split(",") if item)))
     with tempfile.TemporaryDirectory(prefix="household-") as tmp:
         work = Path(tmp)
         if args.set == "celeba":
@@ -593,16 +583,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             people = synthetic_people(work / "people", args.synthetic_people, seed=args.seed)
         details: list = []
-        figures = run_households(args.bundle, people, config, work, details, cache=args.cache)
+        figures = run_households(args.bundle, people, config, work, details, cache=args.cache,
+                                  rules=args.rules.split(","))
     print(json.dumps({"rules": figures["rules"], "encoder_after_named": figures["encoder_after_named"]}, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=1))
     if args.details:
         args.details.parent.mkdir(parents=True, exist_ok=True)
         args.details.write_text(json.dumps(details, indent=1, default=str))
     if not args.no_write:
-        command = "python benchmarks/household.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        print(f"wrote {write_result(f'household-{args.set}', figures, command)}")
+        given = list(argv if argv is not None else sys.argv[1:])
+        kept = [a for k, a in enumerate(given) if a not in LOCAL_OPTIONS and (k == 0 or given[k - 1] not in
+                                                                               LOCAL_OPTIONS)]
+        command = "python benchmarks/household.py " + " ".join(kept)  # without where it kept its files
+        write_result(f"household-{args.set}", figures, command)
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
