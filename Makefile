@@ -1,6 +1,6 @@
 # The two commands of the README. Both set up everything on a fresh machine (Debian/Ubuntu, Python >= 3.10).
 #   make demo   train, convert, evaluate and run the whole pipeline on a synthetic face set (no data needed)
-#   make test   install test dependencies and run the default test tier plus the CI benchmark gate
+#   make test   install test dependencies, lint and type-check, run the default test tier and the CI benchmark gate
 # For maintainers: make bench (the benchmark suite, figures to results/), make results (the pages from them).
 VENV ?= .venv
 SHARED ?= $(abspath ../shared)
@@ -8,7 +8,7 @@ export EDGEFACE_SHARED ?= $(SHARED)
 # ImageNet weights: Keras downloads them; on machines without internet, ../shared/weights serves them.
 export EDGEFACE_WEIGHTS_DIR ?= $(if $(wildcard $(SHARED)/weights),$(SHARED)/weights,)
 
-.PHONY: demo test test-arm64 test-homeassistant test-all results setup setup-dev bench clean
+.PHONY: demo lint test test-arm64 test-homeassistant test-all results setup setup-dev bench clean
 
 setup:
 	.ci/setup.sh train
@@ -19,7 +19,11 @@ setup-dev:
 demo: setup
 	$(VENV)/bin/edgeface demo --out runs/demo $(DEMO_ARGS)
 
-test: setup-dev
+# ruff and mypy over edgeface/ and convert/ (settings in pyproject.toml); about 10 s, first in `make test`
+lint: setup-dev
+	.ci/lint.sh
+
+test: lint
 	.ci/test.sh
 
 # The Pi's platform under emulation (root; ~6 min with an empty cache, ~3 min cached): docs/arm64.md

@@ -115,7 +115,8 @@ def channel_maxima(network: Any, inputs: np.ndarray, pairs: Sequence[Equalizatio
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         for i, output in enumerate(outputs):
             peak = np.asarray(keras.ops.max(output, axis=(0, 1, 2)))
-            maxima[i] = peak if maxima[i] is None else np.maximum(maxima[i], peak)
+            previous = maxima[i]
+            maxima[i] = peak if previous is None else np.maximum(previous, peak)
     return [m for m in maxima if m is not None]
 
 

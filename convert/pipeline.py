@@ -75,13 +75,13 @@ def select_representative(samples: Sequence[Sample], count: int, seed: int = 0) 
     chosen: list[int] = []
     while len(chosen) < min(count, len(samples)):
         progressed = False
-        for people in queues:
-            for indices in people:
+        for queue in queues:
+            for indices in queue:
                 if indices:
                     chosen.append(indices.pop())
                     progressed = True
                     break
-            people.sort(key=len, reverse=True)  # next round starts with who has the most left
+            queue.sort(key=len, reverse=True)  # next round starts with who has the most left
             if len(chosen) >= count:
                 break
         if not progressed:

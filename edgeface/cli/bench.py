@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from edgeface.cli.common import echo_err, friendly_errors, table
 from edgeface.eval.text import ms, right_align
 
+if TYPE_CHECKING:
+    from edgeface.eval.bench import BenchReport
+
 ORDER = 45
 
 
-def format_bench(report) -> str:  # type: ignore[no-untyped-def]
+def format_bench(report: BenchReport) -> str:
     """The text report: machine, detection, then one row per bundle and thread count."""
     m = report.machine
     lines = [(f"machine: {m['cpu']} ({m['cpu_count']} cores, {m['machine']}), Python {m['python']}, "

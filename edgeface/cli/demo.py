@@ -89,7 +89,8 @@ def demo(
     conversions = convert_model(model_path, ["float32", "int8"], out / "bundles", ConvertOptions(min_agreement=0.0),
                                 progress=False,
                                 on_log=lambda line: typer.echo(f"  {line}"))
-    bundles = {c.precision: c.bundle_path for c in conversions}
+    # min_agreement 0 accepts every conversion: each has its bundle
+    bundles = {c.precision: c.bundle_path for c in conversions if c.bundle_path is not None}
     for c in conversions:
         agreement = ", ".join(f"{h} {k.agreement:.1%}" for h, k in c.checks.items())
         typer.echo(f"  {c.precision:8s} {c.size_bytes / 1e6:6.2f} MB  agreement with Keras: {agreement}")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from edgeface.cli.common import EXIT_CHECK_FAILED, echo_err, field_default, friendly_errors, refuse_secret_in_argument
 from edgeface.deploy.hosts import DeployOptions
+
+if TYPE_CHECKING:
+    from edgeface.deploy.remote import HostResult
 
 ORDER = 70
 
@@ -90,7 +93,7 @@ def deploy(
     if dry_run:
         echo_err(f"dry run: release {release.id} ({release.bundle}); nothing will be changed")
 
-    def show(result) -> None:  # type: ignore[no-untyped-def]
+    def show(result: HostResult) -> None:
         typer.echo(result.line())
         for step in result.steps:
             typer.echo(f"    {step}")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
 from edgeface.cli.common import EXIT_CHECK_FAILED, echo_err, friendly_errors, table
 from edgeface.eval.text import right_align
+
+if TYPE_CHECKING:
+    from edgeface.eval.evaluate import Evaluation
 
 ORDER = 40
 TEXT_CONFUSION_MAX = 10  # larger heads (identity) print their most confused pairs instead of a matrix
@@ -23,7 +26,7 @@ def _side_by_side(blocks: list[list[str]], gap: int = 4) -> list[str]:
             for i in range(height)]
 
 
-def format_evaluation(evaluation, confusion: bool = True) -> str:  # type: ignore[no-untyped-def]
+def format_evaluation(evaluation: Evaluation, confusion: bool = True) -> str:
     """The text report: data, one summary row per model, per-head details, confusion matrices."""
     from edgeface.core.spec import HEADS
 
@@ -38,7 +41,7 @@ def format_evaluation(evaluation, confusion: bool = True) -> str:  # type: ignor
                          f"(its own crop geometry)")
     lines.append("")
     header = ["model", "precision", "size MB"] + [f"{h} {c}" for h in HEADS for c in ("%", "vs ref")]
-    rows = []
+    rows: list[list[Any]] = []
     for i, m in enumerate(evaluation.models):
         row = [m.name, m.model.precision, f"{m.model.size_bytes / 1e6:.2f}"]
         for head in HEADS:

@@ -195,7 +195,7 @@ def identify(
                                  gallery if gallery else "", state_dir=state_dir, reload=False)
     checks, outputs = embedder.photos(expand_photos(photos), quality=False)
     labels = iter(labeler(outputs)) if len(outputs["identity"]) else iter(())
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for check in checks:
         face = next(labels) if check.ok else None
         if as_json:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -13,7 +13,7 @@ from edgeface.train.config import TrainConfig
 ORDER = 20
 
 
-def _default(name: str):  # type: ignore[no-untyped-def]
+def _default(name: str) -> Any:
     return field_default(TrainConfig, name)
 
 
@@ -22,7 +22,7 @@ def train(
     data: Path = typer.Option(..., help="Training photos: CSV manifest or folder (see `edgeface data check -h`)."),
     out: Path = typer.Option(..., help="Output folder: model.keras, metadata.json, history.json, history.png."),
     val: Optional[Path] = typer.Option(
-        _default("val"), help="Validation photos. Default: a seeded per-person split of --data."),
+        _default("val"), help="Validation photos. Default: a seeded per-person split of --data."),  # noqa: B008
     backbone: str = typer.Option(
         _default("backbone"), help="dlib-resnet (dlib's face encoder: tells people apart, enrolls new ones "
                                    "well), mobilenetv2, resnet50, vgg16 (ImageNet weights), or tiny / "

@@ -13,7 +13,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, TypeVar
+from typing import Any, Callable, Iterable, Iterator, NoReturn, TypeVar
 
 from edgeface.core.errors import EdgefaceError
 from edgeface.core.fileio import read_text_input
@@ -37,7 +37,7 @@ def _depth_of(value: Any) -> int:
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
-            children = item.values()
+            children: Iterable[Any] = item.values()
         elif isinstance(item, list):
             children = item
         else:

@@ -370,9 +370,10 @@ def run_daemon(config: DaemonConfig, stop: threading.Event | None = None,
             code = daemon.run(stop, reload_requested, reload)
             if daemon.next is None or stop.is_set():
                 return code
-            daemon = _start_again(daemon, extensions, stop)
-            if daemon is None:
+            restarted = _start_again(daemon, extensions, stop)
+            if restarted is None:
                 return code
+            daemon = restarted
     finally:
         undo_signals()
 

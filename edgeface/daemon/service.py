@@ -155,8 +155,8 @@ class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a record is logged, not when the handler was made: a caller
     that swaps stderr (a test runner, an embedding program) never leaves the logger writing to a closed file."""
 
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: D102
+    @property
+    def stream(self):
         return sys.stderr
 
     @stream.setter

@@ -20,13 +20,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from edgeface.core.errors import EdgefaceError, ImageError
 from edgeface.daemon.secrets import redact
 from edgeface.daemon.service import Throttled
+
+if TYPE_CHECKING:
+    import cv2
 
 log = logging.getLogger("edgeface.daemon")
 
@@ -95,7 +98,7 @@ class OpenCVSource:
         self._size = (width, height)
         self._fps = fps
         self.frame_rate = fps or DEFAULT_FILE_FPS
-        self._cap = None
+        self._cap: cv2.VideoCapture | None = None
         self._failures = 0
 
     def open(self) -> None:
@@ -204,7 +207,7 @@ class PiCamera2Source:
         self.camera = camera
         self.name = f"picamera2 {camera}"
         self._size = (width or 640, height or 480)
-        self._picam = None
+        self._picam: Any = None  # a Picamera2 (Pi OS only, untyped)
 
     def open(self) -> None:
         try:

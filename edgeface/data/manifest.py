@@ -86,7 +86,7 @@ class Dataset:
         return tuple(sorted({s.identity for s in self.samples if s.identity is not None}))
 
     def counts(self, head: str) -> Counter[str]:
-        return Counter(s.label(head) for s in self.samples if s.label(head) is not None)
+        return Counter(label for s in self.samples if (label := s.label(head)) is not None)
 
     def subset(self, samples: Iterable[Sample], source: Path | None = None) -> "Dataset":
         return Dataset(tuple(samples), source or self.source, ())

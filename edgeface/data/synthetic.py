@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -158,7 +158,9 @@ def _sample_look(name: str, gender: str, rng: np.random.Generator, skin_t: float
         brow_thickness=float(rng.uniform(1.2, 1.6) if male else rng.uniform(0.7, 1.0)),
         brow_arch=float(rng.uniform(0.1, 0.4) if male else rng.uniform(0.5, 0.9)),
         nose_width=float(rng.uniform(0.85, 1.2)), nose_length=float(rng.uniform(0.9, 1.1)),
-        lip_color=lip, lip_fullness=float(rng.uniform(0.8, 1.0) if male else rng.uniform(1.0, 1.25)),
+        # lip and shirt: tuples of three (of RGB arrays), which mypy cannot count
+        lip_color=lip,  # type: ignore[arg-type]
+        lip_fullness=float(rng.uniform(0.8, 1.0) if male else rng.uniform(1.0, 1.25)),
         beard=beard, glasses=bool(rng.random() < 0.3), shirt_color=shirt,  # type: ignore[arg-type]
     )
 
@@ -328,9 +330,9 @@ class _Painter:
         self.hair = np.array(look.hair_color, np.float32)
         self.light = (light[0], light[1], float(np.sqrt(max(0.2, 1 - light[0] ** 2 - light[1] ** 2))))
         # Filled in by the drawing steps that make them, read by later ones.
-        self.hair_light = np.ones(self.shape, np.float32)
+        self.hair_light: np.ndarray = np.ones(self.shape, np.float32)
         self.face = np.zeros(self.shape, np.float32)
-        self.shading = np.ones(self.shape, np.float32)
+        self.shading: np.ndarray = np.ones(self.shape, np.float32)
 
     def lit(self, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
         """Lambert shading of an ellipsoid (rx, ry) under the photo's light: what makes a part look round."""
@@ -767,7 +769,7 @@ def _camera(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     img += rng.standard_normal(img.shape, dtype=np.float32) * float(rng.uniform(1.5, 6))
     out = np.clip(img, 0, 255).astype(np.uint8)
     _, data = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 95))])
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # type: ignore[return-value]  # never None: imencode's JPEG
 
 
 def render_photo(look: PersonLook, emotion: str, rng: np.random.Generator, size: tuple[int, int] = (320, 256)
@@ -871,7 +873,8 @@ def composite_frame(background: np.ndarray | tuple[int, int],
         canvas = _background(rng or np.random.default_rng(0), background)
     else:
         canvas = background.astype(np.float32)
-    placed, covers = [], []
+    placed: list[dict[str, Any]] = []
+    covers = []
     for sprite, (x, y, width) in faces:
         matrix = _sprite_matrix(sprite, (x, y), width, 0.0, 1.0)
         covers.append(_paste(canvas, sprite, matrix))

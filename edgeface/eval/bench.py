@@ -38,6 +38,7 @@ import platform
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -217,8 +218,8 @@ def bench_models(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), 
     rng = np.random.default_rng(0)
     crops = {size: rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8)
              for size in {info.spec.input_size for info in infos}}
-    face_calls = {key: (lambda e=engine, c=crops[engine.spec.input_size]: e.predict(c))
-                  for key, engine in engines.items()}
+    face_calls: dict[Hashable, Callable[[], Any]] = {
+        key: partial(engine.predict, crops[engine.spec.input_size]) for key, engine in engines.items()}
     on_log(f"per-face latency: {runs} rounds")
     face_stats = time_round_robin(face_calls, runs, warmup, progress, desc="per-face latency")
 
@@ -227,6 +228,7 @@ def bench_models(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), 
     if frames:
         from edgeface.core.imageio import read_image
 
+        pictures: Sequence[tuple[str, np.ndarray, int | None]]
         if image is not None:
             pictures = [(Path(image).name, read_image(image), None)]
         else:
@@ -243,7 +245,7 @@ def bench_models(models: Sequence[str | Path], threads: Sequence[int] = (1, 2), 
                     on_log(f"note: {name} finds no face in {label}: its frame times are detection alone")
             frame_list.append(Frame(label, picture, max(found.values())))
             for name, detector in detectors.items():
-                detect_calls[(label, name)] = (lambda d=detector, p=picture: d.detect(p))
+                detect_calls[(label, name)] = partial(detector.detect, picture)
         frame_calls: dict[Hashable, Callable[[], Any]] = dict(detect_calls)
         for (i, t), engine in engines.items():
             spec = infos[i].spec

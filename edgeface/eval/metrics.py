@@ -60,8 +60,8 @@ class HeadMetrics:
         }
 
 
-def classification_metrics(true: Sequence[int], predicted: Sequence[int], num_classes: int,
-                           labels: Sequence[str], missed: int = 0) -> HeadMetrics:
+def classification_metrics(true: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray,
+                           num_classes: int, labels: Sequence[str], missed: int = 0) -> HeadMetrics:
     """Metrics from class indices.
 
     ``predicted`` may hold -1 for a miss: counted wrong, and in its true class's support. ``missed`` adds

@@ -127,7 +127,7 @@ def face_photos(source: str | Path | Sequence[Any], per_person: int = 6, people:
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.detect import create_detector
 
-    samples = load_dataset(source).samples if isinstance(source, (str, Path)) else source
+    samples: Sequence[Any] = load_dataset(source).samples if isinstance(source, (str, Path)) else source
     detector = create_detector("blazeface", shared=True)
     wanted = None if people is None else set(people)
     found: dict[str, list[FacePhoto]] = {}
@@ -290,6 +290,7 @@ def visits_scene(visits: Sequence[Actor], max_faces: int = 3, fps: float = 10.0,
         side = 1 if rng.random() < 0.5 else -1  # enters from the left (1) or the right (-1)
         outside = 0.8 * max(w0, w1)  # the eyes this far past the edge: the face is out of the frame
         enter_x = -outside if side == 1 else width + outside
+        path: tuple[tuple[float, float, float, float], ...]
         if rng.random() < 0.5:  # crosses the frame
             exit_x = width + outside if side == 1 else -outside
             path = ((start, enter_x, y0, w0), (start + duration, exit_x, y1, w1))
@@ -334,7 +335,7 @@ class TrueFace:
     def from_dict(cls, raw: Mapping[str, Any]) -> "TrueFace":
         fixed = {"identity", "visit", "box", "eyes", "visible"}
         return cls(str(raw["identity"]), int(raw["visit"]), tuple(float(v) for v in raw["box"]),  # type: ignore[arg-type]
-                   tuple(tuple(float(v) for v in e) for e in raw["eyes"]), float(raw["visible"]),
+                   tuple((float(e[0]), float(e[1])) for e in raw["eyes"]), float(raw["visible"]),
                    {k: str(v) for k, v in raw.items() if k not in fixed})
 
 
@@ -410,7 +411,7 @@ class SceneTruth:
         frames = tuple(tuple(TrueFace.from_dict(f) for f in frame["faces"]) for frame in raw["frames"])
         visits = tuple(TrueVisit(str(v["identity"]), int(v["visit"]), int(v["first_frame"]), int(v["last_frame"]),
                                  float(v["start"]), float(v["end"])) for v in raw["visits"])
-        return cls(float(raw["fps"]), tuple(raw["size"]), {k: dict(v) for k, v in raw["people"].items()},  # type: ignore[arg-type]
+        return cls(float(raw["fps"]), tuple(raw["size"]), {k: dict(v) for k, v in raw["people"].items()},
                    visits, frames, str(raw.get("video", "")))
 
     @classmethod
@@ -444,7 +445,7 @@ def write_scene(path: str | Path, scene: Scene) -> SceneTruth:
     if fourcc is None:
         raise EdgefaceError(f"{path}: video must be {' or '.join(FOURCC)}")
     height, width = scene.size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), float(scene.fps), (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), float(scene.fps), (width, height))
     if not writer.isOpened():
         raise EdgefaceError(f"{path}: OpenCV cannot write {fourcc} video here")
     faces = []

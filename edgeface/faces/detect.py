@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -209,11 +209,13 @@ class HaarDetector:
 
         if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
             raise DependencyError("this OpenCV has no Haar cascades: pip install 'opencv-python-headless<5'")
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        # checked above; the stubs that come with OpenCV leave cv2.data out
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise DependencyError(f"cannot load Haar cascade {path}")
-        self._params = dict(scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(min_size, min_size))
+        self._params: dict[str, Any] = dict(scaleFactor=scale_factor, minNeighbors=min_neighbors,
+                                            minSize=(min_size, min_size))
 
     def detect(self, image: np.ndarray) -> list[Face]:
         import cv2

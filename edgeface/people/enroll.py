@@ -146,7 +146,8 @@ class FaceEmbedder:
         checks = [self.check_photo(p, quality) for p in paths]
         ok = [c.crop for c in checks if c.ok]
         size = self.spec.input_size
-        outputs = self.predict(np.stack(ok) if ok else np.zeros((0, size, size, 3), np.uint8))
+        # an ok photo has its crop, which mypy cannot tell from its status
+        outputs = self.predict(np.stack(ok) if ok else np.zeros((0, size, size, 3), np.uint8))  # type: ignore[arg-type]
         return checks, outputs
 
 

@@ -101,8 +101,8 @@ class TrackEvidence:
 
     def embedding(self) -> np.ndarray | None:
         """The track's faces' embeddings averaged (weighted as the identity evidence), unit length."""
-        rows = [o.embedding for o in self.observations]
-        if any(r is None for r in rows) or not rows:
+        rows = [o.embedding for o in self.observations if o.embedding is not None]
+        if len(rows) < len(self.observations) or not rows:
             return None
         mean = self._weights(DECAY) @ np.stack(rows).astype(np.float64)
         return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)

@@ -168,11 +168,11 @@ class FacePipeline:
             track.add(observation, evidence[k], self.labeler.version)
             track.decide(self.labeler, rule)
             self._decided_version[ids[i]] = self.labeler.version
-        for track in ended:
-            self.tracks.pop(track.id, None)
-            self._decided_version.pop(track.id, None)
+        for gone in ended:
+            self.tracks.pop(gone.id, None)
+            self._decided_version.pop(gone.id, None)
         labels, views = [], []
-        for i, track_id in enumerate(ids):
+        for track_id in ids:
             track = self.tracks.setdefault(track_id, TrackEvidence())
             if track.count and self._decided_version.get(track_id) != self.labeler.version:  # the people changed
                 track.decide(self.labeler, rule)

@@ -184,11 +184,12 @@ class Tracker:
             for a, i in enumerate(faces):
                 unit = embeddings[i] / max(float(np.linalg.norm(embeddings[i])), 1e-12)
                 for b, t in enumerate(tracks):
-                    if t in association.candidates.get(i, ()):
-                        score[a, b] = float(unit @ self.tracks[t].appearance) + \
+                    appearance = self.tracks[t].appearance  # not None: checked for the whole group above
+                    if appearance is not None and t in association.candidates.get(i, ()):
+                        score[a, b] = float(unit @ appearance) + \
                             IOU_WEIGHT * float(association.overlap[i, column[t]])
-            for a, b in _best_assignment(score).items():
-                chosen[faces[a]] = tracks[b] if b is not None else None
+            for a, match in _best_assignment(score).items():
+                chosen[faces[a]] = tracks[match] if match is not None else None
 
     def _resume(self, box: np.ndarray, embedding: np.ndarray, now: float, taken: set[int],
                 reid_similarity: float) -> int | None:
@@ -284,5 +285,5 @@ def _best_assignment(score: np.ndarray) -> dict[int, int | None]:
         total = sum(float(score[r, c]) for r, c in enumerate(combo) if c is not None)
         key = (total, len(picked), combo)
         if key[:2] > best[:2]:
-            best = key  # type: ignore[assignment]
+            best = key
     return dict(enumerate(best[2]))

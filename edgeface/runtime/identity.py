@@ -27,11 +27,14 @@ has turned does. Below ``min_observations`` faces a track is not named yet.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from edgeface.core.results import UNKNOWN, Prediction
+
+if TYPE_CHECKING:
+    from edgeface.core.gallery import Gallery
 
 DEFAULT_MARGIN = 0.02  # cosine: a face between two enrolled people, this close, is neither yet
 KEEP_MARGIN = 0.04  # cosine below the threshold a track keeps its enrolled name
@@ -111,26 +114,26 @@ def _best(probs: np.ndarray, best_sim: float) -> float:
     return float(probs.max()) if len(probs) else best_sim
 
 
-def face_evidence(embeddings: np.ndarray | None, probabilities: np.ndarray | None, gallery: object | None,
+def face_evidence(embeddings: np.ndarray | None, probabilities: np.ndarray | None, gallery: Gallery | None,
                   trained: Sequence[str]) -> list[Evidence]:
     """Each face's own evidence: ``embeddings`` (N, D) or None, ``probabilities`` (N, C) of the identity head or
     None, against ``gallery`` (an ``edgeface.core.gallery.Gallery`` or None)."""
     count = len(embeddings) if embeddings is not None else len(probabilities) if probabilities is not None else 0
     probs = (np.asarray(probabilities, np.float32).reshape(count, -1) if probabilities is not None
              else np.zeros((count, 0), np.float32))
-    if gallery is not None and embeddings is not None and len(gallery):  # type: ignore[arg-type]
-        sims = gallery.similarities(embeddings)  # type: ignore[attr-defined]
-        against = gallery.negative_similarities(embeddings, gallery.names)  # type: ignore[attr-defined]
+    if gallery is not None and embeddings is not None and len(gallery):
+        sims = gallery.similarities(embeddings)
+        against = gallery.negative_similarities(embeddings, gallery.names)
     else:
         sims = against = np.zeros((count, 0), np.float32)
-    if gallery is not None and embeddings is not None and gallery.negatives:  # type: ignore[attr-defined]
-        against_trained = gallery.negative_similarities(embeddings, trained)  # type: ignore[attr-defined]
+    if gallery is not None and embeddings is not None and gallery.negatives:
+        against_trained = gallery.negative_similarities(embeddings, trained)
     else:
         against_trained = np.full((count, probs.shape[1]), -1.0, np.float32)
     return [Evidence(sims[i], against[i], probs[i], against_trained[i]) for i in range(count)]
 
 
-def combine(evidence: Sequence[Evidence], weights: Sequence[float]) -> Evidence:
+def combine(evidence: Sequence[Evidence], weights: Sequence[float] | np.ndarray) -> Evidence:
     """Several faces' evidence as one: each score the weighted mean over the faces (weights: how good each view
     was), ``observations`` their count."""
     w = np.asarray(weights, np.float64)

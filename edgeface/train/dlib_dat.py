@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class DlibLayer:
     """One computational layer: ``kind`` is dlib's layer name without its version (``con``, ``affine``, ...)."""
 
     kind: str
-    settings: dict[str, float] = field(default_factory=dict)
+    settings: Mapping[str, float] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -166,7 +167,7 @@ def _read_details(reader: _Reader, name: str) -> DlibLayer:
         settings = {key: reader.integer() for key in
                     ("num_filters", "rows", "columns", "stride_y", "stride_x", "padding_y", "padding_x")}
         filters, biases = reader.alias(), reader.alias()
-        for key in ("learning_rate_multiplier", "weight_decay_multiplier", "bias_learning_rate_multiplier",
+        for _key in ("learning_rate_multiplier", "weight_decay_multiplier", "bias_learning_rate_multiplier",
                     "bias_weight_decay_multiplier"):
             reader.real()
         use_bias = reader.flag() if name in ("con_5", "con_6") else True
@@ -242,7 +243,7 @@ def parse_dlib_network(data: bytes, source: str = "dlib network") -> DlibNetwork
         versions.append(reader.integer())
         start = reader.at
         length = reader.peek_integer()
-        if length in (len(name) for name in INPUT_LAYERS):
+        if length in {len(name) for name in INPUT_LAYERS}:
             name = reader.text()
             if name in INPUT_LAYERS:
                 break

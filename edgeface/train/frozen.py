@@ -48,7 +48,7 @@ def set_centres_from(built: Any, prepared: TrainingData, train_embeddings: np.nd
     unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
     people = list(prepared.spec.labels["identity"])
     labels = [s.identity for s in prepared.train_crops.cropped_samples]
-    index = {person: i for i, person in enumerate(people)}
+    index: dict[str | None, int] = {person: i for i, person in enumerate(people)}
     truth = np.array([index.get(s.identity, -1) for s in prepared.val_crops.cropped_samples])
     scale = fit_scale(unit(val_embeddings) @ person_centres(unit(train_embeddings), people, labels), truth)
     set_identity_centres(built.heads, unit(train_embeddings), labels, people, scale)

@@ -171,9 +171,9 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     history, images_per_second, fine_tuned = fit_phases(built, prepared, config, strategy, frozen, on_log)
     if DESCRIPTOR in fine_tuned and backbone_info(config.backbone).identity_head == "centres":
         # the identity path moved (fine-tuned, or trained from scratch): centres from the embeddings it gives now
-        embed = [keras_predict(built.model, crops.crops, prepared.spec)[EMBEDDING_NAME]
-                 for crops in (prepared.train_crops, prepared.val_crops)]
-        set_centres_from(built, prepared, *embed, on_log)
+        train_embed, val_embed = (keras_predict(built.model, crops.crops, prepared.spec)[EMBEDDING_NAME]
+                                  for crops in (prepared.train_crops, prepared.val_crops))
+        set_centres_from(built, prepared, train_embed, val_embed, on_log)
     probe = linear_probe(built, prepared, frozen)
     return write_outputs(built.model, prepared, config, history, images_per_second, started, probe)
 
@@ -188,7 +188,7 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
     from edgeface.train.model import ATTRIBUTE_HEADS, backbone_info, head_features, set_backbone_trainable
 
     backbone = built.backbone
-    train_crops, val_crops, spec = prepared.train_crops, prepared.val_crops, prepared.spec
+    train_crops, val_crops = prepared.train_crops, prepared.val_crops
     train_heads, val_heads = prepared.train_heads, prepared.val_heads
     train_samples = train_crops.cropped_samples
     history: dict[str, list[float]] = {}

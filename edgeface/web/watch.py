@@ -88,7 +88,7 @@ class FaceWatcher:
                 unknown = face.labels.identity.label == UNKNOWN
                 if unknown and face.track in self._dismissed:
                     continue
-                sample, jpeg = self._sample(image, samples, i, now, gated=unknown)  # type: ignore[arg-type]
+                sample, jpeg = self._sample(image, samples, i, now, gated=unknown)
                 if sample is None:
                     continue
                 seen[2] = now

@@ -38,5 +38,5 @@ class Assets:
 
     def static(self, request: Request) -> Reply:
         name = request.path.rsplit("/", 1)[-1]
-        data = resources.files("edgeface.web").joinpath("static", name).read_bytes()
+        data = (resources.files("edgeface.web") / "static" / name).read_bytes()  # joinpath takes one name on 3.10
         return Reply(200, data, STATIC[name], {"Cache-Control": "max-age=300"})
