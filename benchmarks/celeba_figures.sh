@@ -6,8 +6,8 @@
 # for edgeface and for dlib's own pipeline. Hours of CPU on 2 cores; every step is the public CLI.
 #
 #   benchmarks/celeba_figures.sh [STEP...]
-#       steps: split dlib-resnet mobilenetv2 resnet50 vgg16 convert evaluate bench report
-#              openset-split openset-dlib-resnet openset-dlib-resnet-all openset-mobilenetv2 openset
+#       steps: split dlib-resnet mobilenetv2 resnet50 vgg16 convert evaluate probe bench report
+#              openset-split openset-dlib-resnet openset-dlib-resnet-all openset-mobilenetv2 openset household
 #
 # Needs ../shared (or $EDGEFACE_SHARED), and for MobileNetV2 its ImageNet weights ($EDGEFACE_WEIGHTS_DIR).
 # The figures go to results/*.json (aggregate figures, committed; `make results` renders docs/results.md
@@ -19,8 +19,9 @@ export EDGEFACE_WEIGHTS_DIR=${EDGEFACE_WEIGHTS_DIR:-$SHARED/weights}
 EDGEFACE=${EDGEFACE:-.venv/bin/edgeface}
 PYTHON=${PYTHON:-.venv/bin/python}
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(split dlib-resnet mobilenetv2 resnet50 vgg16 convert evaluate bench report \
-                                 openset-split openset-dlib-resnet openset-dlib-resnet-all openset-mobilenetv2 openset)
+[ ${#steps[@]} -gt 0 ] || steps=(split dlib-resnet mobilenetv2 resnet50 vgg16 convert evaluate probe bench report \
+                                 openset-split openset-dlib-resnet openset-dlib-resnet-all openset-mobilenetv2 openset \
+                                 household)
 # MODELS="dlib-resnet" limits convert and evaluate to some models.
 read -r -a models <<< "${MODELS:-dlib-resnet mobilenetv2 resnet50 vgg16}"
 # Photo collections: blazeface-fallback also finds the small faces short range misses.
@@ -44,10 +45,11 @@ for step in "${steps[@]}"; do
     "$EDGEFACE" train --data splits/celeba/train.csv --out runs/celeba-vgg16 --backbone vgg16 \
       --weights none --input-size 64 --epochs 8 --patience 4 --learning-rate 1e-4 --val-fraction 0.07 \
       "${DETECTOR[@]}" ;;
-  convert)      # all four precisions; --min-agreement 0 keeps every bundle for the table (the gate is evaluate's)
+  convert)      # all four precisions; --min-agreement 0 keeps every bundle for the table (the gate is evaluate's).
+                # Verified on the model's own validation photos: convert chooses the identity rule on them, and
+                # the test photos must stay unseen until evaluate.
     for m in "${models[@]}"; do
-      "$EDGEFACE" convert "runs/celeba-$m" --precision all --out bundles/celeba --min-agreement 0 \
-        --verify-data splits/celeba/test.csv
+      "$EDGEFACE" convert "runs/celeba-$m" --precision all --out bundles/celeba --min-agreement 0
     done ;;
   evaluate)     # Keras vs each precision on the same test crops; --max-drop 0.5 is the int8 gate
     mkdir -p reports
@@ -58,6 +60,10 @@ for step in "${steps[@]}"; do
         --training "runs/celeba-$m/metadata.json" \
         --command "MODELS=$m benchmarks/celeba_figures.sh split $m convert evaluate"
     done ;;
+  probe)        # each head of dlib-resnet against its linear probe on the test photos, Keras and int8
+    "$PYTHON" benchmarks/household_sets.py --run runs/celeba-dlib-resnet \
+      --bundle bundles/celeba/celeba-dlib-resnet-int8.edgeface --test splits/celeba/test.csv \
+      --name celeba-probe ;;
   bench)        # per-face latency, dlib-resnet against MobileNetV2, int8 and float32 side by side (round-robin)
     "$EDGEFACE" bench bundles/celeba/celeba-{dlib-resnet,mobilenetv2}-int8.edgeface \
       bundles/celeba/celeba-{dlib-resnet,mobilenetv2}-float32.edgeface --threads 2 --runs 300 --json reports/bench.json
@@ -87,6 +93,8 @@ for step in "${steps[@]}"; do
       --out reports/openset-dlib-resnet --results openset-dlib-resnet
     "$PYTHON" benchmarks/openset_celeba.py --bundle bundles/openset/openset-mobilenetv2-int8.edgeface \
       --out reports/openset-mobilenetv2 --no-dlib --results openset-mobilenetv2 ;;
+  household)    # small households drawn from celeba-299 (5, 10, 20 people x 3 seeds): train, int8, probe
+    "$PYTHON" benchmarks/household_sets.py ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

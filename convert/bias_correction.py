@@ -76,7 +76,7 @@ def feature_correction(model: Any, spec: ModelSpec, crops: np.ndarray) -> Featur
     import keras
 
     from edgeface.convert.tflite import convert_keras
-    from edgeface.eval.evaluate import predict_batched
+    from edgeface.runtime.engine import predict_batched
     from edgeface.train.model import POOLED, model_parts
 
     parts = model_parts(model)

@@ -10,13 +10,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgeface.convert.options import ConvertOptions
-from edgeface.core.bundle import SUFFIX, sha256_bytes, write_bundle
+from edgeface.core.bundle import SUFFIX, IdentityCentres, sha256_bytes, write_bundle
 from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.core.modelio import MODEL_NAME
 from edgeface.core.spec import EMBEDDING_NAME, HEADS, ModelSpec
 from edgeface.data.manifest import Dataset, Sample, load_dataset, split_dataset
 from edgeface.faces.crops import crop_samples
-from edgeface.runtime.engine import LiteRTEngine
+from edgeface.runtime.engine import LiteRTEngine, identity_from_centres
 from edgeface.train.keras_model import KerasEngine
 
 DEBUG_FACES = 64  # verification faces the quantization debugger runs on (--debug-layers)
@@ -50,6 +50,10 @@ class ConversionResult:
     reason: str = ""
     bundle_path: Path | None = None
     embedding_cosine: float | None = None  # mean cosine similarity of TFLite vs Keras embeddings
+    # How the bundle names trained people: {"used": "centres" | "model", "centres": accuracy, "model": ...,
+    # "faces": n}; None for a model without person centres (its identity output is all there is).
+    identity_rule: dict[str, Any] | None = None
+    identity_centres: IdentityCentres | None = None  # written into the bundle when "centres" is used
     layer_errors: list[dict[str, Any]] = field(default_factory=list)
     accumulated_errors: list[dict[str, Any]] = field(default_factory=list)  # int8 vs float, tensor by tensor
     debug_reports: list[Path] = field(default_factory=list)  # the CSVs and plot --debug-layers wrote
@@ -89,7 +93,7 @@ def select_representative(samples: Sequence[Sample], count: int, seed: int = 0) 
     return sorted(chosen)
 
 
-def _split_from_metadata(metadata: dict[str, Any]) -> tuple[Dataset, Dataset]:
+def training_split(metadata: dict[str, Any]) -> tuple[Dataset, Dataset]:
     """Rebuild the training and validation sets a model was trained with, from its metadata."""
     info = metadata.get("dataset", {})
     config = metadata.get("training", {}).get("config", {})
@@ -167,7 +171,7 @@ def prepare_sets(keras_engine: KerasEngine, options: ConvertOptions, progress: b
     """Crop the representative and verification faces (by default the model's own training and validation
     splits), and run Keras on the verification faces once for every precision to be compared with."""
     if options.representative is None or options.verify_data is None:
-        train_part, val_part = _split_from_metadata(keras_engine.metadata)
+        train_part, val_part = training_split(keras_engine.metadata)
     rep_set = load_dataset(options.representative) if options.representative is not None else train_part
     ver_set = load_dataset(options.verify_data) if options.verify_data is not None else val_part
     rep_what = "" if options.representative is not None else " (its training split)"
@@ -223,20 +227,52 @@ def convert_precision(model: Any, spec: ModelSpec, precision: str, representativ
     return Converted(flatbuffer, equalization_figures, {"layers": corrected, **figures} if figures else None)
 
 
+def choose_identity_rule(model_out: np.ndarray, centres_out: np.ndarray, samples: Sequence[Sample],
+                         spec: ModelSpec, keras_out: np.ndarray) -> dict[str, Any]:
+    """Which identity the bundle gives: the model's own output or nearest centre on its embedding in float,
+    by accuracy on the labelled verification faces (by agreement with Keras where none is labelled). The
+    centres win ties: they are exact in float, where the model's int8 output ties close people."""
+    from edgeface.eval.metrics import head_metrics
+
+    labels = spec.labels["identity"]
+    n = head_metrics(samples, model_out, labels, "identity").n
+    if n:
+        score = {name: head_metrics(samples, out, labels, "identity").accuracy
+                 for name, out in (("model", model_out), ("centres", centres_out))}
+    else:
+        reference = keras_out.argmax(1)
+        score = {name: float(np.mean(out.argmax(1) == reference)) if len(out) else 1.0
+                 for name, out in (("model", model_out), ("centres", centres_out))}
+    return {"used": "model" if score["model"] > score["centres"] else "centres",
+            "measured": "accuracy" if n else "agreement with Keras", "faces": n or len(model_out),
+            "centres": round(score["centres"], 4), "model": round(score["model"], 4)}
+
+
 def verify(flatbuffer: bytes, precision: str, spec: ModelSpec, sets: ConversionSets,
-           min_agreement: float) -> tuple[ConversionResult, LiteRTEngine]:
-    """Run the flatbuffer on the verification faces and compare it with Keras; refused below ``min_agreement``."""
-    from edgeface.eval.evaluate import predict_batched
+           min_agreement: float, centres: IdentityCentres | None = None) -> tuple[ConversionResult, LiteRTEngine]:
+    """Run the flatbuffer on the verification faces and compare it with Keras; refused below ``min_agreement``.
+    With the model's person ``centres``, identity is the better of its own output and the centres' (measured
+    here), and the checks are of the identity the bundle will give."""
+    from edgeface.runtime.engine import predict_batched
 
     engine = LiteRTEngine(flatbuffer, spec, source=f"{precision} model")
     tflite_out = predict_batched(engine, sets.verification)
     keras_out = sets.keras_outputs
+    rule = None
+    if centres is not None and EMBEDDING_NAME in tflite_out:
+        by_centres = identity_from_centres(tflite_out[EMBEDDING_NAME], centres)
+        rule = choose_identity_rule(tflite_out["identity"], by_centres, sets.verification_samples, spec,
+                                    keras_out["identity"])
+        if rule["used"] == "centres":
+            tflite_out = {**tflite_out, "identity": by_centres}
+            engine.identity_centres = centres
     checks = compare(keras_out, tflite_out, sets.verification_samples, spec)
     cosine = None
     if EMBEDDING_NAME in keras_out and EMBEDDING_NAME in tflite_out:
         cosine = float(np.mean(np.sum(keras_out[EMBEDDING_NAME] * tflite_out[EMBEDDING_NAME], axis=1)))
     low = [h for h, c in checks.items() if c.agreement < min_agreement]
-    result = ConversionResult(precision, len(flatbuffer), checks, accepted=not low, embedding_cosine=cosine)
+    result = ConversionResult(precision, len(flatbuffer), checks, accepted=not low, embedding_cosine=cosine,
+                              identity_rule=rule, identity_centres=engine.identity_centres)
     if low:
         result.reason = "; ".join(f"{h} agrees with Keras on {checks[h].agreement:.1%} of faces, below "
                                   f"--min-agreement {min_agreement:.0%}" for h in low)
@@ -294,6 +330,7 @@ def bundle_manifest(keras_engine: KerasEngine, model_path: Path, model_sha256: s
                        "bias_correction": converted.bias_correction},
         "accuracy": {head: check.to_dict() for head, check in result.checks.items()},
         "embedding_cosine": result.embedding_cosine,
+        "identity_rule": result.identity_rule,
     }
 
 
@@ -315,8 +352,11 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     if out.suffix == SUFFIX and len(precisions) > 1:
         raise EdgefaceError(f"--out {out} names one file but {len(precisions)} precisions were asked for; "
                             "give a folder")
+    from edgeface.train.model import model_identity_centres
+
     keras_engine = KerasEngine(model_path)
     spec = keras_engine.spec
+    centres = model_identity_centres(keras_engine.model)
     sets = prepare_sets(keras_engine, options, progress, on_log)
     model_sha256 = sha256_bytes(model_path.read_bytes())
     results = []
@@ -326,7 +366,9 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
         steps = progress_bar(precisions, desc="converting", unit="model")
     for precision in steps:
         converted = convert_precision(keras_engine.model, spec, precision, sets.representative, options, on_log)
-        result, engine = verify(converted.flatbuffer, precision, spec, sets, options.min_agreement)
+        result, engine = verify(converted.flatbuffer, precision, spec, sets, options.min_agreement, centres)
+        if result.identity_rule is not None:
+            on_log(identity_rule_line(precision, result.identity_rule))
         if options.debug_layers and precision == "int8":
             report_stem = (out if out.suffix != SUFFIX else out.parent) / model_path.parent.name
             result.layer_errors, result.accumulated_errors, result.debug_reports = debug_int8(
@@ -335,9 +377,19 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
             result.bundle_path = write_bundle(default_bundle_path(model_path, precision, out), converted.flatbuffer,
                                               spec, precision, extra=bundle_manifest(
                                                   keras_engine, model_path, model_sha256, precision, engine,
-                                                  converted, result, sets, options))
+                                                  converted, result, sets, options),
+                                              identity_centres=result.identity_centres)
         results.append(result)
     return results
+
+
+def identity_rule_line(precision: str, rule: dict[str, Any]) -> str:
+    """What ``convert`` says about the identity a bundle gives."""
+    figures = (f"{rule['centres']:.1%} against the model's own output {rule['model']:.1%}, {rule['measured']} "
+               f"on {rule['faces']} verification faces")
+    if rule["used"] == "centres":
+        return f"{precision} identity: nearest person centre on the embedding, in float on the device ({figures})"
+    return f"{precision} identity: the model's own output, better than the person centres ({figures})"
 
 
 def write_rows_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:

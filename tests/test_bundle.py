@@ -11,7 +11,7 @@ import pytest
 
 from edgeface.core.errors import BundleError, ModelError
 from edgeface.core.bundle import BUNDLE_VERSION, MANIFEST_MEMBER, MODEL_MEMBER, load_bundle, read_manifest
-from edgeface.runtime.engine import LiteRTEngine
+from edgeface.runtime.engine import LiteRTEngine, predict_batched
 from helpers.no_tensorflow import run_without_tensorflow
 
 
@@ -59,6 +59,12 @@ def test_engine_reads_outputs_by_name(tiny_bundles: dict[str, Path], precision: 
         np.testing.assert_allclose(out[head].sum(1), 1.0, atol=0.02)
     np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=1), 1.0, atol=0.05)
     assert engine.predict(crops[:0])["identity"].shape[0] == 0
+    # the one batched loop (evaluate, enroll, calibrate, convert): the same rows in batches, every output for none
+    batched = predict_batched(engine, crops, batch_size=2)
+    for name in out:
+        np.testing.assert_allclose(batched[name], out[name], atol=1e-6)
+    assert {name: v.shape for name, v in predict_batched(engine, crops[:0]).items()} == {
+        name: (0, v.shape[1]) for name, v in out.items()}
 
 
 def test_truncated_bundle(bundle: Path, tmp_path: Path) -> None:
@@ -102,7 +108,7 @@ RUNTIME_SCRIPT = r"""
 import json, sys
 import numpy as np
 from edgeface.core.bundle import load_bundle
-from edgeface.runtime.engine import LiteRTEngine
+from edgeface.runtime.engine import LiteRTEngine, predict_batched
 from edgeface.runtime.labeler import Labeler
 from edgeface.faces.detect import create_detector
 bundle = load_bundle(sys.argv[1])

@@ -331,3 +331,65 @@ def test_debug_layers_reports_where_int8_error_accumulates(tiny_bundles: dict[st
     assert Path(f"{stem}-int8-accumulated-errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Path(f"{stem}-layer-errors.csv").is_file()
 
+
+
+def test_identity_rule_is_the_more_accurate_of_the_models_output_and_the_centres() -> None:
+    from edgeface.convert.pipeline import choose_identity_rule
+    from edgeface.core.spec import ModelSpec
+
+    spec = ModelSpec(labels={"identity": ("ana", "ben"), "emotion": ("happy", "neutral"),
+                             "gender": ("female", "male")}, input_size=32, backbone="tiny")
+    samples = [Sample(Path(f"{i}.jpg"), "ana" if i % 2 else "ben", None, None) for i in range(4)]
+    right = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # ben, ana, ben, ana
+    one_wrong = right.copy()
+    one_wrong[0] = [1.0, 0.0]
+    assert choose_identity_rule(one_wrong, right, samples, spec, right)["used"] == "centres"
+    rule = choose_identity_rule(right, one_wrong, samples, spec, right)
+    assert rule == {"used": "model", "measured": "accuracy", "faces": 4, "centres": 0.75, "model": 1.0}
+    assert choose_identity_rule(right, right, samples, spec, right)["used"] == "centres"  # a tie: float wins
+    unlabelled = [Sample(Path("x.jpg"), None, None, None)] * 4  # no identity labels: agreement with Keras
+    rule = choose_identity_rule(one_wrong, right, unlabelled, spec, right)
+    assert rule["used"] == "centres" and rule["measured"] == "agreement with Keras" and rule["model"] == 0.75
+
+
+def test_a_centres_model_converts_with_its_centres(synthetic_csv: Path, tmp_path: Path) -> None:
+    """dlib-resnet's architecture (tiny, untrained) with its nearest-centre head set from its own embeddings of
+    the synthetic people: convert reads the centres and scale, measures them against the int8 model's own
+    identity output, puts them in the bundle, and the engine's identity is then the centres' on its
+    embedding."""
+    import zipfile
+
+    from edgeface.core.bundle import CENTRES_MEMBER
+    from edgeface.core.modelio import write_metadata
+    from edgeface.core.spec import ModelSpec
+    from edgeface.data.manifest import load_dataset
+    from edgeface.faces.crops import crop_samples
+    from edgeface.runtime.engine import identity_from_centres
+    from edgeface.train.keras_model import keras_predict, save_keras_model
+    from edgeface.train.model import backbone_info, build_model, model_identity_centres, set_identity_centres
+
+    data = load_dataset(synthetic_csv)
+    spec = ModelSpec(labels={h: data.labels(h) for h in ("identity", "emotion", "gender")}, input_size=150,
+                     crop=backbone_info("dlib-resnet-tiny").crop, backbone="dlib-resnet-tiny", embedding_size=128)
+    built = build_model(spec, weights="none")
+    crops = crop_samples(data.samples[::2], spec.crop, spec.input_size)
+    embeddings = keras_predict(built.model, crops.crops, spec)["embedding"]
+    set_identity_centres(built.heads, embeddings, [s.identity for s in crops.cropped_samples],
+                         list(spec.labels["identity"]), scale=40.0)
+    (tmp_path / "run").mkdir()
+    model = save_keras_model(built.model, tmp_path / "run" / "model.keras")
+    write_metadata(model, {"spec": spec.to_dict()})
+    logs: list[str] = []
+    options = ConvertOptions(representative=synthetic_csv, verify_data=synthetic_csv, min_agreement=0.0,
+                             representative_size=40, verify_size=60)
+    (result,) = convert_model(model, ["int8"], tmp_path, options, progress=False, on_log=logs.append)
+    bundle = load_bundle(result.bundle_path)
+    rule = bundle.manifest["identity_rule"]
+    assert rule["used"] == "centres" and rule["centres"] >= rule["model"] and rule["faces"] == 60, rule
+    assert any(line.startswith("int8 identity: nearest person centre on the embedding, in float") for line in logs)
+    expected = model_identity_centres(KerasEngine(model).model)
+    np.testing.assert_allclose(bundle.identity_centres.centres, expected.centres, atol=1e-6)
+    assert bundle.identity_centres.scale == 40.0 and bundle.identity_centres.centres.shape == (6, 128)
+    assert CENTRES_MEMBER in zipfile.ZipFile(result.bundle_path).namelist()
+    out = LiteRTEngine.from_bundle(bundle).predict(np.asarray(crops.crops[:4]))
+    np.testing.assert_allclose(out["identity"], identity_from_centres(out["embedding"], bundle.identity_centres))

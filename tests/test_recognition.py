@@ -241,6 +241,8 @@ def test_strangers_are_grouped_across_visits() -> None:
     restored = StrangerGroups.from_dict(groups.to_dict())
     assert restored.nearest(near(alice, 0.97, rng), 0.8).id == first
     assert [g.id for g in restored.newest()] == [other, first]
+    # Two faces in view at once are two people: a group whose visit is still open takes no other visit.
+    assert groups.assign("v4", near(alice, 0.97, rng), 40.0, threshold=0.8, busy={first}) not in (first, other)
 
 
 # --- quality -----------------------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_every_backbone_builds_with_named_outputs(backbone: str, size: int, embe
 
 
 def test_centres_head_is_a_softmax_over_scaled_cosines_to_fixed_centres() -> None:
-    from edgeface.train.model import build_model, set_identity_centres
+    from edgeface.train.model import build_model, model_identity_centres, set_identity_centres
 
     spec = SPEC.with_(backbone="dlib-resnet-tiny", input_size=150, embedding_size=128)
     built = build_model(spec, weights="none")
@@ -87,6 +87,10 @@ def test_centres_head_is_a_softmax_over_scaled_cosines_to_fixed_centres() -> Non
     expected = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(np.asarray(out["identity"]), expected / expected.sum(1, keepdims=True), atol=1e-5)
     np.testing.assert_allclose(np.asarray(out["embedding"]), embeddings, atol=1e-6)  # the descriptor, normalised
+    travelling = model_identity_centres(built.model)  # what convert puts in the bundle
+    np.testing.assert_allclose(travelling.centres, centres.T, atol=1e-6)
+    assert travelling.scale == 40.0
+    assert model_identity_centres(build_model(SPEC.with_(embedding_size=16), weights="none").model) is None
 
 
 @pytest.mark.shared
@@ -123,11 +127,39 @@ def test_head_weights_scale_each_heads_share_of_the_loss() -> None:
         check_head_weights({"emotion": 0.0})
 
 
+def test_a_head_keeps_its_training_only_when_clearly_better_than_the_probe() -> None:
+    from edgeface.train.choice import MIN_LABELLED, PROBE, TRAINED, compare, settle
+
+    def faces(both: int, trained_only: int, probe_only: int, neither: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        trained = [True] * both + [True] * trained_only + [False] * probe_only + [False] * neither
+        probe = [True] * both + [False] * trained_only + [True] * probe_only + [False] * neither
+        return np.array(trained), np.array(probe)
+
+    # 16 faces disagree: the trained head must win by more than sqrt(16) = 4 of them
+    assert compare(*faces(80, 11, 5))[0] == TRAINED  # +6
+    kept, why = compare(*faces(80, 10, 6))  # +4: within the noise
+    assert kept == PROBE and why == "fine-tuned, it is not clearly better: +4 faces of 96 against the probe (noise ±4.0)"
+    assert compare(*faces(80, 0, 0, 16))[0] == PROBE  # the same faces right: the exact fit
+    kept, why = compare(*faces(MIN_LABELLED - 10, 9, 0))  # far better, but on too few faces to tell
+    assert kept == PROBE and why.startswith(f"only {MIN_LABELLED - 1} labelled validation faces, too few")
+    # heads on the same fine-tuned features: back to the frozen backbone only if each is better so
+    figures = {"trained": 0.9, "probe": 0.8, "n": 100}
+    back, settled = settle({"identity": (TRAINED, "better", figures), "emotion": (PROBE, "worse", figures)})
+    assert not back and settled["emotion"]["kept"] == TRAINED
+    assert settled["emotion"]["why"] == "worse; but identity read the same fine-tuned features and are better trained"
+    back, settled = settle({"emotion": (PROBE, "worse", figures), "gender": (PROBE, "worse", figures)})
+    assert back and {c["kept"] for c in settled.values()} == {PROBE}
+
+
 def test_default_recipe_fits_frozen_heads_exactly_and_trains_the_rest(synthetic_csv: Path, tmp_path: Path) -> None:
     """dlib-resnet with dlib's weights (the default), on the synthetic set: gender reads the frozen descriptor,
     so its head is the linear probe's own fit and fine-tuning leaves it so (the same validation accuracy, to
-    the face); emotion's branch is fine-tuned with its head; identity is the nearest centre."""
+    the face); emotion's branch is fine-tuned with its head, then, with too few validation faces to show that
+    fine-tuning helps, goes back to dlib's weights under the probe's exact fit; identity is the nearest
+    centre."""
     from edgeface.train.dlib_resnet import find_dat
+    from edgeface.train.keras_model import load_keras_model
+    from edgeface.train.model import ATTRIBUTE_PREFIX, build_model, model_parts
     from edgeface.train.trainer import TrainConfig, train
 
     try:
@@ -141,10 +173,23 @@ def test_default_recipe_fits_frozen_heads_exactly_and_trains_the_rest(synthetic_
     assert not any("emotion" in line and "fitted exactly" in line for line in logs), logs
     assert any(line.startswith("identity: nearest of 6 person centres") for line in logs), logs
     metrics = result.metadata["metrics"]
-    n = metrics["validation"]["gender"]["n"]
-    assert abs(metrics["validation"]["gender"]["accuracy"] - metrics["linear_probe"]["gender"]) <= 1 / n + 1e-4
+    for head in ("gender", "emotion"):  # both are the probe's fit on dlib's features
+        n = metrics["validation"][head]["n"]
+        assert abs(metrics["validation"][head]["accuracy"] - metrics["linear_probe"][head]) <= 1 / n + 1e-4
     history = json.loads(result.model_path.with_name("history.json").read_text())
     assert history["phase"][-1] == "fine-tune" and "heads" in history["phase"]
+    heads = result.metadata["heads"]
+    assert {head: c["kept"] for head, c in heads.items()} == {"identity": "probe", "emotion": "probe",
+                                                               "gender": "probe"}
+    assert heads["emotion"]["why"].startswith("only ") and heads["emotion"]["validation"]["n"] < 30
+    assert any(line.startswith("emotion: keeps the exact fit (only ") for line in logs), logs
+    # the attribute branch is dlib's again, as the probe read it
+    saved = model_parts(load_keras_model(result.model_path)).backbone
+    dlib = build_model(ModelSpec.from_dict(result.metadata["spec"])).backbone
+    for layer in saved.layers:
+        if layer.name.startswith(ATTRIBUTE_PREFIX) and layer.weights:
+            for got, want in zip(layer.get_weights(), dlib.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(got, want)
 
 
 def test_training_batches_of_named_features_are_shuffled() -> None:

@@ -25,9 +25,10 @@ from edgeface.daemon.config import load_config
 from edgeface.daemon.http import Reply, Request
 from edgeface.daemon.server import Router
 from edgeface.web.guard import check_form
-from edgeface.web.store import FaceSample, FaceStore, Visit
+from edgeface.web.store import FaceSample, FaceStore
 
 if TYPE_CHECKING:
+    from edgeface.recognition.strangers import StrangerGroups
     from edgeface.web.state import PageState
 
 # --- forms from the page only (the server's own check, tests/test_daemon_access.py, covers host and token) ----
@@ -56,38 +57,95 @@ def test_forms_need_the_page_s_token_and_its_origin() -> None:
 # --- what is kept, and for how long ------------------------------------------------------------------------
 
 
-def sample(face_id: str, when: float) -> FaceSample:
-    return FaceSample(face_id, when, np.ones(4, np.float32) / 2, 0.3, 120.0, 90.0)
+def sample(face_id: str, when: float, visit: str = "") -> FaceSample:
+    return FaceSample(face_id, when, np.ones(4, np.float32) / 2, 0.3, 120.0, 90.0, visit=visit)
 
 
 def test_retention_deletes_old_and_extra_faces(tmp_path: Path) -> None:
+    from edgeface.recognition.strangers import StrangerGroups
+    from edgeface.web.unknowns import StrangerCards
+
     store = FaceStore(tmp_path / "g.faces", max_visits=2, keep_days=1, max_strangers=2, strangers_keep_days=2)
     now = time.time()
-    visits = [Visit(f"v{i}", i, now - age, now - age, [sample(f"f{i}", now - age)])
-              for i, age in enumerate((10, 5, 1, 2 * 86400))]
-    for visit in visits:
-        store.save_visit(visit.to_dict(), {f"f{visit.track}": b"jpeg"})
-    assert [v.id for v in store.expired(visits, now)] == ["v0", "v3"]  # the third newest, and the 2-day-old one
-    back = {v.id: v for v in store.load_visits()}
-    assert set(back) == {"v0", "v1", "v2", "v3"} and back["v1"].samples[0].embedding.shape == (4,)
+    groups = StrangerGroups()
+    for i, age in enumerate((10, 5, 1, 2 * 86400)):  # four visits: v0 and v1 of one person, then two others
+        groups.assign(f"v{i}", np.eye(3, 4)[min(max(i - 1, 0), 2)], now - age, threshold=0.8)
+    assert [g.count for g in groups.newest()] == [1, 2, 1]
+    cards = StrangerCards(groups, store)
+    cards.sync()
+    for i, age in enumerate((10, 5, 1, 2 * 86400)):
+        cards.arrived(f"v{i}", next(g.id for g in groups.groups.values() if f"v{i}" in g.visits))
+        assert cards.add(f"v{i}", FaceSample(f"f{i}", now - age, np.ones(4, np.float32), 0.3, 120.0, 90.0, b"jpeg"))
+    assert not cards.add("v0", FaceSample("f0", now, np.ones(4, np.float32), 0.3, 120.0, 90.0, b"jpeg"))  # twice
+    cards.flush(now)
+    # Retention: the third newest visit (v0) and the 2-day-old one (v3, its group unseen for 2 days) are gone.
+    assert [(len(c.samples), c.visits) for c in cards.groups()] == [(1, 1), (1, 2)]
+    back = StrangerCards.load(StrangerGroups(), store)  # the next run reads them back, with their ids
+    assert {c.id: [s.id for s in c.samples] for c in back.groups()} == \
+        {c.id: [s.id for s in c.samples] for c in cards.groups()}
+    assert back.groups()[1].samples[0].embedding.shape == (4,) and back.groups()[1].samples[0].visit == "v1"
 
-    store.add_strangers([(sample("s1", now - 3 * 86400), b"a")], "not Ada")  # past strangers_keep_days
+    store.add_strangers([(sample("s1", now - 3 * 86400), b"a")], "not Ada", "Ada")  # past strangers_keep_days
     assert store.strangers() == []
-    store.add_strangers([(sample(f"s{i}", now - i), b"x") for i in (2, 3, 4)], "marked as a stranger")
-    assert [s.id for s, _ in store.strangers()] == ["s2", "s3"]  # newest first, at most max_strangers
-    assert store.strangers()[0][1] == "marked as a stranger"
+    store.add_strangers([(sample(f"s{i}", now - i), b"x") for i in (2, 3, 4)], "a stranger")
+    assert [f.sample.id for f in store.strangers()] == ["s2", "s3"]  # newest first, at most max_strangers
+    assert (store.strangers()[0].reason, store.strangers()[0].of) == ("a stranger", "")
 
     assert {oct(p.stat().st_mode & 0o777) for p in store.root.rglob("*") if p.is_file()} == {"0o600"}
     assert {oct(p.stat().st_mode & 0o777) for p in [store.root, *store.root.rglob("*")] if p.is_dir()} == {"0o700"}
+    kept = cards.groups()[0].id
     for bad in ("..", "../v1", "a/b", "", "x" * 65, "V1"):  # ids from a request never reach a path
-        assert store.visit_crop(bad, "f1") is None and store.visit_crop("v1", bad) is None
+        assert store.group_crop(bad, "f1") is None and store.group_crop(kept, bad) is None
         assert store.stranger_crop(bad) is None
-        store.delete_visit(bad)
+        store.delete_group(bad)
         store.delete_stranger(bad)
-    assert (store.unknown / "v1").is_dir()
+    assert (store.unknown / kept).is_dir()
 
 
-def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
+def test_a_visit_folder_of_an_earlier_edgeface_becomes_a_group(tmp_path: Path) -> None:
+    from edgeface.people.album import write_private
+    from edgeface.recognition.strangers import StrangerGroups
+    from edgeface.web.unknowns import StrangerCards
+
+    store = FaceStore(tmp_path / "g.faces", max_visits=10, keep_days=1, max_strangers=10, strangers_keep_days=2)
+    now = time.time()
+    old = {"id": "1000-3", "track": 3, "first": now - 60, "last": now - 50,
+           "samples": [sample("f1", now - 55).to_dict()]}
+    write_private(store.unknown / "1000-3" / "visit.json", json.dumps(old).encode())
+    write_private(store.unknown / "1000-3" / "f1.jpg", b"\xff\xd8old")
+    write_private(store.unknown / "broken" / "visit.json", b"{")
+    strangers = StrangerGroups()
+    cards = StrangerCards.load(strangers, store)
+    (card,) = cards.groups()
+    assert card.visits == 1 and [s.visit for s in card.samples] == ["1000-3"] and card.id in strangers.groups
+    assert cards.crop(card.id, "f1") == b"\xff\xd8old"
+    assert sorted(p.name for p in store.unknown.iterdir()) == [card.id]  # the broken one was deleted
+
+
+class Visits:
+    """The recognition pipeline's visits and stranger groups (the real ``VisitBook`` and ``StrangerGroups``) for
+    frames a test makes up: each face's visit id once it arrived, and the frame's visit events."""
+
+    def __init__(self, strangers: "StrangerGroups", leave_after: float = 1.0) -> None:
+        from edgeface.recognition.settings import VisitConfig
+        from edgeface.recognition.visits import VisitBook
+
+        self.book = VisitBook(VisitConfig(leave_after=leave_after, min_frames=3), "door", strangers)
+        self.tracks: set[int] = set()
+
+    def frame(self, now: float, faces: list[tuple[int, str, np.ndarray]]) -> tuple[list[str], tuple]:
+        """``faces``: (track, name or "unknown", embedding) each."""
+        from edgeface.recognition.visits import TrackView
+
+        views = [TrackView(track, who, 0.4, 1.0, None, e / np.linalg.norm(e)) for track, who, e in faces]
+        present = {track for track, _, _ in faces}
+        events = self.book.update(now, views, sorted(self.tracks - present), same_person=0.8)
+        self.tracks = present
+        visits = [self.book.visit_of(track) for track, _, _ in faces]
+        return [v.id if v is not None and v.arrived else "" for v in visits], tuple(events)
+
+
+def test_only_sharp_big_unknown_faces_are_kept_on_their_group_s_card() -> None:
     import cv2
 
     from edgeface.core.results import FaceLabels, Prediction
@@ -96,9 +154,10 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
     from edgeface.data.synthetic import composite_frame, make_people, render_head
     from edgeface.faces.detect import Face
     from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
+    from edgeface.recognition.strangers import StrangerGroups
     from edgeface.runtime.labeler import Labeler
     from edgeface.web import watch
-    from edgeface.web.unknowns import VisitUnknowns
+    from edgeface.web.unknowns import FACES_PER_VISIT, StrangerCards
 
     rng = np.random.default_rng(0)
     head = render_head(make_people(1, seed=0)[0], "neutral", rng, width=400)
@@ -109,39 +168,50 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
     blurry = cv2.GaussianBlur(frame, (0, 0), 6.0)
     spec = ModelSpec(labels={"identity": ("Jimmy", "Maya"), "emotion": ("happy", "neutral"),
                              "gender": ("female", "male")}, input_size=64, embedding_size=4)
-    watcher = watch.FaceWatcher(CropSpec(), Labeler(spec))
+    strangers = StrangerGroups()
+    cards = StrangerCards(strangers, None)
+    watcher = watch.FaceWatcher(CropSpec(), Labeler(spec), cards)
+    visits = Visits(strangers)
+    look = {1: [1.0, 0, 0, 0], 2: [0, 1.0, 0, 0], 3: [0, 0, 1.0, 0], 4: [1.0, 0, 0, 0], 5: [1.0, 0.1, 0, 0]}
 
     def show(when: float, image: np.ndarray, faces: list[tuple[Face, int, str]]) -> None:
+        ids, events = visits.frame(when, [(track, name, np.asarray(look[track])) for _, track, name in faces])
         results = tuple(FaceResult(f.box, track, FaceLabels(Prediction(name, 0.4), Prediction("happy", 0.9),
-                                                              Prediction("male", 0.8))) for f, track, name in faces)
+                                                              Prediction("male", 0.8)), visit)
+                        for (f, track, name), visit in zip(faces, ids))
         n = len(faces)
-        outputs = {"identity": np.tile([[0.4, 0.6]], (n, 1)), "embedding": np.tile([[1.0, 0, 0, 0]], (n, 1))}
+        outputs = {"identity": np.tile([[0.4, 0.6]], (n, 1)),
+                   "embedding": np.asarray([look[track] for _, track, _ in faces], np.float32).reshape(n, 4)}
         samples = FaceSamples(tuple(f for f, _, _ in faces), tuple(range(n)), np.zeros((n, 64, 64, 3), np.uint8),
                               outputs)
-        watcher.observe(image, Published(FrameResult(when, 0, results, samples=samples if n else None), True))
+        watcher.observe(image, Published(FrameResult(when, 0, results, samples=samples if n else None,
+                                                     events=events), True))
 
     start = 1000.0
+
     def lit(k: int) -> np.ndarray:  # the scene a little brighter each frame: each frame's crop differs
         return np.clip(frame.astype(np.int16) + k, 0, 255).astype(np.uint8)
 
     for k in range(12):  # 1.2 s of one sharp face (track 1), one small face (2), a named one (3)
         show(start + 0.1 * k, lit(k), [(big, 1, "unknown"), (small, 2, "unknown"), (big, 3, "Maya")])
-    visits = watcher.newest_visits()
-    assert [v.track for v in visits] == [1]  # the small face made no card
-    assert len(visits[0].samples) == 2  # from its 3rd frame on, one crop per 0.5 s
+    (card,) = cards.groups()  # the small face's group has no face: no card
+    assert card.visits == 1 and len(card.samples) == 2  # from its 3rd frame on, one crop per 0.5 s
     show(start + 1.6, lit(2), [(big, 1, "unknown")])  # a crop identical to one kept (a looping file) adds nothing
-    assert len(visits[0].samples) == 2
-    twice = visits[0].samples[0]
-    visits[0].samples.append(twice)  # even if a card held one crop twice, it is enrolled once
-    assert [s.id for s, _ in VisitUnknowns(watcher, None).faces(visits[0], {twice.id})] == [twice.id]
-    visits[0].samples.pop()
-    assert visits[0].samples[0].sharpness >= 40 and visits[0].samples[0].height == pytest.approx(big.height)
+    assert len(card.samples) == 2
+    twice = card.samples[0]
+    card.samples.append(twice)  # even if a card held one crop twice, it is enrolled once
+    assert [s.id for s, _ in cards.faces(card, {twice.id})] == [twice.id]
+    card.samples.pop()
+    assert card.samples[0].sharpness >= 40 and card.samples[0].height == pytest.approx(big.height)
     assert [(r.track, r.name) for r in watcher.recognitions()] == [(3, "Maya")]
-    for k in range(12):  # track 4: the same face, blurred
-        show(start + 2 + 0.1 * k, blurry, [(big, 4, "unknown")])
-    assert [v.track for v in watcher.newest_visits()] == [1]
-    show(start + 10, frame, [])  # everybody left: their visits end and are written at the next flush
-    assert watcher._open == {} and {raw["id"] for raw, _ in watcher.pending()} == {visits[0].id}
+    for k in range(12):  # track 4: the same face, blurred: its visit joins the group, its faces stay out
+        show(start + 3 + 0.1 * k, blurry, [(big, 4, "unknown")])  # (track 1's visit left at 2.6 s)
+    assert [(c.id, c.visits, len(c.samples)) for c in cards.groups()] == [(card.id, 2, 2)]
+    for k in range(40):  # 4 s later, track 5: the same person again, sharp: a third visit on the same card
+        show(start + 8 + 0.1 * k, lit(20 + k), [(big, 5, "unknown")])
+    assert [(c.id, c.visits) for c in cards.groups()] == [(card.id, 3)]
+    assert len(card.samples) == 2 + FACES_PER_VISIT and len({s.visit for s in card.samples}) == 2
+    assert card.samples[0].visit.endswith("-1") and card.samples[-1].visit.endswith("-5")
 
 
 # --- every route, in process ---------------------------------------------------------------------------------
@@ -152,10 +222,11 @@ def test_only_sharp_big_unknown_faces_are_kept_one_visit_per_track() -> None:
 
 
 class Scene:
-    """Two synthetic heads side by side, as the pipeline would report them: each face its track, its name
-    and an embedding of the model's size (track 1 and 2 far apart)."""
+    """Two synthetic heads side by side, as the pipeline would report them: each face its track, its name, its
+    visit (the pipeline's own visits and stranger groups decide them, ``Visits``) and an embedding of the model's
+    size (slot 0 and 1 far apart)."""
 
-    def __init__(self, embedding_size: int) -> None:
+    def __init__(self, page: "PageState") -> None:
         from edgeface.data.synthetic import composite_frame, make_people, render_head
         from edgeface.faces.detect import Face
 
@@ -164,7 +235,8 @@ class Scene:
         self.image, placed = composite_frame((480, 640), [(heads[0], (170.0, 220.0, 140.0)),
                                                           (heads[1], (470.0, 220.0, 140.0))], rng)
         self.boxes = [Face(tuple(at["box"]), 0.9, tuple(map(tuple, at["eyes"]))) for at in placed]
-        self.embeddings = np.eye(2, embedding_size, dtype=np.float32)
+        self.embeddings = np.eye(2, page.bundle.spec.embedding_size, dtype=np.float32)
+        self.visits = Visits(page.unknowns.strangers)  # type: ignore[attr-defined]
         self.index = 0
 
     def show(self, page: "PageState", when: float, faces: list[tuple[int, int, str]]) -> None:
@@ -174,14 +246,16 @@ class Scene:
         from edgeface.daemon.records import Published
         from edgeface.recognition.records import FaceResult, FaceSamples, FrameResult
 
+        ids, events = self.visits.frame(when, [(track, name, self.embeddings[slot]) for slot, track, name in faces])
         results = tuple(FaceResult(self.boxes[slot].box, track, FaceLabels(
-            Prediction(name, 0.4), Prediction("happy", 0.9), Prediction("male", 0.8))) for slot, track, name in faces)
+            Prediction(name, 0.4), Prediction("happy", 0.9), Prediction("male", 0.8)), visit)
+            for (slot, track, name), visit in zip(faces, ids))
         n = len(faces)
         outputs = {"identity": np.tile([[0.4, 0.6]], (n, 1)),
                    "embedding": np.stack([self.embeddings[slot] for slot, _, _ in faces]) if n else np.zeros((0, 2))}
         samples = FaceSamples(tuple(self.boxes[slot] for slot, _, _ in faces), tuple(range(n)),
                               np.zeros((n, 64, 64, 3), np.uint8), outputs)
-        item = Published(FrameResult(when, self.index, results, samples=samples if n else None), True)
+        item = Published(FrameResult(when, self.index, results, samples=samples if n else None, events=events), True)
         image = self.image ^ np.uint8(self.index % 251)  # each frame a little different, as a camera's are
         self.index += 1
         page.live.observe(image, item)
@@ -260,55 +334,85 @@ def test_live_routes_in_process(page: "PageState") -> None:
     assert client.get("/ui/live.jpg").status == 503
     assert json.loads(client.get("/ui/api/live").body)["frame"] is None
 
-    scene = Scene(page.bundle.spec.embedding_size)
+    scene = Scene(page)
     scene.visit(page, 1000.0, [(0, 1, "unknown"), (1, 2, "Maya")], seconds=1.0)
     live = json.loads(client.get("/ui/api/live").body)
     assert live["frame"] == 9 and (live["width"], live["height"]) == (640, 480)
     by_track = {face["track"]: face for face in live["faces"]}
-    assert by_track[1]["visit"] and by_track[2]["recognition"]
+    assert by_track[1]["visit"] and by_track[1]["group"] in page.unknowns.strangers.groups  # type: ignore[attr-defined]
+    assert by_track[2]["recognition"]
     assert "Name them" in live["rows"] and "Not Maya" in live["rows"]
     jpeg = client.get("/ui/live.jpg?frame=9")
     assert jpeg.status == 200 and jpeg.body[:2] == b"\xff\xd8" and jpeg.content_type == "image/jpeg"
     assert client.get("/ui/live.jpg?frame=nonsense").status == 200  # the newest frame
     assert "frame 9" in client.page("/ui/")
     stats = json.loads(client.get("/ui/api/stats").body)
-    assert stats == {"live_frames_encoded": 1, "crops_kept": stats["crops_kept"], "unknown_visits": 1,
+    assert stats == {"live_frames_encoded": 1, "crops_kept": stats["crops_kept"], "unknown_groups": 1,
                      "recognitions": 1} and stats["crops_kept"] >= 3
     assert client.get("/ui/live.jpg?frame=9").headers["X-Frame-Options"] == "DENY"  # on every answer
+
+
+def cards_on(text: str) -> dict[str, list[str]]:
+    """The Unknown page's cards: {group id: its face ids}."""
+    return {m.group(1): re.findall(r'name="face" value="([0-9a-f]+)"', m.group(2))
+            for m in re.finditer(r'<article class="card" id="group-([^"]+)">(.*?)</article>', text, re.S)}
 
 
 def test_unknown_routes_in_process(page: "PageState") -> None:
     client = mounted(page)
     assert "No unknown faces kept" in client.page("/ui/unknown")
-    scene = Scene(page.bundle.spec.embedding_size)
-    scene.visit(page, time.time() - 10, [(0, 1, "unknown"), (1, 2, "unknown")], seconds=2.0)
-    scene.show(page, time.time(), [])  # both left: their visits end
+    scene = Scene(page)
+    now = time.time()
+    scene.visit(page, now - 30, [(0, 1, "unknown"), (1, 2, "unknown")], seconds=2.0)
+    scene.visit(page, now - 20, [(0, 3, "unknown")], seconds=2.0)  # the first person again: a second visit
+    scene.show(page, now, [])  # both left: their visits end
     page.unknowns.flush()
     text = client.page("/ui/unknown?name=Bo")
-    cards = {m.group(1): re.findall(r'name="face" value="([0-9a-f]+)"', m.group(2))
-             for m in re.finditer(r'<article class="card" id="visit-([^"]+)">(.*?)</article>', text, re.S)}
-    (first, first_faces), (second, second_faces) = sorted(cards.items(), key=lambda kv: kv[0].endswith("-2"))
-    assert len(first_faces) >= 3 and len(second_faces) >= 3 and 'value="Bo"' in text
+    cards = cards_on(text)
+    (first, first_faces), (second, second_faces) = sorted(cards.items(), key=lambda kv: -len(kv[1]))
+    assert len(first_faces) == 8 and len(second_faces) == 4 and 'value="Bo"' in text  # 4 faces a visit
+    assert text.index(f'id="group-{first}"') < text.index(f'id="group-{second}"')  # newest first
+    heads = re.findall(r'<strong class="visits">([^<]*)</strong>', text)
+    assert re.fullmatch(r"2 visits · last seen 1\d s ago, first 3\d s ago", heads[0]) and \
+        re.fullmatch(r"1 visit · last seen 2\d s ago", heads[1]), heads  # its last face, 28 s ago
     for face in first_faces:  # each crop is served, from memory or from disk
-        assert client.get(f"/ui/face.jpg?of=unknown&visit={first}&id={face}").body[:2] == b"\xff\xd8"
+        assert client.get(f"/ui/face.jpg?of=unknown&group={first}&id={face}").body[:2] == b"\xff\xd8"
 
-    assert client.post("/ui/unknown", [("visit", first), ("action", "name"), ("name", "Bo")]) == \
+    assert client.post("/ui/unknown", [("group", first), ("action", "name"), ("name", "Bo")]) == \
         "error: Tick at least one face first."
-    assert client.post("/ui/unknown", [("visit", first), ("action", "dance"), ("face", first_faces[0])]) == \
+    assert client.post("/ui/unknown", [("group", first), ("action", "dance"), ("face", first_faces[0])]) == \
         "error: Unknown action 'dance'."
-    told = client.post("/ui/unknown", [("visit", first), ("action", "name"), ("name", "Bo"),
-                                       *[("face", f) for f in first_faces[:2]]])
-    assert told == "ok: Bo: 2 faces added (2 in all). The daemon names them from the next frame on."
+    told = client.post("/ui/unknown", [("group", first), ("action", "name"), ("name", "Bo"),
+                                       *[("face", f) for f in first_faces[::2]]])  # two of each visit
+    assert told == "ok: Bo: 4 faces from 2 visits added (4 in all). The daemon names them from the next frame on."
     gallery = page.gallery()
-    assert gallery.names == ("Bo",) and [p["visit"] for p in gallery.get("Bo").photos] == [first] * 2
+    photos = gallery.get("Bo").photos
+    assert gallery.names == ("Bo",) and {p["stranger"] for p in photos} == {first}
+    assert len({p["visit"] for p in photos}) == 2 and all(p["visit"].startswith("door-") for p in photos)
     assert not (page.store.unknown / first).exists()
-    assert client.post("/ui/unknown", [("visit", first), ("action", "ignore")]).startswith(
-        "error: That visit is no longer kept")
-    told = client.post("/ui/unknown", [("visit", second), ("action", "stranger"),
+    scene.show(page, time.time(), [])  # the pipeline lets the group go at its next frame
+    assert first not in page.unknowns.strangers.groups
+    assert client.post("/ui/unknown", [("group", first), ("action", "ignore")]).startswith(
+        "error: That group is no longer kept")
+
+    # "A stranger": the faces go to the gallery as the rule's evidence (nobody's) and to calibration; the group
+    # stays, marked, so that this person's next visits make no card.
+    told = client.post("/ui/unknown", [("group", second), ("action", "stranger"),
                                        *[("face", f) for f in second_faces]])
-    assert told == f"ok: Kept {len(second_faces)} faces as a stranger's, for calibration (Thresholds)."
-    assert len(page.store.strangers()) == len(second_faces) and page.unknowns.count() == 0
+    assert told.startswith("ok: Kept 4 faces as a stranger's: faces like these are named after nobody")
+    assert len(page.store.strangers()) == 4 and page.unknowns.count() == 0
+    negatives = page.gallery().negatives
+    assert sorted(n.id for n in negatives) == sorted(second_faces) and {n.of for n in negatives} == {""}
+    scene.visit(page, time.time(), [(1, 4, "unknown")], seconds=2.0)  # the stranger comes back
+    page.unknowns.flush()
     assert "No unknown faces kept" in client.page("/ui/unknown")
+    assert page.unknowns.strangers.groups[second].count == 2  # their visit joined the marked group
+
+    # A restart reads back the marked group (still no card) and its ids.
+    from edgeface.web.state import PageState
+
+    again = PageState.open(page.bundle, page.labeler, page.config)
+    assert again.unknowns.count() == 0 and second in again.unknowns.strangers.groups
 
 
 def test_people_routes_in_process(page: "PageState") -> None:
@@ -338,19 +442,50 @@ def test_people_routes_in_process(page: "PageState") -> None:
 
 
 def test_recent_routes_in_process(page: "PageState") -> None:
+    """"Not Maya" on a face: kept as negative evidence of Maya (the rule names nobody Maya from a face nearer it
+    than Maya's own) and for calibration; Maya's naming from this person's card is taken back."""
+    from edgeface.people.enroll import enroll_faces
+
     client = mounted(page)
     assert "Nobody was named yet" in client.page("/ui/recent")
-    scene = Scene(page.bundle.spec.embedding_size)
-    scene.visit(page, time.time() - 1, [(1, 7, "Maya")], seconds=1.0)
+    scene = Scene(page)
+    start = time.time() - 5
+    scene.visit(page, start, [(1, 7, "unknown")], seconds=2.0)  # a stranger's card...
+    page.unknowns.flush()
+    ((group, faces),) = cards_on(client.page("/ui/unknown")).items()
+    assert client.post("/ui/unknown", [("group", group), ("action", "name"), ("name", "Maya"),
+                                       *[("face", f) for f in faces]]).startswith("ok: Maya: 4 faces")
+    scene.visit(page, start + 2, [(1, 7, "Maya")], seconds=1.0)  # ...named Maya: the same visit goes on
     (recognition,) = page.watcher.recognitions()
+    assert recognition.stranger == group and recognition.visit.startswith("door-")
     text = client.page("/ui/recent")
     assert "Maya" in text and f'value="{recognition.id}"' in text
     assert client.get(f"/ui/face.jpg?of=recent&id={recognition.id}").body == recognition.jpeg
     told = client.post("/ui/recent", [("recognition", recognition.id), ("back", "//attacker.example/")])
-    assert told.startswith("ok: Kept as a stranger's face, not Maya's.")  # and back to Recent, not elsewhere
-    assert [reason for _, reason in page.store.strangers()] == ["not Maya"]
+    assert told.startswith("ok: Kept 2 faces of this visit as not Maya's")  # and back to Recent, not elsewhere
+    assert told.endswith("The 4 faces enrolled from this person's card were taken out of Maya's photos.")
+    assert [(f.reason, f.of) for f in page.store.strangers()] == [("not Maya", "Maya")] * 2
+    gallery = page.gallery()
+    assert gallery.names == () and {n.of for n in gallery.negatives} == {"Maya"} and len(gallery.negatives) == 2
     assert client.post("/ui/recent", [("recognition", recognition.id), ("back", "/ui/")]) == \
         "error: That face is no longer kept; pick it again from Recent."
+
+    # Maya enrolled from her own photo: her face is named, the face said not to be her is not (the rule).
+    size = page.bundle.spec.embedding_size
+    not_maya = scene.embeddings[1]
+    maya = np.zeros(size, np.float32)
+    maya[1], maya[2] = 0.9, np.sqrt(1 - 0.81)  # 0.9 similar to the face said not to be her
+    enroll_faces(page.bundle, "Maya", maya[None], [b"\xff\xd8m"],
+                 [{"file": "m.jpg", "sha256": hashlib.sha256(b"\xff\xd8m").hexdigest()}], page.gallery_path)
+    page.gallery_changed()
+    heads = {head: np.full((2, len(names)), 1 / len(names), np.float32)
+             for head, names in page.bundle.spec.labels.items()}
+    labels = page.labeler(heads | {"embedding": np.stack([maya, not_maya])})
+    assert page.labeler.similarity_threshold < 0.9
+    assert [face.identity.label for face in labels] == ["Maya", "unknown"]
+    assert client.post("/ui/thresholds", [("action", "remove_stranger"), ("face", page.store.strangers()[0].sample.id)]
+                       ) == "ok: That face was forgotten."
+    assert len(page.gallery().negatives) == 1 and len(page.store.strangers()) == 1  # from both
 
 
 def test_thresholds_routes_in_process(page: "PageState") -> None:
@@ -363,20 +498,28 @@ def test_thresholds_routes_in_process(page: "PageState") -> None:
     enroll_faces(page.bundle, "Ada", np.eye(1, size, dtype=np.float32), [b"\xff\xd8a"],
                  [{"file": "a.jpg", "sha256": hashlib.sha256(b"\xff\xd8a").hexdigest()}], page.gallery_path)
     rng = np.random.default_rng(1)
-    strangers = [FaceSample(f"s{i}", time.time() - i, rng.normal(size=size).astype(np.float32), 0.3, 100.0, 90.0)
-                 for i in range(20)]
-    page.store.add_strangers([(s, b"\xff\xd8" + s.id.encode()) for s in strangers], "marked as a stranger")
+    strangers = [FaceSample(f"s{i}", time.time() - i, rng.normal(size=size).astype(np.float32), 0.3, 100.0, 90.0,
+                            visit=f"door-{i // 4}") for i in range(20)]  # 5 visits of 4 faces
+    page.keep_negatives("", [(s, b"\xff\xd8" + s.id.encode()) for s in strangers], "a stranger")  # as the page does
     assert client.get("/ui/face.jpg?of=stranger&id=s3").body == b"\xff\xd8s3"
     for far in ("60", "nan", "-1", "x"):
         assert client.post("/ui/thresholds", [("action", "recalibrate"), ("far", far)]) == \
             "error: The share of strangers named must be between 0 and 50 percent."
     told = client.post("/ui/thresholds", [("action", "recalibrate"), ("far", "5")])
-    assert told.startswith("ok: Calibrated on 20 strangers' faces: similarity "), told
+    assert told.startswith("ok: Calibrated on 20 strangers' faces from 5 visits: similarity "), told
+    assert " per face, " in told and " per visit; " in told
+    units = np.stack([s.embedding / np.linalg.norm(s.embedding) for s in strangers])
+    # At 5% at most one of the 20 would be named: the faces, kept as negatives too, do not veto themselves.
+    assert page.gallery().similarity_threshold > np.sort(units[:, 0])[-2]
     labels = page.bundle.spec.labels
     page.labeler({head: np.full((1, len(names)), 1 / len(names), np.float32) for head, names in labels.items()}
                  | {"embedding": np.eye(1, size, dtype=np.float32)})  # the next frame
     assert page.labeler.similarity_from == "calibrated"
-    assert "Calibrated 20" in client.page("/ui/thresholds")
+    text = client.page("/ui/thresholds")
+    assert "Calibrated 20" in text and "(5 visits, " in text and text.count("<figcaption>a stranger<") == 20
+    gallery = page.gallery()
+    assert gallery.visit_similarity_threshold is not None  # the per-visit rule is calibrated too
+    assert page.labeler.visit_rule.similarity_threshold == pytest.approx(gallery.visit_similarity_threshold)
     assert client.post("/ui/thresholds", [("action", "remove_stranger"), ("face", "s3")]) == \
         "ok: That face was forgotten."
     assert client.get("/ui/face.jpg?of=stranger&id=s3").status == 404 and len(page.store.strangers()) == 19
@@ -427,7 +570,7 @@ def test_assets_and_guard_in_process(page: "PageState") -> None:
     css, js = client.get("/ui/static/page.css"), client.get("/ui/static/page.js")
     assert css.content_type.startswith("text/css") and js.content_type.startswith("text/javascript")
     assert b"addEventListener" in js.body and css.headers["Cache-Control"] == "max-age=300"
-    for query in ("of=unknown&visit=..&id=..", "of=person&id=../../gallery", "of=stranger&id=%2e%2e",
+    for query in ("of=unknown&group=..&id=..", "of=person&id=../../gallery", "of=stranger&id=%2e%2e",
                   "of=elsewhere&id=x", "of=recent&id=nope", ""):
         assert client.get(f"/ui/face.jpg?{query}").status == 404, query
     assert client.send("POST", "/ui/people", [("action", "remove"), ("person", "x")]).status == 403  # no form token
@@ -480,10 +623,8 @@ class Page:
             return response.read().decode()
 
     def cards(self) -> dict[str, list[str]]:
-        """Unknown visits on the page: {visit id: its face ids}."""
-        text = self.get("/ui/unknown")[1]
-        return {m.group(1): re.findall(r'name="face" value="([0-9a-f]+)"', m.group(2))
-                for m in re.finditer(r'<article class="card" id="visit-([^"]+)">(.*?)</article>', text, re.S)}
+        """Strangers' cards on the page: {group id: its face ids}."""
+        return cards_on(self.get("/ui/unknown")[1])
 
 
 def note(page_html: str) -> str:
@@ -524,24 +665,26 @@ def test_every_action_through_the_running_daemon(tiny_bundles: dict[str, Path], 
         (first, first_faces), (second, second_faces) = sorted(cards.items())
         faces_dir = next((state / "galleries").glob("*.faces"))
 
-        # Name one visit with three of its crops; keep the other as a stranger's faces.
-        told = note(page.post("/ui/unknown", [("visit", first), ("action", "name"), ("name", "Bo"),
+        # Name one person's card with three of its crops; mark the other "a stranger".
+        told = note(page.post("/ui/unknown", [("group", first), ("action", "name"), ("name", "Bo"),
                                               *[("face", f) for f in first_faces[:3]]]))
         named_at = time.time()
-        assert told.startswith("ok: Bo: 3 faces added (3 in all)")
+        assert told.startswith("ok: Bo: 3 faces from 1 visit added (3 in all)")
         gallery = json.loads(next((state / "galleries").glob("*.json")).read_text())
         photos = gallery["people"][0]["photos"]
-        assert [p["visit"] for p in photos] == [first] * 3
+        assert [p["stranger"] for p in photos] == [first] * 3
         assert all((faces_dir / "people" / f"{p['sha256']}.jpg").is_file() for p in photos)
         assert not (faces_dir / "unknown" / first).exists()  # the named visit's other crops are gone
-        told = note(page.post("/ui/unknown", [("visit", second), ("action", "stranger"),
+        told = note(page.post("/ui/unknown", [("group", second), ("action", "stranger"),
                                               *[("face", f) for f in second_faces]]))
-        assert told == f"ok: Kept {len(second_faces)} faces as a stranger's, for calibration (Thresholds)."
-        assert note(page.post("/ui/unknown", [("visit", second), ("action", "ignore")])).startswith(
-            "error: That visit is no longer kept")
-        assert page.cards() == {}  # both visits are done: no new card while those tracks stay in view
+        assert told.startswith(f"ok: Kept {len(second_faces)} faces as a stranger's")
+        assert note(page.post("/ui/unknown", [("group", second), ("action", "ignore")])).startswith(
+            "error: That group is no longer kept")
+        assert page.cards() == {}  # both cards are done: no new card while those people stay in view
+        gallery = json.loads(next((state / "galleries").glob("*.json")).read_text())
+        assert sorted(n["id"] for n in gallery["negatives"]) == sorted(second_faces)  # the rule's evidence
 
-        bo, stranger = (int(visit.split("-")[1]) for visit in (first, second))  # visit ids end in the track
+        bo = int(photos[0]["visit"].rsplit("-", 1)[1])  # the pipeline's visit ids end in the track
         daemon.wait_for(lambda: len(names_after(daemon, named_at)) >= 20, 20, "10 frames after naming")
         assert set(names_after(daemon, named_at, bo)) == {"Bo"}
 
@@ -549,7 +692,7 @@ def test_every_action_through_the_running_daemon(tiny_bundles: dict[str, Path], 
         told = note(page.post("/ui/thresholds", [("action", "recalibrate"), ("far", "0")]))
         calibrated_at = time.time()
         assert told.startswith(f"ok: Calibrated on {len(second_faces)} strangers' faces"), told
-        assert "0.00% of them would be named (target 0.00%)" in told
+        assert "0.00% of the faces and 0.00% of the visits would be named (target 0.00%)" in told
         thresholds = page.get("/ui/thresholds")[1]
         assert "calibrated" in thresholds and "Calibrated 20" in thresholds
         daemon.wait_for(lambda: len(names_after(daemon, calibrated_at)) >= 20, 20, "10 frames after calibrating")
@@ -580,7 +723,7 @@ def test_every_action_through_the_running_daemon(tiny_bundles: dict[str, Path], 
 
         # Faces are served only from their folders.
         assert page.get(f"/ui/face.jpg?of=stranger&id={second_faces[0]}")[0] == 200
-        for query in ("of=unknown&visit=..&id=..", "of=person&id=../../gallery", "of=stranger&id=%2e%2e",
+        for query in ("of=unknown&group=..&id=..", "of=person&id=../../gallery", "of=stranger&id=%2e%2e",
                       "of=elsewhere&id=x"):
             assert page.get(f"/ui/face.jpg?{query}")[0] == 404, query
         stats = json.loads(page.get("/ui/api/stats")[1])

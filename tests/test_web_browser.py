@@ -1,8 +1,10 @@
-"""The web page in a real browser: name a face the daemon could not name, and read that name in its output.
+"""The web page in a real browser: a stranger seen on two visits makes one card; name it, read that name in
+the daemon's output; say "Not <name>" and the daemon says unknown again.
 
-The real ``edgeface run --web`` (tiny int8 bundle, a bearer token) on a looping video of one synthetic person
-the model was not trained on; Debian's chromium, headless, through chromedriver (tests/browser.py). Each page
-is saved at phone and desktop widths in artifacts/screenshots/ for a person to look at (not committed).
+The real ``edgeface run --web`` (tiny int8 bundle, a bearer token, visits that end 1 s after their person left)
+on a looping video of one synthetic person the model was not trained on, who walks out for 2 s at the end of
+each loop; Debian's chromium, headless, through chromedriver (tests/helpers/browser.py). Each page is saved at
+phone and desktop widths in artifacts/screenshots/ for a person to look at (not committed).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers.browser import DESKTOP, PHONE, chromium, screenshot, use_screen
@@ -26,11 +29,24 @@ NAME = "Ada Lovelace"
 
 @pytest.fixture(scope="module")
 def stranger_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """6 s at 10 fps of one synthetic person who is not among the tiny model's six."""
+    """At 10 fps, 12 s of one synthetic person who is not among the tiny model's six, then 2 s of the empty
+    room: looped, each pass is a visit of its own."""
+    import cv2
+
     from helpers.video_fixtures import synthetic_video
 
-    path = tmp_path_factory.mktemp("web-video") / "stranger.avi"
-    synthetic_video(path, faces=1, seconds=6, seed=1)
+    folder = tmp_path_factory.mktemp("web-video")
+    synthetic_video(folder / "person.avi", faces=1, seconds=12, seed=1)
+    source = cv2.VideoCapture(str(folder / "person.avi"))
+    frames = []
+    while (frame := source.read()[1]) is not None:
+        frames.append(frame)
+    source.release()
+    path = folder / "stranger.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (frames[0].shape[1], frames[0].shape[0]))
+    for frame in frames + [np.full_like(frames[0], 128)] * 20:
+        out.write(frame)
+    out.release()
     return path
 
 
@@ -85,8 +101,10 @@ def test_name_an_unknown_face_in_the_browser(tiny_bundles: dict[str, Path], stra
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
-    daemon = DaemonProcess(["--bundle", str(tiny_bundles["int8"]), "--source", str(stranger_video), "--loop",
-                            "--fps", "10", "--web", "--http-port", "0"],
+    config = tmp_path / "edgeface.toml"
+    config.write_text("[visits]\nleave_after = 1.0\n")
+    daemon = DaemonProcess(["--config", str(config), "--bundle", str(tiny_bundles["int8"]), "--source",
+                            str(stranger_video), "--loop", "--fps", "10", "--web", "--http-port", "0"],
                            env={"EDGEFACE_STATE_DIR": str(tmp_path / "state"), "EDGEFACE_HTTP_TOKEN": TOKEN})
     try:
         port = daemon.http_port()
@@ -116,60 +134,65 @@ def test_name_an_unknown_face_in_the_browser(tiny_bundles: dict[str, Path], stra
             shoot(driver, "1-live-unknown")
             assert api(port, "/ui/api/stats")["live_frames_encoded"] >= 2
 
-            # 3. Unknown faces: one card for the visit, its crops ticked; name them.
+            # 3. Unknown faces: one card for the person, once they came back (their second visit), its crops
+            # ticked; name them while they are in view.
             driver.get(f"{base}/ui/unknown")
+
+            def second_visit(d) -> bool:
+                d.refresh()
+                return text(d, "article.card .visits").startswith("2 visits") and any(
+                    face.get("group") for face in api(port, "/ui/api/live")["faces"])
+
+            WebDriverWait(driver, 40, poll_frequency=0.5).until(second_visit)
             cards = driver.find_elements(By.CSS_SELECTOR, "article.card")
             assert len(cards) == 1, driver.page_source[:2000]
             crops = cards[0].find_elements(By.CSS_SELECTOR, "label.crop input[type=checkbox]")
-            assert crops and all(c.is_selected() for c in crops)
+            assert len(crops) >= 4 and all(c.is_selected() for c in crops)
             wait.until(lambda d: all(d.execute_script("return arguments[0].naturalWidth", img) > 0
                                      for img in d.find_elements(By.CSS_SELECTOR, "article.card img")))
-            shoot(driver, "2-unknown-card")
-            card = driver.find_element(By.CSS_SELECTOR, "article.card")  # shoot reloaded: it may hold more
+            use_screen(driver, PHONE)
+            screenshot(driver, SHOTS / "2-unknown-card-phone.png", PHONE)  # no reload: the person is in view
+            card = driver.find_element(By.CSS_SELECTOR, "article.card")
             crops = card.find_elements(By.CSS_SELECTOR, "label.crop input[type=checkbox]:checked")
             card.find_element(By.NAME, "name").send_keys(NAME)
             card.find_element(By.CSS_SELECTOR, "button[value=name]").click()
             note = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".note.ok"))).text
             named_at = time.time()
-            assert note.startswith(f"{NAME}: {len(crops)} faces added")
+            assert note.startswith(f"{NAME}: {len(crops)} faces from "), note
             assert not driver.find_elements(By.CSS_SELECTOR, "article.card")  # the card is gone
-            shoot(driver, "3-unknown-named")
 
             # 4. The running daemon names them from the next frames on, without a restart.
             daemon.wait_for(lambda: len(labels_after(daemon, named_at)) >= 10, 20, "10 frames after naming")
             after = labels_after(daemon, named_at)
             assert after.count(NAME) == len(after), after
 
-            # 5. The other pages: the person with their crops, the recognition, the thresholds.
+            # 5. "Not Ada" from the live view, while this visit lasts: the naming of the card this visit was on is
+            # taken back, the visit's faces are kept as evidence that they are not Ada (and for calibration), and
+            # the daemon says "unknown" again.
             driver.get(f"{base}/ui/")
-            wait.until(lambda d: NAME in text(d, "#live-faces"))
-            shoot(driver, "4-live-named")
-            driver.get(f"{base}/ui/people")
-            person = driver.find_element(By.CSS_SELECTOR, "article.person")
-            assert person.find_element(By.CSS_SELECTOR, ".name").text == NAME
-            assert len(person.find_elements(By.CSS_SELECTOR, "figure.crop img")) == len(crops)
-            shoot(driver, "5-people")
-            driver.get(f"{base}/ui/recent")
-            wait.until(lambda d: NAME in text(d, "main"))
-            shoot(driver, "6-recent")
-            driver.get(f"{base}/ui/thresholds")
-            shoot(driver, "7-thresholds")
-
-            # 6. "Not Ada" from the live view: the naming of this visit is taken back, the face is kept as a
-            # stranger's for calibration, and the daemon says "unknown" again.
-            driver.get(f"{base}/ui/")
-            wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "#live-faces button.warn")))
+            wait.until(lambda d: NAME in text(d, "#live-faces") and f"Not {NAME}" in text(d, "#live-faces button.warn"))
+            use_screen(driver, PHONE)
+            screenshot(driver, SHOTS / "4-live-named-phone.png", PHONE)
             assert click(driver, "#live-faces button.warn") == f"Not {NAME}"
             note = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".note"))).text
             undone_at = time.time()
-            assert f"The {len(crops)} faces of this visit were taken out of {NAME}'s photos" in note
+            assert f"The {len(crops)} faces enrolled from this person's card were taken out of {NAME}'s photos" \
+                in note, note
             daemon.wait_for(lambda: len(labels_after(daemon, undone_at)) >= 5, 20, "5 frames after 'not'")
             assert set(labels_after(daemon, undone_at)) == {"unknown"}
+            shoot(driver, "3-not-named")
+
+            # 6. The other pages: the thresholds with the faces kept as "not Ada", nobody enrolled, the recent.
             driver.get(f"{base}/ui/thresholds")
-            assert len(driver.find_elements(By.CSS_SELECTOR, "figure.crop img")) == 1
-            shoot(driver, "8-thresholds-stranger")
+            kept = driver.find_elements(By.CSS_SELECTOR, ".negatives figure.crop")
+            assert kept and all(f.find_element(By.TAG_NAME, "figcaption").text == f"not {NAME}" for f in kept)
+            assert len(driver.find_elements(By.CSS_SELECTOR, ".negatives figure.crop img")) == len(kept)
+            shoot(driver, "5-thresholds-not")
             driver.get(f"{base}/ui/people")
             assert "Nobody is enrolled yet" in driver.find_element(By.TAG_NAME, "main").text
+            shoot(driver, "6-people")
+            driver.get(f"{base}/ui/recent")
+            shoot(driver, "7-recent")
 
         code, _ = daemon.stop()
         assert code == 0, daemon.log()

@@ -84,8 +84,10 @@ def train(
     for head, values in metrics["validation"].items():
         probe = metrics["linear_probe"].get(head)
         baseline = f", linear probe {probe:.3f}" if probe is not None else ""
+        kept = result.metadata["heads"].get(head, {}).get("kept")
         typer.echo(f"  {head:8s} validation accuracy {values['accuracy']:.3f} "
-                   f"(balanced {values['balanced_accuracy']:.3f}, n={values['n']}{baseline})")
+                   f"(balanced {values['balanced_accuracy']:.3f}, n={values['n']}{baseline})"
+                   + (f", kept the {'trained head' if kept == 'trained' else 'exact fit'}" if kept else ""))
     speed = result.metadata["training"]["images_per_second"]
     typer.echo(f"  {result.metadata['training']['epochs_run']} epochs, {speed} images/s")
 

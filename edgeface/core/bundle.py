@@ -1,14 +1,16 @@
 """The bundle: one file that carries a TFLite model and everything the device needs to use it.
 
-A bundle (``*.edgeface``) is a zip archive with two members:
+A bundle (``*.edgeface``) is a zip archive with two or three members:
 
 * ``model.tflite``: the converted model, with the signature ``serving_default`` whose input is ``image`` and
   whose outputs are named ``identity``, ``emotion``, ``gender`` (and ``embedding`` when present);
 * ``bundle.json``: the manifest, described by :class:`Bundle` (format version, model spec with labels, input
   size, scaling and crop geometry, precision and quantization parameters, the source model's fingerprint,
-  the accuracy measured at conversion, and the SHA-256 of ``model.tflite``).
+  the accuracy measured at conversion, and the SHA-256 of ``model.tflite``);
+* ``identity_centres.f32`` (optional): the trained people's centres, :class:`IdentityCentres`, with which the
+  device computes identity from the ``embedding`` output in float (``edgeface.runtime.engine``).
 
-Reading a bundle needs only the standard library: no TensorFlow, no LiteRT.
+Reading a bundle needs numpy and the standard library: no TensorFlow, no LiteRT.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+import numpy as np
 
 from edgeface.core.errors import BundleError, ModelError
 from edgeface.core.fileio import require_regular_file, write_atomic
@@ -47,9 +51,32 @@ DEFAULT_IDENTITY_THRESHOLD = 0.5
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_MODEL_BYTES = 128 << 20
 MAX_BUNDLE_BYTES = MAX_MODEL_BYTES + MAX_MANIFEST_BYTES + (1 << 20)  # deflate may grow a member a little
-MAX_MEMBERS = 8  # a bundle has 2
+MAX_MEMBERS = 8  # a bundle has 2 or 3
 MAX_DIRECTORY_BYTES = 64 << 10
 _MEMBER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CENTRES_MEMBER = "identity_centres.f32"
+MAX_CENTRES_SCALE = 1000.0  # a cosine-softmax scale beyond this is a one-hot: not something training fits
+
+
+@dataclass(frozen=True)
+class IdentityCentres:
+    """The trained people's centres: identity computed in float on the device, from the model's embedding.
+
+    ``centres`` (P, D) float32: one unit row per trained person, in the order of the identity labels (a zero
+    row for a person who had no training face: never named); ``scale``: the cosine-softmax scale. Stored in
+    a bundle as ``identity_centres.f32`` (little-endian float32, row after row) and an ``identity_centres``
+    manifest entry (``shape``, ``scale``, ``sha256``).
+    """
+
+    centres: np.ndarray = field(repr=False)
+    scale: float
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {"file": CENTRES_MEMBER, "shape": list(self.centres.shape), "scale": float(self.scale),
+                "sha256": sha256_bytes(self.to_bytes())}
+
+    def to_bytes(self) -> bytes:
+        return np.ascontiguousarray(self.centres, dtype="<f4").tobytes()
 
 
 @dataclass(frozen=True)
@@ -61,6 +88,7 @@ class Bundle:
     precision: str
     model_bytes: bytes = field(repr=False)
     manifest: Mapping[str, Any] = field(repr=False)
+    identity_centres: IdentityCentres | None = None  # None: identity is the model's own output
 
     @property
     def model_sha256(self) -> str:
@@ -85,8 +113,9 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def write_bundle(path: str | Path, model_bytes: bytes, spec: ModelSpec, precision: str,
-                 extra: Mapping[str, Any] | None = None) -> Path:
-    """Write a bundle atomically (a reader never sees half a file). ``extra`` adds manifest fields."""
+                 extra: Mapping[str, Any] | None = None, identity_centres: IdentityCentres | None = None) -> Path:
+    """Write a bundle atomically (a reader never sees half a file). ``extra`` adds manifest fields;
+    ``identity_centres`` makes the device name trained people by nearest centre on the embedding, in float."""
     if precision not in PRECISIONS:
         raise BundleError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     path = Path(path)
@@ -102,12 +131,16 @@ def write_bundle(path: str | Path, model_bytes: bytes, spec: ModelSpec, precisio
         "model_bytes": len(model_bytes),
     }
     manifest.update(extra or {})
+    if identity_centres is not None:
+        manifest["identity_centres"] = identity_centres.manifest_entry()
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(handle) -> None:
         with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(MANIFEST_MEMBER, json.dumps(manifest, indent=2, sort_keys=True))
             archive.writestr(MODEL_MEMBER, model_bytes)
+            if identity_centres is not None:
+                archive.writestr(CENTRES_MEMBER, identity_centres.to_bytes())
 
     return write_atomic(path, write)
 
@@ -215,7 +248,8 @@ def _parse_manifest(path: Path, archive: zipfile.ZipFile) -> tuple[dict[str, Any
     for key in ("created", "edgeface_version", "dataset_fingerprint"):
         manifest.text(key, 256, default=None, none=True)
     manifest.number("embedding_cosine", -1.0, 1.0, default=None, none=True)
-    for key in ("io", "source_model", "conversion", "accuracy"):  # recorded for people, read by eval
+    # recorded for people and read by eval; identity_centres is checked against its member by load_bundle
+    for key in ("io", "source_model", "conversion", "accuracy", "identity_centres"):
         if manifest.get(key, None) is not None:
             manifest.table(key)
     try:
@@ -238,6 +272,46 @@ def load_bundle(path: str | Path) -> Bundle:
         if _member_sha256(archive, info) != manifest["model_sha256"]:
             raise BundleError(f"{path}: {member} does not match its checksum: the bundle is corrupt or was modified")
         model_bytes = _read_member(archive, info)
+        centres_bytes = None
+        if manifest.get("identity_centres") is not None:
+            # Sized by the model before a byte is read: a manifest may not declare a larger member.
+            people, dimensions = _centres_shape(path, manifest["identity_centres"], spec)
+            size = people * dimensions * 4
+            centres_bytes = _read_member(archive, _member_info(path, archive, CENTRES_MEMBER, MAX_MODEL_BYTES, size))
     if sha256_bytes(model_bytes) != manifest["model_sha256"]:  # changed between the two reads
         raise BundleError(f"{path}: {member} does not match its checksum: the bundle is corrupt or was modified")
-    return Bundle(path=path, spec=spec, precision=manifest["precision"], model_bytes=model_bytes, manifest=manifest)
+    centres = None if centres_bytes is None else _check_centres(path, manifest["identity_centres"], centres_bytes,
+                                                                 spec)
+    return Bundle(path=path, spec=spec, precision=manifest["precision"], model_bytes=model_bytes, manifest=manifest,
+                  identity_centres=centres)
+
+
+def _centres_shape(path: Path, entry: Mapping[str, Any], spec: ModelSpec) -> tuple[int, int]:
+    """The centres' shape the manifest gives, which must be the model's: one per trained person, of the
+    embedding's size."""
+    shape = entry.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in shape)):
+        raise BundleError(f"{path}: bad identity_centres shape in {MANIFEST_MEMBER}: {shape!r}")
+    people, size = len(spec.labels["identity"]), spec.embedding_size
+    if shape != [people, size]:
+        raise BundleError(f"{path}: {CENTRES_MEMBER} holds {shape[0]} x {shape[1]} centres, but the model has "
+                          f"{people} trained people and embeddings of size {size}")
+    return people, size
+
+
+def _check_centres(path: Path, entry: Mapping[str, Any], data: bytes, spec: ModelSpec) -> IdentityCentres:
+    """The centres (their shape checked by ``_centres_shape``): unit (or zero) rows of finite numbers, a
+    finite scale above 0, and the checksum the manifest gives."""
+    people, size = _centres_shape(path, entry, spec)
+    where = f"{path}: {CENTRES_MEMBER}"
+    scale = entry.get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= MAX_CENTRES_SCALE:
+        raise BundleError(f"{where}: scale must be a number in (0, {MAX_CENTRES_SCALE:g}], got {scale!r}")
+    if sha256_bytes(data) != entry.get("sha256"):
+        raise BundleError(f"{where} does not match its checksum: the bundle is corrupt or was modified")
+    centres = np.frombuffer(data, dtype="<f4").reshape(people, size).astype(np.float32)
+    norms = np.linalg.norm(centres, axis=1) if np.isfinite(centres).all() else None
+    if norms is None or not np.all((norms < 1e-6) | (np.abs(norms - 1) < 1e-3)):
+        raise BundleError(f"{where}: centres must be unit vectors (or zero) of finite numbers")
+    return IdentityCentres(centres, float(scale))

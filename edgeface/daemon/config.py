@@ -104,9 +104,11 @@ class HttpConfig:
 class WebConfig:
     enabled: bool = _opt(False, help="serve the web page on the HTTP server (live view, unknown faces, people, "
                                      "thresholds) and keep the faces nobody could name; off: no page, no face kept")
-    max_visits: int = _opt(100, _range(1, 10_000), "unknown faces: visits kept (one card each); the oldest go first")
+    max_visits: int = _opt(100, _range(1, 10_000), "unknown faces: kept from at most this many visits (one card per "
+                                                   "person); the oldest visits go first")
     keep_days: float = _opt(7.0, _range(0.01, 3650), "unknown faces older than this many days are deleted")
-    max_strangers: int = _opt(500, _range(0, 100_000), "strangers' faces kept for calibration; the oldest go first")
+    max_strangers: int = _opt(500, _range(0, 100_000), "strangers' and 'not X' faces kept (calibration, the "
+                                                          "rule's evidence); the oldest go first")
     strangers_keep_days: float = _opt(90.0, _range(0.01, 3650), "strangers' faces older than this are deleted")
     live_fps: float = _opt(4.0, _range(0.2, 30), "frames per second the open live view asks for")
     hosts: str = _opt("", help="the older name of [http] hosts (both are used)")

@@ -34,8 +34,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.core.spec import HEADS, CropSpec
 from edgeface.core.version import __version__
@@ -44,7 +42,7 @@ from edgeface.eval.metrics import HeadMetrics, head_metrics
 from edgeface.eval.models import ModelInfo, describe_model, display_names
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.faces.detect import check_detector_name
-from edgeface.runtime.engine import InferenceEngine
+from edgeface.runtime.engine import InferenceEngine, LiteRTEngine, predict_batched
 
 EngineOpener = Callable[[Path, int | None], InferenceEngine]  # (model path, LiteRT threads) -> engine
 FORMAT = "edgeface-evaluation"
@@ -118,28 +116,6 @@ def face_counts(crops: CropSet) -> dict[str, int]:
             "unreadable": summary.get("unreadable", 0)}
 
 
-def predict_batched(engine: Any, crops: np.ndarray, batch_size: int = 32, desc: str = "",
-                    progress: bool = False) -> dict[str, np.ndarray]:
-    """Run an engine over many crops in batches (bounded memory), with a progress bar."""
-    from edgeface.core.progress import progress_bar
-
-    starts = range(0, len(crops), batch_size)
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in progress_bar(starts, desc=desc, unit="batch", enabled=None if progress else False):
-        for name, value in engine.predict(np.ascontiguousarray(crops[start:start + batch_size])).items():
-            parts.setdefault(name, []).append(value)
-    if not parts:  # no faces at all
-        return {head: np.zeros((0, n), np.float32) for head, n in engine.spec.num_classes.items()}
-    return {name: np.concatenate(values) for name, values in parts.items()}
-
-
-def open_bundle(path: Path, num_threads: int | None = None) -> InferenceEngine:
-    """The device's engine opener: a bundle on LiteRT."""
-    from edgeface.runtime.engine import LiteRTEngine
-
-    return LiteRTEngine.from_bundle(path, num_threads=num_threads)
-
-
 def evaluate_models(models: Sequence[str | Path], data: str | Path, num_threads: int | None = None,
                     batch_size: int = 32, max_drop: float | None = None, detector: str | None = None,
                     progress: bool = False, on_log: Callable[[str], None] = lambda _: None,
@@ -161,7 +137,7 @@ def evaluate_models(models: Sequence[str | Path], data: str | Path, num_threads:
         if keras:
             raise EdgefaceError(f"{keras[0]}: a Keras model; evaluating it needs the workstation's engine "
                                 "opener (open_engine=edgeface.train.keras_model.load_engine)")
-        open_engine = open_bundle
+        open_engine = LiteRTEngine.from_bundle
     if detector is not None:
         check_detector_name(detector)
     dataset = load_dataset(data)

@@ -230,11 +230,13 @@ def stranger_scores(gallery: Gallery, embeddings: np.ndarray, identity: np.ndarr
 def calibrate_faces(bundle: Any, embeddings: np.ndarray, identity: np.ndarray | None, far: float = 0.01,
                     gallery_path: str | Path | None = None, state_dir: str | Path | None = None,
                     photos: int | None = None, skipped: Sequence[str] = (),
-                    visits: Sequence[int] | None = None) -> CalibrationResult:
+                    visits: Sequence[int] | None = None, negatives_among: Sequence[str] = ()) -> CalibrationResult:
     """``calibrate`` on stranger faces already embedded: ``embeddings`` (N, D); ``identity``: the identity head's
     probabilities (N, C) or each face's top probability (N,), None to keep the bundle's identity threshold;
     ``visits``: each face's visit number (faces of one visit in order; default: each face alone). The web page
-    calibrates on the strangers' faces it stored this way."""
+    calibrates on the strangers' faces it stored this way. ``negatives_among``: the ids of the gallery's
+    negatives that are these very faces (the web page keeps its strangers' faces as both): they are left out
+    of the scoring, else each face would veto itself and the thresholds would fall to their lowest."""
     _check_far(far)
     embeddings = np.asarray(embeddings, np.float32)
     faces = len(embeddings)
@@ -245,7 +247,8 @@ def calibrate_faces(bundle: Any, embeddings: np.ndarray, identity: np.ndarray | 
         raise DataError(f"{len(visits)} visit numbers for {faces} faces")
     gallery, path = _enrolled_gallery(bundle, gallery_path, state_dir)
     trained = bundle.spec.labels["identity"]
-    face_sim, face_head, visit_sim, visit_head = stranger_scores(gallery, embeddings, identity, trained, visits)
+    face_sim, face_head, visit_sim, visit_head = stranger_scores(gallery.without_negatives(negatives_among),
+                                                                 embeddings, identity, trained, visits)
     with_head = identity is not None
     thresholds = _in_range(choose_thresholds(face_sim, face_head if with_head else None, far))
     per_visit = _in_range(choose_thresholds(visit_sim, visit_head if with_head else None, far))

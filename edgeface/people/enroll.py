@@ -134,11 +134,10 @@ class FaceEmbedder:
 
     def predict(self, crops: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarray]:
         """Model outputs (probabilities per head and ``embedding``) for crops, in batches."""
+        from edgeface.runtime.engine import predict_batched
+
         size = self.spec.input_size
-        crops = np.asarray(crops, np.uint8).reshape(-1, size, size, 3)
-        starts = range(0, max(len(crops), 1), batch_size)  # one (empty) batch for no crops: names and shapes
-        parts = [self.engine.predict(crops[i:i + batch_size]) for i in starts]
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        return predict_batched(self.engine, np.asarray(crops, np.uint8).reshape(-1, size, size, 3), batch_size)
 
     def photos(self, paths: Sequence[Path], quality: bool = True
                ) -> tuple[list[PhotoCheck], dict[str, np.ndarray]]:

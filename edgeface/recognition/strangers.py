@@ -10,7 +10,7 @@ on the web page enrolls the good faces of all its visits at once. Pure numpy; wh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 
@@ -50,12 +50,14 @@ class StrangerGroups:
         self.max_groups = max_groups
         self.changed = False  # since the owner last saved
 
-    def assign(self, visit_id: str, embedding: np.ndarray, when: float, threshold: float) -> str:
+    def assign(self, visit_id: str, embedding: np.ndarray, when: float, threshold: float,
+               busy: Collection[str] = ()) -> str:
         """The group of an unknown visit (its faces' averaged embedding): the nearest at ``threshold`` or above,
-        else a new one. Returns the group's id."""
+        else a new one; never one of ``busy`` (groups of visits still open: two faces in view at once are two
+        people). Returns the group's id."""
         unit = np.asarray(embedding, np.float64)
         unit = unit / max(float(np.linalg.norm(unit)), 1e-12)
-        group = self.nearest(unit, threshold)
+        group = self.nearest(unit, threshold, busy)
         if group is None:
             group_id = f"s{int(when * 1000):x}"
             while group_id in self.groups:  # two new groups in one millisecond
@@ -74,10 +76,11 @@ class StrangerGroups:
             del self.groups[oldest.id]
         return group.id
 
-    def nearest(self, embedding: np.ndarray, threshold: float) -> StrangerGroup | None:
-        if not self.groups:
+    def nearest(self, embedding: np.ndarray, threshold: float, busy: Collection[str] = ()
+                ) -> StrangerGroup | None:
+        groups = [g for g in self.groups.values() if g.id not in busy]
+        if not groups:
             return None
-        groups = list(self.groups.values())
         unit = np.asarray(embedding, np.float64) / max(float(np.linalg.norm(embedding)), 1e-12)
         sims = np.stack([g.centroid for g in groups]).astype(np.float64) @ unit
         best = int(np.argmax(sims))

@@ -175,7 +175,8 @@ class VisitBook:
         if view.who != UNKNOWN:
             visit.named_at = now
         elif self.strangers is not None and visit.embedding is not None:
-            visit.stranger = self.strangers.assign(visit.id, visit.embedding, now, same_person)
+            busy = {v.stranger for v in self.open.values() if v.stranger}
+            visit.stranger = self.strangers.assign(visit.id, visit.embedding, now, same_person, busy)
         self.open[visit.id] = visit
         return [VisitEvent("arrived", now, visit.to_dict(self.config.crops))]
 

@@ -1,7 +1,13 @@
-"""Inference engines behind one interface: aligned uint8 crops in, per-head probabilities out.
+"""Inference engines behind one interface: aligned uint8 crops in, per-face arrays out.
 
 ``LiteRTEngine`` runs a bundle's TFLite model (the device). ``edgeface.train.keras_model.KerasEngine`` runs a
 ``model.keras`` behind the same interface on the workstation, so any difference between them is the model's.
+
+A bundle with person centres (``IdentityCentres``) gets its ``identity`` probabilities from the ``embedding``
+output, in float (:func:`identity_from_centres`), not from the model's own quantized identity output: int8
+gives the last layer's outputs one scale, so people whose cosines differ by less than a step tie there, and
+the first listed wins. Every user of the engine (the daemon, the Python API, ``evaluate``, ``enroll``,
+``calibrate``) therefore names trained people by the same rule.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from edgeface.core.bundle import IdentityCentres
 from edgeface.core.errors import ModelError
 from edgeface.core.preprocess import check_crops, to_model_input
 from edgeface.core.spec import EMBEDDING_NAME, INPUT_NAME, SIGNATURE, ModelSpec
@@ -26,17 +33,46 @@ class InferenceEngine(Protocol):
         ...
 
 
+def identity_from_centres(embeddings: np.ndarray, centres: IdentityCentres) -> np.ndarray:
+    """(N, P) identity probabilities: a softmax over ``centres.scale`` x the cosine of each unit embedding
+    (N, D) with each person's centre, in float (what the model's nearest-centre head computes)."""
+    logits = centres.scale * (np.asarray(embeddings, np.float32) @ centres.centres.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def predict_batched(engine: InferenceEngine, crops: np.ndarray, batch_size: int = 32, desc: str = "",
+                    progress: bool = False) -> dict[str, np.ndarray]:
+    """Run an engine over any number of crops in batches (bounded memory), with a progress bar on request:
+    every output, one row per crop (no rows for no crops)."""
+    from edgeface.core.progress import progress_bar
+
+    crops = np.asarray(crops)
+    parts: dict[str, list[np.ndarray]] = {}
+    starts = range(0, len(crops), batch_size)
+    for start in progress_bar(starts, desc=desc, unit="batch", enabled=None if progress else False):
+        for name, value in engine.predict(np.ascontiguousarray(crops[start:start + batch_size])).items():
+            parts.setdefault(name, []).append(value)
+    if not parts:  # no crops: the engine says which outputs it has, with no rows
+        return engine.predict(crops[:0])
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
 class LiteRTEngine:
     """A TFLite model run by LiteRT (or tflite-runtime), read by signature names, never output positions."""
 
     def __init__(self, model_bytes: bytes, spec: ModelSpec, num_threads: int | None = None,
-                 source: str = "model", keep_all_tensors: bool = False) -> None:
+                 source: str = "model", keep_all_tensors: bool = False,
+                 identity_centres: IdentityCentres | None = None) -> None:
         """``keep_all_tensors``: for diagnosis, every intermediate tensor stays readable through
-        :attr:`interpreter` after :meth:`predict` (no XNNPACK; see ``make_interpreter``)."""
+        :attr:`interpreter` after :meth:`predict` (no XNNPACK; see ``make_interpreter``). ``identity_centres``:
+        identity from the embedding in float (see the module's note), else the model's own output."""
         from edgeface.runtime.litert import make_interpreter
 
         self.spec = spec
         self.source = source
+        self.identity_centres = identity_centres
         self._interpreter = make_interpreter(model_bytes, num_threads=num_threads, source=source,
                                              keep_all_tensors=keep_all_tensors)
         signatures = self._interpreter.get_signature_list()
@@ -55,15 +91,24 @@ class LiteRTEngine:
             if int(self._outputs[head]["shape"][-1]) != len(labels):
                 raise ModelError(f"{source}: output {head!r} has {self._outputs[head]['shape'][-1]} classes "
                                  f"but the bundle lists {len(labels)} labels")
+        if identity_centres is not None:
+            embedding = self._outputs.get(EMBEDDING_NAME)
+            shape = (len(spec.labels["identity"]), int(embedding["shape"][-1]) if embedding else 0)
+            if identity_centres.centres.shape != shape:
+                raise ModelError(f"{source}: {identity_centres.centres.shape[0]} x "
+                                 f"{identity_centres.centres.shape[1]} identity centres for a model of "
+                                 f"{shape[0]} people with embeddings of size {shape[1]}")
         self._quantize_input = self._input_converter()
 
     @classmethod
     def from_bundle(cls, bundle: Any, num_threads: int | None = None) -> "LiteRTEngine":
+        """The device's one way to open a bundle (a path or a loaded ``Bundle``) for inference."""
         from edgeface.core.bundle import Bundle, load_bundle
 
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
-        return cls(bundle.model_bytes, bundle.spec, num_threads=num_threads, source=str(bundle.path))
+        return cls(bundle.model_bytes, bundle.spec, num_threads=num_threads, source=str(bundle.path),
+                   identity_centres=bundle.identity_centres)
 
     @property
     def interpreter(self) -> Any:
@@ -129,4 +174,6 @@ class LiteRTEngine:
             # restore unit length so cosine similarities mean the same in every precision.
             norms = np.linalg.norm(out[EMBEDDING_NAME], axis=1, keepdims=True)
             out[EMBEDDING_NAME] = out[EMBEDDING_NAME] / np.maximum(norms, 1e-12)
+            if self.identity_centres is not None:
+                out["identity"] = identity_from_centres(out[EMBEDDING_NAME], self.identity_centres)
         return out

@@ -106,7 +106,8 @@ class Labeler:
         if gallery is not None and gallery.embedding_size != self.spec.embedding_size:
             raise GalleryError(f"{gallery.path or 'gallery'}: embeddings of size {gallery.embedding_size}, "
                                f"the model makes {self.spec.embedding_size}")
-        self.gallery = gallery if gallery is not None and len(gallery) else None
+        # Kept with nobody enrolled when it holds faces said not to be a trained person (or nobody's).
+        self.gallery = gallery if gallery is not None and (len(gallery) or gallery.negatives) else None
         calibrated = gallery.similarity_threshold if gallery is not None else None
         if self._explicit_similarity is not None:
             self.similarity_threshold, self.similarity_from = self._explicit_similarity, "given"

@@ -69,7 +69,10 @@ class KerasEngine:
 def keras_predict(model: Any, crops: Any, spec: ModelSpec,
                   batch_size: int = KERAS_BATCH) -> dict[str, np.ndarray]:
     """Every output of a loaded Keras model on uint8 crops, batched, in inference mode: {output name: array}
-    ({} for no crops)."""
+    (arrays of no rows for no crops)."""
+    if len(crops) == 0:  # the outputs' names and widths, from one blank crop
+        blank = np.zeros((1, spec.input_size, spec.input_size, 3), np.uint8)
+        return {name: value[:0] for name, value in keras_predict(model, blank, spec).items()}
     outputs: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(crops), batch_size):
         result = model(to_model_input(np.asarray(crops[start:start + batch_size]), spec), training=False)

@@ -309,6 +309,24 @@ def set_identity_centres(heads: Any, embeddings: Any, labels: Any, people: Any, 
     layer.scale = float(scale)
 
 
+def model_identity_centres(model: Any) -> Any:
+    """A nearest-centre identity head's unit centres (one row per person) and scale, as the device uses them
+    (``edgeface.core.bundle.IdentityCentres``); None for a model whose identity is a Dense softmax."""
+    import numpy as np
+
+    from edgeface.core.bundle import IdentityCentres
+    from edgeface.train.layers import CosineSoftmax
+
+    parts = model_parts(model)
+    layer = next((layer for layer in parts.heads.layers if layer.name == IDENTITY_NAME), None) if parts else None
+    if not isinstance(layer, CosineSoftmax):
+        return None
+    centres = np.asarray(layer.centres, np.float64).T
+    norms = np.linalg.norm(centres, axis=1, keepdims=True)
+    unit = np.where(norms > 1e-6, centres / np.maximum(norms, 1e-12), 0.0)
+    return IdentityCentres(unit.astype(np.float32), float(layer.scale))
+
+
 def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None, batchnorm: bool = False) -> int:
     """Freeze the backbone, or unfreeze it from ``fine_tune_from`` on (a name ending in ``_``: the layers whose
     names start with it; None: all of it).

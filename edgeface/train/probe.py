@@ -60,11 +60,17 @@ def fit_softmax_head(features: np.ndarray, labels: Sequence[str | None], classes
         return kernel.astype(np.float32), (coef[:, d] - kernel.T @ mean).astype(np.float32)
     # The bias gets a tiny penalty: softmax is unchanged by adding one constant to every class's logit.
     penalty = np.tile(np.r_[np.full(d, l2), 1e-6], k)
-    w = np.zeros(k * (d + 1))
-    for _ in range(iterations):
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
         logits = xb @ w.reshape(k, d + 1).T
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
+        logits -= logits.max(1, keepdims=True)
+        log_norm = np.log(np.exp(logits).sum(1))
+        loss = float(np.sum(weight * (log_norm - logits[np.arange(n), y])) + 0.5 * np.sum(penalty * w * w))
+        return loss, np.exp(logits - log_norm[:, None])
+
+    w = np.zeros(k * (d + 1))
+    loss, p = objective(w)
+    for _ in range(iterations):
         grad = ((p - onehot) * weight[:, None]).T @ xb
         hessian = np.empty((k * (d + 1), k * (d + 1)))
         for a in range(k):
@@ -74,9 +80,18 @@ def fit_softmax_head(features: np.ndarray, labels: Sequence[str | None], classes
                 hessian[a * (d + 1):(a + 1) * (d + 1), b * (d + 1):(b + 1) * (d + 1)] = block
                 hessian[b * (d + 1):(b + 1) * (d + 1), a * (d + 1):(a + 1) * (d + 1)] = block.T
         hessian[np.diag_indices_from(hessian)] += penalty  # in place: no second Hessian-sized array
-        step = np.linalg.solve(hessian, grad.ravel() + penalty * w)
-        w -= step
-        if np.abs(step).max() < 1e-8:
+        gradient = grad.ravel() + penalty * w
+        step = np.linalg.solve(hessian, gradient)
+        # A full Newton step can overshoot where classes are (nearly) separable, as a few dozen people's faces
+        # are: halve it until the objective falls enough (Armijo), so every step descends.
+        size = 1.0
+        while True:
+            trial_loss, trial_p = objective(w - size * step)
+            if trial_loss <= loss - 1e-4 * size * float(gradient @ step) or size < 1e-10:
+                break
+            size /= 2
+        w, loss, p = w - size * step, trial_loss, trial_p
+        if np.abs(size * step).max() < 1e-8:
             break
     coef = w.reshape(k, d + 1)
     kernel = (coef[:, :d] / std).T

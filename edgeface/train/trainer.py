@@ -5,8 +5,10 @@ class-weighted; augmentation (rotation, translation, zoom, flip) touches trainin
 backbones train in two phases: heads on a frozen backbone, then fine-tuning from a named layer (for
 dlib-resnet: its attribute branch) at a lower learning rate. Both phases stop early on validation loss and keep
 the best weights. A nearest-centre identity head is set from the training faces' embeddings at the end, its
-softmax scale fitted on the validation faces. A linear probe on the backbone's frozen features is fitted too,
-and its validation accuracy reported beside the model's.
+softmax scale fitted on the validation faces. Then each head whose features fine-tuning moved keeps its
+fine-tuned version only where the validation faces say it beats the exact fit on the frozen features
+(``edgeface.train.choice``). A linear probe on the backbone's frozen features is fitted too, and its validation
+accuracy reported beside the model's.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from edgeface.data.manifest import Dataset, load_dataset, split_dataset
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.report.plots import plot_history
 from edgeface.train.batches import TrainingData, encode_labels, make_tf_dataset
+from edgeface.train.choice import FrozenModel, choose_heads, describe, keep_frozen_model
 from edgeface.train.config import TrainConfig
 from edgeface.train.frozen import (FrozenFeatures, features_fine_tuned, fit_attribute_heads, frozen_features,
                                    linear_probe, set_centres_from, set_heads_trainable)
@@ -40,6 +43,19 @@ class TrainResult:
     model_path: Path
     metadata: dict[str, Any]
     history: dict[str, list[float]]
+
+
+@dataclass
+class Phases:
+    """What the training phases did: the history, the fitting speed, the backbone features fine-tuning moved,
+    the heads fitted exactly on features it did not move, and the model as it was before fine-tuning (None
+    when nothing was pretrained or nothing moved)."""
+
+    history: dict[str, list[float]]
+    images_per_second: float | None
+    moved: set[str]
+    fitted: list[str]
+    frozen_model: FrozenModel | None
 
 
 def distribution_strategy():
@@ -168,21 +184,24 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     frozen = FrozenFeatures(*(frozen_features(built, crops.crops, prepared.spec)
                               for crops in (prepared.train_crops, prepared.val_crops)))
     set_centres_from(built, prepared, frozen.train.get(DESCRIPTOR), frozen.val.get(DESCRIPTOR), on_log)
-    history, images_per_second, fine_tuned = fit_phases(built, prepared, config, strategy, frozen, on_log)
-    if DESCRIPTOR in fine_tuned and backbone_info(config.backbone).identity_head == "centres":
+    phases = fit_phases(built, prepared, config, strategy, frozen, on_log)
+    if DESCRIPTOR in phases.moved and backbone_info(config.backbone).identity_head == "centres":
         # the identity path moved (fine-tuned, or trained from scratch): centres from the embeddings it gives now
         train_embed, val_embed = (keras_predict(built.model, crops.crops, prepared.spec)[EMBEDDING_NAME]
                                   for crops in (prepared.train_crops, prepared.val_crops))
         set_centres_from(built, prepared, train_embed, val_embed, on_log)
+    choices = choose_heads(built, prepared, frozen, phases.moved, phases.fitted, phases.frozen_model)
+    for line in describe(choices):
+        on_log(line)
     probe = linear_probe(built, prepared, frozen)
-    return write_outputs(built.model, prepared, config, history, images_per_second, started, probe)
+    return write_outputs(built.model, prepared, config, phases.history, phases.images_per_second, started, probe,
+                         choices)
 
 
 def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy: Any, frozen: FrozenFeatures,
-               on_log: Callable[[str], None] = print) -> tuple[dict[str, list[float]], float | None, set[str]]:
+               on_log: Callable[[str], None] = print) -> Phases:
     """Heads on frozen backbone features (pretrained backbones), then fine-tuning or training from scratch;
-    both stop early on validation loss. Returns the history, the fitting speed in images per second and the
-    backbone outputs that training moved."""
+    both stop early on validation loss."""
     import keras
 
     from edgeface.train.model import ATTRIBUTE_HEADS, backbone_info, head_features, set_backbone_trainable
@@ -206,6 +225,8 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
     info = backbone_info(config.backbone)
     fine_tune_from = info.fine_tune_from if config.fine_tune_from == "default" else config.fine_tune_from
     fine_tuned = features_fine_tuned(built, config, fine_tune_from, pretrained)
+    fitted: list[str] = []
+    frozen_model = None
     if pretrained:
         # Phase 1: the backbone is frozen, so its features never change: they were computed once. A head
         # whose features fine-tuning will not move either is fitted exactly on them (the linear probe's own
@@ -229,6 +250,9 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
                 make_tf_dataset(frozen.train, train_heads, config.batch_size, True, config.seed, augment=False),
                 validation_data=make_tf_dataset(frozen.val, val_heads, config.batch_size, False),
                 epochs=config.frozen_epochs, callbacks=early_stopping(), shuffle=False, verbose=verbose))
+        if fine_tuned:  # what a head goes back to if fine-tuning does not serve it (edgeface.train.choice)
+            frozen_model = keep_frozen_model(built, prepared, frozen,
+                                             [head for head in reads if reads[head] in fine_tuned])
 
     images_per_second = None
     if config.epochs > 0:
@@ -249,12 +273,13 @@ def fit_phases(built: Any, prepared: TrainingData, config: TrainConfig, strategy
             epochs=config.epochs, callbacks=early_stopping(), shuffle=False, verbose=verbose)
         images_per_second = len(train_samples) * len(result.history["loss"]) / (time.time() - fit_start)
         record(name, result)
-    return history, images_per_second, fine_tuned
+    return Phases(history, images_per_second, fine_tuned, fitted, frozen_model)
 
 
 def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, history: dict[str, list[float]],
                   images_per_second: float | None, started: float,
-                  probe: dict[str, float | None] | None = None) -> TrainResult:
+                  probe: dict[str, float | None] | None = None,
+                  choices: dict[str, dict[str, Any]] | None = None) -> TrainResult:
     """``model.keras``, its ``metadata.json`` (spec, data, validation metrics), ``history.json`` and
     ``history.png`` in ``config.out``."""
     from edgeface.eval.metrics import head_metrics
@@ -299,6 +324,7 @@ def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, histo
             "images_per_second": round(images_per_second, 2) if images_per_second else None,
         },
         "metrics": {"validation": metrics, "linear_probe": probe or {}},
+        "heads": choices or {},
     }
     write_metadata(model_path, metadata)
     (out / "history.json").write_text(json.dumps(history, indent=2))

@@ -3,7 +3,8 @@ recognitions, thresholds. ``edgeface run`` passes ``web_page`` to the daemon as 
 ``[web] enabled`` is set it makes a ``WebPage``, which
 
 * watches every frame (``observe``, on the pipeline's thread: ``watch`` and ``live`` keep what the page shows),
-* keeps the unknown faces on disk on its own thread (``keeper``),
+* keeps the stranger groups and their faces on disk on its own thread (``keeper``), starting from those an
+  earlier run kept (they join the pipeline's groups, so their ids stay the same),
 * answers its routes (``routes``, one small class per resource over ``state.PageState``) on the daemon's HTTP
   server, behind the server's own host and access check, its forms behind the page's (``guard``).
 """
@@ -34,9 +35,10 @@ class WebPage:
         if daemon.http is None:
             raise EdgefaceError("[web] needs the HTTP server ([http] enabled)")
         config = daemon.config
-        self.state = PageState.open(daemon.bundle, daemon.pipeline.labeler, config.web, config.gallery)
+        pipeline = daemon.pipeline
+        self.state = PageState.open(daemon.bundle, pipeline.labeler, config.web, config.gallery, pipeline.strangers)
         mount(daemon.http.router, self.state)
-        self.keeper = Keeper(self.state.unknowns, self.state.store)
+        self.keeper = Keeper(self.state)
         self.keeper.start()
         self._errors = 0
         where = self.state.store.root if self.state.store is not None else "nowhere (naming is off)"

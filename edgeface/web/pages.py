@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 from urllib.parse import quote
 
-from edgeface.web.store import FaceGroup, FaceSample
+from edgeface.web.store import FaceGroup
 
 PREFIX = "/ui"
 
@@ -84,9 +84,10 @@ def layout(frame: Frame | None, current: str, title: str, body: str, note: tuple
             f'<main>{message}{body}</main>{footer}{js}</body></html>')
 
 
-def face_url(of: str, face_id: str, visit: str = "") -> str:
-    """The address of one face crop (escaped for an attribute): ``of`` unknown, person, stranger or recent."""
-    extra = f"&visit={quote(visit)}" if visit else ""
+def face_url(of: str, face_id: str, group: str = "") -> str:
+    """The address of one face crop (escaped for an attribute): ``of`` unknown (of ``group``), person, stranger
+    or recent."""
+    extra = f"&group={quote(group)}" if group else ""
     return esc(f"{PREFIX}/face.jpg?of={of}&id={quote(face_id)}{extra}")
 
 
@@ -127,8 +128,8 @@ def face_list(csrf: str, faces: Sequence[dict[str, Any]]) -> str:
         action = ""
         if not unknown and face.get("recognition"):
             action = not_form(csrf, face["recognition"], identity["label"], f"{PREFIX}/")
-        elif unknown and face.get("visit"):
-            action = f'<a class="button" href="{PREFIX}/unknown#visit-{esc(face["visit"])}">Name them</a>'
+        elif unknown and face.get("group"):
+            action = f'<a class="button" href="{PREFIX}/unknown#group-{esc(face["group"])}">Name them</a>'
         rows.append(f'<li class="row"><span class="track">#{face["track"]}</span>'
                     f'<span class="grow">{text}</span>{action}</li>')
     return "".join(rows)
@@ -141,41 +142,42 @@ def not_form(csrf: str, recognition: str, name: str, back: str) -> str:
 
 # --- unknown faces -------------------------------------------------------------------------------------------
 
-def unknown_page(frame: Frame, visits: Sequence[FaceGroup], names: Sequence[str], now: float, retention: str,
+def unknown_page(frame: Frame, groups: Sequence[FaceGroup], names: Sequence[str], now: float, retention: str,
                  can_name: str, suggested: str = "", note: tuple[str, str] | None = None) -> str:
-    intro = (f'<h1>Unknown faces <span class="muted">({len(visits)})</span></h1>'
-             f'<p class="muted">Faces the camera could not name, one card per visit, newest first. '
-             f'{esc(retention)} Pick the good crops, then say who it is: the daemon names them from the next '
-             f'frame on.</p>')
+    intro = (f'<h1>Unknown faces <span class="muted">({len(groups)})</span></h1>'
+             f'<p class="muted">People the camera could not name, newest first: one card per person, with the '
+             f'good faces of all their visits (visits are put together by face, so check that a card shows one '
+             f'person). {esc(retention)} Pick the good faces, then say who it is: the daemon names them from the '
+             f'next frame on.</p>')
     if can_name:
         intro += f'<p class="note error">{esc(can_name)}</p>'
-    if not visits:
+    if not groups:
         return layout(frame, "unknown", "Unknown faces", intro + '<p class="empty">No unknown faces kept.</p>', note)
-    cards = "".join(visit_card(frame.csrf, v, now, suggested, disabled=bool(can_name)) for v in visits)
+    cards = "".join(group_card(frame.csrf, g, now, suggested, disabled=bool(can_name)) for g in groups)
     options = "".join(f'<option value="{esc(n)}">' for n in names)
     body = f'{intro}<div class="cards">{cards}</div><datalist id="people-names">{options}</datalist>'
     return layout(frame, "unknown", "Unknown faces", body, note)
 
 
-def visit_card(csrf: str, visit: FaceGroup, now: float, suggested: str, disabled: bool) -> str:
+def group_card(csrf: str, group: FaceGroup, now: float, suggested: str, disabled: bool) -> str:
     crops = "".join(
-        f'<label class="crop" title="sharpness {s.sharpness:.0f}, face {s.height:.0f} px">'
-        f'<input type="checkbox" name="face" value="{esc(s.id)}" checked>'
-        f'<img src="{face_url("unknown", s.id, visit.id)}" alt="unknown face {i + 1}" '
+        f'<label class="crop" title="sharpness {s.sharpness:.0f}, face {s.height:.0f} px, seen {ago(now - s.time)} '
+        f'ago"><input type="checkbox" name="face" value="{esc(s.id)}" checked>'
+        f'<img src="{face_url("unknown", s.id, group.id)}" alt="unknown face {i + 1}" '
         f'width="96" height="96" loading="lazy"></label>'
-        for i, s in enumerate(visit.samples))
-    nearest = max(visit.samples, key=lambda s: s.similarity)
+        for i, s in enumerate(group.samples))
+    nearest = max(group.samples, key=lambda s: s.similarity)
     why = (f' · nearest: {esc(nearest.best)} {nearest.similarity:.2f}' if nearest.best else "")
-    seen = f"seen {ago(now - visit.last)} ago" + (f" for {ago(visit.last - visit.first)}"
-                                                   if visit.last - visit.first >= 1 else "")
+    seen = (f"{count(group.visits, 'visit')} · last seen {ago(now - group.last)} ago" +
+            (f", first {ago(now - group.first)} ago" if group.visits > 1 else ""))
     off = " disabled" if disabled else ""
-    return (f'<article class="card" id="visit-{esc(visit.id)}"><form method="post" action="{PREFIX}/unknown">'
-            f'{csrf_field(csrf)}{hidden("visit", visit.id)}'
-            f'<p class="card-head"><strong>{esc(seen)}</strong><span class="muted"> · '
-            f'{count(len(visit.samples), "face")}{why}</span></p>'
+    return (f'<article class="card" id="group-{esc(group.id)}"><form method="post" action="{PREFIX}/unknown">'
+            f'{csrf_field(csrf)}{hidden("group", group.id)}'
+            f'<p class="card-head"><strong class="visits">{esc(seen)}</strong><span class="muted"> · '
+            f'{count(len(group.samples), "face")}{why}</span></p>'
             f'<div class="crops">{crops}</div>'
-            f'<div class="actions"><label class="sr-only" for="name-{esc(visit.id)}">This is</label>'
-            f'<input id="name-{esc(visit.id)}" name="name" list="people-names" placeholder="Who is it?" '
+            f'<div class="actions"><label class="sr-only" for="name-{esc(group.id)}">This is</label>'
+            f'<input id="name-{esc(group.id)}" name="name" list="people-names" placeholder="Who is it?" '
             f'autocomplete="off" maxlength="64" value="{esc(suggested)}"{off}>'
             f'<button name="action" value="name" class="primary"{off}>This is</button>'
             f'<button name="action" value="stranger"{off}>A stranger</button>'
@@ -248,8 +250,10 @@ class RecognitionView:
 
 def recent_page(frame: Frame, items: Sequence[RecognitionView], note: tuple[str, str] | None = None) -> str:
     intro = ('<h1>Recent recognitions</h1><p class="muted">The last faces the daemon named, newest first (kept in '
-             'memory only, gone at a restart). <em>Not …</em> keeps the face as a stranger\'s for calibration, '
-             'and takes back the naming if this visit was named on this page.</p>')
+             'memory only, gone at a restart). <em>Not …</em> keeps that face as evidence that it is not that '
+             'person: the daemon stops giving them that name (and faces nearer it than the person\'s own), it '
+             'counts as a stranger\'s when you recalibrate, and if that person was named on this page from the card '
+             'this visit was on, that naming is taken back.</p>')
     if not items:
         return layout(frame, "recent", "Recent", intro + '<p class="empty">Nobody was named yet.</p>', note)
     rows = []
@@ -270,10 +274,25 @@ class ThresholdsView:
     similarity_from: str  # given, calibrated, default
     identity: float
     identity_from: str  # given, calibrated, bundle
+    visit_similarity: float  # the thresholds of the rule over a visit's faces (the camera's)
+    visit_identity: float
     calibration: dict[str, Any] | None
     stale: bool
-    strangers: Sequence[tuple[FaceSample, str]]
+    negatives: Sequence["NegativeView"]
+    calibration_faces: int  # this camera's strangers' faces (what recalibration uses)
     enrolled: int
+
+
+@dataclass(frozen=True)
+class NegativeView:
+    """A face kept as a stranger's or as not somebody's."""
+
+    id: str
+    reason: str  # "a stranger", "not Maya"
+    time: float
+    crop: bool  # kept on this device (a face shared by another device has none)
+    evidence: bool  # in the gallery: the identity rule uses it
+    calibration: bool  # recalibration uses it
 
 
 FROM = {"given": "set in the daemon's configuration (recalibrating does not change it)",
@@ -282,20 +301,27 @@ FROM = {"given": "set in the daemon's configuration (recalibrating does not chan
 
 def thresholds_page(frame: Frame, view: ThresholdsView, far: float, max_strangers: int,
                     note: tuple[str, str] | None = None) -> str:
-    table = (f'<table><tr><th>Enrolled people</th><td class="num">{view.similarity:.3f}</td><td>cosine similarity; '
+    table = (f'<table><tr><th></th><th class="num">per visit</th><th class="num">per photo</th><th></th></tr>'
+             f'<tr><th>Enrolled people</th><td class="num">{view.visit_similarity:.3f}</td>'
+             f'<td class="num">{view.similarity:.3f}</td><td>cosine similarity; '
              f'{esc(FROM.get(view.similarity_from, view.similarity_from))}</td></tr>'
-             f'<tr><th>Trained people</th><td class="num">{view.identity:.3f}</td><td>identity confidence; '
-             f'{esc(FROM.get(view.identity_from, view.identity_from))}</td></tr></table>')
+             f'<tr><th>Trained people</th><td class="num">{view.visit_identity:.3f}</td>'
+             f'<td class="num">{view.identity:.3f}</td><td>identity confidence; '
+             f'{esc(FROM.get(view.identity_from, view.identity_from))}</td></tr></table>'
+             f'<p class="muted">The camera names a person over a visit\'s faces (per visit); a photo on its own '
+             f'(<code>edgeface identify</code>) per photo.</p>')
     cal = view.calibration
     if cal:
-        when = (f'<p>Calibrated {utc(cal.get("date", ""))} on {cal.get("faces", "?")} strangers\' faces: '
-                f'{float(cal.get("far_measured", 0)):.2%} of them named as somebody (target '
+        visits = (f' ({count(int(cal["visits"]), "visit")}, {float(cal.get("visit_far_measured", 0)):.2%} of them '
+                  f'named at some point)' if cal.get("visits") else "")
+        when = (f'<p>Calibrated {utc(cal.get("date", ""))} on {cal.get("faces", "?")} strangers\' faces{visits}: '
+                f'{float(cal.get("far_measured", 0)):.2%} of the faces named as somebody (target '
                 f'{float(cal.get("far_target", 0)):.2%}).</p>')
         if view.stale:
             when += '<p class="note warn">People were enrolled or removed since: recalibrate.</p>'
     else:
         when = '<p>Never calibrated.</p>'
-    stored = len(view.strangers)
+    stored = view.calibration_faces
     faces_text = count(stored, "stranger's face", "strangers' faces")
     can = stored > 0 and view.enrolled > 0
     why_not = ("" if can else '<p class="muted">' + ("Enroll somebody first. " if not view.enrolled else "") +
@@ -306,18 +332,27 @@ def thresholds_page(frame: Frame, view: ThresholdsView, far: float, max_stranger
             f'value="{far * 100:g}" class="short"> %</label>'
             f'<button name="action" value="recalibrate" class="primary"{"" if can else " disabled"}>'
             f'Recalibrate on {faces_text}</button></form>{why_not}')
-    faces = "".join(
-        f'<figure class="crop" title="{esc(reason)}"><img src="{face_url("stranger", s.id)}" '
-        f'alt="stranger: {esc(reason)}" width="96" height="96" loading="lazy">'
-        f'<form method="post" action="{PREFIX}/thresholds">{csrf_field(frame.csrf)}{hidden("face", s.id)}'
-        f'<button name="action" value="remove_stranger" class="x" aria-label="Forget this face" '
-        f'title="Forget this face">×</button></form></figure>' for s, reason in view.strangers)
+    faces = "".join(negative_figure(frame.csrf, n) for n in view.negatives)
     body = (f'<h1>Thresholds</h1><p class="muted">How sure the daemon must be before it names a face.</p>'
-            f'{table}{when}{form}<h2>Strangers\' faces <span class="muted">({stored}, at most {max_strangers})'
-            f'</span></h2><p class="muted">Faces said to be nobody enrolled: the thresholds are set so that few of '
-            f'them would be named. Hundreds are needed to measure 1%.</p>'
-            f'<div class="crops">{faces or "<p class=empty>None yet.</p>"}</div>')
+            f'{table}{when}{form}<h2>Strangers\' faces and "not …" <span class="muted">({len(view.negatives)}, at '
+            f'most {max_strangers})</span></h2><p class="muted">Faces said to be nobody enrolled (<em>a stranger'
+            f'</em>) or not a person (<em>not …</em>). The daemon names nobody from a face nearer one of them than '
+            f'the person\'s own faces, and the thresholds are calibrated so that few of this camera\'s would be '
+            f'named (visit by visit; hundreds are needed to measure 1%).</p>'
+            f'<div class="crops negatives">{faces or "<p class=empty>None yet.</p>"}</div>')
     return layout(frame, "thresholds", "Thresholds", body, note)
+
+
+def negative_figure(csrf: str, face: NegativeView) -> str:
+    uses = ("" if face.evidence and face.calibration else " (calibration only)" if face.calibration else
+            " (from another device)" if not face.crop else " (evidence only)")
+    picture = (f'<img src="{face_url("stranger", face.id)}" alt="{esc(face.reason)}" width="96" height="96" '
+               f'loading="lazy">' if face.crop else f'<span class="nocrop">{esc(face.reason)}</span>')
+    return (f'<figure class="crop" title="{esc(face.reason + uses)}">{picture}'
+            f'<figcaption>{esc(face.reason)}</figcaption>'
+            f'<form method="post" action="{PREFIX}/thresholds">{csrf_field(csrf)}{hidden("face", face.id)}'
+            f'<button name="action" value="remove_stranger" class="x" aria-label="Forget this face ({esc(face.reason)})" '
+            f'title="Forget this face">×</button></form></figure>')
 
 
 # --- sign in -------------------------------------------------------------------------------------------------

@@ -347,7 +347,7 @@ MALFORMED = {
     # the same with the token, so that they reach the page's routes and forms
     "signed in: face.jpg traversal": b"GET /ui/face.jpg?of=person&id=../../../../etc/passwd HTTP/1.1\r\n"
                                      b"Host: 127.0.0.1\r\n" + AUTH + b"\r\n",
-    "signed in: face.jpg NUL": b"GET /ui/face.jpg?of=unknown&visit=%00&id=%00 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    "signed in: face.jpg NUL": b"GET /ui/face.jpg?of=unknown&group=%00&id=%00 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                + AUTH + b"\r\n",
     "signed in: live.jpg huge frame": b"GET /ui/live.jpg?frame=99999999999999999999999 HTTP/1.1\r\n"
                                       b"Host: 127.0.0.1\r\n" + AUTH + b"\r\n",
@@ -404,7 +404,7 @@ PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, database=None,
 PATHS = ["/", "/ui", "/ui/", "/ui/api/live", "/ui/api/stats", "/ui/live.jpg", "/ui/unknown", "/ui/people",
          "/ui/recent", "/ui/thresholds", "/ui/login", "/ui/logout", "/ui/face.jpg", "/ui/static/page.css",
          "/healthz", "/labels", "/metrics", "/ui/static/../app.py", "/ui/static/"]
-FIELDS = ["csrf", "action", "visit", "face", "name", "person", "photo", "far", "recognition", "back", "next",
+FIELDS = ["csrf", "action", "group", "face", "name", "person", "photo", "far", "recognition", "back", "next",
           "token", "of", "id", "frame", "note"]
 ACTIONS = ["name", "stranger", "ignore", "remove", "remove_photo", "rename", "recalibrate", "remove_stranger"]
 latin1 = st.text(st.characters(max_codepoint=255), max_size=60)

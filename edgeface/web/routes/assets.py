@@ -25,10 +25,10 @@ class Assets:
                 *(PageRoute("GET", f"{PREFIX}/static/{name}", self.static, public=True) for name in STATIC))
 
     def face(self, request: Request) -> Reply:
-        """``?of=unknown|person|stranger|recent&id=...`` (``&visit=...`` for unknown faces)."""
+        """``?of=unknown|person|stranger|recent&id=...`` (``&group=...`` for unknown faces)."""
         of, face_id = request.arg("of"), request.arg("id")
         if of == "unknown":
-            data = self.state.unknowns.crop(request.arg("visit"), face_id)
+            data = self.state.unknowns.crop(request.arg("group"), face_id)
         else:
             find = self.crops.get(of)
             data = find(face_id) if find is not None else None

@@ -25,12 +25,12 @@ class Live(Resource):
         return Reply.html(pages.live_page(s.frame(request), self._faces(), s.config.live_fps, s.note(request)))
 
     def _faces(self) -> dict[str, Any] | None:
-        """The live frame's state, each face with its recognition (for "Not X") or its unknown visit."""
+        """The live frame's state, each face with its recognition (for "Not X") or its stranger group's card."""
         state = self.state.live.state()
         if state is not None:
             for face in state["faces"]:
                 face["recognition"] = self.state.watcher.recognition_of(face["track"])
-                face["visit"] = self.state.watcher.visit_of(face["track"])
+                face["group"] = self.state.watcher.card_of(face.get("visit", ""))
         return state
 
     def api(self, request: Request) -> Reply:
@@ -48,8 +48,8 @@ class Live(Resource):
         return Reply.jpeg(data) if data is not None else Reply.text("no frame yet", 503)
 
     def stats(self, request: Request) -> Reply:
-        """What the page costs and keeps: frames encoded for live views, crops kept, visits."""
+        """What the page costs and keeps: frames encoded for live views, crops kept, strangers' cards."""
         watcher = self.state.watcher
         return Reply.json({"live_frames_encoded": self.state.live.encoded, "crops_kept": watcher.kept,
-                           "unknown_visits": self.state.unknowns.count(),
+                           "unknown_groups": self.state.unknowns.count(),
                            "recognitions": len(watcher.recognitions())})

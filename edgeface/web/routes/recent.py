@@ -1,14 +1,14 @@
-"""Recent: the last faces the daemon named (memory only), and "Not X", which keeps such a face as a
-stranger's and takes back the naming of its visit if it was done on this page."""
+"""Recent: the last faces the daemon named (memory only), and "Not X": that face is kept as negative evidence of
+X in the gallery (the identity rule no longer names it, or a lookalike nearer it than X's own faces, X) and as
+a stranger's for calibration; if X was named on this page from the card this visit was on (or from this very
+visit), that naming is taken back."""
 
 from __future__ import annotations
 
 import time
 
 from edgeface.core.errors import EdgefaceError
-from edgeface.core.gallery import Gallery
 from edgeface.daemon.http import Reply, Request
-from edgeface.people.enroll import change_gallery
 from edgeface.web import pages
 from edgeface.web.routes.base import Resource
 from edgeface.web.routes.signin import local_path
@@ -37,26 +37,17 @@ class Recent(Resource):
         found = s.watcher.take_recognition(request.field("recognition"))
         if found is None:
             return s.back(here, "error", "That face is no longer kept; pick it again from Recent.")
-        removed = 0
-        if found.visit and not s.cannot_name:
-            def without_visit(gallery: Gallery) -> Gallery:
-                nonlocal removed
-                person = gallery.get(found.name)
-                for photo in list(person.photos) if person is not None else []:
-                    if photo.get("visit") == found.visit:
-                        gallery = gallery.without_photo(found.name, str(photo["sha256"]))
-                        removed += 1
-                return gallery
-
-            try:
-                change_gallery(s.bundle, without_visit, s.gallery_path)
-            except EdgefaceError as exc:
-                return s.back(here, "error", str(exc))
-            s.gallery_changed()
-        if s.store is not None:
-            s.store.add_strangers([(found.sample, found.jpeg)], f"not {found.name}")
-        text = f"Kept as a stranger's face, not {found.name}'s."
+        if s.store is None:
+            return s.back(here, "error", s.cannot_name)
+        faces = list(found.faces)
+        try:
+            removed = s.keep_negatives(found.name, faces, f"not {found.name}", take_back=(found.visit, found.stranger))
+        except EdgefaceError as exc:
+            return s.back(here, "error", str(exc))
+        text = (f"Kept {pages.count(len(faces), 'face')} of this visit as not {found.name}'s: from the next frame "
+                f"on, the daemon does not name {found.name} faces nearer these than {found.name}'s own, and they "
+                "count as a stranger's when you recalibrate (Thresholds).")
         if removed:
-            text += f" The {removed} faces of this visit were taken out of {found.name}'s photos."
-        text += " Recalibrate (Thresholds) so that faces like it are not named."
+            text += (f" The {pages.count(removed, 'face')} enrolled from this person's card were taken out of "
+                     f"{found.name}'s photos.")
         return s.back(here, "ok", text)
