@@ -209,20 +209,12 @@ def visit_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def household(tiny_bundles: dict[str, Path], visit_video: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A gallery where one of the video's two people is enrolled as "Ada Lovelace" from her own frames, with a
     per-visit threshold between her faces and the other person's; the other person is a stranger."""
-    import cv2
-
     import edgeface
     from edgeface.core.bundle import load_bundle
     from edgeface.core.gallery import open_gallery
+    from edgeface.eval.video import read_video
 
-    capture = cv2.VideoCapture(str(visit_video))
-    frames = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
+    frames = list(read_video(visit_video))
     embeddings: dict[int, list[np.ndarray]] = {}
     pipeline = edgeface.load(tiny_bundles["int8"], threads=1, gallery=None)
     for result in pipeline.run(frames, fps=10, start=0.0):
