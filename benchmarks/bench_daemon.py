@@ -55,7 +55,7 @@ def people_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def videos(people_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    from edgeface.eval.video import face_photos, write_face_video
+    from edgeface.eval.video import face_photos, photo_actor, side_by_side, write_scene
 
     photos = face_photos(people_csv, per_person=6)
     people = sorted(photos, key=lambda p: (-len(photos[p]), p))
@@ -63,7 +63,8 @@ def videos(people_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[i
     out = {}
     for faces in (1, 3):
         out[faces] = folder / f"faces-{faces}.mp4"
-        write_face_video(out[faces], photos, people[:faces], frames=VIDEO_FRAMES, hold=20)
+        actors = [photo_actor(person, photos[person]) for person in people[:faces]]
+        write_scene(out[faces], side_by_side(actors, seconds=VIDEO_FRAMES / 10, face_width=120.0, hold=2.0))
     return out
 
 

@@ -175,12 +175,13 @@ ROUNDS = 5
 
 @pytest.fixture(scope="module")
 def video(people_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgeface.eval.video import face_photos, write_face_video
+    from edgeface.eval.video import face_photos, photo_actor, side_by_side, write_scene
 
     photos = face_photos(people_csv, per_person=6)
     people = sorted(photos, key=lambda p: (-len(photos[p]), p))
     path = tmp_path_factory.mktemp("sync-video") / "faces-2.mp4"
-    write_face_video(path, photos, people[:2], frames=100, hold=20)
+    actors = [photo_actor(person, photos[person]) for person in people[:2]]
+    write_scene(path, side_by_side(actors, seconds=10.0, face_width=120.0, hold=2.0))  # 100 frames at 10 fps
     return path
 
 

@@ -44,10 +44,12 @@ LIVE_FPS = 4.0  # [web] live_fps's default: what an open page asks for
 
 @pytest.fixture(scope="module")
 def strangers_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgeface.data.synthetic import make_people, write_synthetic_video
+    from edgeface.data.synthetic import make_people
+    from edgeface.eval.video import side_by_side, synthetic_actor, write_scene
 
     path = tmp_path_factory.mktemp("bench-web") / "three-strangers.avi"
-    write_synthetic_video(path, people=make_people(9, seed=0)[6:9], seconds=10, fps=10, faces_per_frame=3, seed=3)
+    actors = [synthetic_actor(look, 100.0, seed=3) for look in make_people(9, seed=0)[6:9]]  # not the test model's
+    write_scene(path, side_by_side(actors, seconds=10, face_width=100.0, hold=5.0, seed=3))
     return path
 
 

@@ -548,6 +548,91 @@ def sync_daemon_fps(figures: Figures) -> str:
             + f"\n\n{sources(result)}\n")
 
 
+# The household harness (benchmarks/household.py): the rules side by side, and issue 34's targets.
+RULES = (("per_track", "**per track** (the default)"), ("every_face", "per track, every face recognised"),
+         ("per_frame", "per frame (before issue 34)"))
+
+
+def share(figure: dict[str, Any], digits: int = 1) -> str:
+    """``{"count", "of", "rate"}`` as "89.0% (89/100)"."""
+    return "" if figure["rate"] is None else f"{pct(figure['rate'], digits)} ({figure['count']:,}/{figure['of']:,})"
+
+
+def seconds(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f} s"
+
+
+def household_tables(result: Result) -> str:
+    d = result.data
+    rules = [(key, title) for key, title in RULES if key in d["rules"]]
+    r = {key: d["rules"][key] for key, _ in rules}
+    header = ("per visit", "target", *(title for _, title in rules))
+
+    def row(what: str, target: str, cell: Callable[[dict[str, Any]], str]) -> tuple[str, ...]:
+        return (what, target, *(bold(cell(r[key]), key == "per_track") for key, _ in rules))
+
+    visits = table(header, [
+        row("enrolled people's visits named right", ">= 97%", lambda f: share(f["enrolled_named_right"])),
+        row("... never named", "", lambda f: share(f["enrolled_never_named"])),
+        row("... given a wrong name at some point", "", lambda f: share(f["enrolled_given_a_wrong_name"])),
+        row("strangers' visits given a name", "<= 1%", lambda f: share(f["strangers_given_a_name"])),
+        row("time from first sight to the right name, median / 90th percentile", "<= 0.5 s",
+            lambda f: f"{seconds(f['seconds_to_right_name']['median'])} / "
+                      f"{seconds(f['seconds_to_right_name']['p90'])}"),
+    ])
+    frames = table(("per face frame", "target", *(title for _, title in rules)), [
+        row("face frames with a wrong name", "<= 0.5%", lambda f: share(f["face_frames_wrong_name"], 2)),
+        row("enrolled people's frames with their right name", "", lambda f: share(f["enrolled_frames_right"])),
+        row("strangers' frames with a name", "", lambda f: share(f["stranger_frames_named"], 2)),
+    ])
+    setup = d["setup"]
+    first = r[rules[0][0]]
+    text = (f"{setup['households']} households of {setup['enrolled']} enrolled people and {setup['strangers']} "
+            f"strangers ({setup['people']} people in all, {model_name(setup)} {setup['precision']}), each on "
+            f"video {setup['visits']} times in scenes of {setup['max_faces'][0]} to {setup['max_faces'][-1]} "
+            f"faces at {setup['fps']:.0f} fps: {first['enrolled_visits']} visits of enrolled people, "
+            f"{first['stranger_visits']} of strangers, {first['face_frames']:,} face frames; thresholds "
+            f"calibrated at {pct(setup['far'], 0)} per visit on other strangers' photos.")
+    duty = d.get("encoder_after_named")
+    if duty and duty.get("tracks"):
+        text += (f" Once named, a track's face went through the model in {pct(duty['recognised'] / duty['frames'])} "
+                 f"of its frames ({duty['tracks_at_most_1_in_5']} of {duty['tracks']} named tracks at most 1 in "
+                 f"5; worst {pct(duty['worst_track'], 0)}).")
+    return f"{para(text)}\n\n{visits}\n\n{frames}\n\n{sources(result)}\n"
+
+
+# benchmarks/household.py --set NAME writes household-NAME (household-sets is household_sets.py's: training)
+HOUSEHOLD_SETS = {"household-celeba": "celeba-299, people never trained on", "household-synthetic": "the synthetic set"}
+
+
+@renderer("household")
+def household(figures: Figures) -> str:
+    blocks = [f"**{title}**\n\n{household_tables(figures[name])}" for name, title in HOUSEHOLD_SETS.items()
+              if name in figures.results or name == "household-celeba"]
+    return "\n".join(blocks)
+
+
+@renderer("recognition-throughput")
+def recognition_throughput(figures: Figures) -> str:
+    result = figures["recognition-throughput"]
+    d = result.data
+    rows = []
+    for r in d["rows"]:
+        before, after, named = r["before"], r["after"], r["after_named"]
+        rows.append((r["faces"], f"{before['fps']:.1f}", bold(f"{after['fps']:.1f}"), bold(f"{r['speedup']:.2f}x"),
+                     f"{before['recognised_per_second']:.1f}", f"{after['recognised_per_second']:.1f}",
+                     f"{before['peak_rss_mib']:.0f} / {after['peak_rss_mib']:.0f} MiB",
+                     f"{pct(named['recognised'] / named['frames'])} ({named['tracks_at_most_1_in_5']} of "
+                     f"{named['tracks']} at most 1 in 5)"))
+    header = ("faces", "fps before", "fps after", "after / before (target with 3 faces: >= 2x)",
+              "faces through the model per second, before", "after", "peak RSS, before / after",
+              "a named track's frames through the model (target: at most 1 in 5)")
+    text = (f"{d['video_seconds']:.0f} s videos at {d['fps']:.0f} fps of enrolled people (celeba-299, never trained "
+            f"on), {d['bundle'].removesuffix('.edgeface')}, {d['threads']} threads, the real `edgeface run`; "
+            f"before and after take turns on each video, {d['rounds']} rounds, medians.")
+    return f"{para(text)}\n\n{table(header, rows)}\n\n{sources(result)}\n"
+
+
 # --- README.md -----------------------------------------------------------------------------------------------
 
 @renderer("readme")

@@ -79,25 +79,18 @@ def test_run_gives_the_daemons_labels_and_visits_on_the_same_video(tiny_bundles:
                                                                    tmp_path: Path) -> None:
     """``edgeface.load(...).run(frames)`` and ``edgeface run`` on one video: the same tracks, labels and visit
     events, frame for frame (times compared from the first frame: the daemon's clock starts when it runs)."""
-    import cv2
+    from edgeface.eval.video import read_video
 
     from helpers.daemon import DaemonProcess
-    from edgeface.data.synthetic import write_synthetic_video
+    from helpers.video_fixtures import synthetic_video
 
     video = tmp_path / "visit.mp4"
-    write_synthetic_video(video, people=4, seconds=3, fps=10, faces_per_frame=2, seed=3)
+    synthetic_video(video, faces=2, seconds=3, seed=3)
     bundle = tiny_bundles["int8"]
     daemon = DaemonProcess(["--bundle", str(bundle), "--source", str(video), "--no-http", "--gallery", "none",
                             "--threads", "1"])
     assert daemon.finish(120) == 0, daemon.log()
-    capture = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
+    frames = list(read_video(video))
     pipeline = edgeface.load(bundle, threads=1, gallery=None, camera=daemon_camera(daemon))
     api = [json.loads(json.dumps(r.to_dict())) for r in pipeline.run(frames, fps=10, start=0.0) if r.faces]
     api_events = [e.to_dict() for r in pipeline.run([], fps=10) for e in r.events]  # nothing left open

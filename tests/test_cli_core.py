@@ -91,10 +91,13 @@ def test_convert_names_a_missing_model(tmp_path: Path) -> None:
 
 def test_demo_scores_video_faces_as_right_unknown_or_wrong() -> None:
     from edgeface.cli.demo import score_video
+    from edgeface.eval.video import SceneTruth, TrueFace
 
-    truth = {"frames": [{"index": 0, "faces": [{"identity": "Maya", "box": [0, 0, 100, 100]},
-                                               {"identity": "Jimmy", "box": [200, 0, 300, 100]}]},
-                        {"index": 1, "faces": [{"identity": "Maya", "box": [0, 0, 100, 100]}]}]}
+    def true(identity: str, visit: int, x: float) -> TrueFace:
+        return TrueFace(identity, visit, (x, 0, x + 100, 100), ((x + 30, 40), (x + 70, 40)), 1.0)
+
+    truth = SceneTruth(10.0, (640, 480), {"Maya": {}, "Jimmy": {}}, (),
+                       ((true("Maya", 0, 0), true("Jimmy", 1, 200)), (true("Maya", 0, 0),)))
 
     def face(label: str, x: float) -> dict:
         return {"box": [x, 10, x + 60, 70], "identity": {"label": label, "score": 0.9}}

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from helpers.daemon import DaemonProcess
-from helpers.video_fixtures import match_truth, recognised_photos
+from helpers.video_fixtures import recognised_photos
 
-from edgeface.eval.video import face_photos, write_face_video
+from edgeface.eval.video import face_photos, photo_actor, side_by_side, write_scene
 
 pytestmark = pytest.mark.shared
 
@@ -36,7 +36,8 @@ def test_identity_per_track_matches_the_people_in_the_video(people_photos: dict,
     ranked = sorted(people_photos, key=lambda p: (-len(people_photos[p]), p))
     people = ranked[:faces]  # the person with the most photos first: photo switches within one track
     video = tmp_path / f"people-{faces}.mp4"
-    truth = write_face_video(video, people_photos, people, frames=40, hold=10)
+    actors = [photo_actor(person, people_photos[person]) for person in people]
+    truth = write_scene(video, side_by_side(actors, seconds=4.0, face_width=120.0, hold=1.0))
 
     daemon = DaemonProcess(["--bundle", str(celeba_bundle), "--source", str(video), "--no-http"])
     assert daemon.finish(120) == 0, daemon.log()
@@ -46,9 +47,9 @@ def test_identity_per_track_matches_the_people_in_the_video(people_photos: dict,
     per_track: dict[int, list[tuple[str, str]]] = collections.defaultdict(list)
     for record in records:
         assert len(record["faces"]) <= faces
-        for face, true in match_truth(record, truth):
+        for face, true in zip(record["faces"], truth.match(record["frame"], [f["box"] for f in record["faces"]])):
             assert true is not None, f"frame {record['frame']}: a face where nobody is: {face['box']}"
-            per_track[face["track"]].append((true["identity"], face["identity"]["label"]))
+            per_track[face["track"]].append((true.identity, face["identity"]["label"]))
     # Each person on screen is one track for the whole video: photo switches and drift do not break it.
     assert sorted(pairs[0][0] for pairs in per_track.values()) == sorted(people)
     for track, pairs in per_track.items():

@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import numpy as np
+
 from helpers.daemon import DaemonProcess, http_get, metric
 from helpers.mosquitto import Mosquitto
 from helpers.ports import free_port
+from helpers.video_fixtures import synthetic_video
 
 pytestmark = [pytest.mark.system,
               pytest.mark.skipif(not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()),
@@ -58,10 +61,8 @@ class Subscriber:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgeface.data.synthetic import write_synthetic_video
-
     path = tmp_path_factory.mktemp("mqtt-video") / "two.mp4"
-    write_synthetic_video(path, people=6, seconds=2, fps=10, faces_per_frame=2, seed=1)
+    synthetic_video(path, faces=2, seconds=2, seed=1)
     return path
 
 
@@ -198,10 +199,10 @@ def render(template: str, payload: str) -> str:
 @pytest.fixture(scope="module")
 def visit_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two of the people the tiny model was trained on (its embedding tells them apart)."""
-    from edgeface.data.synthetic import make_people, write_synthetic_video
+    from edgeface.data.synthetic import make_people
 
     path = tmp_path_factory.mktemp("visit-video") / "door.mp4"
-    write_synthetic_video(path, people=make_people(6, seed=0), seconds=4, fps=10, faces_per_frame=2, seed=3)
+    synthetic_video(path, faces=2, seconds=4, seed=3, people=make_people(6, seed=0))
     return path
 
 
@@ -209,20 +210,12 @@ def visit_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def household(tiny_bundles: dict[str, Path], visit_video: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A gallery where one of the video's two people is enrolled as "Ada Lovelace" from her own frames, with a
     per-visit threshold between her faces and the other person's; the other person is a stranger."""
-    import cv2
-
     import edgeface
     from edgeface.core.bundle import load_bundle
     from edgeface.core.gallery import open_gallery
+    from edgeface.eval.video import read_video
 
-    capture = cv2.VideoCapture(str(visit_video))
-    frames = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
+    frames = list(read_video(visit_video))
     embeddings: dict[int, list[np.ndarray]] = {}
     pipeline = edgeface.load(tiny_bundles["int8"], threads=1, gallery=None)
     for result in pipeline.run(frames, fps=10, start=0.0):

@@ -15,6 +15,7 @@ import pytest
 
 from helpers.camera import MjpegCamera
 from helpers.daemon import DaemonProcess, http_get, metric
+from helpers.video_fixtures import synthetic_video
 
 FRAMES = 30
 
@@ -22,10 +23,8 @@ FRAMES = 30
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 s at 10 fps of three synthetic people on a 640x480 frame (mp4v)."""
-    from edgeface.data.synthetic import write_synthetic_video
-
     path = tmp_path_factory.mktemp("daemon-video") / "three.mp4"
-    write_synthetic_video(path, people=6, seconds=FRAMES / 10, fps=10, faces_per_frame=3, seed=0)
+    synthetic_video(path, faces=3, seconds=FRAMES / 10, seed=0)
     return path
 
 
@@ -35,17 +34,11 @@ def bundle(tiny_bundles: dict[str, Path]) -> Path:
 
 
 def video_frames(path: Path, count: int = 10) -> list[np.ndarray]:
-    import cv2
+    import itertools
 
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while len(frames) < count:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
+    from edgeface.eval.video import read_video
+
+    return list(itertools.islice(read_video(path), count))
 
 
 def check_record(record: dict, labels: dict[str, tuple[str, ...]]) -> None:

@@ -78,11 +78,12 @@ def ada_alone(bundle: Path, folder: Path) -> tuple[Path, list[np.ndarray]]:
     import edgeface
     from edgeface.core.bundle import load_bundle
     from edgeface.core.gallery import open_gallery
-    from edgeface.data.synthetic import make_people, write_synthetic_video
+    from edgeface.data.synthetic import make_people
+    from helpers.video_fixtures import synthetic_video
     from test_daemon_run import video_frames
 
     video = folder / "ada.mp4"
-    write_synthetic_video(video, people=make_people(6, seed=0), seconds=2, fps=10, faces_per_frame=1, seed=3)
+    synthetic_video(video, faces=1, seconds=2, seed=3, people=make_people(6, seed=0))
     frames = video_frames(video, count=20)
     embeddings = []
     for result in edgeface.load(bundle, threads=1, gallery=None).run(frames, fps=10, start=0.0):

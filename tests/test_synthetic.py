@@ -1,9 +1,8 @@
-"""The synthetic face generator: labels, determinism, BlazeFace finds the faces, and the video round trip."""
+"""The synthetic face generator: labels, determinism, BlazeFace finds the faces, and frames composed of heads."""
 
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from edgeface.data.synthetic import (
     make_synthetic_dataset,
     render_head,
     render_photo,
-    write_synthetic_video,
 )
 from edgeface.core.errors import DependencyError, EdgefaceError
 from edgeface.core.spec import EMOTIONS, GENDERS
@@ -141,40 +139,13 @@ def test_composite_frame_places_eyes_where_asked() -> None:
     assert np.allclose(np.mean([eye_a, eye_b], axis=0), (160, 100), atol=0.2)
     assert box[2] - box[0] == pytest.approx(80, abs=0.2)
     assert box[0] < eye_a[0] < eye_b[0] < box[2] and box[1] < eye_a[1] < box[3]
+    assert placed[0]["visible"] == pytest.approx(1.0, abs=0.01)
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
-def test_video_round_trip_with_ground_truth(tmp_path: Path, suffix: str, blazeface) -> None:
-    import cv2
-
-    path = tmp_path / f"people{suffix}"
-    sidecar = write_synthetic_video(path, people=4, seconds=1.0, fps=8, faces_per_frame=2, seed=2)
-    truth = json.loads(sidecar.read_text())
-    assert sidecar == path.with_suffix(".json") and truth["frame_count"] == 8 and len(truth["frames"]) == 8
-    names = {p.name for p in make_people(4, seed=2)}
-    for entry in truth["frames"]:
-        assert len(entry["faces"]) == 2
-        for face in entry["faces"]:
-            assert face["identity"] in names and face["emotion"] in EMOTIONS and face["gender"] in GENDERS
-            x0, y0, x1, y1 = face["box"]
-            assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
-
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    assert len(frames) == 8 and frames[0].shape == (480, 640, 3)
-    # The sidecar says where the faces are: BlazeFace agrees on the first frame, after compression.
-    detected = blazeface.detect(cv2.cvtColor(frames[0], cv2.COLOR_BGR2RGB))
-    for face in truth["frames"][0]["faces"]:
-        cx, cy = np.mean(face["eyes"], axis=0)
-        assert any(d.box[0] < cx < d.box[2] and d.box[1] < cy < d.box[3] for d in detected), face["identity"]
-
-
-def test_video_rejects_unknown_container(tmp_path: Path) -> None:
-    with pytest.raises(EdgefaceError, match="mp4"):
-        write_synthetic_video(tmp_path / "people.mkv", seconds=0.2)
+def test_composite_frame_says_how_much_of_each_face_is_visible() -> None:
+    sprite = render_head(make_people(1)[0], "neutral", np.random.default_rng(0), width=200)
+    _, placed = composite_frame((240, 320), [(sprite, (100.0, 100.0, 80.0)), (sprite, (130.0, 100.0, 80.0)),
+                                             (sprite, (320.0, 100.0, 80.0))])
+    behind, front, cut = (p["visible"] for p in placed)
+    assert front == pytest.approx(1.0, abs=0.01) and behind < 0.6  # the second head covers most of the first face
+    assert 0.3 < cut < 0.7  # half of the third face is past the frame's right edge

@@ -595,10 +595,10 @@ def test_the_page_needs_the_http_server(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def two_strangers(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 s at 10 fps of two synthetic people side by side, neither among the tiny model's six."""
-    from edgeface.data.synthetic import make_people, write_synthetic_video
+    from helpers.video_fixtures import synthetic_video
 
     path = tmp_path_factory.mktemp("web-video") / "two.avi"
-    write_synthetic_video(path, people=make_people(9, seed=0)[6:8], seconds=6, fps=10, faces_per_frame=2, seed=2)
+    synthetic_video(path, faces=2, seconds=6, seed=2)
     return path
 
 

@@ -33,18 +33,17 @@ def stranger_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     room: looped, each pass is a visit of its own."""
     import cv2
 
-    from edgeface.data.synthetic import make_people, write_synthetic_video
+    from helpers.video_fixtures import synthetic_video
 
     folder = tmp_path_factory.mktemp("web-video")
-    write_synthetic_video(folder / "person.avi", people=make_people(9, seed=0)[6:7], seconds=12, fps=10,
-                          faces_per_frame=1, seed=1)
+    synthetic_video(folder / "person.avi", faces=1, seconds=12, seed=1)
     source = cv2.VideoCapture(str(folder / "person.avi"))
     frames = []
     while (frame := source.read()[1]) is not None:
         frames.append(frame)
     source.release()
     path = folder / "stranger.avi"
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (frames[0].shape[1], frames[0].shape[0]))
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (frames[0].shape[1], frames[0].shape[0]))
     for frame in frames + [np.full_like(frames[0], 128)] * 20:
         out.write(frame)
     out.release()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from edgeface.cli.common import field_default, friendly_errors
 from edgeface.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from edgeface.eval.video import SceneTruth
 
 ORDER = 5
 
@@ -139,11 +142,12 @@ def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[in
     jsonl = out / "labels.jsonl"
     jsonl.unlink(missing_ok=True)
     if looks is not None:
-        from edgeface.data.synthetic import write_synthetic_video
+        from edgeface.eval.video import side_by_side, synthetic_actor, write_scene
 
         video = out / "video" / "demo.avi"
         video.parent.mkdir(parents=True, exist_ok=True)
-        truth_path = write_synthetic_video(video, people=looks[:3], seconds=4.0, fps=10, faces_per_frame=2, seed=seed)
+        actors = [synthetic_actor(look, 100.0, seed=seed) for look in looks[:2]]
+        truth = write_scene(video, side_by_side(actors, seconds=4.0, face_width=100.0, hold=2.0, seed=seed))
         source = str(video)
     else:
         folder = out / "video" / "photos"
@@ -152,38 +156,31 @@ def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[in
             link = folder / f"{i:04d}{sample.image.suffix}"
             link.unlink(missing_ok=True)
             link.symlink_to(sample.image.resolve())
-        truth_path, source = None, str(folder)
+        truth, source = None, str(folder)
     code = run_daemon(load_config(None, {"bundle": str(bundle), "source": source, "jsonl.path": str(jsonl),
                                          "http.enabled": False}))
     if code != 0:
         raise typer.Exit(code)
     records = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-    if truth_path is not None:
-        truth = json.loads(Path(truth_path).read_text())
+    if truth is not None:
         return score_video(records, truth) + (len(records),)
     names = [s.identity for s in test_set.samples[:40]]
     scored = [(r["faces"][0]["identity"]["label"], names[r["frame"]]) for r in records if r["faces"]]
     return (sum(a == b for a, b in scored), sum(a == UNKNOWN for a, _ in scored), len(scored), len(records))
 
 
-def score_video(records, truth) -> tuple[int, int, int]:
-    """Match each labelled face to the ground-truth face whose box contains its centre: (right, unknown,
-    faces matched)."""
+def score_video(records: list[dict], truth: "SceneTruth") -> tuple[int, int, int]:
+    """Match each labelled face to the person the video shows there: (right, unknown, faces matched)."""
     from edgeface.core.results import UNKNOWN
 
-    frames = {f["index"]: f["faces"] for f in truth["frames"]}
     correct = unknown = total = 0
     for record in records:
-        for face in record["faces"]:
-            x = (face["box"][0] + face["box"][2]) / 2
-            y = (face["box"][1] + face["box"][3]) / 2
-            for true in frames.get(record["frame"], []):
-                x0, y0, x1, y1 = true["box"]
-                if x0 <= x <= x1 and y0 <= y <= y1:
-                    total += 1
-                    correct += face["identity"]["label"] == true["identity"]
-                    unknown += face["identity"]["label"] == UNKNOWN
-                    break
+        faces = record["faces"]
+        for face, true in zip(faces, truth.match(record["frame"], [f["box"] for f in faces])):
+            if true is not None:
+                total += 1
+                correct += face["identity"]["label"] == true.identity
+                unknown += face["identity"]["label"] == UNKNOWN
     return correct, unknown, total
 
 

@@ -10,8 +10,9 @@ at once (hair length, beard or stubble, brow weight, jaw width, lip colour), non
 The faces are drawn to be found by BlazeFace, the project's real detector, with its eye keypoints on the drawn
 eyes; ``tests/test_synthetic.py`` checks both.
 
-Public functions: ``make_people``, ``render_face`` / ``render_photo``, ``render_head``, ``composite_frame``,
-``make_synthetic_dataset`` and ``write_synthetic_video``. Nothing here runs at import time.
+Public functions: ``make_people``, ``render_face`` / ``render_photo``, ``render_head`` (with ``head_width``),
+``backdrop``, ``composite_frame`` and ``make_synthetic_dataset``. Videos of these people are scenes of
+``edgeface.eval.video``. Nothing here runs at import time.
 
 Why one module of about 900 lines: it is one drawing, read top to bottom (palettes, a person's look, the
 painter's primitives, each part of the head in painting order, then the photo around it); the parts share
@@ -21,10 +22,9 @@ the private ``_Geometry`` and ``_Painter``, and split files would only pass them
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -718,8 +718,9 @@ def _sprite_matrix(sprite: Sprite, eye_centre: tuple[float, float], face_width: 
     return np.hstack([linear, offset[:, None]])
 
 
-def _paste(canvas: np.ndarray, sprite: Sprite, matrix: np.ndarray) -> None:
-    """Alpha-blend a sprite into a float canvas through an affine transform, in place."""
+def _paste(canvas: np.ndarray, sprite: Sprite, matrix: np.ndarray) -> tuple[int, int, np.ndarray] | None:
+    """Alpha-blend a sprite into a float canvas through an affine transform, in place; returns where it covers
+    the canvas (x0, y0 and the coverage of that window), None when nowhere."""
     import cv2
 
     h, w = canvas.shape[:2]
@@ -734,7 +735,7 @@ def _paste(canvas: np.ndarray, sprite: Sprite, matrix: np.ndarray) -> None:
     x1, y1 = np.ceil(corners.max(axis=0)).astype(int)
     x1, y1 = min(int(x1), w), min(int(y1), h)
     if x1 <= x0 or y1 <= y0:
-        return
+        return None
     m = matrix.copy()
     m[:, 2] -= (x0, y0)
     # warpAffine samples bilinearly; shrinking more than 2x that way aliases thin lines, so halve first.
@@ -746,6 +747,7 @@ def _paste(canvas: np.ndarray, sprite: Sprite, matrix: np.ndarray) -> None:
     cover = cv2.warpAffine(alpha, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     target = canvas[y0:y1, x0:x1]
     target += (warped.astype(np.float32) - target) * cover[..., None]
+    return int(x0), int(y0), cover
 
 
 def _apply(matrix: np.ndarray, point: tuple[float, float]) -> tuple[float, float]:
@@ -842,103 +844,66 @@ def make_synthetic_dataset(out_dir: str | Path, people: int | Sequence[PersonLoo
     return csv_path
 
 
-# === Video ==================================================================================================
+# === Frames ==================================================================================================
+
+def head_width(face_width: float) -> int:
+    """The sprite width ``render_head`` needs for a face ``face_width`` pixels wide (cheek to cheek), drawn at
+    about the size it will be pasted: drawing costs by the pixel."""
+    return max(16, int(round(face_width / _FACE_W * _SPRITE[0])))
+
+
+def backdrop(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """A cluttered indoor-ish background of ``size`` (h, w), RGB uint8: a gradient wall and random shapes."""
+    return np.clip(_background(rng, size), 0, 255).astype(np.uint8)
+
 
 def composite_frame(background: np.ndarray | tuple[int, int],
                     faces: Sequence[tuple[Sprite, tuple[float, float, float]]],
-                    rng: np.random.Generator | None = None) -> tuple[np.ndarray, list[dict]]:
-    """Paste heads onto a frame; return the RGB uint8 frame and where each face landed.
+                    rng: np.random.Generator | None = None, noise: float = 2.0) -> tuple[np.ndarray, list[dict]]:
+    """Paste heads onto a frame, in order (later ones cover earlier ones); return the RGB uint8 frame and where
+    each face landed.
 
     ``background`` is an RGB image or an (h, w) size (a cluttered background is drawn with ``rng``). Each face
     is a sprite and ``(x, y, w)``: the centre between the eyes in frame pixels and the face width in pixels.
-    Per face, the result lists ``{"box": [x0, y0, x1, y1], "eyes": [[x, y], [x, y]]}`` in pasting order.
-    With ``rng`` the frame also gets camera noise (no JPEG: the video codec compresses).
+    Per face, the result lists ``{"box": [x0, y0, x1, y1], "eyes": [[x, y], [x, y]], "visible": v}`` in pasting
+    order, ``visible`` being the share of the face box inside the frame and not covered by a later sprite.
+    With ``rng`` the frame also gets camera noise of ``noise`` grey levels (no JPEG: a video codec compresses).
     """
     if isinstance(background, tuple):
         canvas = _background(rng or np.random.default_rng(0), background)
     else:
         canvas = background.astype(np.float32)
-    placed = []
+    placed: list[dict[str, Any]] = []
+    covers = []
     for sprite, (x, y, width) in faces:
         matrix = _sprite_matrix(sprite, (x, y), width, 0.0, 1.0)
-        _paste(canvas, sprite, matrix)
+        covers.append(_paste(canvas, sprite, matrix))
         corners = [_apply(matrix, sprite.box[0:2]), _apply(matrix, sprite.box[2:4])]
         placed.append({"box": [round(v, 1) for corner in corners for v in corner],
                        "eyes": [[round(v, 1) for v in _apply(matrix, e)] for e in sprite.eyes]})
-    if rng is not None:
-        canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * np.float32(2.0)
+    for i, face in enumerate(placed):
+        face["visible"] = round(_visible(face["box"], covers[i + 1:], canvas.shape[:2]), 3)
+    if rng is not None and noise > 0:
+        canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * np.float32(noise)
     return np.clip(canvas, 0, 255).astype(np.uint8), placed
 
 
-def _fourcc(path: Path) -> str:
-    # opencv-python-headless writes MPEG-4 part 2 (mp4v) into .mp4 and Motion JPEG into .avi; H.264 needs a
-    # codec library that the wheel does not ship.
-    return {".mp4": "mp4v", ".avi": "MJPG"}.get(path.suffix.lower(), "")
-
-
-def write_synthetic_video(path: str | Path, people: int | Sequence[PersonLook] = 3, seconds: float = 3.0,
-                          fps: int = 10, faces_per_frame: int = 2, seed: int = 0,
-                          frame_size: tuple[int, int] = (480, 640)) -> Path:
-    """Write a short video of synthetic people drifting across a room, and a JSON ground-truth sidecar.
-
-    ``faces_per_frame`` (1 to 3) people are on screen throughout; each keeps one expression for the first half
-    and may change it for the second. The sidecar (``path`` with ``.json``) lists, per frame, each face's
-    identity, emotion, gender, box and eye centres. ``path`` must end in ``.mp4`` (mp4v) or ``.avi`` (MJPG).
-    Returns the sidecar path.
-    """
-    import cv2
-
-    path = Path(path)
-    fourcc = _fourcc(path)
-    if not fourcc:
-        raise EdgefaceError(f"{path}: video must be .mp4 or .avi")
-    if not 1 <= faces_per_frame <= 3:
-        raise EdgefaceError(f"faces_per_frame must be 1 to 3, got {faces_per_frame}")
-    looks = make_people(max(people, faces_per_frame) if isinstance(people, int) else len(people), seed) \
-        if isinstance(people, int) else list(people)
-    rng = np.random.default_rng([seed, 31337])
-    picks = rng.choice(len(looks), size=min(faces_per_frame, len(looks)), replace=False)
-    chosen = [looks[int(i)] for i in picks]
-    h, w = frame_size
-    n_frames = max(1, round(seconds * fps))
-    background = _background(rng, frame_size)
-    # Each person: one lane across the frame and a slow drift within it, so faces never cover each other;
-    # two expressions, one sprite each, drawn once (drawing is the expensive part).
-    tracks = []
-    lane_w = w / len(chosen)
-    for i, look in enumerate(chosen):
-        face_w = float(rng.uniform(0.12, 0.17)) * w
-        emotions = [str(rng.choice(EMOTIONS)), str(rng.choice(EMOTIONS))]
-        sprite_w = int(face_w / _FACE_W * _SPRITE[0])
-        light = (float(rng.uniform(-0.5, 0.5)), float(rng.uniform(-0.5, 0.0)))
-        sprites = {e: render_head(look, e, np.random.default_rng([seed, i, 5, j]), sprite_w, light=light)
-                   for j, e in enumerate(dict.fromkeys(emotions))}
-        x0 = lane_w * (i + 0.5 + rng.uniform(-0.08, 0.08))
-        y0 = float(rng.uniform(0.36, 0.44)) * h
-        vx = float(rng.uniform(-0.12, 0.12)) * lane_w / max(n_frames, 1)
-        tracks.append((look, face_w, emotions, sprites, x0, y0, vx))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), float(fps), (w, h))
-    if not writer.isOpened():
-        raise EdgefaceError(f"{path}: OpenCV cannot write {fourcc} video here")
-    frames = []
-    try:
-        for f in range(n_frames):
-            layers, meta = [], []
-            for look, face_w, emotions, sprites, x0, y0, vx in tracks:
-                emotion = emotions[0] if f < n_frames / 2 else emotions[1]
-                bob = 0.02 * h * np.sin(f / max(fps, 1) * 2.0 + x0)
-                layers.append((sprites[emotion], (x0 + vx * f, y0 + bob, face_w)))
-                meta.append({"identity": look.name, "emotion": emotion, "gender": look.gender})
-            frame, placed = composite_frame(background, layers, np.random.default_rng([seed, 99, f]))
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            frames.append({"index": f, "faces": [dict(m, **p) for m, p in zip(meta, placed)]})
-    finally:
-        writer.release()
-    sidecar = path.with_suffix(".json")
-    sidecar.write_text(json.dumps({
-        "video": path.name, "fps": fps, "frame_count": n_frames, "size": [w, h], "codec": fourcc,
-        "people": [{"identity": t[0].name, "gender": t[0].gender} for t in tracks],
-        "frames": frames,
-    }, indent=1))
-    return sidecar
-
+def _visible(box: Sequence[float], above: Sequence[tuple[int, int, np.ndarray] | None],
+             hw: tuple[int, int]) -> float:
+    """The share of ``box`` inside a frame of size ``hw`` and not covered by the sprites ``above`` it."""
+    x0, y0, x1, y1 = box
+    area = max((x1 - x0) * (y1 - y0), 1e-6)
+    bx0, by0 = max(0, int(round(x0))), max(0, int(round(y0)))
+    bx1, by1 = min(hw[1], int(round(x1))), min(hw[0], int(round(y1)))
+    if bx1 <= bx0 or by1 <= by0:
+        return 0.0
+    seen = np.ones((by1 - by0, bx1 - bx0), np.float32)
+    for cover in above:
+        if cover is None:
+            continue
+        cx0, cy0, alpha = cover
+        ox0, oy0 = max(bx0, cx0), max(by0, cy0)
+        ox1, oy1 = min(bx1, cx0 + alpha.shape[1]), min(by1, cy0 + alpha.shape[0])
+        if ox1 > ox0 and oy1 > oy0:
+            seen[oy0 - by0:oy1 - by0, ox0 - bx0:ox1 - bx0] *= 1 - alpha[oy0 - cy0:oy1 - cy0, ox0 - cx0:ox1 - cx0]
+    return min(1.0, float(seen.sum()) / area)

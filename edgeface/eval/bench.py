@@ -173,7 +173,7 @@ def time_round_robin(calls: Mapping[Hashable, Callable[[], Any]], runs: int, war
 def synthetic_frames(counts: Sequence[int] = (1, 3), size: tuple[int, int] = FRAME_SIZE,
                      seed: int = 0) -> list[tuple[str, np.ndarray, int]]:
     """Camera-sized frames with ``n`` synthetic people side by side: (label, RGB image, faces drawn)."""
-    from edgeface.data.synthetic import composite_frame, make_people, render_head
+    from edgeface.data.synthetic import composite_frame, head_width, make_people, render_head
 
     h, w = size
     people = make_people(max(counts), seed=seed)
@@ -183,7 +183,7 @@ def synthetic_frames(counts: Sequence[int] = (1, 3), size: tuple[int, int] = FRA
         layers = []
         for i in range(n):
             sprite = render_head(people[i], ("neutral", "happy")[i % 2], np.random.default_rng([seed, i]),
-                                 width=int(face_w / 116 * 320 * 1.2))
+                                 width=head_width(1.2 * face_w))
             layers.append((sprite, ((i + 0.5) * w / n, 0.42 * h, face_w)))
         image, _ = composite_frame((h, w), layers, np.random.default_rng([seed, n]))
         frames.append((f"{n} face{'s' if n > 1 else ''}", image, n))

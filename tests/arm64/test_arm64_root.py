@@ -366,7 +366,7 @@ def face_frames(celeba_people_csv: Path, celeba_bundle: Path,
     import cv2
     from helpers.video_fixtures import recognised_photos
 
-    from edgeface.eval.video import face_photos, write_face_video
+    from edgeface.eval.video import face_photos, photo_actor, read_video, side_by_side, write_scene
 
     out = tmp_path_factory.mktemp("arm64-video")
     photos = recognised_photos(face_photos(celeba_people_csv, per_person=12), celeba_bundle)
@@ -374,18 +374,13 @@ def face_frames(celeba_people_csv: Path, celeba_bundle: Path,
     if len(people) < 3:
         pytest.fail(f"celeba_bundle names the photos of only {len(people)} people correctly; "
                     "the video needs 3")
-    write_face_video(out / "people.mp4", photos, people, frames=FRAMES, hold=4)
+    actors = [photo_actor(person, photos[person]) for person in people]
+    write_scene(out / "people.mp4", side_by_side(actors, seconds=FRAMES / 10, face_width=120.0, hold=0.4))
     frames = out / "frames"
     frames.mkdir()
-    capture = cv2.VideoCapture(str(out / "people.mp4"))
     count = 0
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        cv2.imwrite(str(frames / f"{count:04d}.png"), bgr)
-        count += 1
-    capture.release()
+    for count, rgb in enumerate(read_video(out / "people.mp4"), start=1):
+        cv2.imwrite(str(frames / f"{count - 1:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     assert count == FRAMES
     return frames
 

@@ -47,8 +47,8 @@ def fault_bundle(tiny_bundles: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def fault_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 s at 10 fps of two synthetic people per frame (every frame has faces)."""
-    from edgeface.data.synthetic import write_synthetic_video
+    from helpers.video_fixtures import synthetic_video
 
     path = tmp_path_factory.mktemp("fault-video") / "two.mp4"
-    write_synthetic_video(path, people=6, seconds=2, fps=10, faces_per_frame=2, seed=1)
+    synthetic_video(path, faces=2, seconds=2, seed=1)
     return path
