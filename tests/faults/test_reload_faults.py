@@ -213,7 +213,7 @@ def test_everything_written_is_private_under_umask_022(fault_bundle: Path, fault
     try:
         daemon.http_port()
         daemon.wait_for(lambda: len(list((out / "labels").glob("labels.jsonl.*"))) >= 2, 60, "rotated labels")
-        daemon.wait_for(lambda: list(state.rglob("visit.json")), 60, "an unknown visit kept for the page")
+        daemon.wait_for(lambda: list(state.rglob("faces.json")), 60, "an unknown face kept for the page")
     finally:
         code, _ = daemon.stop()
     assert code == 0
