@@ -651,6 +651,9 @@ def readme(figures: Figures) -> str:
     household = figures["household-sets"].data
     households, photos, emotion_share = household["sets"], household["photos_per_person"], household["emotion_labels"]
     people = sorted({s["people"] for s in households})
+    visits_setup = figures["household-celeba"].data["setup"]
+    per_track = figures["household-celeba"].data["rules"]["per_track"]
+    three_faces = next(r for r in figures["recognition-throughput"].data["rows"] if r["faces"] == 3)
 
     def three(model: dict[str, Any]) -> str:
         return " / ".join(f"{100 * a:.1f}" for a in accuracies(model)) + "%"
@@ -660,6 +663,13 @@ def readme(figures: Figures) -> str:
          pct(theirs["rank1"])),
         ("the same, strangers held to a 1% false-accept rate", bold(pct(ours["gallery_only"]["enrolled_accuracy"])),
          pct(fr["gallery_only"]["enrolled_accuracy"]), pct(theirs["gallery_only"]["enrolled_accuracy"])),
+        (f"visits on video, people enrolled from {visits_setup['enroll_photos'][0]}-"
+         f"{visits_setup['enroll_photos'][-1]} photos, strangers at {pct(visits_setup['far'], 0)} per visit: "
+         "enrolled visits named right / strangers' visits named",
+         bold(f"{pct(per_track['enrolled_named_right']['rate'], 0)} / "
+              f"{pct(per_track['strangers_given_a_name']['rate'])}"), "", ""),
+        (f"the daemon with {three_faces['faces']} faces: frames per second recognising each track once in a while, "
+         "over recognising every face in every frame", bold(f"{three_faces['speedup']:.1f}x"), "", ""),
         ("trained people: identity / emotion / gender", bold(three(int8)), "", three(mnv2)),
         (f"households of {people[0]} to {people[-1]} people, {photos[0]} to {photos[1]} photos each, emotion "
          f"labels on {pct(emotion_share, 0)}: identity / emotion / gender", bold(" / ".join(f"{100 * pooled(probed(households, h))['int8']:.1f}"
