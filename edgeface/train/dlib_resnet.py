@@ -215,6 +215,7 @@ def file_digest(path: Path) -> str:
 def cached_weights_file(dat: Path, cache_dir: Path | None = None, width: float = 1.0) -> Path:
     """The Keras weights file converted from ``dat``, made once per ``.dat`` (keyed by its SHA-256)."""
     from edgeface.core.paths import default_cache_dir
+    from edgeface.train.keras_model import save_keras_model
 
     path = Path(cache_dir or default_cache_dir()) / "weights" / f"dlib-resnet-{file_digest(dat)[:16]}.weights.h5"
     if path.is_file():
@@ -223,13 +224,7 @@ def cached_weights_file(dat: Path, cache_dir: Path | None = None, width: float =
     for name, values in dlib_layer_weights(read_dlib_network(dat)).items():
         model.get_layer(name).set_weights(values)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{os.getpid()}.{path.name}")  # Keras insists on the .weights.h5 suffix
-    try:
-        model.save_weights(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return save_keras_model(model, path, weights_only=True)
 
 
 def load_dlib_resnet(weights: str | Path | None = "dlib", input_size: int = INPUT_SIZE,

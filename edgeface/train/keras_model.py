@@ -23,13 +23,17 @@ from edgeface.runtime.engine import InferenceEngine, LiteRTEngine
 KERAS_BATCH = 16
 
 
-def save_keras_model(model: Any, path: str | Path) -> Path:
-    """Save a ``model.keras`` through a temporary file in its folder, then rename: a model saved over the one it
-    was loaded from, or a run trained again, never leaves half a file."""
+def save_keras_model(model: Any, path: str | Path, weights_only: bool = False) -> Path:
+    """Save a ``model.keras`` (or with ``weights_only`` a ``.weights.h5``) through a temporary file in its folder,
+    then rename: a model saved over the one it was loaded from, or a run trained again, never leaves half a
+    file."""
     path = Path(path)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.keras")  # Keras insists on the .keras suffix
+    temporary = path.with_name(f".{os.getpid()}.{path.name}")  # Keras insists on the .keras / .weights.h5 suffix
     try:
-        model.save(temporary)
+        if weights_only:
+            model.save_weights(temporary)
+        else:
+            model.save(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
