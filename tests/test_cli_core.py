@@ -103,5 +103,18 @@ def test_demo_scores_video_faces_as_right_unknown_or_wrong() -> None:
         return {"box": [x, 10, x + 60, 70], "identity": {"label": label, "score": 0.9}}
 
     records = [{"frame": 0, "faces": [face("Maya", 10), face("unknown", 220)]},
+               {"event": "arrived", "visit": "1-1", "time": 0.1},  # visit events carry no faces
                {"frame": 1, "faces": [face("Jimmy", 10), face("Maya", 400)]}]  # the last box matches no true face
     assert score_video(records, truth) == (1, 1, 3)  # right, unknown, faces matched (the third is wrong)
+
+
+def test_demo_labels_a_video_and_reports_its_visits(tiny_bundles: dict[str, Path], tmp_path: Path) -> None:
+    """The demo's daemon step on the tiny bundle: the JSON lines hold frames and visit events, and the step
+    scores the frames and lists the visits (it read every line as a frame once visits existed)."""
+    from edgeface.cli.demo import _run_daemon
+    from edgeface.data.synthetic import make_people
+
+    correct, unknown, total, frames, visits = _run_daemon(tmp_path, tiny_bundles["int8"], make_people(6, seed=0),
+                                                          None, seed=0)
+    assert frames > 0 and 0 < total <= 2 * frames and correct + unknown <= total
+    assert visits and all({"who", "first_seen", "last_seen"} <= set(v) for v in visits)

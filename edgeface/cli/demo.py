@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -117,10 +117,15 @@ def demo(
     (out / "bench.json").write_text(json.dumps(bench.to_dict(), indent=2))
 
     _step("6/7 the labelling daemon")
-    correct, unknown, total, frames = _run_daemon(out, bundles["int8"], looks, test_set, seed)
+    correct, unknown, total, frames, visits = _run_daemon(out, bundles["int8"], looks, test_set, seed)
     typer.echo(f"  {frames} frames labelled; identity right on {correct}/{total} faces"
                f" ({correct / max(total, 1):.0%}), {unknown} left unknown (below the bundle's identity"
                f" threshold), {total - correct - unknown} named wrongly; JSON lines in {out / 'labels.jsonl'}")
+    start = min((v["first_seen"] for v in visits), default=0.0)  # times from the video's first face
+    typer.echo("  visits: " + ("; ".join(f"{v['who']} from {v['first_seen'] - start:.1f} to "
+                                         f"{v['last_seen'] - start:.1f} s"
+                                         + (f", named after {v['seconds_to_name']:.1f} s" if v["seconds_to_name"]
+                                            is not None else "") for v in visits) or "none"))
 
     _step("7/7 report")
     from edgeface.report.markdown import write_report
@@ -132,7 +137,8 @@ def demo(
                "(model/, bundles/, report/, labels.jsonl).")
 
 
-def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[int, int, int, int]:
+def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int
+                ) -> tuple[int, int, int, int, list[dict[str, Any]]]:
     """Run the real daemon over a video (synthetic) or a folder of test photos; score its identity labels:
     (right, unknown, faces scored, frames)."""
     from edgeface.core.results import UNKNOWN
@@ -161,12 +167,14 @@ def _run_daemon(out: Path, bundle: Path, looks, test_set, seed: int) -> tuple[in
                                          "http.enabled": False}))
     if code != 0:
         raise typer.Exit(code)
-    records = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    records = [line for line in lines if "frame" in line]  # the others are visit events (arrived, named, left)
+    visits = [line for line in lines if line.get("event") == "left"]  # each visit as it ended
     if truth is not None:
-        return score_video(records, truth) + (len(records),)
+        return (*score_video(records, truth), len(records), visits)
     names = [s.identity for s in test_set.samples[:40]]
     scored = [(r["faces"][0]["identity"]["label"], names[r["frame"]]) for r in records if r["faces"]]
-    return (sum(a == b for a, b in scored), sum(a == UNKNOWN for a, _ in scored), len(scored), len(records))
+    return (sum(a == b for a, b in scored), sum(a == UNKNOWN for a, _ in scored), len(scored), len(records), visits)
 
 
 def score_video(records: list[dict], truth: "SceneTruth") -> tuple[int, int, int]:
@@ -175,6 +183,8 @@ def score_video(records: list[dict], truth: "SceneTruth") -> tuple[int, int, int
 
     correct = unknown = total = 0
     for record in records:
+        if "frame" not in record:  # a visit event (arrived, named, left)
+            continue
         faces = record["faces"]
         for face, true in zip(faces, truth.match(record["frame"], [f["box"] for f in faces])):
             if true is not None:
