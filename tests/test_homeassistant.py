@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 
 from helpers.daemon import DaemonProcess
@@ -168,4 +169,53 @@ def test_home_assistant_removes_a_removed_person(home_assistant: tuple[HomeAssis
     sensors = hass.entities()
     assert all(f"edgeface_front_door_{key}" in sensors for key in SENSORS)
     time.sleep(1.0)
+    assert problems(hass, logged) == []
+
+
+def test_home_assistant_follows_a_person_across_two_cameras(home_assistant: tuple[HomeAssistant, Mosquitto],
+                                                            tiny_bundles: dict[str, Path], tmp_path: Path) -> None:
+    """Two devices, one household (issue 31): the door sees Ada all along, the garden sees her for 0.5 s and its
+    video ends. Home Assistant's one tracker for her reads home at the garden, then home at the door again (a
+    camera that saw her leave does not set her away), and nothing is logged as a problem."""
+    from edgeface.core.imageio import write_image
+    from test_presence import ada_alone, camera_config
+
+    hass, broker = home_assistant
+    logged = len(hass.log_entries())
+    gallery, frames = ada_alone(tiny_bundles["int8"], tmp_path)
+    sources = {"door": frames[:10], "garden": frames[:5] + [np.full_like(frames[0], 127)] * 15}
+    for name, shown in sources.items():
+        (tmp_path / name).mkdir()
+        for i, frame in enumerate(shown):
+            write_image(tmp_path / name / f"{i:02d}.jpg", frame)
+    subscriber = Subscriber(broker.port, ("homeassistant/#",))
+
+    def run(name: str, loop: bool) -> DaemonProcess:
+        return DaemonProcess(["--config", str(camera_config(tmp_path / f"{name}.toml", tiny_bundles["int8"], gallery,
+                                                            tmp_path / name, broker.port, name, loop,
+                                                            "discovery = true\n"))])
+
+    door = run("door", loop=True)
+    garden = None
+    try:
+        unique_id = door.wait_for(lambda: next((u for u, c in announced(subscriber).items()
+                                                if c.get("name") == "Ada Lovelace"), None), 60, "Ada's tracker")
+        entity_id = hass.wait_for(lambda: hass.entities().get(unique_id), 30, "Ada's tracker in Home Assistant")
+
+        def where() -> tuple[str, str]:
+            state = hass.states().get(entity_id, {})
+            return state.get("state", ""), state.get("attributes", {}).get("camera", "")
+
+        hass.wait_for(lambda: where() == ("home", "door"), 60, "Ada home, at the door")
+        garden = run("garden", loop=False)
+        assert garden.finish(60) == 0, garden.log()
+        time.sleep(2.0)  # the garden's visit has left; the household's answer on its way through Home Assistant
+        seen = [(s["state"], s["attributes"].get("camera")) for s in hass.history(entity_id) if s]
+        assert ("home", "garden") in seen, seen  # the garden saw her after the door did...
+        assert where() == ("home", "door"), seen  # ...and she left it: still home, at the door
+    finally:
+        door.kill()
+        if garden is not None:
+            garden.kill()
+        subscriber.close()
     assert problems(hass, logged) == []

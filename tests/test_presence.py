@@ -72,6 +72,17 @@ def test_reports_that_do_not_parse_are_ignored() -> None:
 
 # --- two daemons through a real broker ----------------------------------------------------------------------
 
+def camera_config(path: Path, bundle: Path, gallery: Path, source: Path, port: int, device: str, loop: bool,
+                  extra: str = "") -> Path:
+    """One device of the household: ``source`` at 10 fps (looped or not), visits that leave after 1 s, MQTT to
+    ``port`` as ``device`` without frame records."""
+    path.write_text(f'bundle = "{bundle}"\nsource = "{source}"\ngallery = "{gallery}"\nthreads = 1\n'
+                    f"[capture]\nloop = {str(loop).lower()}\nfps = 10\n[visits]\nleave_after = 1.0\n"
+                    f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ndevice = "{device}"\nframes = false\n{extra}'
+                    "[http]\nenabled = false\n")
+    return path
+
+
 def ada_alone(bundle: Path, folder: Path) -> tuple[Path, list[np.ndarray]]:
     """Frames of one synthetic person walking about, and a gallery where she is enrolled from them as "Ada
     Lovelace" (a threshold under her own faces; the identity head names nobody)."""
@@ -123,12 +134,8 @@ def test_a_camera_that_saw_her_leave_does_not_set_her_away(tiny_bundles: dict[st
     subscriber = Subscriber(broker.port, ("edgeface/presence/#",))
 
     def run(name: str, source: Path, loop: bool) -> DaemonProcess:
-        config = tmp_path / f"{name}.toml"
-        config.write_text(f'bundle = "{tiny_bundles["int8"]}"\nsource = "{source}"\ngallery = "{gallery}"\n'
-                          f"threads = 1\n[capture]\nloop = {str(loop).lower()}\nfps = 10\n[visits]\nleave_after = 1.0\n"
-                          f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\ndevice = "{name}"\nframes = false\n'
-                          "[http]\nenabled = false\n")
-        return DaemonProcess(["--config", str(config)])
+        return DaemonProcess(["--config", str(camera_config(tmp_path / f"{name}.toml", tiny_bundles["int8"], gallery,
+                                                            source, broker.port, name, loop))])
 
     def ada() -> list[dict]:
         return [json.loads(p) for _, p, _ in subscriber.messages if p and json.loads(p)["name"] == "Ada Lovelace"]
