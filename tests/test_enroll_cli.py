@@ -29,12 +29,11 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     """Photos of 3 new people (not among the tiny model's 6) and bad photos made from them."""
     import cv2
 
-    from edgeface.data.synthetic import composite_frame, make_people, make_synthetic_dataset, render_head
+    from edgeface.data.synthetic import composite_frame, render_head
+    from helpers.video_fixtures import new_people_photos
 
     folder = tmp_path_factory.mktemp("new-people")
-    new = make_people(9, seed=0)[6:]
-    make_synthetic_dataset(folder, people=new, photos_per_person=6, seed=3)
-    out = {look.name: sorted((folder / "images").glob(f"{look.name.lower()}_*.jpg")) for look in new}
+    new, out = new_people_photos(folder, per_person=6)
     bad = folder / "bad"
     bad.mkdir()
     good = read_image(out[new[0].name][0])

@@ -39,12 +39,10 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     """Photos of 3 people the tiny model was not trained on, and a folder of frames: the first person for
     0.4 s, then nobody for 0.6 s (a camera loops over it)."""
     from edgeface.core.imageio import write_image
-    from edgeface.data.synthetic import make_people, make_synthetic_dataset
+    from helpers.video_fixtures import new_people_photos
 
     folder = tmp_path_factory.mktemp("household-photos")
-    new = make_people(9, seed=0)[6:]
-    make_synthetic_dataset(folder, people=new, photos_per_person=4, seed=3)
-    out = {look.name: sorted((folder / "images").glob(f"{look.name.lower()}_*.jpg")) for look in new}
+    new, out = new_people_photos(folder, per_person=4)
     frames = folder / "frames"
     frames.mkdir()
     for i in range(10):

@@ -1,5 +1,6 @@
-"""Test videos (``edgeface.eval.video`` scenes): synthetic people side by side, and the real photos a small model
-names right, for tests that check the daemon's plumbing rather than a model."""
+"""Test videos (``edgeface.eval.video`` scenes): synthetic people side by side, photos of people the tiny model
+never saw, and the real photos a small model names right, for tests that check the daemon's plumbing rather
+than a model."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ if TYPE_CHECKING:
     from edgeface.eval.video import FacePhoto, SceneTruth
 
 FACE_WIDTH = 100.0  # pixels: a person a metre or two from a 640x480 camera
+
+
+def new_people_photos(folder: Path, per_person: int) -> tuple[list["PersonLook"], dict[str, list[Path]]]:
+    """3 synthetic people the tiny model was not trained on (it knows the first 6 of seed 0), ``per_person``
+    photos each under ``folder``: their looks, and their photos by name."""
+    from edgeface.data.synthetic import make_people, make_synthetic_dataset
+
+    new = make_people(9, seed=0)[6:]
+    make_synthetic_dataset(folder, people=new, photos_per_person=per_person, seed=3)
+    return new, {look.name: sorted((folder / "images").glob(f"{look.name.lower()}_*.jpg")) for look in new}
 
 
 def synthetic_video(path: Path, faces: int, seconds: float, fps: float = 10.0, seed: int = 0,
