@@ -33,26 +33,23 @@ def trace_scene(bundle: Any, gallery: Path, video: Path, frames: int, config: An
     """Per frame, for each face: its track, label, and (every-face run) its own similarities; (per-track run)
     its track's averaged similarities."""
     import edgeface
-    from household import EVERY_FACE, START, per_frame_rule
+    from household import EVERY_FACE, NAME_NO_TRAINED, START, per_frame_rule
 
     from edgeface.eval.video import read_video
-    from edgeface.recognition.evidence import DECAY
     from edgeface.recognition.settings import RecognitionConfig
-    from edgeface.runtime.identity import combine
 
     out: dict[str, Any] = {"per_track": [], "every_face": [], "outputs": []}
-    pipeline = edgeface.load(bundle, gallery=gallery, threads=config.threads)
+    pipeline = edgeface.load(bundle, gallery=gallery, threads=config.threads, identity_threshold=NAME_NO_TRAINED)
     for result in pipeline.run(read_video(video), fps=config.fps, start=START):
         if result.index >= frames:
             continue
         rows = []
         for face in result.faces:
             track = pipeline.tracks.get(face.track)
-            evidence = list(track._evidence) if track is not None else []  # the track's faces, as it weighs them
-            average = combine(evidence, track._weights(DECAY)).similarity if evidence else None
+            average = track.combined().similarity if track is not None and track.count else None
             rows.append((face.box, face.track, face.labels.identity.label, average))
         out["per_track"].append(rows)
-    every = edgeface.load(bundle, gallery=gallery, threads=config.threads,
+    every = edgeface.load(bundle, gallery=gallery, threads=config.threads, identity_threshold=NAME_NO_TRAINED,
                           recognition=RecognitionConfig(**EVERY_FACE))
     labeler = every.labeler
     for result in every.run(read_video(video), fps=config.fps, start=START):
