@@ -7,11 +7,11 @@ the per-frame rule (before issue 34) gave a member's name in some frames. For ea
 
 * each face's own similarity with the member (dots: what a photo would be judged on);
 * the per-frame rule's smoothed similarity (thin line) and where it named somebody;
-* the track's evidence under the per-track rule (thick line: the quality-weighted average of the faces the
-  model saw) and where it named somebody;
+* the track's evidence under the per-track rule (thick line: the average of the faces the model saw, view by
+  view) and where it named somebody;
 * the per-face and the per-visit thresholds the gallery was calibrated to (1% of strangers).
 
-    python benchmarks/visit_figure.py --bundle bundles/openset/openset-dlib-resnet-int8.edgeface
+    python benchmarks/visit_figure.py --bundle bundles/openset/openset-dlib-resnet-int8.edgeface --household 2 --scene 2
 
 writes ``docs/img/visit-evidence.png`` (needs ../shared and matplotlib).
 """
@@ -165,7 +165,7 @@ def draw(series: Sequence[dict[str, np.ndarray]], titles: Sequence[str], thresho
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("seconds since the face came on screen")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("cosine similarity with the member")
+    axes[0].set_ylabel("similarity with the member")
     axes[0].legend(fontsize=7.5, loc="lower right")
     fig.text(0.5, 0.005, "ticks at the bottom: frames in which each rule gave a name (orange per frame, blue per "
              "track)", ha="center", fontsize=8)
