@@ -571,8 +571,11 @@ def household_tables(result: Result) -> str:
     def row(what: str, target: str, cell: Callable[[dict[str, Any]], str]) -> tuple[str, ...]:
         return (what, target, *(bold(cell(r[key]), key == "per_track") for key, _ in rules))
 
+    first = r[rules[0][0]]
     visits = table(header, [
         row("enrolled people's visits named right", ">= 97%", lambda f: share(f["enrolled_named_right"])),
+        *([row("... of the visits the camera saw (the face found in 3 frames or more)", "",
+               lambda f: share(f["enrolled_seen_named_right"]))] if "enrolled_seen_named_right" in first else []),
         row("... never named", "", lambda f: share(f["enrolled_never_named"])),
         row("... given a wrong name at some point", "", lambda f: share(f["enrolled_given_a_wrong_name"])),
         row("strangers' visits given a name", "<= 1%", lambda f: share(f["strangers_given_a_name"])),
@@ -586,13 +589,15 @@ def household_tables(result: Result) -> str:
         row("strangers' frames with a name", "", lambda f: share(f["stranger_frames_named"], 2)),
     ])
     setup = d["setup"]
-    first = r[rules[0][0]]
     text = (f"{setup['households']} households of {setup['enrolled']} enrolled people and {setup['strangers']} "
             f"strangers ({setup['people']} people in all, {model_name(setup)} {setup['precision']}), each on "
             f"video {setup['visits']} times in scenes of {setup['max_faces'][0]} to {setup['max_faces'][-1]} "
             f"faces at {setup['fps']:.0f} fps: {first['enrolled_visits']} visits of enrolled people, "
             f"{first['stranger_visits']} of strangers, {first['face_frames']:,} face frames; thresholds "
             f"calibrated at {pct(setup['far'], 0)} per visit on other strangers' photos.")
+    if setup.get("name_trained") is False:
+        text += (" Only enrolled people are named: the model's trained people are not members of these households "
+                 "(its identity head names nobody).")
     duty = d.get("encoder_after_named")
     if duty and duty.get("tracks"):
         text += (f" Once named, a track's face went through the model in {pct(duty['recognised'] / duty['frames'])} "

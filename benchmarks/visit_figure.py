@@ -7,11 +7,11 @@ the per-frame rule (before issue 34) gave a member's name in some frames. For ea
 
 * each face's own similarity with the member (dots: what a photo would be judged on);
 * the per-frame rule's smoothed similarity (thin line) and where it named somebody;
-* the track's evidence under the per-track rule (thick line: the quality-weighted average of the faces the
-  model saw) and where it named somebody;
+* the track's evidence under the per-track rule (thick line: the average of the faces the model saw, view by
+  view) and where it named somebody;
 * the per-face and the per-visit thresholds the gallery was calibrated to (1% of strangers).
 
-    python benchmarks/visit_figure.py --bundle bundles/openset/openset-dlib-resnet-int8.edgeface
+    python benchmarks/visit_figure.py --bundle bundles/openset/openset-dlib-resnet-int8.edgeface --household 2 --scene 2
 
 writes ``docs/img/visit-evidence.png`` (needs ../shared and matplotlib).
 """
@@ -33,26 +33,23 @@ def trace_scene(bundle: Any, gallery: Path, video: Path, frames: int, config: An
     """Per frame, for each face: its track, label, and (every-face run) its own similarities; (per-track run)
     its track's averaged similarities."""
     import edgeface
-    from household import EVERY_FACE, START, per_frame_rule
+    from household import EVERY_FACE, NAME_NO_TRAINED, START, per_frame_rule
 
     from edgeface.eval.video import read_video
-    from edgeface.recognition.evidence import DECAY
     from edgeface.recognition.settings import RecognitionConfig
-    from edgeface.runtime.identity import combine
 
     out: dict[str, Any] = {"per_track": [], "every_face": [], "outputs": []}
-    pipeline = edgeface.load(bundle, gallery=gallery, threads=config.threads)
+    pipeline = edgeface.load(bundle, gallery=gallery, threads=config.threads, identity_threshold=NAME_NO_TRAINED)
     for result in pipeline.run(read_video(video), fps=config.fps, start=START):
         if result.index >= frames:
             continue
         rows = []
         for face in result.faces:
             track = pipeline.tracks.get(face.track)
-            evidence = list(track._evidence) if track is not None else []  # the track's faces, as it weighs them
-            average = combine(evidence, track._weights(DECAY)).similarity if evidence else None
+            average = track.combined().similarity if track is not None and track.count else None
             rows.append((face.box, face.track, face.labels.identity.label, average))
         out["per_track"].append(rows)
-    every = edgeface.load(bundle, gallery=gallery, threads=config.threads,
+    every = edgeface.load(bundle, gallery=gallery, threads=config.threads, identity_threshold=NAME_NO_TRAINED,
                           recognition=RecognitionConfig(**EVERY_FACE))
     labeler = every.labeler
     for result in every.run(read_video(video), fps=config.fps, start=START):
@@ -168,7 +165,7 @@ def draw(series: Sequence[dict[str, np.ndarray]], titles: Sequence[str], thresho
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("seconds since the face came on screen")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("cosine similarity with the member")
+    axes[0].set_ylabel("similarity with the member")
     axes[0].legend(fontsize=7.5, loc="lower right")
     fig.text(0.5, 0.005, "ticks at the bottom: frames in which each rule gave a name (orange per frame, blue per "
              "track)", ha="center", fontsize=8)

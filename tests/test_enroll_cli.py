@@ -146,12 +146,13 @@ def test_calibrate_identify_and_reject(tiny_bundles: dict[str, Path], photos, st
     assert gallery.similarity_threshold is not None and gallery.calibration["faces"] == 12
     assert "calibrated" in cli("people", "list", "--bundle", bundle).output
 
-    # An enrolled photo is its own best match (similarity 1); strangers are below the calibrated thresholds.
+    # An enrolled photo is its own best match (half its own photo, 1, half Priya's centre); strangers are below
+    # the calibrated thresholds.
     named = cli("identify", "--bundle", bundle, "--json", photos["Priya"][0], *strangers[:4],
                 photos["bad"][2])
     assert named.exit_code == 0, named.output
     records = [json.loads(line) for line in named.stdout.splitlines()]
-    assert records[0]["identity"]["label"] == "Priya" and records[0]["identity"]["score"] > 0.999
+    assert records[0]["identity"]["label"] == "Priya" and records[0]["identity"]["score"] > 0.9
     assert [r["identity"]["label"] for r in records[1:5]] == ["unknown"] * 4
     assert records[5]["error"].endswith("no face found") and "identity" not in records[5]
     # An explicit threshold wins over the calibrated one: at the top of the range only a similarity of 1 names.

@@ -13,7 +13,7 @@ import pytest
 from edgeface.core.gallery import Gallery, read_gallery
 from edgeface.core.results import UNKNOWN
 from edgeface.core.spec import ModelSpec
-from edgeface.recognition.evidence import Observation, TrackEvidence
+from edgeface.recognition.evidence import DECAY, Observation, TrackEvidence
 from edgeface.recognition.settings import TrackingConfig, VisitConfig
 from edgeface.recognition.strangers import StrangerGroups
 from edgeface.recognition.tracker import Tracker
@@ -101,6 +101,23 @@ def test_a_track_is_named_from_all_its_faces_not_from_its_best_one(household: di
     # The evidence turns (it is Ben's face now: a tracker mistake): the name is taken back, then Ben's is given.
     names = [observe(maya, labeler, near(household["ben"], 0.95, rng), 0.7 + 0.1 * k) for k in range(16)]
     assert "Maya" not in names[5:] and names[-1] == "Ben"
+
+
+def test_a_face_seen_again_is_one_view_and_weighs_as_one(household: dict) -> None:
+    """Ten frames of one view (the same pose and light: embeddings within SAME_VIEW), then another view: the ten
+    count as one view, so the track's evidence is the two views' average (the older weighed DECAY), not
+    mostly the first view's ten copies."""
+    rng, labeler = household["rng"], household["labeler"]
+    first, second = near(household["maya"], 0.9, rng), near(household["maya"], 0.9, rng)
+    track = TrackEvidence()
+    for k in range(10):
+        observe(track, labeler, near(first, 0.999, rng), 0.1 * k)
+    assert track.views == 1
+    observe(track, labeler, second, 1.0)
+    assert track.views == 2 and track.count == 11
+    expected = unit(DECAY * first + second)
+    assert float(track.embedding() @ expected) > 0.999
+    assert float(track.embedding() @ unit(10 * first + second)) < float(track.embedding() @ expected)
 
 
 def test_not_x_evidence_keeps_a_lookalike_from_being_named(household: dict) -> None:

@@ -20,6 +20,7 @@ import pytest
 from helpers.daemon import DaemonProcess
 
 from edgeface.core.errors import ConfigError
+from edgeface.core.gallery import read_gallery
 from edgeface.daemon.access import Access
 from edgeface.daemon.config import load_config
 from edgeface.daemon.http import Reply, Request
@@ -696,11 +697,10 @@ def test_every_action_through_the_running_daemon(tiny_bundles: dict[str, Path], 
         thresholds = page.get("/ui/thresholds")[1]
         assert "calibrated" in thresholds and "Calibrated 20" in thresholds
         daemon.wait_for(lambda: len(names_after(daemon, calibrated_at)) >= 20, 20, "10 frames after calibrating")
-        gallery = json.loads(next((state / "galleries").glob("*.json")).read_text())
-        enrolled = np.asarray(gallery["people"][0]["embeddings"])
+        gallery = read_gallery(next((state / "galleries").glob("*.json")))
         kept = np.stack([json.loads(f.read_text())["embedding"] for f in (faces_dir / "strangers").glob("*.json")])
-        kept /= np.linalg.norm(kept, axis=1, keepdims=True)
-        assert (kept @ enrolled.T).max() < gallery["similarity_threshold"]  # none of the stored strangers passes
+        assert gallery.similarity_threshold is not None
+        assert gallery.similarities(kept).max() < gallery.similarity_threshold  # none of the stored strangers passes
         assert set(names_after(daemon, calibrated_at, bo)) == {"Bo"}
 
         # People: rename (the page escapes what it shows), remove one photo, remove the person.

@@ -211,17 +211,29 @@ class Gallery:
         starts = np.cumsum([0] + [len(p.embeddings) for p in self.people[:-1]])
         return rows, starts
 
-    def similarities(self, embeddings: np.ndarray) -> np.ndarray:
-        """Cosine similarity of each face (N, D) with each person (N, P): the best of that person's photos.
+    @cached_property
+    def _centres(self) -> np.ndarray:
+        """Each person's centre (P, D): the mean of their photos' unit embeddings, at unit length."""
+        rows, starts = self._matrix
+        if not len(rows):
+            return np.zeros((0, self.embedding_size), np.float32)
+        return unit_rows(np.add.reduceat(rows, starts, axis=0))
 
-        The best single photo, not the mean of the photos: it keeps one enrolled photo in another pose or
-        light useful, where the mean blurs it.
+    def similarities(self, embeddings: np.ndarray) -> np.ndarray:
+        """How much each face (N, D) looks like each person (N, P): half the cosine with their most similar
+        photo, half the cosine with their centre (the mean of their photos).
+
+        The best photo keeps one enrolled photo in another pose or light useful; the centre averages out what
+        is particular to each photo (light, expression, the crop), which a stranger's resemblance to one photo
+        often is. Together they name more of the household at the same false-accept rate than either alone
+        (``benchmarks/household.py``, docs/identity.md). With one photo, both are that photo's cosine.
         """
         faces = unit_rows(np.asarray(embeddings).reshape(-1, self.embedding_size))
         rows, starts = self._matrix
         if not len(rows) or not len(faces):
             return np.zeros((len(faces), len(self.people)), np.float32)
-        return np.maximum.reduceat(faces @ rows.T, starts, axis=1)
+        best = np.maximum.reduceat(faces @ rows.T, starts, axis=1)
+        return (0.5 * (best + faces @ self._centres.T)).astype(np.float32)
 
     def match(self, embeddings: np.ndarray) -> Match:
         """The most similar person for each face."""

@@ -6,9 +6,9 @@ stores them in the gallery, twice:
 
 * **per face**, for photos (``identify``, ``label``): at most ``far`` of the strangers' faces are named;
 * **per visit**, for the daemon's tracks: the strangers' photos are taken as visits (a person's photos in a row,
-  ``VISIT_FACES`` at a time: the rows of one person in a CSV, the photos of one folder), each added up face
-  after face as a track adds up its faces (``edgeface.recognition.evidence``), and at most ``far`` of those
-  visits are named at any point.
+  ``VISIT_FACES`` at a time: the rows of one person in a CSV, the photos of one folder), each photo one view,
+  added up view after view as a track adds up its views (``edgeface.recognition.evidence``), and at most
+  ``far`` of those visits are named at any point, from their first view on.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from edgeface.core.spec import EMBEDDING_NAME
 from edgeface.people.enroll import FaceEmbedder, expand_photos, gallery_for
 from edgeface.recognition.evidence import DECAY, MAX_OBSERVATIONS
 from edgeface.runtime.identity import DEFAULT_MARGIN, combine, face_evidence, naming_scores
-from edgeface.runtime.labeler import VISIT_MIN_OBSERVATIONS
 
 VISIT_FACES = 5  # stranger photos taken as one visit (a track gathers about this many faces before deciding)
 
@@ -216,9 +215,7 @@ def stranger_scores(gallery: Gallery, embeddings: np.ndarray, identity: np.ndarr
         groups.setdefault(v, []).append(i)
     visit = np.full((len(groups), 2), -1.0)
     for g, members in enumerate(groups.values()):
-        for k in range(len(members)):  # the visit as its track would add it up, face after face
-            if k + 1 < min(VISIT_MIN_OBSERVATIONS, len(members)):
-                continue
+        for k in range(len(members)):  # the visit as its track adds it up, view after view, from the first
             seen = members[max(0, k + 1 - MAX_OBSERVATIONS):k + 1]
             weights = DECAY ** np.arange(len(seen) - 1, -1, -1, dtype=np.float64)
             visit[g] = np.maximum(visit[g], naming_scores(combine([evidence[i] for i in seen], weights)))

@@ -1,10 +1,15 @@
 """A track's evidence: the faces of it the model saw, weighed by how good each view was, and what they say.
 
 Identity: each face's evidence (``edgeface.runtime.identity.Evidence``: similarity with each enrolled person,
-probability of each trained person, nearness to faces said not to be them) is averaged over the track's faces,
-each weighted by its view's quality and by how recent it is (``DECAY`` per newer face, so that evidence that
-has turned can take a name back), and the identity rule decides on the average: a name only once the track has
-``min_observations`` faces and the average is strong and clear, kept while it holds.
+probability of each trained person, nearness to faces said not to be them) is averaged over the track's
+**views**, and the identity rule decides on the average: a name only once the track has ``min_observations``
+faces and the average is strong and clear, kept while it holds.
+
+A view is what the camera shows of a face at one time: the same pose, light and expression recognised again in
+the next frames adds no evidence about who it is, so successive faces that embed alike (``SAME_VIEW``) are one
+view. Each view weighs as its best face, and less as newer views come (``DECAY`` per newer view, so that
+evidence that has turned can take a name back). ``calibrate`` takes each stranger photo as one view, so the
+per-visit threshold means the same false-accept rate for a track seen in one view as in several.
 
 Emotion follows the latest faces (``EMOTION_DECAY``: it changes within a visit); gender takes all of them.
 """
@@ -25,7 +30,11 @@ if TYPE_CHECKING:
     from edgeface.core.spec import ModelSpec
     from edgeface.runtime.labeler import Labeler
 
-DECAY = 0.85  # a face's weight against the next newer one
+DECAY = 0.85  # a view's weight against the next newer one
+# Cosine between a track's successive faces above which they are one view. On the household videos
+# (benchmarks/household.py) the same photo in successive frames embeds at 0.99 and more (10% below 0.97 five
+# frames apart), another photo of the same person at 0.93-0.96.
+SAME_VIEW = 0.97
 EMOTION_DECAY = 0.5
 MAX_OBSERVATIONS = 16  # faces a track keeps (older ones weigh little by then)
 NOT_SEEN = Prediction(UNKNOWN, 0.0)
@@ -55,6 +64,8 @@ class TrackEvidence:
         self.last_time = -np.inf  # when it was last recognised
         self.identity = NOT_SEEN
         self._evidence: collections.deque[Evidence] = collections.deque(maxlen=MAX_OBSERVATIONS)
+        self._views: collections.deque[int] = collections.deque(maxlen=MAX_OBSERVATIONS)  # each face's view
+        self.views = 0  # views seen in all
         self._version = -1  # the labeler's gallery version the evidence was computed against
 
     @property
@@ -75,6 +86,9 @@ class TrackEvidence:
         elif observation is not self.best:
             observation.crop = None
         self._version = version if not self._evidence or self._version == version else -1  # -1: recompute
+        if not self._same_view(observation):
+            self.views += 1
+        self._views.append(self.views)
         self.observations.append(observation)
         self._evidence.append(evidence)
         self.count += 1
@@ -87,11 +101,15 @@ class TrackEvidence:
         if self._version != labeler.version:  # the people changed: weigh the same faces against them
             self._evidence = collections.deque(labeler.evidence(self._stacked()), maxlen=MAX_OBSERVATIONS)
             self._version = labeler.version
-        combined = combine(list(self._evidence), self._weights(DECAY))
-        combined = Evidence(combined.similarity, combined.against, combined.probability,
-                            combined.against_trained, observations=self.count)
-        self.identity = labeler.decide(combined, rule, current=self.name)
+        self.identity = labeler.decide(self.combined(), rule, current=self.name)
         return self.identity
+
+    def combined(self) -> Evidence:
+        """The track's faces' evidence taken together, view by view, as the rule weighs it (against the gallery
+        version of the last ``decide``)."""
+        combined = combine(list(self._evidence), self._view_weights())
+        return Evidence(combined.similarity, combined.against, combined.probability, combined.against_trained,
+                        observations=self.count)
 
     def attributes(self, spec: "ModelSpec") -> tuple[Prediction, Prediction]:
         """(emotion, gender): emotion from the latest faces, gender from all of them."""
@@ -104,8 +122,31 @@ class TrackEvidence:
         rows = [o.embedding for o in self.observations if o.embedding is not None]
         if len(rows) < len(self.observations) or not rows:
             return None
-        mean = self._weights(DECAY) @ np.stack(rows).astype(np.float64)
+        mean = self._view_weights() @ np.stack(rows).astype(np.float64)
         return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+    def _same_view(self, observation: Observation) -> bool:
+        """Whether ``observation`` shows the track's latest face again (embeddings at ``SAME_VIEW`` or more)."""
+        if not self.observations:
+            return False
+        new, last = observation.embedding, self.observations[-1].embedding
+        if new is None or last is None:
+            return False
+        new, last = np.asarray(new, np.float64), np.asarray(last, np.float64)
+        cosine = float(new @ last) / max(float(np.linalg.norm(new) * np.linalg.norm(last)), 1e-12)
+        return cosine >= SAME_VIEW
+
+    def _view_weights(self) -> np.ndarray:
+        """Each face's weight in the identity evidence: each view weighs as its best face, ``DECAY`` less per
+        newer view; a view's faces share its weight by their quality."""
+        views = np.array(self._views)
+        quality = np.array([max(o.quality, 1e-3) for o in self.observations])
+        weights = np.zeros(len(views))
+        for view in np.unique(views):
+            faces = views == view
+            weights[faces] = quality[faces] / quality[faces].sum() * quality[faces].max() * \
+                DECAY ** float(views[-1] - view)
+        return weights / weights.sum()
 
     def _weights(self, decay: float) -> np.ndarray:
         n = len(self.observations)

@@ -6,7 +6,7 @@ This is the one place the decision is made. A photo is decided on its own eviden
 
 Evidence, per face or aggregated over a track:
 
-* ``similarity`` (P,): cosine similarity with each enrolled person (the best over their photos);
+* ``similarity`` (P,): similarity with each enrolled person (``Gallery.similarities``: half best photo, half centre);
 * ``probability`` (C,): the identity head's probability of each trained person;
 * ``against`` (P,) and ``against_trained`` (C,): similarity with the nearest face said *not* to be that person
   (their "not X" faces and every stranger's face kept in the gallery), -1 where there is none.
