@@ -329,6 +329,10 @@ def celeba_probe(figures: Figures) -> str:
         if validation.get("n"):
             chose += (f" ({pct(validation['trained'])} fine-tuned, {pct(validation['probe'])} probe on "
                       f"{validation['n']} validation photos)")
+        refit = h.get("refit")
+        if refit and refit["kept"]:
+            chose += (f"; its last layer fitted again on the fine-tuned features ({pct(refit['validation']['refit'])} "
+                      f"on validation)")
         rows.append((head, pct(h["keras"], 2), f"{pct(h['int8'], 2)} ({signed(-h['int8_drop_points'])})",
                      pct(h["probe"], 2), chose))
     intro = (f"dlib-resnet, {d['train_photos']:,} training photos of {d['people']} people, the "
