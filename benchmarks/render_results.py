@@ -148,7 +148,7 @@ def dlib_speedup(port: Result, engine: str = "int8, 2 threads") -> float:
 TARGETS = {
     "rank1": (">= 92%", lambda v: v >= 0.92),
     "named_at_far": (">= 74%", lambda v: v >= 0.74),
-    "trained": (">= 92 / 91 / 97%", lambda v: all(a >= t for a, t in zip(v, (0.92, 0.91, 0.97)))),
+    "trained": (">= 92.5 / 92 / 97.5%", lambda v: all(a >= t for a, t in zip(v, (0.925, 0.92, 0.975)))),  # issue 33
     "unseen": (">= 91 / 97%", lambda v: v[0] >= 0.91 and v[1] >= 0.97),
     "drop": ("<= 0.5 points", lambda v: v <= 0.5),
     "latency": ("<= MobileNetV2-224 int8", lambda v: v <= 1.0),
