@@ -134,7 +134,8 @@ def measure(run_dir: Path, bundle: Path, test_csv: Path, report: Path) -> dict[s
                        "int8_drop_points": round(100 * (keras["heads"][head]["accuracy"]
                                                         - int8["heads"][head]["accuracy"]), 2),
                        "kept": metadata.get("heads", {}).get(head, {}).get("kept"),
-                       "validation": metadata.get("heads", {}).get(head, {}).get("validation")}
+                       "validation": metadata.get("heads", {}).get(head, {}).get("validation"),
+                       "refit": metadata.get("heads", {}).get(head, {}).get("refit")}
     dataset = metadata["dataset"]
     return {"train_photos": dataset["train_photos"], "val_photos": dataset["val_photos"],
             "test_photos": evaluation["data"]["photos"], "people": len(metadata["spec"]["labels"]["identity"]),

@@ -148,7 +148,7 @@ def dlib_speedup(port: Result, engine: str = "int8, 2 threads") -> float:
 TARGETS = {
     "rank1": (">= 92%", lambda v: v >= 0.92),
     "named_at_far": (">= 74%", lambda v: v >= 0.74),
-    "trained": (">= 92 / 91 / 97%", lambda v: all(a >= t for a, t in zip(v, (0.92, 0.91, 0.97)))),
+    "trained": (">= 92.5 / 92 / 97.5%", lambda v: all(a >= t for a, t in zip(v, (0.925, 0.92, 0.975)))),  # issue 33
     "unseen": (">= 91 / 97%", lambda v: v[0] >= 0.91 and v[1] >= 0.97),
     "drop": ("<= 0.5 points", lambda v: v <= 0.5),
     "latency": ("<= MobileNetV2-224 int8", lambda v: v <= 1.0),
@@ -329,6 +329,10 @@ def celeba_probe(figures: Figures) -> str:
         if validation.get("n"):
             chose += (f" ({pct(validation['trained'])} fine-tuned, {pct(validation['probe'])} probe on "
                       f"{validation['n']} validation photos)")
+        refit = h.get("refit")
+        if refit and refit["kept"]:
+            chose += (f"; its last layer fitted again on the fine-tuned features ({pct(refit['validation']['refit'])} "
+                      f"on validation)")
         rows.append((head, pct(h["keras"], 2), f"{pct(h['int8'], 2)} ({signed(-h['int8_drop_points'])})",
                      pct(h["probe"], 2), chose))
     intro = (f"dlib-resnet, {d['train_photos']:,} training photos of {d['people']} people, the "

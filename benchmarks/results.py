@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("json", type=Path, help="the --json file the command wrote")
     parser.add_argument("--training", type=Path, help="evaluation: the metadata.json `edgeface train` wrote")
     parser.add_argument("--command", required=True, help="the command that measured the figures")
+    parser.add_argument("--note", help="what a reader must know about the run (printed under its table)")
     args = parser.parse_args(argv)
     source = json.loads(args.json.read_text())
     if args.kind == "evaluation":
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         data = evaluation_figures(source, training)
     else:
         data = bench_figures(source)
-    write_result(args.name, data, args.command)
+    write_result(args.name, data, args.command, note=args.note)
     return 0
 
 

@@ -63,6 +63,29 @@ def test_the_fallback_detector_finds_a_small_face_short_range_misses(celeba_csv:
     assert fallback.detect(small) == [] and fallback.second.min_score == 0.99
 
 
+def test_a_photos_subject_is_the_largest_face_the_detector_is_sure_of() -> None:
+    def face(x0: float, size: float, score: float) -> Face:
+        return Face(box=(x0, 0.0, x0 + size, size), score=score)
+
+    subject, weak_guess = face(0, 50, 0.93), face(100, 70, 0.59)  # a larger box the detector barely believes
+    assert primary_face([weak_guess, subject]) is subject
+    near, small = face(200, 60, 0.88), face(300, 40, 0.95)  # both sure: the larger is the subject
+    assert primary_face([small, near]) is near
+    assert primary_face([face(0, 40, 0.7), face(50, 40, 0.75)]).score == 0.75  # same size: the surer
+    assert primary_face([]) is None
+
+
+@pytest.mark.shared
+def test_a_real_photos_subject_is_not_the_larger_false_face(celeba_csv: Path) -> None:
+    # 003907.jpg shows one woman (53 px wide, score 0.93); the fallback detector also reports a larger "face"
+    # at the image's edge (67 px, score 0.59), which crops used to take as the subject.
+    image = read_image(celeba_csv.parent / "images" / "003907.jpg")
+    faces = create_detector("blazeface-fallback").detect(image)
+    assert len(faces) == 2
+    subject = primary_face(faces)
+    assert subject.score > 0.9 and subject.area < max(f.area for f in faces)
+
+
 def test_no_face_in_a_plain_image() -> None:
     assert create_detector("blazeface").detect(np.full((240, 320, 3), 128, np.uint8)) == []
 

@@ -151,6 +151,39 @@ def test_a_head_keeps_its_training_only_when_clearly_better_than_the_probe() -> 
     assert back and {c["kept"] for c in settled.values()} == {PROBE}
 
 
+def test_a_kept_trained_head_is_refitted_exactly_only_where_validation_agrees() -> None:
+    from edgeface.train.choice import MIN_LABELLED, REFIT_L2, refit_head
+
+    rng = np.random.default_rng(0)
+    classes = ("happy", "neutral")
+
+    def faces(n: int) -> tuple[np.ndarray, list[str | None]]:
+        truth = rng.integers(0, 2, n)
+        features = rng.normal(size=(n, 6)) + np.outer(2.0 * truth - 1.0, [1.5, 0, 0, 0, 0, 0])
+        return features.astype(np.float32), [classes[t] for t in truth]
+
+    (train_x, train_y), (val_x, val_y) = faces(200), faces(100)
+    train_y[:20] = [None] * 20  # unlabelled faces are left out of the fit
+    # a head that learned from the wrong feature: the exact fit is right on more validation faces
+    wrong = np.zeros((6, 2), np.float32)
+    wrong[1] = [1.0, -1.0]
+    kernel, bias, record = refit_head(train_x, train_y, val_x, val_y, classes, wrong, np.zeros(2, np.float32))
+    assert record["kept"] and record["l2"] in REFIT_L2 and record["validation"]["n"] == 100
+    assert record["validation"]["refit"] > 0.8 > record["validation"]["trained"]
+    assert kernel[0, 1] - kernel[0, 0] > 0  # the refit reads the feature that tells the classes apart
+    # a head the validation faces prefer (they differ along the feature it reads, not the training faces') keeps
+    # its own weights
+    own = np.zeros((6, 2), np.float32)
+    own[1] = [-1.0, 1.0]
+    shifted = np.outer(2.0 * np.array([c == "neutral" for c in val_y]) - 1.0, np.eye(6)[1]).astype(np.float32)
+    kept_kernel, _, record = refit_head(train_x, train_y, shifted, val_y, classes, own, np.zeros(2, np.float32))
+    assert not record["kept"] and record["validation"]["trained"] == 1.0 > record["validation"]["refit"]
+    np.testing.assert_array_equal(kept_kernel, own)
+    # too few labelled validation faces to tell: nothing is refitted
+    few = [label if i < MIN_LABELLED - 1 else None for i, label in enumerate(val_y)]
+    assert refit_head(train_x, train_y, val_x, few, classes, wrong, np.zeros(2, np.float32)) is None
+
+
 def test_default_recipe_fits_frozen_heads_exactly_and_trains_the_rest(synthetic_csv: Path, tmp_path: Path) -> None:
     """dlib-resnet with dlib's weights (the default), on the synthetic set: gender reads the frozen descriptor,
     so its head is the linear probe's own fit and fine-tuning leaves it so (the same validation accuracy, to

@@ -33,7 +33,7 @@ def format_evaluation(evaluation: Evaluation, confusion: bool = True) -> str:
     ref = evaluation.reference
     faces = ref.faces
     lines = [(f"data: {evaluation.data}: {evaluation.photos} photos; a face in {faces['found']} "
-              f"({faces['multiple']} with several: the largest used); {faces['no_face']} without a detectable "
+              f"({faces['multiple']} with several: the subject's used); {faces['no_face']} without a detectable "
               f"face and {faces['unreadable']} unreadable count as misses")]
     for m in evaluation.models[1:]:
         if m.faces != faces:

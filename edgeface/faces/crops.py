@@ -25,7 +25,7 @@ from edgeface.faces.align import align_face
 from edgeface.faces.detect import FaceDetector, create_detector, primary_face
 
 CropStatus = Literal["ok", "multiple", "no_face", "unreadable"]
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: primary_face passes over the detector's weak guesses
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class CropSet:
     """One aligned crop per sample that has a face.
 
     ``status[i]`` says what happened to ``samples[i]``: ``ok`` (one face), ``multiple`` (several faces; the
-    largest was used), ``no_face`` or ``unreadable`` (no crop). ``crops`` holds the crops of the samples
+    subject's, by ``primary_face``, was used), ``no_face`` or ``unreadable`` (no crop). ``crops`` holds the crops of the samples
     whose status is ``ok`` or ``multiple``, in sample order; ``index`` maps crop rows back to samples.
     """
 

@@ -58,11 +58,20 @@ class FaceDetector(Protocol):
     def detect(self, image: np.ndarray) -> list[Face]: ...
 
 
+# A photo's own subject scores high; the other "faces" of a one-person photo are mostly the detector's weak
+# guesses (a pattern, a hand, a poster), often larger than the subject. Faces this far below the surest are
+# not the subject's. Chosen on celeba-299's training photos with several detections (146): the largest face
+# was the labelled person's in 98, the largest within 0.1 of the surest in 132.
+SUBJECT_SCORE_MARGIN = 0.1
+
+
 def primary_face(faces: Sequence[Face]) -> Face | None:
-    """The face a single-person photo is about: the largest, ties broken by score."""
+    """The face a single-person photo is about: the largest of those the detector is nearly as sure of as of
+    its surest (within ``SUBJECT_SCORE_MARGIN``), ties broken by score."""
     if not faces:
         return None
-    return max(faces, key=lambda f: (f.area, f.score))
+    surest = max(f.score for f in faces)
+    return max((f for f in faces if f.score >= surest - SUBJECT_SCORE_MARGIN), key=lambda f: (f.area, f.score))
 
 
 # --- BlazeFace -----------------------------------------------------------------------------------------

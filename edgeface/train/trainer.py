@@ -7,7 +7,8 @@ dlib-resnet: its attribute branch) at a lower learning rate. Both phases stop ea
 the best weights. A nearest-centre identity head is set from the training faces' embeddings at the end, its
 softmax scale fitted on the validation faces. Then each head whose features fine-tuning moved keeps its
 fine-tuned version only where the validation faces say it beats the exact fit on the frozen features
-(``edgeface.train.choice``). A linear probe on the backbone's frozen features is fitted too, and its validation
+(``edgeface.train.choice``), and the last layer of a head that keeps it is fitted again exactly on the features
+fine-tuning left, where the validation faces agree. A linear probe on the backbone's frozen features is fitted too, and its validation
 accuracy reported beside the model's.
 """
 
@@ -30,7 +31,7 @@ from edgeface.data.manifest import Dataset, load_dataset, split_dataset
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.report.plots import plot_history
 from edgeface.train.batches import TrainingData, encode_labels, make_tf_dataset
-from edgeface.train.choice import FrozenModel, choose_heads, describe, keep_frozen_model
+from edgeface.train.choice import FrozenModel, choose_heads, describe, keep_frozen_model, refit_trained_heads
 from edgeface.train.config import TrainConfig
 from edgeface.train.frozen import (FrozenFeatures, features_fine_tuned, fit_attribute_heads, frozen_features,
                                    linear_probe, set_centres_from, set_heads_trainable)
@@ -157,7 +158,7 @@ def prepare_data(config: TrainConfig, on_log: Callable[[str], None] = print) -> 
     for name, crops in (("training", train_crops), ("validation", val_crops)):
         summary = crops.summary()
         on_log(f"faces in {name} photos: {summary.get('ok', 0)} one face, {summary.get('multiple', 0)} several "
-               f"(largest used), {summary.get('no_face', 0)} none, {summary.get('unreadable', 0)} unreadable")
+               f"(the subject's used), {summary.get('no_face', 0)} none, {summary.get('unreadable', 0)} unreadable")
     train_samples = train_crops.cropped_samples
     val_samples = val_crops.cropped_samples
     if not train_samples or not val_samples:
@@ -191,6 +192,7 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
                                   for crops in (prepared.train_crops, prepared.val_crops))
         set_centres_from(built, prepared, train_embed, val_embed, on_log)
     choices = choose_heads(built, prepared, frozen, phases.moved, phases.fitted, phases.frozen_model)
+    choices = refit_trained_heads(built, prepared, choices)
     for line in describe(choices):
         on_log(line)
     probe = linear_probe(built, prepared, frozen)
