@@ -35,7 +35,7 @@ from edgeface.core.gallery import (
 )
 from edgeface.core.imageio import IMAGE_SUFFIXES
 from edgeface.core.spec import EMBEDDING_NAME, CropSpec
-from edgeface.faces.detect import Face, FaceDetector
+from edgeface.faces.detect import Face, FaceDetector, primary_face
 from edgeface.people.album import prune_crops, referenced, save_crop
 
 MIN_FACE_PX = 40
@@ -81,11 +81,10 @@ def crop_sharpness(face: np.ndarray) -> float:
 
 
 def pick_face(faces: Sequence[Face]) -> tuple[Face | None, int]:
-    """The face a photo is about (the most confident) and how many confident faces it has."""
-    if not faces:
-        return None, 0
+    """The face a photo is about (``primary_face``: the rule training and evaluation use too) and how many
+    confident faces it has."""
     confident = sum(f.score >= CONFIDENT_SCORE for f in faces)
-    return max(faces, key=lambda f: (f.score, f.area)), confident
+    return primary_face(faces), confident
 
 
 class FaceEmbedder:
