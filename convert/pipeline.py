@@ -10,13 +10,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgeface.convert.options import ConvertOptions
-from edgeface.core.bundle import SUFFIX, IdentityCentres, sha256_bytes, write_bundle
+from edgeface.core.bundle import SUFFIX, FloatHead, IdentityCentres, sha256_bytes, write_bundle
 from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.core.modelio import MODEL_NAME
 from edgeface.core.spec import EMBEDDING_NAME, HEADS, ModelSpec
 from edgeface.data.manifest import Dataset, Sample, load_dataset, split_dataset
 from edgeface.faces.crops import crop_samples
-from edgeface.runtime.engine import LiteRTEngine, identity_from_centres
+from edgeface.runtime.engine import LiteRTEngine, head_from_features, identity_from_centres
 from edgeface.train.keras_model import KerasEngine
 
 DEBUG_FACES = 64  # verification faces the quantization debugger runs on (--debug-layers)
@@ -54,6 +54,9 @@ class ConversionResult:
     # "faces": n}; None for a model without person centres (its identity output is all there is).
     identity_rule: dict[str, Any] | None = None
     identity_centres: IdentityCentres | None = None  # written into the bundle when "centres" is used
+    # Per attribute head, as identity_rule: {"used": "float" | "model", "float": ..., "model": ..., ...}
+    head_rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    float_heads: dict[str, FloatHead] = field(default_factory=dict)  # written into the bundle where "float" is used
     layer_errors: list[dict[str, Any]] = field(default_factory=list)
     accumulated_errors: list[dict[str, Any]] = field(default_factory=list)  # int8 vs float, tensor by tensor
     debug_reports: list[Path] = field(default_factory=list)  # the CSVs and plot --debug-layers wrote
@@ -193,6 +196,7 @@ class Converted:
     flatbuffer: bytes
     equalization: dict[str, Any] | None  # figures of the range equalisation (int8), None when not applied
     bias_correction: dict[str, Any] | None  # the corrected layers and figures (int8), None when not applied
+    float_heads: dict[str, FloatHead] = field(default_factory=dict)  # the last layers as this flatbuffer's are
 
 
 def convert_precision(model: Any, spec: ModelSpec, precision: str, representative: np.ndarray,
@@ -202,6 +206,7 @@ def convert_precision(model: Any, spec: ModelSpec, precision: str, representativ
     from edgeface.convert.bias_correction import corrected_heads, feature_correction
     from edgeface.convert.equalization import equalized_backbone
     from edgeface.convert.tflite import convert_keras
+    from edgeface.train.model import model_float_heads
 
     int8 = precision == "int8"
     with equalized_backbone(model, spec, representative if int8 and options.equalize else None) as equalization:
@@ -219,43 +224,55 @@ def convert_precision(model: Any, spec: ModelSpec, precision: str, representativ
         with corrected_heads(model, correction) as corrected:
             flatbuffer = convert_keras(model, precision, spec, representative if int8 else None,
                                        io_type=options.io_type)
+            float_heads = model_float_heads(model, spec)  # bias-corrected as the flatbuffer's own heads are
     figures = correction.summary() if corrected and correction is not None else None
     if figures:
         on_log(f"bias correction: int8 shifts the pooled features by {figures['feature_shift_norm']:.3g} "
                f"and scales their channels by {figures['gain_p5']:.2f} to {figures['gain_p95']:.2f} "
                f"(5th-95th percentile, {len(representative)} faces); undone in {', '.join(corrected)}")
-    return Converted(flatbuffer, equalization_figures, {"layers": corrected, **figures} if figures else None)
+    return Converted(flatbuffer, equalization_figures, {"layers": corrected, **figures} if figures else None,
+                     float_heads)
+
+
+def choose_head_rule(head: str, model_out: np.ndarray, float_out: np.ndarray, samples: Sequence[Sample],
+                     spec: ModelSpec, keras_out: np.ndarray, name: str = "float") -> dict[str, Any]:
+    """Which ``head`` the bundle gives: the model's own output, or its last layer computed in float on the
+    device (``name``: "centres" for identity's nearest centre, "float" for a Dense head), by accuracy on the
+    labelled verification faces (by agreement with Keras where none is labelled). The float version wins ties:
+    it is the Keras head's own arithmetic, where the quantized output rounds the last layer too."""
+    from edgeface.eval.metrics import head_metrics
+
+    labels = spec.labels[head]
+    n = head_metrics(samples, model_out, labels, head).n
+    if n:
+        score = {key: head_metrics(samples, out, labels, head).accuracy
+                 for key, out in (("model", model_out), (name, float_out))}
+    else:
+        reference = keras_out.argmax(1)
+        score = {key: float(np.mean(out.argmax(1) == reference)) if len(out) else 1.0
+                 for key, out in (("model", model_out), (name, float_out))}
+    return {"used": "model" if score["model"] > score[name] else name,
+            "measured": "accuracy" if n else "agreement with Keras", "faces": n or len(model_out),
+            name: round(score[name], 4), "model": round(score["model"], 4)}
 
 
 def choose_identity_rule(model_out: np.ndarray, centres_out: np.ndarray, samples: Sequence[Sample],
                          spec: ModelSpec, keras_out: np.ndarray) -> dict[str, Any]:
-    """Which identity the bundle gives: the model's own output or nearest centre on its embedding in float,
-    by accuracy on the labelled verification faces (by agreement with Keras where none is labelled). The
-    centres win ties: they are exact in float, where the model's int8 output ties close people."""
-    from edgeface.eval.metrics import head_metrics
-
-    labels = spec.labels["identity"]
-    n = head_metrics(samples, model_out, labels, "identity").n
-    if n:
-        score = {name: head_metrics(samples, out, labels, "identity").accuracy
-                 for name, out in (("model", model_out), ("centres", centres_out))}
-    else:
-        reference = keras_out.argmax(1)
-        score = {name: float(np.mean(out.argmax(1) == reference)) if len(out) else 1.0
-                 for name, out in (("model", model_out), ("centres", centres_out))}
-    return {"used": "model" if score["model"] > score["centres"] else "centres",
-            "measured": "accuracy" if n else "agreement with Keras", "faces": n or len(model_out),
-            "centres": round(score["centres"], 4), "model": round(score["model"], 4)}
+    """Which identity the bundle gives: the model's own output or nearest centre on its embedding in float
+    (:func:`choose_head_rule`; the centres win ties: the model's int8 output ties close people)."""
+    return choose_head_rule("identity", model_out, centres_out, samples, spec, keras_out, name="centres")
 
 
 def verify(flatbuffer: bytes, precision: str, spec: ModelSpec, sets: ConversionSets,
-           min_agreement: float, centres: IdentityCentres | None = None) -> tuple[ConversionResult, LiteRTEngine]:
+           min_agreement: float, centres: IdentityCentres | None = None,
+           float_heads: dict[str, FloatHead] | None = None) -> tuple[ConversionResult, LiteRTEngine]:
     """Run the flatbuffer on the verification faces and compare it with Keras; refused below ``min_agreement``.
     With the model's person ``centres``, identity is the better of its own output and the centres' (measured
-    here), and the checks are of the identity the bundle will give."""
+    here); with ``float_heads``, each such head the better of its own output and its float last layer on the
+    features output; the checks are of the heads the bundle will give."""
     from edgeface.runtime.engine import predict_batched
 
-    engine = LiteRTEngine(flatbuffer, spec, source=f"{precision} model")
+    engine = LiteRTEngine(flatbuffer, spec, source=f"{precision} model", keep_features=True)
     tflite_out = predict_batched(engine, sets.verification)
     keras_out = sets.keras_outputs
     rule = None
@@ -266,13 +283,25 @@ def verify(flatbuffer: bytes, precision: str, spec: ModelSpec, sets: ConversionS
         if rule["used"] == "centres":
             tflite_out = {**tflite_out, "identity": by_centres}
             engine.identity_centres = centres
+    head_rules = {}
+    for head, layer in (float_heads or {}).items():
+        if layer.features not in tflite_out:
+            continue
+        by_float = head_from_features(tflite_out[layer.features], layer)
+        head_rules[head] = choose_head_rule(head, tflite_out[head], by_float, sets.verification_samples, spec,
+                                            keras_out[head])
+        if head_rules[head]["used"] == "float":
+            tflite_out = {**tflite_out, head: by_float}
+            engine.float_heads[head] = layer
+    engine.keep_features = False
     checks = compare(keras_out, tflite_out, sets.verification_samples, spec)
     cosine = None
     if EMBEDDING_NAME in keras_out and EMBEDDING_NAME in tflite_out:
         cosine = float(np.mean(np.sum(keras_out[EMBEDDING_NAME] * tflite_out[EMBEDDING_NAME], axis=1)))
     low = [h for h, c in checks.items() if c.agreement < min_agreement]
     result = ConversionResult(precision, len(flatbuffer), checks, accepted=not low, embedding_cosine=cosine,
-                              identity_rule=rule, identity_centres=engine.identity_centres)
+                              identity_rule=rule, identity_centres=engine.identity_centres,
+                              head_rules=head_rules, float_heads=dict(engine.float_heads))
     if low:
         result.reason = "; ".join(f"{h} agrees with Keras on {checks[h].agreement:.1%} of faces, below "
                                   f"--min-agreement {min_agreement:.0%}" for h in low)
@@ -332,6 +361,7 @@ def bundle_manifest(keras_engine: KerasEngine, model_path: Path, model_sha256: s
         "accuracy": {head: check.to_dict() for head, check in result.checks.items()},
         "embedding_cosine": result.embedding_cosine,
         "identity_rule": result.identity_rule,
+        "head_rules": result.head_rules or None,
     }
 
 
@@ -364,11 +394,14 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     if out.suffix == SUFFIX and len(precisions) > 1:
         raise EdgefaceError(f"--out {out} names one file but {len(precisions)} precisions were asked for; "
                             "give a folder")
-    from edgeface.train.model import model_identity_centres
+    from edgeface.train.model import float_head_layers, model_identity_centres, with_feature_outputs
 
     keras_engine = KerasEngine(model_path)
     spec = keras_engine.spec
     centres = model_identity_centres(keras_engine.model)
+    # What is converted: the model with the features its Dense heads read as outputs too (the same layers).
+    model = with_feature_outputs(keras_engine.model,
+                                 [feature for feature, _ in float_head_layers(keras_engine.model, spec).values()])
     sets = prepare_sets(keras_engine, options, progress, on_log)
     model_sha256 = sha256_bytes(model_path.read_bytes())
     results = []
@@ -377,20 +410,24 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
         from edgeface.core.progress import progress_bar
         steps = progress_bar(precisions, desc="converting", unit="model")
     for precision in steps:
-        converted = convert_precision(keras_engine.model, spec, precision, sets.representative, options, on_log)
-        result, engine = verify(converted.flatbuffer, precision, spec, sets, options.min_agreement, centres)
+        converted = convert_precision(model, spec, precision, sets.representative, options, on_log)
+        result, engine = verify(converted.flatbuffer, precision, spec, sets, options.min_agreement, centres,
+                                converted.float_heads)
         if result.identity_rule is not None:
             on_log(identity_rule_line(precision, result.identity_rule))
+        for head, head_rule in result.head_rules.items():
+            on_log(head_rule_line(precision, head, head_rule))
         if options.debug_layers and precision == "int8":
             report_stem = (out if out.suffix != SUFFIX else out.parent) / model_path.parent.name
             result.layer_errors, result.accumulated_errors, result.debug_reports = debug_int8(
-                keras_engine.model, spec, converted.flatbuffer, sets, options, report_stem, model_path.parent.name)
+                model, spec, converted.flatbuffer, sets, options, report_stem, model_path.parent.name)
         if result.accepted:
             result.bundle_path = write_bundle(default_bundle_path(model_path, precision, out), converted.flatbuffer,
                                               spec, precision, extra=bundle_manifest(
                                                   keras_engine, model_path, model_sha256, precision, engine,
                                                   converted, result, sets, options),
-                                              identity_centres=result.identity_centres)
+                                              identity_centres=result.identity_centres,
+                                              float_heads=result.float_heads)
         results.append(result)
     return results
 
@@ -402,6 +439,15 @@ def identity_rule_line(precision: str, rule: dict[str, Any]) -> str:
     if rule["used"] == "centres":
         return f"{precision} identity: nearest person centre on the embedding, in float on the device ({figures})"
     return f"{precision} identity: the model's own output, better than the person centres ({figures})"
+
+
+def head_rule_line(precision: str, head: str, rule: dict[str, Any]) -> str:
+    """What ``convert`` says about how a bundle gives an attribute head."""
+    figures = (f"{rule['float']:.1%} against the model's own output {rule['model']:.1%}, {rule['measured']} on "
+               f"{rule['faces']} verification faces")
+    if rule["used"] == "float":
+        return f"{precision} {head}: its last layer in float on the device, from the features ({figures})"
+    return f"{precision} {head}: the model's own output, better than its last layer in float ({figures})"
 
 
 def write_rows_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:

@@ -42,7 +42,7 @@ def test_bundle_carries_what_the_runtime_needs(bundle: Path) -> None:
     assert set(loaded.spec.labels) == {"identity", "emotion", "gender"}
     assert loaded.spec.labels["emotion"] == ("happy", "neutral")
     assert manifest["io"]["input"]["dtype"] == "int8" and manifest["io"]["input"]["scale"] > 0
-    assert set(manifest["io"]["outputs"]) == {"identity", "emotion", "gender", "embedding"}
+    assert set(manifest["io"]["outputs"]) == {"identity", "emotion", "gender", "embedding", "features_pooled"}
     assert set(manifest["accuracy"]) == {"identity", "emotion", "gender"}
     assert len(manifest["source_model"]["sha256"]) == 64 and manifest["dataset_fingerprint"]
     assert read_manifest(bundle)["model_sha256"] == loaded.model_sha256

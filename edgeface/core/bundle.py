@@ -8,7 +8,9 @@ A bundle (``*.edgeface``) is a zip archive with two or three members:
   size, scaling and crop geometry, precision and quantization parameters, the source model's fingerprint,
   the accuracy measured at conversion, and the SHA-256 of ``model.tflite``);
 * ``identity_centres.f32`` (optional): the trained people's centres, :class:`IdentityCentres`, with which the
-  device computes identity from the ``embedding`` output in float (``edgeface.runtime.engine``).
+  device computes identity from the ``embedding`` output in float (``edgeface.runtime.engine``);
+* ``head_emotion.f32``, ``head_gender.f32`` (optional): a head's last layer, :class:`FloatHead`, which the device
+  applies in float to the features output the head reads (``features_<name>``).
 
 Reading a bundle needs numpy and the standard library: no TensorFlow, no LiteRT.
 """
@@ -34,7 +36,7 @@ from edgeface.core.errors import BundleError, ModelError
 from edgeface.core.fileio import require_regular_file, write_atomic
 from edgeface.core.gallery import THRESHOLD_RANGES
 from edgeface.core.reader import SHA256_HEX, Table, parse_json, shown
-from edgeface.core.spec import ModelSpec
+from edgeface.core.spec import FEATURES_PREFIX, HEADS, ModelSpec
 from edgeface.core.version import __version__
 
 BUNDLE_FORMAT = "edgeface-bundle"
@@ -56,6 +58,8 @@ MAX_DIRECTORY_BYTES = 64 << 10
 _MEMBER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CENTRES_MEMBER = "identity_centres.f32"
 MAX_CENTRES_SCALE = 1000.0  # a cosine-softmax scale beyond this is a one-hot: not something training fits
+FLOAT_HEAD_MEMBER = "head_{}.f32"
+MAX_FEATURES = 65536  # the widest features a float head may read (the widest backbone's pooled output is 2048)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,30 @@ class IdentityCentres:
 
 
 @dataclass(frozen=True)
+class FloatHead:
+    """A head's last layer, a softmax over ``features @ kernel + bias``, which the device computes in float from the
+    model's ``features`` output (a signature output name, ``features_<name>``) instead of reading the head's
+    quantized output: in int8 only the features are rounded, not the head's decision.
+
+    ``kernel`` (F, C) and ``bias`` (C,) float32, C the head's labels in order. Stored in a bundle as
+    ``head_<head>.f32`` (little-endian float32: the kernel row after row, then the bias) and a ``float_heads``
+    manifest entry per head (``features``, ``shape``, ``sha256``).
+    """
+
+    features: str
+    kernel: np.ndarray = field(repr=False)
+    bias: np.ndarray = field(repr=False)
+
+    def manifest_entry(self, head: str) -> dict[str, Any]:
+        return {"file": FLOAT_HEAD_MEMBER.format(head), "features": self.features,
+                "shape": list(self.kernel.shape), "sha256": sha256_bytes(self.to_bytes())}
+
+    def to_bytes(self) -> bytes:
+        return (np.ascontiguousarray(self.kernel, dtype="<f4").tobytes()
+                + np.ascontiguousarray(self.bias, dtype="<f4").tobytes())
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A loaded, verified bundle."""
 
@@ -89,6 +117,7 @@ class Bundle:
     model_bytes: bytes = field(repr=False)
     manifest: Mapping[str, Any] = field(repr=False)
     identity_centres: IdentityCentres | None = None  # None: identity is the model's own output
+    float_heads: Mapping[str, FloatHead] = field(default_factory=dict)  # heads computed in float on the device
 
     @property
     def model_sha256(self) -> str:
@@ -144,9 +173,11 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def write_bundle(path: str | Path, model_bytes: bytes, spec: ModelSpec, precision: str,
-                 extra: Mapping[str, Any] | None = None, identity_centres: IdentityCentres | None = None) -> Path:
+                 extra: Mapping[str, Any] | None = None, identity_centres: IdentityCentres | None = None,
+                 float_heads: Mapping[str, FloatHead] | None = None) -> Path:
     """Write a bundle atomically (a reader never sees half a file). ``extra`` adds manifest fields;
-    ``identity_centres`` makes the device name trained people by nearest centre on the embedding, in float."""
+    ``identity_centres`` makes the device name trained people by nearest centre on the embedding, in float;
+    ``float_heads`` (per head) makes it compute those heads' last layer in float from the model's features."""
     if precision not in PRECISIONS:
         raise BundleError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     path = Path(path)
@@ -164,6 +195,9 @@ def write_bundle(path: str | Path, model_bytes: bytes, spec: ModelSpec, precisio
     manifest.update(extra or {})
     if identity_centres is not None:
         manifest["identity_centres"] = identity_centres.manifest_entry()
+    float_heads = dict(float_heads or {})
+    if float_heads:
+        manifest["float_heads"] = {head: head_layer.manifest_entry(head) for head, head_layer in float_heads.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(handle) -> None:
@@ -172,6 +206,8 @@ def write_bundle(path: str | Path, model_bytes: bytes, spec: ModelSpec, precisio
             archive.writestr(MODEL_MEMBER, model_bytes)
             if identity_centres is not None:
                 archive.writestr(CENTRES_MEMBER, identity_centres.to_bytes())
+            for head, head_layer in float_heads.items():
+                archive.writestr(FLOAT_HEAD_MEMBER.format(head), head_layer.to_bytes())
 
     return write_atomic(path, write)
 
@@ -280,7 +316,7 @@ def _parse_manifest(path: Path, archive: zipfile.ZipFile) -> tuple[dict[str, Any
         manifest.text(key, 256, default=None, none=True)
     manifest.number("embedding_cosine", -1.0, 1.0, default=None, none=True)
     # recorded for people and read by eval; identity_centres is checked against its member by load_bundle
-    for key in ("io", "source_model", "conversion", "accuracy", "identity_centres"):
+    for key in ("io", "source_model", "conversion", "accuracy", "identity_centres", "float_heads"):
         if manifest.get(key, None) is not None:
             manifest.table(key)
     if manifest.get("embedding", None) is not None:  # which embedding space: devices share faces within one
@@ -312,12 +348,54 @@ def load_bundle(path: str | Path) -> Bundle:
             people, dimensions = _centres_shape(path, manifest["identity_centres"], spec)
             size = people * dimensions * 4
             centres_bytes = _read_member(archive, _member_info(path, archive, CENTRES_MEMBER, MAX_MODEL_BYTES, size))
+        head_bytes = {}
+        for head, entry in (manifest.get("float_heads") or {}).items():
+            features, classes = _float_head_shape(path, head, entry, spec)
+            info = _member_info(path, archive, FLOAT_HEAD_MEMBER.format(head), MAX_MODEL_BYTES,
+                                (features + 1) * classes * 4)
+            head_bytes[head] = _read_member(archive, info)
     if sha256_bytes(model_bytes) != manifest["model_sha256"]:  # changed between the two reads
         raise BundleError(f"{path}: {member} does not match its checksum: the bundle is corrupt or was modified")
     centres = None if centres_bytes is None else _check_centres(path, manifest["identity_centres"], centres_bytes,
                                                                  spec)
+    float_heads = {head: _check_float_head(path, head, manifest["float_heads"][head], data, spec)
+                   for head, data in head_bytes.items()}
     return Bundle(path=path, spec=spec, precision=manifest["precision"], model_bytes=model_bytes, manifest=manifest,
-                  identity_centres=centres)
+                  identity_centres=centres, float_heads=float_heads)
+
+
+def _float_head_shape(path: Path, head: str, entry: Any, spec: ModelSpec) -> tuple[int, int]:
+    """A float head's (features, classes) as the manifest gives them: a head of the model, as many classes as
+    its labels, features of a sane width."""
+    where = f"{path}: {MANIFEST_MEMBER} float_heads"
+    if head not in HEADS or not isinstance(entry, Mapping):
+        raise BundleError(f"{where}: {head!r} is not a head with a float layer ({', '.join(HEADS)})")
+    shape = entry.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in shape)):
+        raise BundleError(f"{where}: bad {head} shape {shape!r}")
+    classes = len(spec.labels[head])
+    if shape[1] != classes or not 0 < shape[0] <= MAX_FEATURES:
+        raise BundleError(f"{where}: {head} is {shape[0]} x {shape[1]}, but the model has {classes} {head} labels "
+                          f"(and features of 1 to {MAX_FEATURES} values)")
+    features = entry.get("features")
+    if not (isinstance(features, str) and features.startswith(FEATURES_PREFIX) and _MEMBER_NAME.fullmatch(features)):
+        raise BundleError(f"{where}: {head} reads {features!r}, not a {FEATURES_PREFIX}<name> output")
+    return shape[0], shape[1]
+
+
+def _check_float_head(path: Path, head: str, entry: Mapping[str, Any], data: bytes, spec: ModelSpec) -> FloatHead:
+    """A float head (its shape checked by ``_float_head_shape``): finite numbers, and the checksum the manifest
+    gives."""
+    features, classes = _float_head_shape(path, head, entry, spec)
+    where = f"{path}: {FLOAT_HEAD_MEMBER.format(head)}"
+    if sha256_bytes(data) != entry.get("sha256"):
+        raise BundleError(f"{where} does not match its checksum: the bundle is corrupt or was modified")
+    values = np.frombuffer(data, dtype="<f4").astype(np.float32)
+    if not np.isfinite(values).all():
+        raise BundleError(f"{where}: weights must be finite numbers")
+    kernel, bias = values[:features * classes].reshape(features, classes), values[features * classes:]
+    return FloatHead(str(entry["features"]), kernel, bias)
 
 
 def _centres_shape(path: Path, entry: Mapping[str, Any], spec: ModelSpec) -> tuple[int, int]:

@@ -26,6 +26,9 @@ MAX_LABEL_LENGTH = 256
 SIGNATURE = "serving_default"  # the TFLite signature a bundle's model is run through
 INPUT_NAME = "image"
 EMBEDDING_NAME = "embedding"
+# Outputs named FEATURES_PREFIX + a feature name carry the features a head reads, for its last layer computed in
+# float on the device (edgeface.core.bundle.FloatHead).
+FEATURES_PREFIX = "features_"
 # Alignment points a crop can be fitted on, with how many of them it may use: the detector's keypoints
 # (BlazeFace: eyes, nose tip, mouth) or the face mesh's five points.
 LANDMARK_POINTS: dict[str, tuple[int, int]] = {"": (2, 4), "mesh5": (5, 5)}

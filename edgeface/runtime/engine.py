@@ -8,6 +8,10 @@ output, in float (:func:`identity_from_centres`), not from the model's own quant
 gives the last layer's outputs one scale, so people whose cosines differ by less than a step tie there, and
 the first listed wins. Every user of the engine (the daemon, the Python API, ``evaluate``, ``enroll``,
 ``calibrate``) therefore names trained people by the same rule.
+
+Likewise a bundle with float heads (``FloatHead``, emotion and gender) gets those heads from the features
+output each reads (``features_<name>``), its last layer applied in float (:func:`head_from_features`): in int8
+only the features are rounded, not the last layer. A bundle without them gives the model's own outputs.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from edgeface.core.bundle import IdentityCentres
+from edgeface.core.bundle import FloatHead, IdentityCentres
 from edgeface.core.errors import ModelError
 from edgeface.core.preprocess import check_crops, to_model_input
-from edgeface.core.spec import EMBEDDING_NAME, INPUT_NAME, SIGNATURE, ModelSpec
+from edgeface.core.spec import EMBEDDING_NAME, FEATURES_PREFIX, INPUT_NAME, SIGNATURE, ModelSpec
 
 
 class InferenceEngine(Protocol):
@@ -37,6 +41,15 @@ def identity_from_centres(embeddings: np.ndarray, centres: IdentityCentres) -> n
     """(N, P) identity probabilities: a softmax over ``centres.scale`` x the cosine of each unit embedding
     (N, D) with each person's centre, in float (what the model's nearest-centre head computes)."""
     logits = centres.scale * (np.asarray(embeddings, np.float32) @ centres.centres.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def head_from_features(features: np.ndarray, head: FloatHead) -> np.ndarray:
+    """(N, C) probabilities of a head whose last layer is ``head``: a softmax over ``features @ kernel + bias``
+    in float (what the model's Dense softmax computes)."""
+    logits = np.asarray(features, np.float32) @ head.kernel + head.bias
     logits -= logits.max(axis=1, keepdims=True)
     probabilities = np.exp(logits)
     return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -64,15 +77,20 @@ class LiteRTEngine:
 
     def __init__(self, model_bytes: bytes, spec: ModelSpec, num_threads: int | None = None,
                  source: str = "model", keep_all_tensors: bool = False,
-                 identity_centres: IdentityCentres | None = None) -> None:
+                 identity_centres: IdentityCentres | None = None,
+                 float_heads: dict[str, FloatHead] | None = None, keep_features: bool = False) -> None:
         """``keep_all_tensors``: for diagnosis, every intermediate tensor stays readable through
         :attr:`interpreter` after :meth:`predict` (no XNNPACK; see ``make_interpreter``). ``identity_centres``:
-        identity from the embedding in float (see the module's note), else the model's own output."""
+        identity from the embedding in float (see the module's note), else the model's own output;
+        ``float_heads``: those heads from their features in float, likewise. ``keep_features``: :meth:`predict`
+        also returns the ``features_<name>`` outputs (conversion measures the float heads on them)."""
         from edgeface.runtime.litert import make_interpreter
 
         self.spec = spec
         self.source = source
         self.identity_centres = identity_centres
+        self.float_heads = dict(float_heads or {})
+        self.keep_features = keep_features
         self._interpreter = make_interpreter(model_bytes, num_threads=num_threads, source=source,
                                              keep_all_tensors=keep_all_tensors)
         signatures = self._interpreter.get_signature_list()
@@ -98,6 +116,12 @@ class LiteRTEngine:
                 raise ModelError(f"{source}: {identity_centres.centres.shape[0]} x "
                                  f"{identity_centres.centres.shape[1]} identity centres for a model of "
                                  f"{shape[0]} people with embeddings of size {shape[1]}")
+        for head, layer in self.float_heads.items():
+            features = self._outputs.get(layer.features)
+            size = int(features["shape"][-1]) if features is not None else 0
+            if head not in spec.labels or layer.kernel.shape != (size, len(spec.labels[head])):
+                raise ModelError(f"{source}: a {layer.kernel.shape[0]} x {layer.kernel.shape[1]} float {head} head "
+                                 f"on {layer.features} (the model has {size or 'no such'} features there)")
         self._quantize_input = self._input_converter()
 
     @classmethod
@@ -108,7 +132,7 @@ class LiteRTEngine:
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
         return cls(bundle.model_bytes, bundle.spec, num_threads=num_threads, source=str(bundle.path),
-                   identity_centres=bundle.identity_centres)
+                   identity_centres=bundle.identity_centres, float_heads=dict(bundle.float_heads))
 
     @property
     def interpreter(self) -> Any:
@@ -160,7 +184,8 @@ class LiteRTEngine:
     def predict(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         check_crops(crops, self.spec)
         if len(crops) == 0:
-            return {name: np.zeros((0, int(d["shape"][-1])), np.float32) for name, d in self._outputs.items()}
+            return {name: np.zeros((0, int(d["shape"][-1])), np.float32) for name, d in self._outputs.items()
+                    if self.keep_features or not name.startswith(FEATURES_PREFIX)}
         raw = self._runner(**{INPUT_NAME: self._quantize_input(crops)})
         out: dict[str, np.ndarray] = {}
         for name, value in raw.items():
@@ -176,4 +201,8 @@ class LiteRTEngine:
             out[EMBEDDING_NAME] = out[EMBEDDING_NAME] / np.maximum(norms, 1e-12)
             if self.identity_centres is not None:
                 out["identity"] = identity_from_centres(out[EMBEDDING_NAME], self.identity_centres)
+        for head, layer in self.float_heads.items():
+            out[head] = head_from_features(out[layer.features], layer)
+        if not self.keep_features:
+            out = {name: value for name, value in out.items() if not name.startswith(FEATURES_PREFIX)}
         return out

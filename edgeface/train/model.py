@@ -327,6 +327,57 @@ def model_identity_centres(model: Any) -> Any:
     return IdentityCentres(unit.astype(np.float32), float(layer.scale))
 
 
+def float_head_layers(model: Any, spec: ModelSpec) -> dict[str, tuple[str, Any]]:
+    """The attribute heads of a model shaped as :func:`build_model` builds it whose last layer is a Dense softmax
+    on one of the backbone's named features (through dropout at most, nothing at inference): {head: (feature
+    name, Dense layer)}. Empty for any other model."""
+    import keras
+
+    parts = model_parts(model)
+    if parts is None:
+        return {}
+    reads = head_features(spec.backbone)
+    sizes = {name: int(tensor.shape[-1]) for name, tensor in parts.heads.input.items()} \
+        if isinstance(parts.heads.input, dict) else {}
+    found = {}
+    for head in ATTRIBUTE_HEADS:
+        layer = next((layer for layer in parts.heads.layers if layer.name == head), None)
+        if (isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.softmax
+                and reads[head] in sizes and int(layer.kernel.shape[0]) == sizes[reads[head]]):
+            found[head] = (reads[head], layer)
+    return found
+
+
+def with_feature_outputs(model: Any, features: Any) -> Any:
+    """``model`` (shaped as :func:`build_model` builds it) with the backbone's ``features`` (names) as outputs
+    too, named ``FEATURES_PREFIX + name``: the same layers, so what it computes is the model's own."""
+    import keras
+
+    from edgeface.core.spec import FEATURES_PREFIX
+
+    parts = model_parts(model)
+    if parts is None or not features:
+        return model
+    inputs = model.inputs[0]
+    pooled = parts.backbone(parts.preprocess(inputs))
+    outputs = dict(parts.heads(pooled))
+    outputs.update({FEATURES_PREFIX + name: pooled[name] for name in sorted(set(features))})
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+def model_float_heads(model: Any, spec: ModelSpec) -> dict[str, Any]:
+    """Each head of :func:`float_head_layers` as the device computes it in float
+    (``edgeface.core.bundle.FloatHead``), with the layer's weights as they are now."""
+    import numpy as np
+
+    from edgeface.core.bundle import FloatHead
+    from edgeface.core.spec import FEATURES_PREFIX
+
+    return {head: FloatHead(FEATURES_PREFIX + feature, np.asarray(layer.kernel, np.float32),
+                            np.asarray(layer.bias, np.float32))
+            for head, (feature, layer) in float_head_layers(model, spec).items()}
+
+
 def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None, batchnorm: bool = False) -> int:
     """Freeze the backbone, or unfreeze it from ``fine_tune_from`` on (a name ending in ``_``: the layers whose
     names start with it; None: all of it).
