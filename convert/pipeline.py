@@ -401,7 +401,7 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
     centres = model_identity_centres(keras_engine.model)
     # What is converted: the model with the features its Dense heads read as outputs too (the same layers).
     model = with_feature_outputs(keras_engine.model,
-                                 [feature for feature, _ in float_head_layers(keras_engine.model, spec).values()])
+                                 [output for output, _ in float_head_layers(keras_engine.model, spec).values()])
     sets = prepare_sets(keras_engine, options, progress, on_log)
     model_sha256 = sha256_bytes(model_path.read_bytes())
     results = []

@@ -68,7 +68,7 @@ def test_int8_ties_between_close_people_are_resolved_by_the_centres(small_model,
     other = _unit(other - (other @ embedding) * embedding)  # orthogonal to the embedding
     ben = embedding  # the face is ben's: cosine 1
     ana = _unit(embedding + 0.014 * other)  # cosine 0.9999: 0.003 apart in probability, below 1/256
-    model.get_layer("identity").set_weights([np.stack([ana, ben], axis=1)])
+    model.get_layer("identity").centres.assign(np.stack([ana, ben], axis=1))
     flatbuffer = convert_keras(model, "int8", SPEC, representative=crops)
 
     raw = LiteRTEngine(flatbuffer, SPEC).predict(face)
@@ -90,7 +90,7 @@ def test_centres_identity_is_the_keras_heads_in_float(small_model, tmp_path: Pat
 
     model, crops = small_model
     layer = model.get_layer("identity")
-    layer.set_weights([np.random.default_rng(2).normal(size=(8, 2)).astype(np.float32)])
+    layer.centres.assign(np.random.default_rng(2).normal(size=(8, 2)).astype(np.float32))
     centres = IdentityCentres(_unit(np.asarray(layer.centres).T).astype(np.float32), layer.scale)
     path = write_bundle(tmp_path / "float.edgeface", convert_keras(model, "float32", SPEC), SPEC, "float32",
                         identity_centres=centres)

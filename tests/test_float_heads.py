@@ -138,3 +138,125 @@ def test_engine_refuses_a_float_head_that_does_not_fit_its_model(tiny_bundles: d
     elsewhere = FloatHead(FEATURES_PREFIX + "nowhere", np.zeros((96, 2), np.float32), np.zeros(2, np.float32))
     with pytest.raises(ModelError, match="the model has no such features there"):
         LiteRTEngine(loaded.model_bytes, loaded.spec, float_heads={"gender": elsewhere})
+
+
+# --- identity: the logistic regression on the embedding, when it is clearly better than nearest centre -------
+
+def _ring(rng: np.random.Generator, count: int, angle: float) -> np.ndarray:
+    """Unit 128-d embeddings at ``angle`` (radians) around the first axis, in random directions."""
+    theta = rng.uniform(0, 2 * np.pi, count)
+    out = np.zeros((count, 128), np.float32)
+    out[:, 0], out[:, 1], out[:, 2] = np.cos(angle), np.sin(angle) * np.cos(theta), np.sin(angle) * np.sin(theta)
+    return out
+
+
+def _identity_choice(train: np.ndarray, val: np.ndarray, labels: list[str]):
+    """A dlib-resnet-tiny model's heads with person centres from ``train``, then the identity choice made on
+    ``val`` (both labelled ``labels``, a person per row). Returns (built model, its spec, choices)."""
+    from types import SimpleNamespace
+
+    from edgeface.core.spec import ModelSpec
+    from edgeface.data.manifest import Sample
+    from edgeface.train.choice import choose_identity_fit
+    from edgeface.train.model import backbone_info, build_model, set_identity_centres
+
+    spec = ModelSpec(labels={"identity": ("ana", "ben"), "emotion": ("happy", "neutral"),
+                             "gender": ("female", "male")}, input_size=150,
+                     crop=backbone_info("dlib-resnet-tiny").crop, backbone="dlib-resnet-tiny", embedding_size=128)
+    built = build_model(spec, weights="none")
+    set_identity_centres(built.heads, train, labels, ["ana", "ben"], scale=30.0)
+    samples = SimpleNamespace(cropped_samples=[Sample(Path(f"{i}.jpg"), person, None, None)
+                                               for i, person in enumerate(labels)])
+    prepared = SimpleNamespace(spec=spec, train_crops=samples, val_crops=samples)
+    return built, spec, choose_identity_fit(built, prepared, train, val, {"identity": {"kept": "probe", "why": "x"}})
+
+
+def test_identity_becomes_the_logistic_regression_only_when_clearly_better() -> None:
+    """Ana's faces sit on the first axis, Ben's on a ring 30 degrees around it: both people's centres are
+    (nearly) that axis, so nearest centre guesses, while a logistic regression tells them apart. Where the
+    two people are apart, nearest centre stays."""
+    from edgeface.train.model import model_float_heads, model_identity_centres
+
+    rng = np.random.default_rng(0)
+    labels = ["ana"] * 40 + ["ben"] * 40
+    train = np.concatenate([_ring(rng, 40, 0.02), _ring(rng, 40, np.pi / 6)])
+    val = np.concatenate([_ring(rng, 40, 0.02), _ring(rng, 40, np.pi / 6)])
+    built, spec, choices = _identity_choice(train, val, labels)
+    record = choices["identity"]
+    assert record["fit"] == "logistic" and record["validation"]["n"] == 80, record
+    assert record["validation"]["logistic"] > record["validation"]["centres"] + 0.2, record
+    assert record["why"].startswith("logistic regression on the unit embeddings: it is clearly better")
+    layer = built.heads.get_layer("identity")
+    assert layer.linear
+    # The Keras head is the regression on the unit embedding; it travels as a float head on the embedding.
+    out = np.asarray(built.heads({"descriptor": 3 * val, "attributes": np.zeros(
+        (len(val), int(built.heads.input["attributes"].shape[-1])), np.float32)})["identity"])
+    travelling = model_float_heads(built.model, spec)["identity"]
+    assert travelling.features == "embedding" and model_identity_centres(built.model) is None
+    np.testing.assert_allclose(out, head_from_features(val, travelling), atol=1e-5)
+
+    apart = np.concatenate([_ring(rng, 40, 0.02), _ring(rng, 40, 0.02)[:, [1, 0, 2, *range(3, 128)]]])
+    built, _, choices = _identity_choice(apart, apart, labels)
+    assert choices["identity"]["fit"] == "centres" and not built.heads.get_layer("identity").linear
+    assert "the logistic regression on the same embeddings: it is not clearly better" in choices["identity"]["why"]
+
+
+def test_a_logistic_identity_head_is_saved_converted_and_computed_in_float(synthetic_csv: Path,
+                                                                          tmp_path: Path) -> None:
+    """A model whose identity is the logistic regression, saved and loaded again (the layer keeps its mode and
+    bias), converted: the bundle gives identity from the embedding in float with the regression's weights,
+    the Keras model's identity to float rounding in float32, and no person centres."""
+    from edgeface.convert.options import ConvertOptions
+    from edgeface.convert.pipeline import convert_model
+    from edgeface.core.modelio import write_metadata
+    from edgeface.core.spec import ModelSpec
+    from edgeface.data.manifest import load_dataset
+    from edgeface.faces.crops import crop_samples
+    from edgeface.train.keras_model import keras_predict, save_keras_model
+    from edgeface.train.model import backbone_info, build_model
+    from edgeface.train.probe import fit_softmax_head
+
+    data = load_dataset(synthetic_csv)
+    spec = ModelSpec(labels={h: data.labels(h) for h in ("identity", "emotion", "gender")}, input_size=150,
+                     crop=backbone_info("dlib-resnet-tiny").crop, backbone="dlib-resnet-tiny", embedding_size=128)
+    built = build_model(spec, weights="none")
+    crops = crop_samples(data.samples[::2], spec.crop, spec.input_size)
+    faces = np.asarray(crops.crops)
+    embeddings = keras_predict(built.model, faces, spec)["embedding"]
+    kernel, bias = fit_softmax_head(embeddings, [s.identity for s in crops.cropped_samples], spec.labels["identity"])
+    built.heads.get_layer("identity").set_linear(kernel, bias)
+    (tmp_path / "run").mkdir()
+    model = save_keras_model(built.model, tmp_path / "run" / "model.keras")
+    write_metadata(model, {"spec": spec.to_dict()})
+    keras = KerasEngine(model)
+    assert keras.model.layers[-1].get_layer("identity").linear  # saved and loaded in its mode
+    reference = keras.predict(faces[:6])
+    logits = embeddings[:6] @ kernel + bias
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(reference["identity"], expected / expected.sum(1, keepdims=True), atol=1e-5)
+
+    options = ConvertOptions(representative=synthetic_csv, verify_data=synthetic_csv, min_agreement=0.0,
+                             representative_size=40, verify_size=40, equalize=False, bias_correction=False)
+    bundles = {r.precision: load_bundle(r.bundle_path)
+               for r in convert_model(model, ["float32", "int8"], tmp_path, options, progress=False,
+                                      on_log=lambda _: None)}
+    for precision, bundle in bundles.items():
+        assert bundle.identity_centres is None and bundle.float_heads["identity"].features == "embedding"
+        np.testing.assert_array_equal(bundle.float_heads["identity"].kernel, kernel)
+        out = LiteRTEngine.from_bundle(bundle).predict(faces[:6])
+        np.testing.assert_allclose(out["identity"], head_from_features(out["embedding"], bundle.float_heads["identity"]),
+                                   atol=1e-6)
+    np.testing.assert_allclose(LiteRTEngine.from_bundle(bundles["float32"]).predict(faces[:6])["identity"],
+                               reference["identity"], atol=1e-4)
+
+
+def test_a_nearest_centre_head_saved_before_it_had_a_bias_loads() -> None:
+    """model.keras files written before the identity layer had a bias hold one variable, its centres."""
+    rng = np.random.default_rng(1)
+    train = np.concatenate([_ring(rng, 4, 0.02), _ring(rng, 4, 0.5)])
+    built, _, _ = _identity_choice(train, train, ["ana"] * 4 + ["ben"] * 4)
+    layer = built.heads.get_layer("identity")
+    centres = rng.normal(size=(128, 2)).astype(np.float32)
+    layer.load_own_variables({"0": centres})
+    np.testing.assert_array_equal(np.asarray(layer.centres), centres)
+    np.testing.assert_array_equal(np.asarray(layer.bias), np.zeros(2, np.float32))

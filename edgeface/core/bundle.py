@@ -9,8 +9,9 @@ A bundle (``*.edgeface``) is a zip archive with two or three members:
   the accuracy measured at conversion, and the SHA-256 of ``model.tflite``);
 * ``identity_centres.f32`` (optional): the trained people's centres, :class:`IdentityCentres`, with which the
   device computes identity from the ``embedding`` output in float (``edgeface.runtime.engine``);
-* ``head_emotion.f32``, ``head_gender.f32`` (optional): a head's last layer, :class:`FloatHead`, which the device
-  applies in float to the features output the head reads (``features_<name>``).
+* ``head_emotion.f32``, ``head_gender.f32``, ``head_identity.f32`` (optional): a head's last layer,
+  :class:`FloatHead`, which the device applies in float to the output the head reads (``features_<name>``; for a
+  logistic-regression identity head, the ``embedding``).
 
 Reading a bundle needs numpy and the standard library: no TensorFlow, no LiteRT.
 """
@@ -36,7 +37,7 @@ from edgeface.core.errors import BundleError, ModelError
 from edgeface.core.fileio import require_regular_file, write_atomic
 from edgeface.core.gallery import THRESHOLD_RANGES
 from edgeface.core.reader import SHA256_HEX, Table, parse_json, shown
-from edgeface.core.spec import FEATURES_PREFIX, HEADS, ModelSpec
+from edgeface.core.spec import EMBEDDING_NAME, FEATURES_PREFIX, HEADS, ModelSpec
 from edgeface.core.version import __version__
 
 BUNDLE_FORMAT = "edgeface-bundle"
@@ -379,8 +380,10 @@ def _float_head_shape(path: Path, head: str, entry: Any, spec: ModelSpec) -> tup
         raise BundleError(f"{where}: {head} is {shape[0]} x {shape[1]}, but the model has {classes} {head} labels "
                           f"(and features of 1 to {MAX_FEATURES} values)")
     features = entry.get("features")
-    if not (isinstance(features, str) and features.startswith(FEATURES_PREFIX) and _MEMBER_NAME.fullmatch(features)):
-        raise BundleError(f"{where}: {head} reads {features!r}, not a {FEATURES_PREFIX}<name> output")
+    if not (isinstance(features, str) and _MEMBER_NAME.fullmatch(features)
+            and (features.startswith(FEATURES_PREFIX) or (head == "identity" and features == EMBEDDING_NAME))):
+        raise BundleError(f"{where}: {head} reads {features!r}, not a {FEATURES_PREFIX}<name> output (or, for "
+                          f"identity, the {EMBEDDING_NAME})")
     return shape[0], shape[1]
 
 

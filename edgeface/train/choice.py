@@ -11,6 +11,10 @@ Heads that read the same moving features go back together or not at all (they sh
 going back restores the backbone's pretrained weights. Heads whose features training leaves alone are exact
 fits already: the nearest person centre for identity, the probe's logistic regression for the others.
 
+A nearest-centre identity head is measured the same way against the other exact fit on the same unit
+embeddings, the probe's logistic regression: it becomes that regression only when that is clearly better
+(by the rule above, nearest centre standing for the exact fit), as both are computed in float on the device.
+
 A head that keeps its fine-tuned version was trained through dropout, label smoothing and augmented photos,
 and stopped when the summed validation loss did: its last layer is then fitted again exactly on the features
 fine-tuning left (the probe's logistic regression, its penalty chosen on the validation faces), and the refit
@@ -220,6 +224,51 @@ def refit_trained_heads(built: Any, prepared: TrainingData, choices: dict[str, d
         layer.set_weights([new_kernel, new_bias])
         out[head] = {**choices[head], "refit": record}
     return out
+
+
+def choose_identity_fit(built: Any, prepared: TrainingData, train_embeddings: np.ndarray | None,
+                        val_embeddings: np.ndarray | None, choices: dict[str, dict[str, Any]]
+                        ) -> dict[str, dict[str, Any]]:
+    """A nearest-centre identity head against the logistic regression on the same unit embeddings (the
+    probe's fit), on the labelled validation faces: the regression replaces it only when clearly better
+    (:func:`compare`, nearest centre in the exact fit's place). Returns ``choices`` with identity's record
+    (``fit``: "centres" or "logistic", and both validation accuracies)."""
+    from edgeface.core.errors import ModelError
+    from edgeface.train.layers import CosineSoftmax
+    from edgeface.train.model import IDENTITY_NAME
+    from edgeface.train.probe import fit_softmax_head
+
+    layer = built.heads.get_layer(IDENTITY_NAME)
+    if not isinstance(layer, CosineSoftmax) or train_embeddings is None or val_embeddings is None:
+        return choices
+    spec = prepared.spec
+    people = spec.labels["identity"]
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    train_unit, val_unit = unit(np.asarray(train_embeddings, np.float32)), unit(np.asarray(val_embeddings, np.float32))
+    try:
+        kernel, bias = fit_softmax_head(train_unit, [s.identity for s in prepared.train_crops.cropped_samples],
+                                        people)
+    except ModelError:  # one person only
+        return choices
+    samples = prepared.val_crops.cropped_samples
+    centres = np.asarray(layer(val_unit, training=False))
+    logistic_right = right(val_unit @ kernel + bias, samples, "identity", people)
+    centres_right = right(centres, samples, "identity", people)
+    kept, why = compare(logistic_right, centres_right)
+    accuracy = {"n": len(centres_right),
+                "centres": float(centres_right.mean()) if len(centres_right) else None,
+                "logistic": float(logistic_right.mean()) if len(logistic_right) else None}
+    record = dict(choices.get("identity", {}))
+    verdict = (why.split(", ", 1)[1] if why.startswith("fine-tuned") else why).replace(
+        "the probe", "nearest centre").replace("the exact fit", "nearest centre")
+    if kept == TRAINED:
+        layer.set_linear(kernel, bias)
+        record.update(why=f"logistic regression on the unit embeddings: {verdict}", fit="logistic")
+    else:
+        record.update(why=f"{record.get('why', 'nearest person centre')}; the logistic regression on the same "
+                          f"embeddings: {verdict}", fit="centres")
+    record["validation"] = accuracy
+    return {**choices, "identity": record}
 
 
 def describe(choices: dict[str, dict[str, Any]]) -> list[str]:

@@ -66,18 +66,38 @@ class CosineSoftmax(keras.layers.Layer):
     The nearest-centre identity head: each person's centre is the mean of their faces' unit embeddings, so
     trained people are ranked by the same cosine the enrollment gallery uses for enrolled ones. TFLite: L2
     normalisation, one fully connected layer, softmax.
+
+    With ``linear`` (:meth:`set_linear`) it is instead a logistic regression on the unit input: a softmax over
+    ``unit(x) @ centres + bias``, the centres then being its kernel (unnormalised, no scale).
     """
 
-    def __init__(self, units: int, scale: float = 30.0, **kwargs):
+    def __init__(self, units: int, scale: float = 30.0, linear: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.scale = scale
+        self.linear = linear
 
     def build(self, input_shape):
         self.centres = self.add_weight(shape=(int(input_shape[-1]), self.units), initializer="glorot_uniform",
                                        name="centres")
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias", trainable=False)
+
+    def load_own_variables(self, store):
+        if len(store.keys()) == 1:  # saved before the layer had a bias: nearest centre, no bias
+            self.centres.assign(store["0"])
+            self.bias.assign(np.zeros(self.units, np.float32))
+            return
+        super().load_own_variables(store)
+
+    def set_linear(self, kernel, bias) -> None:
+        """Make this a logistic regression on the unit input: ``kernel`` (D, units), ``bias`` (units,)."""
+        self.linear = True
+        self.centres.assign(kernel)
+        self.bias.assign(bias)
 
     def call(self, inputs):
+        if self.linear:
+            return ops.softmax(ops.matmul(unit_vectors(inputs), self.centres) + self.bias, axis=-1)
         cosine = ops.matmul(unit_vectors(inputs), ops.normalize(self.centres, axis=0))
         return ops.softmax(self.scale * cosine, axis=-1)
 
@@ -85,7 +105,7 @@ class CosineSoftmax(keras.layers.Layer):
         return (*input_shape[:-1], self.units)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "scale": self.scale}
+        return {**super().get_config(), "units": self.units, "scale": self.scale, "linear": self.linear}
 
 
 @keras.saving.register_keras_serializable(package="edgeface")

@@ -305,7 +305,7 @@ def set_identity_centres(heads: Any, embeddings: Any, labels: Any, people: Any, 
     from edgeface.train.centres import person_centres
 
     layer = heads.get_layer(IDENTITY_NAME)
-    layer.set_weights([person_centres(embeddings, people, labels)])
+    layer.centres.assign(person_centres(embeddings, people, labels))
     layer.scale = float(scale)
 
 
@@ -319,7 +319,7 @@ def model_identity_centres(model: Any) -> Any:
 
     parts = model_parts(model)
     layer = next((layer for layer in parts.heads.layers if layer.name == IDENTITY_NAME), None) if parts else None
-    if not isinstance(layer, CosineSoftmax):
+    if not isinstance(layer, CosineSoftmax) or layer.linear:
         return None
     centres = np.asarray(layer.centres, np.float64).T
     norms = np.linalg.norm(centres, axis=1, keepdims=True)
@@ -328,10 +328,15 @@ def model_identity_centres(model: Any) -> Any:
 
 
 def float_head_layers(model: Any, spec: ModelSpec) -> dict[str, tuple[str, Any]]:
-    """The attribute heads of a model shaped as :func:`build_model` builds it whose last layer is a Dense softmax
-    on one of the backbone's named features (through dropout at most, nothing at inference): {head: (feature
-    name, Dense layer)}. Empty for any other model."""
+    """The heads of a model shaped as :func:`build_model` builds it whose last layer the device can compute in
+    float from an output of the model: {head: (output name, layer)}. An attribute head that is a Dense softmax
+    on one of the backbone's named features (through dropout at most, nothing at inference) reads
+    ``FEATURES_PREFIX + feature``; a nearest-centre identity head made a logistic regression
+    (``CosineSoftmax.set_linear``) reads the embedding. Empty for any other model."""
     import keras
+
+    from edgeface.core.spec import FEATURES_PREFIX
+    from edgeface.train.layers import CosineSoftmax
 
     parts = model_parts(model)
     if parts is None:
@@ -344,25 +349,30 @@ def float_head_layers(model: Any, spec: ModelSpec) -> dict[str, tuple[str, Any]]
         layer = next((layer for layer in parts.heads.layers if layer.name == head), None)
         if (isinstance(layer, keras.layers.Dense) and layer.activation is keras.activations.softmax
                 and reads[head] in sizes and int(layer.kernel.shape[0]) == sizes[reads[head]]):
-            found[head] = (reads[head], layer)
+            found[head] = (FEATURES_PREFIX + reads[head], layer)
+    identity = next((layer for layer in parts.heads.layers if layer.name == IDENTITY_NAME), None)
+    if isinstance(identity, CosineSoftmax) and identity.linear:
+        found[IDENTITY_NAME] = (EMBEDDING_NAME, identity)
     return found
 
 
-def with_feature_outputs(model: Any, features: Any) -> Any:
-    """``model`` (shaped as :func:`build_model` builds it) with the backbone's ``features`` (names) as outputs
-    too, named ``FEATURES_PREFIX + name``: the same layers, so what it computes is the model's own."""
+def with_feature_outputs(model: Any, outputs: Any) -> Any:
+    """``model`` (shaped as :func:`build_model` builds it) with the backbone's features among ``outputs``
+    (names ``FEATURES_PREFIX + feature``; others are the model's own) as outputs too: the same layers, so what
+    it computes is the model's own."""
     import keras
 
     from edgeface.core.spec import FEATURES_PREFIX
 
     parts = model_parts(model)
+    features = sorted({name[len(FEATURES_PREFIX):] for name in outputs if name.startswith(FEATURES_PREFIX)})
     if parts is None or not features:
         return model
     inputs = model.inputs[0]
     pooled = parts.backbone(parts.preprocess(inputs))
-    outputs = dict(parts.heads(pooled))
-    outputs.update({FEATURES_PREFIX + name: pooled[name] for name in sorted(set(features))})
-    return keras.Model(inputs, outputs, name=model.name)
+    given = dict(parts.heads(pooled))
+    given.update({FEATURES_PREFIX + name: pooled[name] for name in features})
+    return keras.Model(inputs, given, name=model.name)
 
 
 def model_float_heads(model: Any, spec: ModelSpec) -> dict[str, Any]:
@@ -371,11 +381,12 @@ def model_float_heads(model: Any, spec: ModelSpec) -> dict[str, Any]:
     import numpy as np
 
     from edgeface.core.bundle import FloatHead
-    from edgeface.core.spec import FEATURES_PREFIX
 
-    return {head: FloatHead(FEATURES_PREFIX + feature, np.asarray(layer.kernel, np.float32),
-                            np.asarray(layer.bias, np.float32))
-            for head, (feature, layer) in float_head_layers(model, spec).items()}
+    heads = {}
+    for head, (output, layer) in float_head_layers(model, spec).items():
+        kernel = layer.centres if head == IDENTITY_NAME else layer.kernel
+        heads[head] = FloatHead(output, np.asarray(kernel, np.float32), np.asarray(layer.bias, np.float32))
+    return heads
 
 
 def set_backbone_trainable(backbone, fine_tune: bool, fine_tune_from: str | None, batchnorm: bool = False) -> int:

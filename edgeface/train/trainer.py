@@ -31,7 +31,8 @@ from edgeface.data.manifest import Dataset, load_dataset, split_dataset
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.report.plots import plot_history
 from edgeface.train.batches import TrainingData, encode_labels, make_tf_dataset
-from edgeface.train.choice import FrozenModel, choose_heads, describe, keep_frozen_model, refit_trained_heads
+from edgeface.train.choice import (PROBE, FrozenModel, choose_heads, choose_identity_fit, describe, keep_frozen_model,
+                                   refit_trained_heads)
 from edgeface.train.config import TrainConfig
 from edgeface.train.frozen import (FrozenFeatures, features_fine_tuned, fit_attribute_heads, frozen_features,
                                    linear_probe, set_centres_from, set_heads_trainable)
@@ -184,7 +185,8 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         built = build_model(prepared.spec, weights=config.weights)
     frozen = FrozenFeatures(*(frozen_features(built, crops.crops, prepared.spec)
                               for crops in (prepared.train_crops, prepared.val_crops)))
-    set_centres_from(built, prepared, frozen.train.get(DESCRIPTOR), frozen.val.get(DESCRIPTOR), on_log)
+    train_embed, val_embed = frozen.train.get(DESCRIPTOR), frozen.val.get(DESCRIPTOR)
+    set_centres_from(built, prepared, train_embed, val_embed, on_log)
     phases = fit_phases(built, prepared, config, strategy, frozen, on_log)
     if DESCRIPTOR in phases.moved and backbone_info(config.backbone).identity_head == "centres":
         # the identity path moved (fine-tuned, or trained from scratch): centres from the embeddings it gives now
@@ -193,6 +195,9 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
         set_centres_from(built, prepared, train_embed, val_embed, on_log)
     choices = choose_heads(built, prepared, frozen, phases.moved, phases.fitted, phases.frozen_model)
     choices = refit_trained_heads(built, prepared, choices)
+    if not (DESCRIPTOR in phases.moved and choices.get("identity", {}).get("kept") == PROBE):
+        # (a moved identity path that went back to its frozen weights has its centres from the moved one)
+        choices = choose_identity_fit(built, prepared, train_embed, val_embed, choices)
     for line in describe(choices):
         on_log(line)
     probe = linear_probe(built, prepared, frozen)
