@@ -117,8 +117,10 @@ def heldout_probe(run_dir: Path, test_csv: Path) -> dict[str, float | None]:
 
 
 def measure(run_dir: Path, bundle: Path, test_csv: Path, report: Path) -> dict[str, Any]:
-    """Keras and int8 on the test photos (``edgeface evaluate``), the probe beside them, and what ``train``
-    kept for each head."""
+    """Keras and int8 on the test photos (``edgeface evaluate``), the probe beside them, what ``train`` kept for
+    each head, and how the int8 bundle gives it (``device``: "float", its last layer in float from the features
+    the bundle outputs; "centres", identity's nearest centre in float; "model", the model's own output)."""
+    from edgeface.core.bundle import read_manifest
     from edgeface.core.modelio import MODEL_NAME, read_metadata
 
     run(EDGEFACE, "evaluate", run_dir, bundle, "--data", test_csv, "--json", report)
@@ -126,6 +128,9 @@ def measure(run_dir: Path, bundle: Path, test_csv: Path, report: Path) -> dict[s
     keras, int8 = evaluation["models"]
     probe = heldout_probe(run_dir, test_csv)
     metadata = read_metadata(run_dir / MODEL_NAME)
+    manifest = read_manifest(bundle)
+    rules = {**(manifest.get("head_rules") or {}), "identity": manifest.get("identity_rule") or
+             (manifest.get("head_rules") or {}).get("identity") or {}}
     heads = {}
     for head in HEADS:
         heads[head] = {"keras": keras["heads"][head]["accuracy"], "int8": int8["heads"][head]["accuracy"],
@@ -135,7 +140,9 @@ def measure(run_dir: Path, bundle: Path, test_csv: Path, report: Path) -> dict[s
                                                         - int8["heads"][head]["accuracy"]), 2),
                        "kept": metadata.get("heads", {}).get(head, {}).get("kept"),
                        "validation": metadata.get("heads", {}).get(head, {}).get("validation"),
-                       "refit": metadata.get("heads", {}).get(head, {}).get("refit")}
+                       "refit": metadata.get("heads", {}).get(head, {}).get("refit"),
+                       "fit": metadata.get("heads", {}).get(head, {}).get("fit"),
+                       "device": rules.get(head, {}).get("used", "model")}
     dataset = metadata["dataset"]
     return {"train_photos": dataset["train_photos"], "val_photos": dataset["val_photos"],
             "test_photos": evaluation["data"]["photos"], "people": len(metadata["spec"]["labels"]["identity"]),

@@ -350,12 +350,18 @@ def household_sets(figures: Figures) -> str:
     text = table(("people", "seed", "training photos", "emotion labels", "test photos", "identity %", "emotion %",
                   "gender %"), rows)
     emotion_kept = sum(s["heads"]["emotion"]["kept"] == "trained" for s in d["sets"])
+    logistic = sum(s["heads"]["identity"].get("fit") == "logistic" for s in d["sets"])
+    identity = ("identity (nearest person centre" + (f"; the logistic regression on the same embeddings on {logistic}"
+                                                     f" of {len(d['sets'])} sets" if logistic else "") + ")")
+    in_float = [h for h in HEADS if all(s["heads"][h].get("device") in ("float", "centres") for s in d["sets"])]
+    device = (f" The int8 bundle computes {' and '.join(in_float)}'s last layer in float on the device, from the "
+              "features it outputs." if in_float else "")
     notes = [f"Each cell: Keras / int8 / linear probe on the set's test photos. {pct(d['test_fraction'], 0)} of "
              f"each person's {d['photos_per_person'][0]} to {d['photos_per_person'][1]} photos held out; emotion "
              f"labels kept on {pct(d['emotion_labels'], 0)} of the training photos; detector {d['detector']}. "
              f"`train` kept emotion's fine-tuned branch on {emotion_kept} of {len(d['sets'])} sets and the probe's "
-             "exact fit on the others; identity (nearest person centre) and gender (exact fit) read dlib's frozen "
-             "descriptor on every set."]
+             f"exact fit on the others; {identity} and gender (exact fit) read dlib's frozen descriptor on every "
+             f"set.{device}"]
     bullets = "\n".join(textwrap.fill(n, 110, initial_indent="- ", subsequent_indent="  ", break_long_words=False,
                                       break_on_hyphens=False) for n in probe_verdicts(d["sets"]))
     return f"{text}\n\n{para(notes[0])}\n\n{bullets}\n\n{sources(result)}\n"
