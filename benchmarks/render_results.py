@@ -354,8 +354,9 @@ def household_sets(figures: Figures) -> str:
     identity = ("identity (nearest person centre" + (f"; the logistic regression on the same embeddings on {logistic}"
                                                      f" of {len(d['sets'])} sets" if logistic else "") + ")")
     in_float = [h for h in HEADS if all(s["heads"][h].get("device") in ("float", "centres") for s in d["sets"])]
-    device = (f" The int8 bundle computes {' and '.join(in_float)}'s last layer in float on the device, from the "
-              "features it outputs." if in_float else "")
+    named = ", ".join(in_float[:-1]) + (" and " if len(in_float) > 1 else "") + (in_float[-1] if in_float else "")
+    device = (f" The int8 bundle computes the last layer of {named} in float on the device, from the outputs it "
+              "reads (the embedding, the features)." if in_float else "")
     notes = [f"Each cell: Keras / int8 / linear probe on the set's test photos. {pct(d['test_fraction'], 0)} of "
              f"each person's {d['photos_per_person'][0]} to {d['photos_per_person'][1]} photos held out; emotion "
              f"labels kept on {pct(d['emotion_labels'], 0)} of the training photos; detector {d['detector']}. "
