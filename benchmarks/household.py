@@ -572,6 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--enrolled", type=int, default=Config.enrolled, help="enrolled people per household")
     parser.add_argument("--strangers", type=int, default=Config.strangers, help="strangers on video per household")
     parser.add_argument("--visits", type=int, default=Config.visits, help="visits of each person on video")
+    parser.add_argument("--enroll-photos", default="-".join(map(str, Config.enroll_photos)), metavar="LOW-HIGH",
+                        help="photos each enrolled person is enrolled from (drawn between LOW and HIGH); other "
+                             "than the default, the figures go to household-<set>-enrolled-LOW-HIGH")
     parser.add_argument("--far", type=float, default=Config.far, help="per-visit false-accept rate calibrated")
     parser.add_argument("--synthetic-people", type=int, default=40,
                         help="people of the synthetic set (each also has a lookalike)")
@@ -590,8 +593,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print the figures, do not write results/")
     parser.add_argument("--out", type=Path, help="also write the figures here (a trial: with --no-write)")
     args = parser.parse_args(argv)
+    low, _, high = args.enroll_photos.partition("-")
+    if not (low.isdigit() and high.isdigit() and 1 <= int(low) <= int(high)):
+        parser.error(f"--enroll-photos: LOW-HIGH with 1 <= LOW <= HIGH, got {args.enroll_photos!r}")
+    enroll_photos = (int(low), int(high))
     config = Config(households=args.households, enrolled=args.enrolled, strangers=args.strangers,
-                    visits=args.visits, far=args.far, seed=args.seed,
+                    visits=args.visits, enroll_photos=enroll_photos, far=args.far, seed=args.seed,
                     lookalikes=args.lookalikes, name_trained=args.name_trained, recognition=tuple(
                         (k, int(v) if k in ("budget", "gather") else float(v))
                         for k, v in (item.split("=") for item in args.recognition.split(",") if item)))
@@ -617,7 +624,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         kept = [a for k, a in enumerate(given) if a not in LOCAL_OPTIONS and (k == 0 or given[k - 1] not in
                                                                                LOCAL_OPTIONS)]
         command = "python benchmarks/household.py " + " ".join(kept)  # without where it kept its files
-        write_result(f"household-{args.set}", figures, command)
+        name = f"household-{args.set}"
+        if enroll_photos != Config.enroll_photos:
+            name += f"-enrolled-{low}-{high}"
+        write_result(name, figures, command)
     return 0
 
 

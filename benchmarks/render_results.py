@@ -600,8 +600,9 @@ def household_tables(result: Result) -> str:
         row("strangers' frames with a name", "", lambda f: share(f["stranger_frames_named"], 2)),
     ])
     setup = d["setup"]
-    text = (f"{setup['households']} households of {setup['enrolled']} enrolled people and {setup['strangers']} "
-            f"strangers ({setup['people']} people in all, {model_name(setup)} {setup['precision']}), each on "
+    low, high = setup["enroll_photos"]
+    text = (f"{setup['households']} households of {setup['enrolled']} people enrolled from {low}-{high} photos "
+            f"each and {setup['strangers']} strangers ({setup['people']} people in all, {model_name(setup)} {setup['precision']}), each on "
             f"video {setup['visits']} times in scenes of {setup['max_faces'][0]} to {setup['max_faces'][-1]} "
             f"faces at {setup['fps']:.0f} fps: {first['enrolled_visits']} visits of enrolled people, "
             f"{first['stranger_visits']} of strangers, {first['face_frames']:,} face frames; thresholds "
@@ -618,7 +619,9 @@ def household_tables(result: Result) -> str:
 
 
 # benchmarks/household.py --set NAME writes household-NAME (household-sets is household_sets.py's: training)
-HOUSEHOLD_SETS = {"household-celeba": "celeba-299, people never trained on", "household-synthetic": "the synthetic set"}
+HOUSEHOLD_SETS = {"household-celeba": "celeba-299, people never trained on",
+                  "household-celeba-enrolled-8-10": "celeba-299, people never trained on, enrolled from more photos",
+                  "household-synthetic": "the synthetic set"}
 
 
 @renderer("household")
