@@ -40,17 +40,18 @@ class InferenceEngine(Protocol):
 def identity_from_centres(embeddings: np.ndarray, centres: IdentityCentres) -> np.ndarray:
     """(N, P) identity probabilities: a softmax over ``centres.scale`` x the cosine of each unit embedding
     (N, D) with each person's centre, in float (what the model's nearest-centre head computes)."""
-    logits = centres.scale * (np.asarray(embeddings, np.float32) @ centres.centres.T)
-    logits -= logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(logits)
-    return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+    return _softmax(centres.scale * (np.asarray(embeddings, np.float32) @ centres.centres.T))
 
 
 def head_from_features(features: np.ndarray, head: FloatHead) -> np.ndarray:
     """(N, C) probabilities of a head whose last layer is ``head``: a softmax over ``features @ kernel + bias``
     in float (what the model's Dense softmax computes)."""
-    logits = np.asarray(features, np.float32) @ head.kernel + head.bias
-    logits -= logits.max(axis=1, keepdims=True)
+    return _softmax(np.asarray(features, np.float32) @ head.kernel + head.bias)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, C) logits, float32."""
+    logits = logits - logits.max(axis=1, keepdims=True)
     probabilities = np.exp(logits)
     return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
 
