@@ -575,7 +575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--enroll-photos", default="-".join(map(str, Config.enroll_photos)), metavar="LOW-HIGH",
                         help="photos each enrolled person is enrolled from (drawn between LOW and HIGH); other "
                              "than the default, the figures go to household-<set>-enrolled-LOW-HIGH")
-    parser.add_argument("--far", type=float, default=Config.far, help="per-visit false-accept rate calibrated")
+    parser.add_argument("--far", type=float, default=Config.far,
+                        help="per-visit false-accept rate calibrated; other than the default, the figures go to "
+                             "household-<set>[-enrolled-LOW-HIGH]-far-FAR (the trade-off on docs/results.md)")
     parser.add_argument("--synthetic-people", type=int, default=40,
                         help="people of the synthetic set (each also has a lookalike)")
     parser.add_argument("--lookalikes", type=int, default=0,
@@ -627,6 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = f"household-{args.set}"
         if enroll_photos != Config.enroll_photos:
             name += f"-enrolled-{low}-{high}"
+        if args.far != Config.far:
+            name += f"-far-{args.far:g}"
         write_result(name, figures, command)
     return 0
 
