@@ -7,7 +7,7 @@ One file per measurement run, ``results/<name>.json``::
      "data": {...the raw figures...}}
 
 ``commit`` is the short sha of the checkout that ran, taken when the run started (``-dirty`` when tracked
-files had uncommitted changes); ``load`` the load average when the file was written (machines are shared: say
+files outside results/ and docs/ had uncommitted changes); ``load`` the load average when the file was written (machines are shared: say
 how busy it was). Figures measured before results were kept as data carry ``"recorded"`` instead of ``load``:
 the page they were transcribed from; their date and commit are those of the commit that published them and
 of its parent (the code that was measured). ``note``, when present, says what a reader must know about the
@@ -93,7 +93,9 @@ def git_commit() -> str:
 
     try:
         sha = git("rev-parse", "--short", "HEAD")
-        return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        # results/ and docs/ are what runs write, not code: runs in a row stay clean
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!docs")
+        return sha + ("-dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
