@@ -327,7 +327,9 @@ MALFORMED = {
                   b'Content-Length: 12\r\n\r\n{"token": 1}',
     "form: multipart": b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
                        b"boundary=x\r\nContent-Length: 5\r\n\r\n--x--",
-    "form: 2 MB body": form_post("/ui/login", "token=" + "x" * 2_000_000),
+    # declared, not sent: the server answers 413 on the headers and closes, and a client still sending the
+    # body then gets a reset that can discard the answer (one CI run); the decision is the headers' alone
+    "form: 2 MB body": form_post("/ui/login", "token=" + "x" * 2_000_000).partition(b"\r\n\r\n")[0] + b"\r\n\r\n",
     "form: short body": b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\ntoken=x",
     "Content-Length: not a number": b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ten\r\n\r\n",
     "Content-Length: negative": b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
