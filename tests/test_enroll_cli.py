@@ -136,7 +136,9 @@ def test_calibrate_identify_and_reject(tiny_bundles: dict[str, Path], photos, st
     bundle = tiny_bundles["int8"]
     nothing = cli("calibrate", "--bundle", bundle, "--impostors", photos["Sofia"][0])
     assert nothing.exit_code == 2 and "nobody is enrolled for this bundle" in nothing.output
-    assert cli("enroll", "--bundle", bundle, "--name", "Priya", *photos["Priya"][:3]).exit_code == 0
+    # Priya is enrolled from the one photo she is shown by below, so her score there is 1 whatever the tiny
+    # model (trained anew each run) makes of new people: with 3 photos, a run's strangers came within 0.02 of it.
+    assert cli("enroll", "--bundle", bundle, "--name", "Priya", photos["Priya"][0]).exit_code == 0
     strangers = photos["Sofia"] + photos["Kenji"]
     calibrated = cli("calibrate", "--bundle", bundle, "--far", "0", *impostor_args(strangers))
     assert calibrated.exit_code == 0, calibrated.output
@@ -146,13 +148,13 @@ def test_calibrate_identify_and_reject(tiny_bundles: dict[str, Path], photos, st
     assert gallery.similarity_threshold is not None and gallery.calibration["faces"] == 12
     assert "calibrated" in cli("people", "list", "--bundle", bundle).output
 
-    # An enrolled photo is its own best match (half its own photo, 1, half Priya's centre); strangers are below
-    # the calibrated thresholds.
+    # An enrolled photo is its own best match (its own photo and Priya's centre: 1); strangers are below the
+    # calibrated thresholds.
     named = cli("identify", "--bundle", bundle, "--json", photos["Priya"][0], *strangers[:4],
                 photos["bad"][2])
     assert named.exit_code == 0, named.output
     records = [json.loads(line) for line in named.stdout.splitlines()]
-    assert records[0]["identity"]["label"] == "Priya" and records[0]["identity"]["score"] > 0.9
+    assert records[0]["identity"]["label"] == "Priya" and records[0]["identity"]["score"] > 0.99
     assert [r["identity"]["label"] for r in records[1:5]] == ["unknown"] * 4
     assert records[5]["error"].endswith("no face found") and "identity" not in records[5]
     # An explicit threshold wins over the calibrated one: at the top of the range only a similarity of 1 names.
@@ -166,7 +168,8 @@ def test_calibrate_identify_and_reject(tiny_bundles: dict[str, Path], photos, st
 def test_daemon_reports_enrolled_people_and_unknown(tiny_bundles: dict[str, Path], photos, state: Path,
                                                     tmp_path: Path) -> None:
     bundle = tiny_bundles["int8"]
-    assert cli("enroll", "--bundle", bundle, "--name", "Priya", *photos["Priya"][:3]).exit_code == 0
+    # enrolled from the photo she is shown by, as in test_calibrate_identify_and_reject
+    assert cli("enroll", "--bundle", bundle, "--name", "Priya", photos["Priya"][0]).exit_code == 0
     strangers = photos["Sofia"] + photos["Kenji"]
     assert cli("calibrate", "--bundle", bundle, "--far", "0", *impostor_args(strangers)).exit_code == 0
     # At --far 0 the thresholds sit just above the closest stranger (ABOVE_ALL_MARGIN); the daemon gets the
