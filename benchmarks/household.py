@@ -25,8 +25,10 @@ identity head names nobody (``identity_threshold`` above 1, as a user of a model
 it; ``--name-trained`` calibrates it beside the gallery instead).
 
 Scored against the scene's truth: enrolled visits named right (the right name given, never a wrong one; of all
-visits, and of the visits the camera saw: the face found in at least ``[visits] min_frames`` frames, as fewer
-make no visit on the device), strangers' visits given a name (in any frame), face frames with a wrong name, and the time from a person's
+visits; of the visits the camera saw: the face found in at least ``[visits] min_frames`` frames, as fewer
+make no visit on the device; and of the visits whose face was in full view for ``IN_VIEW_SECONDS``: neither
+half out of the frame nor covered by a nearer face, which separates what the camera could not see from what the
+recognition missed), strangers' visits given a name (in any frame), face frames with a wrong name, and the time from a person's
 first frame on screen to their right name. The figures go to ``results/household-<set>.json``; per-visit
 details of the failures (which person, what the evidence said) to ``--details`` (never committed).
 
@@ -65,6 +67,9 @@ START = 1_700_000_000.0  # the first frame's time (unix seconds): visits and ref
 NAME_NO_TRAINED = 1.01  # an identity threshold above any probability: the identity head names nobody
 # A visit the camera saw: its face found in this many frames (``[visits] min_frames``: fewer make no visit).
 SEEN_FRAMES = VisitConfig().min_frames
+# A visit in full view: its face at least FULL_VIEW visible (in the frame, not covered) this long, all told.
+IN_VIEW_SECONDS = 1.0
+FULL_VIEW = 0.9
 RULES = ("per_track", "every_face", "per_frame")
 LOCAL_OPTIONS = ("--cache", "--details", "--out")  # where a run keeps its files: not part of its command
 
@@ -379,6 +384,7 @@ class VisitScore:
     wrong: int = 0  # ... carrying another name (a stranger: any name)
     first_right: float | None = None  # seconds from the visit's first frame on screen to its right name
     names: dict[str, int] = field(default_factory=dict)
+    in_view: float = 0.0  # seconds its face was in full view (the truth's, detected or not)
 
     @property
     def named_right(self) -> bool:
@@ -410,6 +416,7 @@ class Score:
         enrolled = [v for v in self.visits if v.enrolled]
         strangers = [v for v in self.visits if not v.enrolled]
         seen = [v for v in enrolled if v.frames >= SEEN_FRAMES]
+        in_view = [v for v in enrolled if v.in_view >= IN_VIEW_SECONDS - 1e-9]
         times = np.array([v.first_right if v.first_right is not None and v.named_right else np.inf
                           for v in enrolled], np.float64)
         return {
@@ -418,6 +425,7 @@ class Score:
             "enrolled_given_a_wrong_name": _share(sum(v.wrong > 0 for v in enrolled), len(enrolled)),
             "enrolled_never_named": _share(sum(v.right == 0 and v.wrong == 0 for v in enrolled), len(enrolled)),
             "enrolled_seen_named_right": _share(sum(v.named_right for v in seen), len(seen)),
+            "enrolled_in_view_named_right": _share(sum(v.named_right for v in in_view), len(in_view)),
             "stranger_visits": len(strangers),
             "strangers_given_a_name": _share(sum(v.wrong > 0 for v in strangers), len(strangers)),
             "face_frames": self.face_frames,
@@ -448,10 +456,14 @@ def score(truth: Any, run: Run, enrolled: Iterable[str]) -> Score:
 
     enrolled = set(enrolled)
     visits = {v.visit: VisitScore(v.identity, v.identity in enrolled, v.start) for v in truth.visits}
+    for faces in truth.frames:
+        for face in faces:
+            if face.visible >= FULL_VIEW and face.visit in visits:
+                visits[face.visit].in_view += 1.0 / truth.fps
     out = Score()
     for index, faces in enumerate(run.frames):
         matched = truth.match(index, [box for box, _, _ in faces])
-        for (box, _, label), true in zip(faces, matched):
+        for (_, _, label), true in zip(faces, matched):
             if true is None:
                 out.unmatched += 1
                 continue
@@ -550,7 +562,8 @@ def run_households(bundle_path: Path, people: People, config: Config, work: Path
     return {
         "setup": {**{k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()},
                   "bundle": bundle_path.name, "backbone": bundle.spec.backbone, "precision": bundle.precision,
-                  "input_size": bundle.spec.input_size, "people": len(people.photos)},
+                  "input_size": bundle.spec.input_size, "people": len(people.photos),
+                  "in_view": {"seconds": IN_VIEW_SECONDS, "visible": FULL_VIEW}},
         "rules": {rule: totals[rule].figures() for rule in rules},
         "encoder_after_named": {"tracks": tracks, "tracks_at_most_1_in_5": sum(d["tracks_at_most_1_in_5"]
                                                                                 for d in duty),

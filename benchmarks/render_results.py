@@ -261,7 +261,7 @@ def celeba_heads(figures: Figures) -> str:
     text = table(("model", "precision", "identity %", "emotion %", "gender %", "flatbuffer", "bundle file"), rows)
     default = files[0]
     int8 = heads_by_precision(default)["int8"]
-    notes = [f"Balanced accuracies of dlib-resnet int8: "
+    notes = ["Balanced accuracies of dlib-resnet int8: "
              + ", ".join(f"{h} {pct(int8['heads'][h]['balanced_accuracy'], 2)}" for h in HEADS) + "."]
     gate = [f"{model_name(r.data['models'][0])} {'passes' if r.data['passed'] else 'fails'} it"
             for r in files if r.data["max_drop"] == 0.5]
@@ -583,10 +583,15 @@ def household_tables(result: Result) -> str:
         return (what, target, *(bold(cell(r[key]), key == "per_track") for key, _ in rules))
 
     first = r[rules[0][0]]
+    in_view = d["setup"].get("in_view", {})
     visits = table(header, [
         row("enrolled people's visits named right", ">= 97%", lambda f: share(f["enrolled_named_right"])),
         *([row("... of the visits the camera saw (the face found in 3 frames or more)", "",
                lambda f: share(f["enrolled_seen_named_right"]))] if "enrolled_seen_named_right" in first else []),
+        *([row(f"... of the visits with the face in full view for {in_view.get('seconds', 0):g} s or more (at "
+               f"least {pct(in_view.get('visible', 0), 0)} in the frame and not covered)", "",
+               lambda f: share(f["enrolled_in_view_named_right"]))] if "enrolled_in_view_named_right" in first
+          else []),
         row("... never named", "", lambda f: share(f["enrolled_never_named"])),
         row("... given a wrong name at some point", "", lambda f: share(f["enrolled_given_a_wrong_name"])),
         row("strangers' visits given a name", "<= 1%", lambda f: share(f["strangers_given_a_name"])),

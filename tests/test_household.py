@@ -62,6 +62,13 @@ def test_scores_visits_and_face_frames_against_the_truth(truth: SceneTruth) -> N
     assert silent["enrolled_never_named"]["count"] == 1 and silent["strangers_given_a_name"]["count"] == 0
     assert silent["visits_never_detected"] == 1  # Zed's face was never found
 
+    # In full view for 1 s (10 frames at 10 fps) or more: Maya's visit counts; a visit half hidden does not.
+    assert silent["enrolled_in_view_named_right"] == {"count": 0, "of": 1, "rate": 0.0}
+    hidden = SceneTruth(10.0, (640, 480), {"Maya": {}}, (TrueVisit("Maya", 0, 0, 9, 0.0, 0.9),),
+                        tuple((face("Maya", 0, 100, 1.0 if i < 9 else 0.6),) for i in range(10)))
+    assert score(hidden, run_of([[(100, "Maya")] for _ in range(10)]), enrolled={"Maya"}).figures()[
+        "enrolled_in_view_named_right"] == {"count": 0, "of": 0, "rate": None}
+
 
 def test_the_per_frame_baseline_smooths_each_track_and_applies_the_photo_rule() -> None:
     """An exponential moving average (0.6) of each track's outputs, the embedding at the newest face's length,
