@@ -581,7 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", choices=("celeba", "synthetic"), default="celeba")
     parser.add_argument("--bundle", type=Path, required=True, help="for celeba: trained on the open-set split")
-    parser.add_argument("--households", type=int, default=Config.households)
+    parser.add_argument("--households", type=int, default=Config.households,
+                        help="households drawn; other than the default, the figures go to "
+                             "household-<set>-households-N")
     parser.add_argument("--enrolled", type=int, default=Config.enrolled, help="enrolled people per household")
     parser.add_argument("--strangers", type=int, default=Config.strangers, help="strangers on video per household")
     parser.add_argument("--visits", type=int, default=Config.visits, help="visits of each person on video")
@@ -640,6 +642,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                                LOCAL_OPTIONS)]
         command = "python benchmarks/household.py " + " ".join(kept)  # without where it kept its files
         name = f"household-{args.set}"
+        if args.households != Config.households:
+            name += f"-households-{args.households}"
         if enroll_photos != Config.enroll_photos:
             name += f"-enrolled-{low}-{high}"
         if args.far != Config.far:
