@@ -705,8 +705,9 @@ def readme(figures: Figures) -> str:
     household = figures["household-sets"].data
     households, photos, emotion_share = household["sets"], household["photos_per_person"], household["emotion_labels"]
     people = sorted({s["people"] for s in households})
-    visits_run = figures["household-celeba-households-20"] if "household-celeba-households-20" in figures.results \
-        else figures["household-celeba"]  # the most households measured
+    visits_runs = [figures[name] for name in figures.results
+                   if re.fullmatch(r"household-celeba(-households-\d+)?", name)]
+    visits_run = max(visits_runs, key=lambda run: run.data["setup"]["households"])  # the most households measured
     visits_setup = visits_run.data["setup"]
     per_track = visits_run.data["rules"]["per_track"]
     three_faces = next(r for r in figures["recognition-throughput"].data["rows"] if r["faces"] == 3)
