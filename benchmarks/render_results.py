@@ -630,25 +630,26 @@ HOUSEHOLD_SETS = {"household-celeba": "celeba-299, people never trained on",
                   "household-synthetic": "the synthetic set"}
 
 
-# household.py --far other than 1% writes household-celeba[-enrolled-LOW-HIGH]-far-FAR: one row each below
-TRADE_OFF = re.compile(r"household-celeba(-enrolled-\d+-\d+)?(-far-[0-9.e-]+)?")
+# household.py --far other than 1% writes household-celeba[-households-N][-enrolled-LOW-HIGH]-far-FAR: one row each
+TRADE_OFF = re.compile(r"household-celeba(-households-\d+)?(-enrolled-\d+-\d+)?(-far-[0-9.e-]+)?")
 
 
 def household_trade_off(figures: Figures) -> str:
     """Per track, what calibrating at another false-accept rate (or enrolling from more photos) trades: one row
-    per run of household.py on celeba-299, by photos enrolled from and the rate calibrated."""
+    per run of household.py on celeba-299, by households, photos enrolled from and the rate calibrated."""
     runs = [figures[name] for name in sorted(figures.results) if TRADE_OFF.fullmatch(name)]
     if not any(run.data["setup"]["far"] != 0.01 for run in runs):
         return ""
-    runs.sort(key=lambda run: (run.data["setup"]["enroll_photos"], run.data["setup"]["far"]))
+    runs.sort(key=lambda run: (run.data["setup"]["households"], run.data["setup"]["enroll_photos"],
+                               run.data["setup"]["far"]))
     rows = []
     for run in runs:
         setup, f = run.data["setup"], run.data["rules"]["per_track"]
         low, high = setup["enroll_photos"]
-        rows.append((f"{low}-{high}", pct(setup["far"]), share(f["enrolled_named_right"]),
+        rows.append((setup["households"], f"{low}-{high}", pct(setup["far"]), share(f["enrolled_named_right"]),
                      share(f["strangers_given_a_name"]), share(f["face_frames_wrong_name"], 2),
                      seconds(f["seconds_to_right_name"]["median"])))
-    header = ("photos each person was enrolled from", "false-accept rate calibrated per visit",
+    header = ("households", "photos each person was enrolled from", "false-accept rate calibrated per visit",
               "enrolled visits named right (target >= 97%)", "strangers' visits named (<= 1%)",
               "face frames with a wrong name (<= 0.5%)", "median time to the right name")
     text = ("**The trade-off, per track**: the same households and video, thresholds calibrated at other per-visit "
