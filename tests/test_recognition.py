@@ -211,6 +211,23 @@ def test_another_person_stepping_into_the_same_place_gets_a_track_of_their_own()
     assert ids[0] != first  # the face says otherwise
 
 
+def test_a_lookalike_passing_in_front_is_recognised_at_once_and_takes_no_track() -> None:
+    """Embeddings where strangers are alike (cosines of 0.8-0.9, as dlib's): the person passing in front of a
+    track's face overlaps it only loosely, so is recognised in that frame, and is not the track's person."""
+    rng = np.random.default_rng(8)
+    ana = unit(rng.normal(size=D))
+    bo = near(ana, 0.84, rng)  # a lookalike: 0.1 below the re-identification similarity
+    tracker = Tracker(TrackingConfig())
+    (first,) = tracker.commit(box(200)[None], tracker.associate(box(200)[None], 0.0), {0: ana}, 0.0, 0.94)[0]
+    steady = tracker.associate(box(202)[None], 0.1)
+    assert steady.tracks == (first,) and not steady.loose  # the same face a little further on: nothing to check
+    passing = tracker.associate(box(230, 110, 90)[None], 0.2)  # Bo, nearer the camera, where Ana was heading
+    assert passing.tracks == (first,) and passing.loose == {0}
+    assert tracker.commit(box(230, 110, 90)[None], passing, {0: bo}, 0.2, 0.94)[0] != [first]
+    again = tracker.associate(box(204)[None], 0.3)  # Ana in another view, a little less like her first
+    assert tracker.commit(box(204)[None], again, {0: near(ana, 0.9, rng)}, 0.3, 0.94)[0] == [first]
+
+
 # --- visits ------------------------------------------------------------------------------------------------------
 
 

@@ -5,8 +5,8 @@ Per frame (``FacePipeline.process``):
 
 1. **detect** the faces and score each view's quality (``quality.py``: size, sharpness, detector score, pose);
 2. **track**: match the faces to the tracks by where each track is heading (``tracker.py``);
-3. **choose** the faces to recognise: always the faces whose track is ambiguous (crossing people) and new
-   faces; then, up to ``[recognition] budget`` faces in all, tracks still gathering their first ``gather``
+3. **choose** the faces to recognise: always the faces whose track is ambiguous (crossing people), new
+   faces and faces that only loosely continue their track (somebody else may have stepped in); then, up to ``[recognition] budget`` faces in all, tracks still gathering their first ``gather``
    faces, tracks with a clearly better view than their best so far, tracks due for their periodic ``refresh``;
    every other face keeps its track's labels;
 4. **recognise** those faces: landmarks, alignment and one batched inference of the bundle's model;
@@ -213,7 +213,7 @@ class FacePipeline:
             track = self.tracks.get(track_id) if track_id is not None else None
             if i in association.ambiguous:
                 priority = 0
-            elif track is None or not track.count:
+            elif track is None or not track.count or i in association.loose:  # new, or perhaps someone else
                 priority = 1
             elif not track.name and track.count < config.gather:
                 priority = 2
