@@ -17,7 +17,7 @@ frames carry the video's own times, so refreshes follow the video's clock, not t
 take turns on each video, ``ROUNDS`` times, and the median fps is kept. Then, in process with the defaults,
 each track's frames after the one that named it, and in how many of them its face went through the model.
 
-    EDGEFACE_SHARED=../shared pytest benchmarks/bench_recognition.py -m slow -s      # about 15 minutes
+    EDGEFACE_SHARED=../shared pytest benchmarks/bench_recognition.py -m slow -s      # a few minutes
 
 Figures: ``results/recognition-throughput.json``.
 """
