@@ -5,10 +5,11 @@ Per frame (``FacePipeline.process``):
 
 1. **detect** the faces and score each view's quality (``quality.py``: size, sharpness, detector score, pose);
 2. **track**: match the faces to the tracks by where each track is heading (``tracker.py``);
-3. **choose** the faces to recognise: always the faces whose track is ambiguous (crossing people), new
-   faces and faces that only loosely continue their track (somebody else may have stepped in); then, up to ``[recognition] budget`` faces in all, tracks still gathering their first ``gather``
-   faces, tracks with a clearly better view than their best so far, tracks due for their periodic ``refresh``;
-   every other face keeps its track's labels;
+3. **choose** the faces to recognise: always the faces whose track is ambiguous (crossing people), new faces and
+   faces that only loosely continue their track (somebody else may have stepped in); then, up to
+   ``[recognition] budget`` faces in all, tracks still gathering their first ``gather`` faces, tracks with a
+   clearly better view than their best so far, tracks due for their periodic ``refresh``; every other face keeps
+   its track's labels;
 4. **recognise** those faces: landmarks, alignment and one batched inference of the bundle's model;
 5. settle the tracks (ambiguous ones by appearance; lost ones found again by their face) and add each recognised
    face to its track's **evidence** (``evidence.py``); the identity rule names a track from all of it;

@@ -1,13 +1,14 @@
 """Tracking faces across frames by where they are heading, and by who they are where that is not enough.
 
-Every frame, each face is matched to the track whose predicted box (its last box moved on at its speed) it
-overlaps best (``associate``); a recognised face whose embedding is far from its track's (another person stepped
-into the same place, or passed in front of the track's face) starts a track of its own. A face that overlaps its
-track only loosely (``loose``) is recognised at once, so that such a change of person is caught in its first frame. Where that is ambiguous (two faces crossing, one face between two tracks), the
-faces involved are recognised first and matched by appearance: the cosine similarity of their embeddings with
-each track's faces so far, plus the overlap (``commit``). A face that matches no live track is compared with the
-tracks lost in the last ``reid_seconds`` near where it appears: one with a matching embedding continues (a face
-turned away or hidden for a moment keeps its track, and so its visit); else it starts a new track.
+Every frame, each face is matched to the track whose predicted box (its last box moved on at its speed) it overlaps
+best (``associate``); a recognised face whose embedding is far from its track's (another person stepped into the
+same place, or passed in front of the track's face) starts a track of its own. A face that overlaps its track only
+loosely (``loose``) is recognised at once, so that such a change of person is caught in its first frame. Where that
+is ambiguous (two faces crossing, one face between two tracks), the faces involved are recognised first and matched
+by appearance: the cosine similarity of their embeddings with each track's faces so far, plus the overlap
+(``commit``). A face that matches no live track is compared with the tracks lost in the last ``reid_seconds`` near
+where it appears: one with a matching embedding continues (a face turned away or hidden for a moment keeps its
+track, and so its visit); else it starts a new track.
 
 Pure numpy: no model here. The pipeline (``edgeface.recognition.pipeline``) supplies the embeddings.
 """
