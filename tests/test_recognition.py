@@ -13,7 +13,7 @@ import pytest
 from edgeface.core.gallery import Gallery, read_gallery
 from edgeface.core.results import UNKNOWN
 from edgeface.core.spec import ModelSpec
-from edgeface.recognition.evidence import DECAY, Observation, TrackEvidence
+from edgeface.recognition.evidence import DECAY, QUALITY_POWER, Observation, TrackEvidence
 from edgeface.recognition.settings import TrackingConfig, VisitConfig
 from edgeface.recognition.strangers import StrangerGroups
 from edgeface.recognition.tracker import Tracker
@@ -118,6 +118,26 @@ def test_a_face_seen_again_is_one_view_and_weighs_as_one(household: dict) -> Non
     expected = unit(DECAY * first + second)
     assert float(track.embedding() @ expected) > 0.999
     assert float(track.embedding() @ unit(10 * first + second)) < float(track.embedding() @ expected)
+
+
+def test_a_face_coming_into_the_frame_weighs_little_beside_a_full_view(household: dict) -> None:
+    """A member walks in: the first faces are poor (half out of the frame, small) and, noisy, each looks like a
+    new view, far from the member. The full view that follows names her: a view weighs as its quality to the
+    power QUALITY_POWER, so four poor views do not outweigh one good one, as they would by quality alone."""
+    rng, labeler = household["rng"], household["labeler"]
+    poor = [near(household["maya"], 0.5, rng) for _ in range(4)]
+    good = near(household["maya"], 0.99, rng)
+    track = TrackEvidence()
+    assert [observe(track, labeler, face, 0.1 * k, quality=0.3) for k, face in enumerate(poor)] == [UNKNOWN] * 4
+    assert track.views == 4
+    assert observe(track, labeler, good, 0.4, quality=0.9) == "Maya"
+    assert QUALITY_POWER >= 2
+    linear = TrackEvidence()  # the same faces weighed by their quality alone: the poor views win
+    for k, face in enumerate(poor + [good]):
+        evidence = labeler.evidence({"embedding": face[None]})[0]
+        linear.add(Observation(0.1 * k, (0.3 if k < 4 else 0.9) ** (1 / QUALITY_POWER), {"embedding": face}),
+                   evidence, labeler.version)
+    assert linear.decide(labeler, labeler.visit_rule).label == UNKNOWN
 
 
 def test_not_x_evidence_keeps_a_lookalike_from_being_named(household: dict) -> None:
