@@ -7,10 +7,10 @@ faces and the average is strong and clear, kept while it holds.
 
 A view is what the camera shows of a face at one time: the same pose, light and expression recognised again in
 the next frames adds no evidence about who it is, so successive faces that embed alike (``SAME_VIEW``) are one
-view. Each view weighs as its best face's quality squared (``QUALITY_POWER``: a face coming into the frame weighs
-little beside a full view), and less as newer views come (``DECAY`` per newer view, so that evidence that has
-turned can take a name back). ``calibrate`` takes each stranger photo as one view, so the
-per-visit threshold means the same false-accept rate for a track seen in one view as in several.
+view. Each view weighs as its best face's quality to the power ``QUALITY_POWER`` (a face coming into the frame
+weighs little beside a full view), and less as newer views come (``DECAY`` per newer view, so that evidence that
+has turned can take a name back). ``calibrate`` takes each stranger photo as one view, so the per-visit threshold
+means the same false-accept rate for a track seen in one view as in several.
 
 Emotion follows the latest faces (``EMOTION_DECAY``: it changes within a visit); gender takes all of them.
 """
