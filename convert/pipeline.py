@@ -13,7 +13,7 @@ from edgeface.convert.options import ConvertOptions
 from edgeface.core.bundle import SUFFIX, FloatHead, IdentityCentres, sha256_bytes, write_bundle
 from edgeface.core.errors import DataError, EdgefaceError
 from edgeface.core.modelio import MODEL_NAME
-from edgeface.core.spec import EMBEDDING_NAME, HEADS, ModelSpec
+from edgeface.core.spec import EMBEDDING_NAME, HEADS, MOUTH_SHAPE, ModelSpec
 from edgeface.data.manifest import Dataset, Sample, load_dataset, split_dataset
 from edgeface.faces.crops import crop_samples
 from edgeface.runtime.engine import LiteRTEngine, head_from_features, identity_from_centres
@@ -167,6 +167,7 @@ class ConversionSets:
     verification_samples: list[Sample]
     verification_source: Path
     keras_outputs: dict[str, np.ndarray]  # Keras on the verification crops
+    verification_shapes: np.ndarray | None = None  # their mouths' shapes (edgeface.faces.geometry), if measured
 
 
 def prepare_sets(keras_engine: KerasEngine, options: ConvertOptions, progress: bool = True,
@@ -186,7 +187,7 @@ def prepare_sets(keras_engine: KerasEngine, options: ConvertOptions, progress: b
     samples = ver.cropped_samples
     on_log(f"verification set: {len(samples)} faces from {ver_set.source}{ver_what}")
     return ConversionSets(rep.crops, rep_set.source, np.asarray(ver.crops), samples, ver_set.source,
-                          keras_engine.predict(np.asarray(ver.crops)))
+                          keras_engine.predict(np.asarray(ver.crops), ver.shapes), ver.shapes)
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,11 @@ def verify(flatbuffer: bytes, precision: str, spec: ModelSpec, sets: ConversionS
             engine.identity_centres = centres
     head_rules = {}
     for head, layer in (float_heads or {}).items():
+        if layer.features == MOUTH_SHAPE and sets.verification_shapes is not None:
+            tflite_out = {**tflite_out, head: head_from_features(sets.verification_shapes, layer)}
+            engine.float_heads[head] = layer
+            head_rules[head] = {"used": MOUTH_SHAPE}
+            continue
         if layer.features not in tflite_out:
             continue
         by_float = head_from_features(tflite_out[layer.features], layer)
@@ -411,8 +417,9 @@ def convert_model(model_path: str | Path, precisions: Sequence[str], out: str | 
         steps = progress_bar(precisions, desc="converting", unit="model")
     for precision in steps:
         converted = convert_precision(model, spec, precision, sets.representative, options, on_log)
+        # a head train fitted on the mouth's shape is the same in every precision: it replaces the model's
         result, engine = verify(converted.flatbuffer, precision, spec, sets, options.min_agreement, centres,
-                                converted.float_heads)
+                                {**converted.float_heads, **keras_engine.float_heads})
         if result.identity_rule is not None:
             on_log(identity_rule_line(precision, result.identity_rule))
         for head, head_rule in result.head_rules.items():
@@ -443,6 +450,8 @@ def identity_rule_line(precision: str, rule: dict[str, Any]) -> str:
 
 def head_rule_line(precision: str, head: str, rule: dict[str, Any]) -> str:
     """What ``convert`` says about how a bundle gives an attribute head."""
+    if rule["used"] == MOUTH_SHAPE:
+        return f"{precision} {head}: fitted on the mouth's shape, in float on the device (as train chose)"
     figures = (f"{rule['float']:.1%} against the model's own output {rule['model']:.1%}, {rule['measured']} on "
                f"{rule['faces']} verification faces")
     if rule["used"] == "float":

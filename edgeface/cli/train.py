@@ -79,6 +79,7 @@ def train(
         patience=patience, detector=detector, augment=augment, seed=seed,
     )
     result = run_training(config, on_log=lambda line: typer.echo(line, err=True))
+    KEPT = {"trained": "trained head", "mouth_shape": "fit on the mouth's shape"}
     metrics = result.metadata["metrics"]
     typer.echo(f"model: {result.model_path}")
     for head, values in metrics["validation"].items():
@@ -87,7 +88,7 @@ def train(
         kept = result.metadata["heads"].get(head, {}).get("kept")
         typer.echo(f"  {head:8s} validation accuracy {values['accuracy']:.3f} "
                    f"(balanced {values['balanced_accuracy']:.3f}, n={values['n']}{baseline})"
-                   + (f", kept the {'trained head' if kept == 'trained' else 'exact fit'}" if kept else ""))
+                   + (f", kept the {KEPT.get(kept, 'exact fit')}" if kept else ""))
     speed = result.metadata["training"]["images_per_second"]
     typer.echo(f"  {result.metadata['training']['epochs_run']} epochs, {speed} images/s")
 

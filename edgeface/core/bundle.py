@@ -11,7 +11,8 @@ A bundle (``*.edgeface``) is a zip archive with two or three members:
   device computes identity from the ``embedding`` output in float (``edgeface.runtime.engine``);
 * ``head_emotion.f32``, ``head_gender.f32``, ``head_identity.f32`` (optional): a head's last layer,
   :class:`FloatHead`, which the device applies in float to the output the head reads (``features_<name>``; for a
-  logistic-regression identity head, the ``embedding``).
+  logistic-regression identity head, the ``embedding``; for an emotion head fitted on the mouth's shape, the
+  ``mouth_shape`` measured on the landmarks beside the crop, ``edgeface.faces.geometry``).
 
 Reading a bundle needs numpy and the standard library: no TensorFlow, no LiteRT.
 """
@@ -37,7 +38,7 @@ from edgeface.core.errors import BundleError, ModelError
 from edgeface.core.fileio import require_regular_file, write_atomic
 from edgeface.core.gallery import THRESHOLD_RANGES
 from edgeface.core.reader import SHA256_HEX, Table, parse_json, shown
-from edgeface.core.spec import EMBEDDING_NAME, FEATURES_PREFIX, HEADS, ModelSpec
+from edgeface.core.spec import EMBEDDING_NAME, FEATURES_PREFIX, HEADS, MOUTH_SHAPE, MOUTH_SHAPE_SIZE, ModelSpec
 from edgeface.core.version import __version__
 
 BUNDLE_FORMAT = "edgeface-bundle"
@@ -88,7 +89,9 @@ class IdentityCentres:
 class FloatHead:
     """A head's last layer, a softmax over ``features @ kernel + bias``, which the device computes in float from the
     model's ``features`` output (a signature output name, ``features_<name>``) instead of reading the head's
-    quantized output: in int8 only the features are rounded, not the head's decision.
+    quantized output: in int8 only the features are rounded, not the head's decision. ``features`` may also be
+    ``mouth_shape``: the head reads the mouth's shape the aligner measured, and the model's precision does not
+    touch it.
 
     ``kernel`` (F, C) and ``bias`` (C,) float32, C the head's labels in order. Stored in a bundle as
     ``head_<head>.f32`` (little-endian float32: the kernel row after row, then the bias) and a ``float_heads``
@@ -106,6 +109,16 @@ class FloatHead:
     def to_bytes(self) -> bytes:
         return (np.ascontiguousarray(self.kernel, dtype="<f4").tobytes()
                 + np.ascontiguousarray(self.bias, dtype="<f4").tobytes())
+
+    def to_json(self) -> dict[str, Any]:
+        """As a training run's metadata keeps a head fitted outside the Keras model (:meth:`from_json`)."""
+        return {"features": self.features, "kernel": np.asarray(self.kernel, float).tolist(),
+                "bias": np.asarray(self.bias, float).tolist()}
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> "FloatHead":
+        return cls(str(entry["features"]), np.asarray(entry["kernel"], np.float32),
+                   np.asarray(entry["bias"], np.float32))
 
 
 @dataclass(frozen=True)
@@ -380,10 +393,13 @@ def _float_head_shape(path: Path, head: str, entry: Any, spec: ModelSpec) -> tup
         raise BundleError(f"{where}: {head} is {shape[0]} x {shape[1]}, but the model has {classes} {head} labels "
                           f"(and features of 1 to {MAX_FEATURES} values)")
     features = entry.get("features")
-    if not (isinstance(features, str) and _MEMBER_NAME.fullmatch(features)
-            and (features.startswith(FEATURES_PREFIX) or (head == "identity" and features == EMBEDDING_NAME))):
+    if features == MOUTH_SHAPE and head != "identity":
+        if shape[0] != MOUTH_SHAPE_SIZE:
+            raise BundleError(f"{where}: {head} reads the {MOUTH_SHAPE} ({MOUTH_SHAPE_SIZE} values), not {shape[0]}")
+    elif not (isinstance(features, str) and _MEMBER_NAME.fullmatch(features)
+              and (features.startswith(FEATURES_PREFIX) or (head == "identity" and features == EMBEDDING_NAME))):
         raise BundleError(f"{where}: {head} reads {features!r}, not a {FEATURES_PREFIX}<name> output (or, for "
-                          f"identity, the {EMBEDDING_NAME})")
+                          f"identity, the {EMBEDDING_NAME}; for the others, the {MOUTH_SHAPE})")
     return shape[0], shape[1]
 
 

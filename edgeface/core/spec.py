@@ -29,6 +29,10 @@ EMBEDDING_NAME = "embedding"
 # Outputs named FEATURES_PREFIX + a feature name carry the features a head reads, for its last layer computed in
 # float on the device (edgeface.core.bundle.FloatHead).
 FEATURES_PREFIX = "features_"
+# A float head may read the mouth's shape instead (edgeface.faces.geometry): numbers measured on the face mesh's
+# landmarks next to the crop, not a model output.
+MOUTH_SHAPE = "mouth_shape"
+MOUTH_SHAPE_SIZE = 6
 # Alignment points a crop can be fitted on, with how many of them it may use: the detector's keypoints
 # (BlazeFace: eyes, nose tip, mouth) or the face mesh's five points.
 LANDMARK_POINTS: dict[str, tuple[int, int]] = {"": (2, 4), "mesh5": (5, 5)}

@@ -163,7 +163,7 @@ def evaluate_models(models: Sequence[str | Path], data: str | Path, num_threads:
         crops = crop_sets[(crop_of(info), info.spec.input_size)]
         engine = open_engine(info.path, num_threads)
         started = time.perf_counter()
-        outputs = predict_batched(engine, crops.crops, batch_size, desc=name, progress=progress)
+        outputs = predict_batched(engine, crops.crops, batch_size, desc=name, progress=progress, shapes=crops.shapes)
         seconds = time.perf_counter() - started
         samples = crops.cropped_samples
         missed: list[Sample] = [s for s, _ in crops.skipped()]

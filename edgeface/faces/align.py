@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgeface.core.spec import CropSpec
+from edgeface.core.spec import MOUTH_SHAPE_SIZE, CropSpec
 from edgeface.faces.detect import LEFT_EYE, RIGHT_EYE, Face
 
 # Where the eyes sit inside a detector box when the detector gives no keypoints (Haar): measured on
@@ -58,20 +58,48 @@ def alignment_matrix(face: Face, crop: CropSpec, size: int, points: np.ndarray |
     return similarity_transform(source, targets)
 
 
-def landmark_points(image: np.ndarray, face: Face, crop: CropSpec) -> np.ndarray | None:
-    """The landmarks ``crop`` is aligned on, in image pixels (None when it uses the detector's keypoints)."""
+def face_marks(image: np.ndarray, face: Face, crop: CropSpec) -> np.ndarray | None:
+    """The face mesh's (468, 2) landmarks in image pixels when ``crop`` is aligned on landmarks (else None: it
+    uses the detector's keypoints, and no mesh runs)."""
     if not crop.landmarks:
         return None
-    from edgeface.faces.landmarks import LANDMARK_SETS, face_mesh
+    from edgeface.faces.landmarks import face_mesh
 
-    return face_mesh().landmarks(image, face)[list(LANDMARK_SETS[crop.landmarks])]
+    return face_mesh().landmarks(image, face)
+
+
+def landmark_points(image: np.ndarray, face: Face, crop: CropSpec) -> np.ndarray | None:
+    """The landmarks ``crop`` is aligned on, in image pixels (None when it uses the detector's keypoints)."""
+    marks = face_marks(image, face, crop)
+    return None if marks is None else _aligned_on(marks, crop)
+
+
+def _aligned_on(marks: np.ndarray, crop: CropSpec) -> np.ndarray:
+    from edgeface.faces.landmarks import LANDMARK_SETS
+
+    return marks[list(LANDMARK_SETS[str(crop.landmarks)])]
 
 
 def align_face(image: np.ndarray, face: Face, crop: CropSpec, size: int) -> np.ndarray:
     """One aligned RGB uint8 crop of ``size`` x ``size`` pixels."""
+    return _warp(image, alignment_matrix(face, crop, size, landmark_points(image, face, crop)), size)
+
+
+def align_face_and_shape(image: np.ndarray, face: Face, crop: CropSpec, size: int
+                         ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One aligned crop (as :func:`align_face`) and the mouth's shape from the same landmarks
+    (``edgeface.faces.geometry``; None when ``crop`` is not aligned on landmarks)."""
+    from edgeface.faces.geometry import mouth_shape
+
+    marks = face_marks(image, face, crop)
+    if marks is None:
+        return align_face(image, face, crop, size), None
+    return _warp(image, alignment_matrix(face, crop, size, _aligned_on(marks, crop)), size), mouth_shape(marks)
+
+
+def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     import cv2
 
-    matrix = alignment_matrix(face, crop, size, landmark_points(image, face, crop))
     scale = float(np.hypot(matrix[0, 0], matrix[0, 1]))
     source = image
     # warpAffine samples bilinearly; shrinking a big face more than 2x that way aliases, so halve first.
@@ -89,3 +117,16 @@ def align_faces(image: np.ndarray, faces: Sequence[Face], crop: CropSpec, size: 
     for i, face in enumerate(faces):
         out[i] = align_face(image, face, crop, size)
     return out
+
+
+def align_faces_and_shapes(image: np.ndarray, faces: Sequence[Face], crop: CropSpec, size: int
+                           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """All faces of one image as a batch (as :func:`align_faces`) and their mouths' shapes (N, MOUTH_SHAPE_SIZE),
+    or None when ``crop`` is not aligned on landmarks."""
+    out = np.empty((len(faces), size, size, 3), dtype=np.uint8)
+    shapes = np.zeros((len(faces), MOUTH_SHAPE_SIZE), np.float32) if crop.landmarks else None
+    for i, face in enumerate(faces):
+        out[i], shape = align_face_and_shape(image, face, crop, size)
+        if shapes is not None and shape is not None:
+            shapes[i] = shape
+    return out, shapes

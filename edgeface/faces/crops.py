@@ -21,11 +21,11 @@ from edgeface.core.fileio import write_atomic
 from edgeface.core.paths import default_cache_dir
 from edgeface.core.spec import CropSpec
 from edgeface.data.manifest import Sample
-from edgeface.faces.align import align_face
+from edgeface.faces.align import align_face_and_shape
 from edgeface.faces.detect import FaceDetector, create_detector, primary_face
 
 CropStatus = Literal["ok", "multiple", "no_face", "unreadable"]
-CACHE_VERSION = 2  # 2: primary_face passes over the detector's weak guesses
+CACHE_VERSION = 3  # 2: primary_face passes over the detector's weak guesses; 3: the mouths' shapes kept
 
 
 @dataclass(frozen=True)
@@ -35,12 +35,15 @@ class CropSet:
     ``status[i]`` says what happened to ``samples[i]``: ``ok`` (one face), ``multiple`` (several faces; the
     subject's, by ``primary_face``, was used), ``no_face`` or ``unreadable`` (no crop). ``crops`` holds the crops of the samples
     whose status is ``ok`` or ``multiple``, in sample order; ``index`` maps crop rows back to samples.
+    ``shapes``: each crop's mouth shape (``edgeface.faces.geometry``), None when the crop is not aligned on
+    landmarks.
     """
 
     samples: tuple[Sample, ...]
     status: tuple[CropStatus, ...]
     crops: np.ndarray  # (M, S, S, 3) uint8
     messages: tuple[str, ...]  # per sample: why it has no crop ("" when it has one)
+    shapes: np.ndarray | None = None  # (M, MOUTH_SHAPE_SIZE) float32
 
     @property
     def index(self) -> np.ndarray:
@@ -86,6 +89,7 @@ def crop_samples(samples: Sequence[Sample], crop: CropSpec, size: int, detector:
     if detector is None:
         detector = create_detector(crop.detector)
     crops = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+    shapes: list[np.ndarray] = []
     status: list[CropStatus] = []
     messages: list[str] = []
     count = 0
@@ -106,11 +110,14 @@ def crop_samples(samples: Sequence[Sample], crop: CropSpec, size: int, detector:
             status.append("no_face")
             messages.append(f"{sample.image}: no face found")
             continue
-        crops[count] = align_face(image, face, crop, size)
+        crops[count], shape = align_face_and_shape(image, face, crop, size)
+        if shape is not None:
+            shapes.append(shape)
         count += 1
         status.append("multiple" if len(faces) > 1 else "ok")
         messages.append("")
-    result = CropSet(samples, tuple(status), crops[:count].copy(), tuple(messages))
+    result = CropSet(samples, tuple(status), crops[:count].copy(), tuple(messages),
+                     np.stack(shapes) if crop.landmarks and len(shapes) == count and count else None)
     if cache_path is not None:
         _save(cache_path, result)
     return result
@@ -119,6 +126,8 @@ def crop_samples(samples: Sequence[Sample], crop: CropSpec, size: int, detector:
 def _save(path: Path, crops: CropSet) -> None:
     path.mkdir(parents=True, exist_ok=True)
     write_atomic(path / "crops.npy", lambda handle: np.save(handle, crops.crops))
+    if crops.shapes is not None:
+        write_atomic(path / "shapes.npy", lambda handle: np.save(handle, crops.shapes))
     status = json.dumps({"status": crops.status, "messages": crops.messages}).encode()
     write_atomic(path / "status.json", lambda handle: handle.write(status))
 
@@ -127,8 +136,9 @@ def _load(path: Path, samples: tuple[Sample, ...]) -> CropSet | None:
     try:
         meta = json.loads((path / "status.json").read_text())
         array = np.load(path / "crops.npy", mmap_mode="r")
+        shapes = np.load(path / "shapes.npy") if (path / "shapes.npy").is_file() else None
     except (OSError, ValueError):
         return None
     if len(meta["status"]) != len(samples):
         return None
-    return CropSet(samples, tuple(meta["status"]), np.asarray(array), tuple(meta["messages"]))
+    return CropSet(samples, tuple(meta["status"]), np.asarray(array), tuple(meta["messages"]), shapes)

@@ -99,7 +99,7 @@ class FacePipeline:
     def label(self, image: np.ndarray | str | Path) -> tuple[FaceResult, ...]:
         """Every face of one image (RGB uint8 array, or an image file), each decided on its own evidence by the
         rule for photos (``track`` is -1: no tracking, nothing kept between calls)."""
-        from edgeface.faces.align import align_faces
+        from edgeface.faces.align import align_faces_and_shapes
 
         if not isinstance(image, np.ndarray):
             from edgeface.core.imageio import read_image
@@ -108,7 +108,8 @@ class FacePipeline:
         faces = self.detect(image)
         if not faces:
             return ()
-        labels = self.labeler(self.engine.predict(align_faces(image, faces, self.spec.crop, self.spec.input_size)))
+        crops, shapes = align_faces_and_shapes(image, faces, self.spec.crop, self.spec.input_size)
+        labels = self.labeler(self.engine.predict(crops, shapes))
         return tuple(FaceResult(_box(f), -1, label) for f, label in zip(faces, labels))
 
     def run(self, frames: Iterable[np.ndarray], fps: float = DEFAULT_FPS, start: float | None = None
@@ -140,7 +141,7 @@ class FacePipeline:
         visits: frames of a video should carry the video's times, not the time they were processed."""
         import cv2
 
-        from edgeface.faces.align import align_faces
+        from edgeface.faces.align import align_faces_and_shapes
 
         now = time.time() if when is None else when
         timings = {"capture": capture_s}
@@ -152,9 +153,10 @@ class FacePipeline:
         t1 = time.perf_counter()
         quality = self._quality(cv2, image, faces)
         chosen = self._choose(association, quality, now)
-        crops = align_faces(image, [faces[i] for i in chosen], self.spec.crop, self.spec.input_size)
+        crops, shapes = align_faces_and_shapes(image, [faces[i] for i in chosen], self.spec.crop,
+                                               self.spec.input_size)
         t2 = time.perf_counter()
-        outputs = self.engine.predict(crops) if chosen else {}
+        outputs = self.engine.predict(crops, shapes) if chosen else {}
         t3 = time.perf_counter()
         embeddings = ({i: outputs[EMBEDDING_NAME][k] for k, i in enumerate(chosen)}
                       if EMBEDDING_NAME in outputs else {})

@@ -11,7 +11,10 @@ the first listed wins. Every user of the engine (the daemon, the Python API, ``e
 
 Likewise a bundle with float heads (``FloatHead``, emotion and gender) gets those heads from the features
 output each reads (``features_<name>``), its last layer applied in float (:func:`head_from_features`): in int8
-only the features are rounded, not the last layer. A bundle without them gives the model's own outputs.
+only the features are rounded, not the last layer. A bundle without them gives the model's own outputs. A float
+head may read the mouth's shape instead (``mouth_shape``, ``edgeface.faces.geometry``), which the caller measured
+on the landmarks it aligned the crops on and passes beside them (``shapes``); without it such a head gives the
+model's own output.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ import numpy as np
 from edgeface.core.bundle import FloatHead, IdentityCentres
 from edgeface.core.errors import ModelError
 from edgeface.core.preprocess import check_crops, to_model_input
-from edgeface.core.spec import EMBEDDING_NAME, FEATURES_PREFIX, INPUT_NAME, SIGNATURE, ModelSpec
+from edgeface.core.spec import (
+    EMBEDDING_NAME,
+    FEATURES_PREFIX,
+    INPUT_NAME,
+    MOUTH_SHAPE,
+    MOUTH_SHAPE_SIZE,
+    SIGNATURE,
+    ModelSpec,
+)
 
 
 class InferenceEngine(Protocol):
@@ -31,9 +42,10 @@ class InferenceEngine(Protocol):
 
     spec: ModelSpec
 
-    def predict(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        """``crops``: uint8 (N, S, S, 3) RGB. Returns float32 probabilities (N, C) per head, plus
-        ``embedding`` (N, D) when the model has one."""
+    def predict(self, crops: np.ndarray, shapes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``crops``: uint8 (N, S, S, 3) RGB; ``shapes``: their mouths' shapes (N, MOUTH_SHAPE_SIZE), for a head
+        fitted on them. Returns float32 probabilities (N, C) per head, plus ``embedding`` (N, D) when the
+        model has one."""
         ...
 
 
@@ -49,6 +61,19 @@ def head_from_features(features: np.ndarray, head: FloatHead) -> np.ndarray:
     return _softmax(np.asarray(features, np.float32) @ head.kernel + head.bias)
 
 
+def apply_float_heads(out: dict[str, np.ndarray], heads: dict[str, FloatHead], shapes: np.ndarray | None
+                      ) -> dict[str, np.ndarray]:
+    """``out`` with each of ``heads`` computed in float from the features it reads: a model output, or the mouths'
+    ``shapes`` (a head on them keeps the model's own output when no shapes are given)."""
+    for head, layer in heads.items():
+        if layer.features == MOUTH_SHAPE:
+            if shapes is not None:
+                out[head] = head_from_features(np.asarray(shapes, np.float32).reshape(-1, MOUTH_SHAPE_SIZE), layer)
+        else:
+            out[head] = head_from_features(out[layer.features], layer)
+    return out
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of (N, C) logits, float32."""
     logits = logits - logits.max(axis=1, keepdims=True)
@@ -57,16 +82,17 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict_batched(engine: InferenceEngine, crops: np.ndarray, batch_size: int = 32, desc: str = "",
-                    progress: bool = False) -> dict[str, np.ndarray]:
-    """Run an engine over any number of crops in batches (bounded memory), with a progress bar on request:
-    every output, one row per crop (no rows for no crops)."""
+                    progress: bool = False, shapes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Run an engine over any number of crops (and their mouths' ``shapes``, if any) in batches (bounded memory),
+    with a progress bar on request: every output, one row per crop (no rows for no crops)."""
     from edgeface.core.progress import progress_bar
 
     crops = np.asarray(crops)
     parts: dict[str, list[np.ndarray]] = {}
     starts = range(0, len(crops), batch_size)
     for start in progress_bar(starts, desc=desc, unit="batch", enabled=None if progress else False):
-        for name, value in engine.predict(np.ascontiguousarray(crops[start:start + batch_size])).items():
+        part = None if shapes is None else shapes[start:start + batch_size]
+        for name, value in engine.predict(np.ascontiguousarray(crops[start:start + batch_size]), part).items():
             parts.setdefault(name, []).append(value)
     if not parts:  # no crops: the engine says which outputs it has, with no rows
         return engine.predict(crops[:0])
@@ -119,7 +145,8 @@ class LiteRTEngine:
                                  f"{shape[0]} people with embeddings of size {shape[1]}")
         for head, layer in self.float_heads.items():
             features = self._outputs.get(layer.features)
-            size = int(features["shape"][-1]) if features is not None else 0
+            size = (MOUTH_SHAPE_SIZE if layer.features == MOUTH_SHAPE
+                    else int(features["shape"][-1]) if features is not None else 0)
             if head not in spec.labels or layer.kernel.shape != (size, len(spec.labels[head])):
                 raise ModelError(f"{source}: a {layer.kernel.shape[0]} x {layer.kernel.shape[1]} float {head} head "
                                  f"on {layer.features} (the model has {size or 'no such'} features there)")
@@ -182,7 +209,7 @@ class LiteRTEngine:
             return lambda crops: crops
         return lambda crops: table[crops]
 
-    def predict(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, crops: np.ndarray, shapes: np.ndarray | None = None) -> dict[str, np.ndarray]:
         check_crops(crops, self.spec)
         if len(crops) == 0:
             return {name: np.zeros((0, int(d["shape"][-1])), np.float32) for name, d in self._outputs.items()
@@ -202,8 +229,7 @@ class LiteRTEngine:
             out[EMBEDDING_NAME] = out[EMBEDDING_NAME] / np.maximum(norms, 1e-12)
             if self.identity_centres is not None:
                 out["identity"] = identity_from_centres(out[EMBEDDING_NAME], self.identity_centres)
-        for head, layer in self.float_heads.items():
-            out[head] = head_from_features(out[layer.features], layer)
+        apply_float_heads(out, self.float_heads, shapes)
         if not self.keep_features:
             out = {name: value for name, value in out.items() if not name.startswith(FEATURES_PREFIX)}
         return out

@@ -15,6 +15,12 @@ A nearest-centre identity head is measured the same way against the other exact 
 embeddings, the probe's logistic regression: it becomes that regression only when that is clearly better
 (by the rule above, nearest centre standing for the exact fit), as both are computed in float on the device.
 
+Emotion has one more exact fit to beat when the crops are aligned on the face mesh: the logistic regression on
+the mouth's shape (six numbers, ``edgeface.faces.geometry``), which a handful of labels fits where hundreds of
+features need many. It replaces the emotion head chosen above when clearly better on the labelled validation
+faces; with fewer than ``MIN_LABELLED`` of them, the two exact fits are compared by cross-validation on every
+labelled face (``CV_FOLDS`` folds), and the one with six numbers is kept unless the probe is clearly better.
+
 A head that keeps its fine-tuned version was trained through dropout, label smoothing and augmented photos,
 and stopped when the summed validation loss did: its last layer is then fitted again exactly on the features
 fine-tuning left (the probe's logistic regression, its penalty chosen on the validation faces), and the refit
@@ -37,6 +43,8 @@ from edgeface.train.frozen import FrozenFeatures, fit_attribute_heads, frozen_fe
 # nothing to overfit but its one L2 penalty) is kept without comparing.
 MIN_LABELLED = 30
 TRAINED, PROBE = "trained", "probe"
+MOUTH = "mouth_shape"  # emotion from the mouth's shape (choose_mouth_shape)
+CV_FOLDS = 5
 # The penalties tried when a kept fine-tuned head is fitted again on its features (refit_trained_heads).
 REFIT_L2 = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
 
@@ -271,11 +279,102 @@ def choose_identity_fit(built: Any, prepared: TrainingData, train_embeddings: np
     return {**choices, "identity": record}
 
 
+def fit_shape_head(shapes: np.ndarray, labels: list[str | None], classes: tuple[str, ...]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel and bias of the probe's logistic regression on the mouths' ``shapes``, each measure scaled to unit
+    spread first (they differ in range tenfold, and the regression's penalty is one for all), then folded back
+    into the weights so that they read the shapes as measured. Raises ModelError with fewer than two classes."""
+    from edgeface.train.probe import fit_softmax_head
+
+    shapes = np.asarray(shapes, np.float64)
+    labelled = np.array([label in classes for label in labels], bool)
+    mean = shapes[labelled].mean(0) if labelled.any() else np.zeros(shapes.shape[1])
+    spread = shapes[labelled].std(0) + 1e-6 if labelled.any() else np.ones(shapes.shape[1])
+    kernel, bias = fit_softmax_head((shapes - mean) / spread, labels, classes)
+    kernel = kernel / spread[:, None]
+    return kernel.astype(np.float32), (bias - mean @ kernel).astype(np.float32)
+
+
+def _cross_validated(features: np.ndarray, labels: list[str], classes: tuple[str, ...], fit: Any,
+                     seed: int = 0) -> np.ndarray:
+    """Whether each labelled face is right when ``fit`` (features, labels, classes -> kernel, bias) learns from
+    the other folds: ``CV_FOLDS`` folds, each class dealt round them in a seeded order."""
+    rng = np.random.default_rng(seed)
+    folds = np.zeros(len(labels), np.int64)
+    for label in classes:
+        rows = np.flatnonzero(np.array(labels) == label)
+        folds[rng.permutation(rows)] = np.arange(len(rows)) % CV_FOLDS
+    truth = np.array([classes.index(label) for label in labels])
+    right = np.zeros(len(labels), bool)
+    for fold in range(CV_FOLDS):
+        held = folds == fold
+        if not held.any() or len({labels[i] for i in np.flatnonzero(~held)}) < 2:
+            continue
+        kernel, bias = fit(features[~held], [labels[i] for i in np.flatnonzero(~held)], classes)
+        right[held] = np.argmax(features[held] @ kernel + bias, axis=1) == truth[held]
+    return right
+
+
+def choose_mouth_shape(built: Any, prepared: TrainingData, frozen: FrozenFeatures,
+                       choices: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Emotion fitted on the mouth's shape against the emotion head as chosen so far (see the module's note).
+    Returns ``choices`` (emotion's record updated when the shape wins) and the float heads the model's metadata
+    carries (``edgeface.core.bundle.FloatHead`` by head: empty, or emotion on the mouth's shape)."""
+    from edgeface.core.bundle import FloatHead
+    from edgeface.core.errors import ModelError
+    from edgeface.core.spec import MOUTH_SHAPE
+    from edgeface.train.keras_model import keras_predict
+    from edgeface.train.model import head_features
+    from edgeface.train.probe import fit_softmax_head
+
+    head, spec = "emotion", prepared.spec
+    train, val = prepared.train_crops, prepared.val_crops
+    if head not in spec.labels or train.shapes is None or val.shapes is None or head not in choices:
+        return choices, {}
+    classes = tuple(spec.labels[head])
+    train_labels = [s.label(head) for s in train.cropped_samples]
+    try:
+        kernel, bias = fit_shape_head(train.shapes, train_labels, classes)
+    except ModelError:  # one class labelled
+        return choices, {}
+    val_samples = val.cropped_samples
+    shape_right = right(val.shapes @ kernel + bias, val_samples, head, classes)
+    if len(shape_right) >= MIN_LABELLED:
+        chosen_right = right(keras_predict(built.model, val.crops, spec)[head], val_samples, head, classes)
+        verdict, why = compare(shape_right, chosen_right)
+        won = verdict == TRAINED
+        lead = why.split(": ", 1)[1].replace("the probe", "the head chosen above")
+        measured = {"validation": {"n": len(shape_right), "mouth_shape": float(shape_right.mean()),
+                                   "chosen": float(chosen_right.mean())}}
+    else:
+        feature = head_features(spec.backbone)[head]
+        samples = train.cropped_samples + val_samples
+        rows = [i for i, sample in enumerate(samples) if sample.label(head) in classes]
+        labels = [str(samples[i].label(head)) for i in rows]
+        shapes = np.concatenate([train.shapes, val.shapes])[rows]
+        features = np.concatenate([frozen.train[feature], frozen.val[feature]])[rows].astype(np.float32)
+        by_shape = _cross_validated(shapes, labels, classes, fit_shape_head)
+        by_probe = _cross_validated(features, labels, classes, fit_softmax_head)
+        verdict, _ = compare(by_probe, by_shape)
+        won = verdict != TRAINED  # the mouth's shape unless the probe is clearly better
+        lead = (f"{int(np.sum(by_shape & ~by_probe)) - int(np.sum(by_probe & ~by_shape)):+d} faces of {len(rows)} "
+                f"against the probe, cross-validated on every labelled face ({len(shape_right)} labelled "
+                "validation faces are too few to compare on)")
+        measured = {"cross_validation": {"n": len(rows), "mouth_shape": float(by_shape.mean()) if rows else None,
+                                         "probe": float(by_probe.mean()) if rows else None}}
+    if won:
+        record = {"kept": MOUTH, "why": f"a logistic regression on the mouth's shape: {lead}", **measured}
+        return {**choices, head: record}, {head: FloatHead(MOUTH_SHAPE, kernel, bias)}
+    record = {**choices[head], "mouth_shape": {"why": f"not clearly better: {lead}", **measured}}
+    return {**choices, head: record}, {}
+
+
 def describe(choices: dict[str, dict[str, Any]]) -> list[str]:
     """One line per head: which version it keeps and why."""
     lines = []
     for head, c in choices.items():
-        line = f"{head}: keeps the {'trained head' if c['kept'] == TRAINED else 'exact fit'} ({c['why']})"
+        kept = {TRAINED: "trained head", MOUTH: "fit on the mouth's shape"}.get(c["kept"], "exact fit")
+        line = f"{head}: keeps the {kept} ({c['why']})"
         refit = c.get("refit")
         if refit:
             v = refit["validation"]

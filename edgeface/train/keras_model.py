@@ -16,7 +16,8 @@ from edgeface.core.errors import ModelError
 from edgeface.core.modelio import MODEL_NAME, read_metadata
 from edgeface.core.preprocess import check_crops, to_model_input
 from edgeface.core.spec import ModelSpec
-from edgeface.runtime.engine import InferenceEngine, LiteRTEngine
+from edgeface.core.bundle import FloatHead
+from edgeface.runtime.engine import InferenceEngine, LiteRTEngine, apply_float_heads
 
 # Keras runs eagerly here: a MobileNetV2 at 224x224 peaks near 100 MB of memory per image in a batch (twice
 # that mirrored), so 16 keeps a conversion beside a training run within a workstation's memory, as fast.
@@ -64,10 +65,14 @@ class KerasEngine:
         self.metadata = read_metadata(self.path)
         self.spec = ModelSpec.from_dict(self.metadata["spec"])
         self.model = load_keras_model(self.path)
+        # heads train fitted outside the model (on the mouth's shape), which every precision gives alike
+        self.float_heads = {head: FloatHead.from_json(entry)
+                            for head, entry in (self.metadata.get("float_heads") or {}).items()}
 
-    def predict(self, crops: np.ndarray, batch_size: int = KERAS_BATCH) -> dict[str, np.ndarray]:
+    def predict(self, crops: np.ndarray, shapes: np.ndarray | None = None,
+                batch_size: int = KERAS_BATCH) -> dict[str, np.ndarray]:
         check_crops(crops, self.spec)
-        return keras_predict(self.model, crops, self.spec, batch_size)
+        return apply_float_heads(keras_predict(self.model, crops, self.spec, batch_size), self.float_heads, shapes)
 
 
 def keras_predict(model: Any, crops: Any, spec: ModelSpec,

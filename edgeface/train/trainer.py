@@ -30,9 +30,10 @@ from edgeface.core.version import __version__
 from edgeface.data.manifest import Dataset, load_dataset, split_dataset
 from edgeface.faces.crops import CropSet, crop_samples
 from edgeface.report.plots import plot_history
+from edgeface.runtime.engine import apply_float_heads
 from edgeface.train.batches import TrainingData, encode_labels, make_tf_dataset
-from edgeface.train.choice import (PROBE, FrozenModel, choose_heads, choose_identity_fit, describe, keep_frozen_model,
-                                   refit_trained_heads)
+from edgeface.train.choice import (PROBE, FrozenModel, choose_heads, choose_identity_fit, choose_mouth_shape, describe,
+                                   keep_frozen_model, refit_trained_heads)
 from edgeface.train.config import TrainConfig
 from edgeface.train.frozen import (FrozenFeatures, features_fine_tuned, fit_attribute_heads, frozen_features,
                                    linear_probe, set_centres_from, set_heads_trainable)
@@ -198,11 +199,13 @@ def train(config: TrainConfig, on_log: Callable[[str], None] = print) -> TrainRe
     if not (DESCRIPTOR in phases.moved and choices.get("identity", {}).get("kept") == PROBE):
         # (a moved identity path that went back to its frozen weights has its centres from the moved one)
         choices = choose_identity_fit(built, prepared, train_embed, val_embed, choices)
+    choices, float_heads = choose_mouth_shape(built, prepared, frozen, choices)
     for line in describe(choices):
         on_log(line)
     probe = linear_probe(built, prepared, frozen)
     return write_outputs(built.model, prepared, config, phases.history, phases.images_per_second, started, probe,
-                         choices, embedding_source(config, descriptor_moved(config, phases.moved, choices)))
+                         choices, embedding_source(config, descriptor_moved(config, phases.moved, choices)),
+                         float_heads)
 
 
 def descriptor_moved(config: TrainConfig, moved: set[str], choices: dict[str, dict[str, Any]]) -> bool:
@@ -318,9 +321,11 @@ def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, histo
                   images_per_second: float | None, started: float,
                   probe: dict[str, float | None] | None = None,
                   choices: dict[str, dict[str, Any]] | None = None,
-                  embedding: dict[str, str] | None = None) -> TrainResult:
-    """``model.keras``, its ``metadata.json`` (spec, data, validation metrics), ``history.json`` and
-    ``history.png`` in ``config.out``."""
+                  embedding: dict[str, str] | None = None, float_heads: dict[str, Any] | None = None
+                  ) -> TrainResult:
+    """``model.keras``, its ``metadata.json`` (spec, data, validation metrics, and ``float_heads``: heads fitted
+    outside the model, ``edgeface.core.bundle.FloatHead`` by head), ``history.json`` and ``history.png`` in
+    ``config.out``."""
     from edgeface.eval.metrics import head_metrics
     from edgeface.train.model import backbone_info
 
@@ -331,7 +336,8 @@ def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, histo
     model_path = out / MODEL_NAME
     save_keras_model(model, model_path)
 
-    probabilities = keras_predict(model, val_crops.crops, spec)
+    float_heads = float_heads or {}
+    probabilities = apply_float_heads(keras_predict(model, val_crops.crops, spec), float_heads, val_crops.shapes)
 
     metrics = {head: head_metrics(val_samples, probabilities[head], spec.labels[head], head).to_dict()
                for head in HEADS}
@@ -364,6 +370,7 @@ def write_outputs(model: Any, prepared: TrainingData, config: TrainConfig, histo
         },
         "metrics": {"validation": metrics, "linear_probe": probe or {}},
         "heads": choices or {},
+        **({"float_heads": {head: layer.to_json() for head, layer in float_heads.items()}} if float_heads else {}),
         **({"embedding": embedding} if embedding else {}),
     }
     write_metadata(model_path, metadata)
