@@ -289,6 +289,8 @@ def kept_words(head: str, kept: str) -> str:
     """What ``train`` kept for a head (``heads.<head>.kept`` of its metadata), in words."""
     if kept == "trained":
         return "fine-tuned"
+    if kept == "mouth_shape":
+        return "fit on the mouth's shape"
     return "nearest centre on the frozen features" if head == "identity" else "exact fit on the frozen features"
 
 
@@ -350,18 +352,25 @@ def household_sets(figures: Figures) -> str:
     text = table(("people", "seed", "training photos", "emotion labels", "test photos", "identity %", "emotion %",
                   "gender %"), rows)
     emotion_kept = sum(s["heads"]["emotion"]["kept"] == "trained" for s in d["sets"])
+    mouth = sum(s["heads"]["emotion"]["kept"] == "mouth_shape" for s in d["sets"])
+    emotion = (f"emotion's fine-tuned branch on {emotion_kept} of {len(d['sets'])} sets, the fit on the mouth's "
+               f"shape (step 6 of [training](training.md)) on {mouth} and the probe's exact fit on the others"
+               if mouth else f"emotion's fine-tuned branch on {emotion_kept} of {len(d['sets'])} sets and the "
+               "probe's exact fit on the others")
     logistic = sum(s["heads"]["identity"].get("fit") == "logistic" for s in d["sets"])
     identity = ("identity (nearest person centre" + (f"; the logistic regression on the same embeddings on {logistic}"
                                                      f" of {len(d['sets'])} sets" if logistic else "") + ")")
-    in_float = [h for h in HEADS if all(s["heads"][h].get("device") in ("float", "centres") for s in d["sets"])]
+    in_float = [h for h in HEADS if all(s["heads"][h].get("device") in ("float", "centres", "mouth_shape")
+                                        for s in d["sets"])]
     named = ", ".join(in_float[:-1]) + (" and " if len(in_float) > 1 else "") + (in_float[-1] if in_float else "")
     device = (f" The int8 bundle computes the last layer of {named} in float on the device, from the outputs it "
               "reads (the embedding, the features)." if in_float else "")
+    if mouth:
+        device += " Emotion's fit on the mouth's shape reads the face mesh's landmarks, the same in every precision."
     notes = [f"Each cell: Keras / int8 / linear probe on the set's test photos. {pct(d['test_fraction'], 0)} of "
              f"each person's {d['photos_per_person'][0]} to {d['photos_per_person'][1]} photos held out; emotion "
              f"labels kept on {pct(d['emotion_labels'], 0)} of the training photos; detector {d['detector']}. "
-             f"`train` kept emotion's fine-tuned branch on {emotion_kept} of {len(d['sets'])} sets and the probe's "
-             f"exact fit on the others; {identity} and gender (exact fit) read dlib's frozen descriptor on every "
+             f"`train` kept {emotion}; {identity} and gender (exact fit) read dlib's frozen descriptor on every "
              f"set.{device}"]
     bullets = "\n".join(textwrap.fill(n, 110, initial_indent="- ", subsequent_indent="  ", break_long_words=False,
                                       break_on_hyphens=False) for n in probe_verdicts(d["sets"]))
