@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from edgeface.cli import app
@@ -79,8 +81,36 @@ def test_train_and_convert_end_to_end(synthetic_csv: Path, tmp_path: Path) -> No
     assert load_bundle(tmp_path / "b" / "run-int8.edgeface").manifest["conversion"]["seed"] == 7
     assert (tmp_path / "b" / "run-int8.edgeface").is_file() and (tmp_path / "b" / "run-float32.edgeface").is_file()
     assert "agreement" in result.output and "vs float32" in result.output
+    _emotion_is_read_from_the_mouth(out, tmp_path / "b" / "run-int8.edgeface", synthetic_csv)
     result = runner.invoke(app, ["convert", str(out), "-p", "int4"])
     assert result.exit_code == 2 and "unknown precision 'int4'" in result.output
+
+
+def _emotion_is_read_from_the_mouth(run: Path, bundle_path: Path, synthetic_csv: Path) -> None:
+    """The synthetic faces smile with their mouths, so train fits emotion on the mouth's shape (crops aligned on the
+    face mesh); the int8 bundle carries that head and the Python API gives it from the landmarks of each face."""
+    import edgeface
+    from edgeface.core.imageio import read_image
+    from edgeface.data.manifest import load_dataset
+    from edgeface.faces.align import align_faces_and_shapes
+    from edgeface.runtime.engine import head_from_features
+
+    assert json.loads((run / "metadata.json").read_text())["heads"]["emotion"]["kept"] == "mouth_shape"
+    bundle = load_bundle(bundle_path)
+    head = bundle.float_heads["emotion"]
+    assert head.features == "mouth_shape" and bundle.manifest["head_rules"]["emotion"]["used"] == "mouth_shape"
+    pipeline = edgeface.load(bundle, gallery=None)
+    checked = 0
+    for sample in load_dataset(synthetic_csv).samples[:4]:
+        image = read_image(sample.image)
+        faces = pipeline.detect(image)
+        _, shapes = align_faces_and_shapes(image, faces, bundle.spec.crop, bundle.spec.input_size)
+        expected = head_from_features(shapes, head)
+        for result, probabilities in zip(pipeline.label(image), expected):
+            assert result.labels.emotion.label == bundle.spec.labels["emotion"][int(np.argmax(probabilities))]
+            assert result.labels.emotion.score == pytest.approx(float(probabilities.max()), abs=1e-5)
+            checked += 1
+    assert checked >= 4
 
 
 def test_convert_names_a_missing_model(tmp_path: Path) -> None:
