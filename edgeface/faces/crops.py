@@ -126,8 +126,9 @@ def crop_samples(samples: Sequence[Sample], crop: CropSpec, size: int, detector:
 def _save(path: Path, crops: CropSet) -> None:
     path.mkdir(parents=True, exist_ok=True)
     write_atomic(path / "crops.npy", lambda handle: np.save(handle, crops.crops))
-    if crops.shapes is not None:
-        write_atomic(path / "shapes.npy", lambda handle: np.save(handle, crops.shapes))
+    shapes = crops.shapes
+    if shapes is not None:
+        write_atomic(path / "shapes.npy", lambda handle: np.save(handle, shapes))
     status = json.dumps({"status": crops.status, "messages": crops.messages}).encode()
     write_atomic(path / "status.json", lambda handle: handle.write(status))
 

@@ -344,8 +344,8 @@ def choose_mouth_shape(built: Any, prepared: TrainingData, frozen: FrozenFeature
         verdict, why = compare(shape_right, chosen_right)
         won = verdict == TRAINED
         lead = why.split(": ", 1)[1].replace("the probe", "the head chosen above")
-        measured = {"validation": {"n": len(shape_right), "mouth_shape": float(shape_right.mean()),
-                                   "chosen": float(chosen_right.mean())}}
+        measured: dict[str, dict[str, Any]] = {"validation": {
+            "n": len(shape_right), "mouth_shape": float(shape_right.mean()), "chosen": float(chosen_right.mean())}}
     else:
         feature = head_features(spec.backbone)[head]
         samples = train.cropped_samples + val_samples
