@@ -353,10 +353,12 @@ def household_sets(figures: Figures) -> str:
                   "gender %"), rows)
     emotion_kept = sum(s["heads"]["emotion"]["kept"] == "trained" for s in d["sets"])
     mouth = sum(s["heads"]["emotion"]["kept"] == "mouth_shape" for s in d["sets"])
-    emotion = (f"emotion's fine-tuned branch on {emotion_kept} of {len(d['sets'])} sets, the fit on the mouth's "
-               f"shape (step 6 of [training](training.md)) on {mouth} and the probe's exact fit on the others"
-               if mouth else f"emotion's fine-tuned branch on {emotion_kept} of {len(d['sets'])} sets and the "
-               "probe's exact fit on the others")
+    parts = [f"emotion's fine-tuned branch on {emotion_kept} of {len(d['sets'])} sets"]
+    if mouth:
+        parts.append(f"the fit on the mouth's shape (step 6 of [training](training.md)) on {mouth}")
+    if len(d["sets"]) - emotion_kept - mouth:
+        parts.append("the probe's exact fit on the others")
+    emotion = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
     logistic = sum(s["heads"]["identity"].get("fit") == "logistic" for s in d["sets"])
     identity = ("identity (nearest person centre" + (f"; the logistic regression on the same embeddings on {logistic}"
                                                      f" of {len(d['sets'])} sets" if logistic else "") + ")")
