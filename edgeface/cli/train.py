@@ -11,6 +11,8 @@ from edgeface.cli.common import field_default, friendly_errors
 from edgeface.train.config import TrainConfig
 
 ORDER = 20
+# What train kept for a head (metadata heads.<head>.kept), in the summary's words; anything else is the exact fit.
+KEPT = {"trained": "trained head", "mouth_shape": "fit on the mouth's shape"}
 
 
 def _default(name: str) -> Any:
@@ -79,7 +81,6 @@ def train(
         patience=patience, detector=detector, augment=augment, seed=seed,
     )
     result = run_training(config, on_log=lambda line: typer.echo(line, err=True))
-    KEPT = {"trained": "trained head", "mouth_shape": "fit on the mouth's shape"}
     metrics = result.metadata["metrics"]
     typer.echo(f"model: {result.model_path}")
     for head, values in metrics["validation"].items():
