@@ -158,7 +158,7 @@ def test_the_device_computes_a_shape_head_from_the_shapes_beside_the_crops(tiny_
 
 def test_on_real_faces_the_mouths_shape_tells_a_smile_from_a_few_labels(celeba_csv: Path) -> None:
     """Celeba-299 photos through the real detector and face mesh: a head fitted on 30 photos' shapes names the
-    emotion of 90 others far above chance (about 87% on 1,938 photos in the measurements that chose it)."""
+    emotion of 90 others far above chance."""
     from edgeface.data.manifest import load_dataset
     from edgeface.faces.crops import crop_samples
     from edgeface.train.model import backbone_info
