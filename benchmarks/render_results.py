@@ -328,9 +328,12 @@ def celeba_probe(figures: Figures) -> str:
         h = d["heads"][head]
         validation = h.get("validation") or {}
         chose = kept_words(head, h["kept"])
-        if validation.get("n"):
+        if validation.get("n") and "trained" in validation:
             chose += (f" ({pct(validation['trained'])} fine-tuned, {pct(validation['probe'])} probe on "
                       f"{validation['n']} validation photos)")
+        elif validation.get("n") and "centres" in validation:
+            chose += (f" ({pct(validation['centres'])}, the logistic regression on the same embeddings "
+                      f"{pct(validation['logistic'])} on {validation['n']} validation photos)")
         refit = h.get("refit")
         if refit and refit["kept"]:
             chose += (f"; its last layer fitted again on the fine-tuned features ({pct(refit['validation']['refit'])} "
