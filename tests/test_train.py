@@ -152,7 +152,7 @@ def test_a_head_keeps_its_training_only_when_clearly_better_than_the_probe() -> 
 
 
 def test_a_kept_trained_head_is_refitted_exactly_only_where_validation_agrees() -> None:
-    from edgeface.train.choice import MIN_LABELLED, REFIT_L2, refit_head
+    from edgeface.train.choice import MIN_LABELLED, REFIT_L2, keep_refit, refit_head
 
     rng = np.random.default_rng(0)
     classes = ("happy", "neutral")
@@ -179,6 +179,11 @@ def test_a_kept_trained_head_is_refitted_exactly_only_where_validation_agrees() 
     kept_kernel, _, record = refit_head(train_x, train_y, shifted, val_y, classes, own, np.zeros(2, np.float32))
     assert not record["kept"] and record["validation"]["trained"] == 1.0 > record["validation"]["refit"]
     np.testing.assert_array_equal(kept_kernel, own)
+    # a trained layer right on a face or two more than the refit is not clearly better: the exact fit is kept
+    refit_right, trained_right = np.ones(100, bool), np.ones(100, bool)
+    refit_right[:2], trained_right[2] = False, False  # they disagree on 3 faces; the trained layer wins 2 of them
+    assert keep_refit(trained_right, refit_right)
+    assert not keep_refit(np.ones(100, bool), np.arange(100) >= 10)  # right on 10 more of 10 disagreements
     # too few labelled validation faces to tell: nothing is refitted
     few = [label if i < MIN_LABELLED - 1 else None for i, label in enumerate(val_y)]
     assert refit_head(train_x, train_y, val_x, few, classes, wrong, np.zeros(2, np.float32)) is None

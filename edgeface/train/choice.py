@@ -24,7 +24,8 @@ labelled face (``CV_FOLDS`` folds), and the one with six numbers is kept unless 
 A head that keeps its fine-tuned version was trained through dropout, label smoothing and augmented photos,
 and stopped when the summed validation loss did: its last layer is then fitted again exactly on the features
 fine-tuning left (the probe's logistic regression, its penalty chosen on the validation faces), and the refit
-is kept when it is right on at least as many validation faces.
+is kept unless the trained layer is clearly better on them (the rule above: the exact fit unless the trained
+version is right on clearly more faces).
 """
 
 from __future__ import annotations
@@ -169,9 +170,10 @@ def refit_head(train_features: np.ndarray, train_labels: list[str | None], val_f
                ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
     """A Dense softmax head (``kernel``, ``bias``) against its exact fit on the same features: a class-balanced
     logistic regression on the training faces for each penalty of ``REFIT_L2``, the one right on most
-    validation faces (the larger penalty on a tie) tried. Returns the weights to keep (the refit when it is
-    right on at least as many validation faces, else the head's own) and what was measured; None with fewer
-    than ``MIN_LABELLED`` labelled validation faces or fewer than two classes labelled for training."""
+    validation faces (the larger penalty on a tie) tried. Returns the weights to keep (the refit, unless the
+    head's own are clearly better on the validation faces by :func:`compare`'s rule) and what was measured; None
+    with fewer than ``MIN_LABELLED`` labelled validation faces or fewer than two classes labelled for
+    training."""
     from edgeface.core.errors import ModelError
     from edgeface.train.probe import fit_softmax_head
 
@@ -183,8 +185,11 @@ def refit_head(train_features: np.ndarray, train_labels: list[str | None], val_f
     target = np.array([t for _, t in labelled])
     features = np.asarray(val_features, np.float32)[rows]
 
+    def right_faces(k: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.argmax(features @ k + b, axis=1) == target
+
     def right(k: np.ndarray, b: np.ndarray) -> int:
-        return int(np.sum(np.argmax(features @ k + b, axis=1) == target))
+        return int(np.sum(right_faces(k, b)))
 
     best: tuple[int, float, tuple[np.ndarray, np.ndarray]] | None = None
     for l2 in REFIT_L2:
@@ -198,10 +203,16 @@ def refit_head(train_features: np.ndarray, train_labels: list[str | None], val_f
     assert best is not None
     count, l2, fit = best
     own = right(kernel, bias)
-    kept = count >= own
+    kept = keep_refit(right_faces(kernel, bias), right_faces(*fit))
     record = {"l2": l2, "kept": kept, "validation": {"trained": own / len(rows), "refit": count / len(rows),
                                                        "n": len(rows)}}
     return (*(fit if kept else (kernel, bias)), record)
+
+
+def keep_refit(trained_right: np.ndarray, refit_right: np.ndarray) -> bool:
+    """Whether a head's exact refit replaces its trained last layer, from whether each labelled validation face
+    is right both ways: unless the trained layer is clearly better (:func:`compare`)."""
+    return compare(trained_right, refit_right)[0] != TRAINED
 
 
 def refit_trained_heads(built: Any, prepared: TrainingData, choices: dict[str, dict[str, Any]]
