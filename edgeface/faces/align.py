@@ -68,12 +68,6 @@ def face_marks(image: np.ndarray, face: Face, crop: CropSpec) -> np.ndarray | No
     return face_mesh().landmarks(image, face)
 
 
-def landmark_points(image: np.ndarray, face: Face, crop: CropSpec) -> np.ndarray | None:
-    """The landmarks ``crop`` is aligned on, in image pixels (None when it uses the detector's keypoints)."""
-    marks = face_marks(image, face, crop)
-    return None if marks is None else _aligned_on(marks, crop)
-
-
 def _aligned_on(marks: np.ndarray, crop: CropSpec) -> np.ndarray:
     from edgeface.faces.landmarks import LANDMARK_SETS
 
@@ -82,7 +76,7 @@ def _aligned_on(marks: np.ndarray, crop: CropSpec) -> np.ndarray:
 
 def align_face(image: np.ndarray, face: Face, crop: CropSpec, size: int) -> np.ndarray:
     """One aligned RGB uint8 crop of ``size`` x ``size`` pixels."""
-    return _warp(image, alignment_matrix(face, crop, size, landmark_points(image, face, crop)), size)
+    return align_face_and_shape(image, face, crop, size)[0]
 
 
 def align_face_and_shape(image: np.ndarray, face: Face, crop: CropSpec, size: int
@@ -92,9 +86,9 @@ def align_face_and_shape(image: np.ndarray, face: Face, crop: CropSpec, size: in
     from edgeface.faces.geometry import mouth_shape
 
     marks = face_marks(image, face, crop)
-    if marks is None:
-        return align_face(image, face, crop, size), None
-    return _warp(image, alignment_matrix(face, crop, size, _aligned_on(marks, crop)), size), mouth_shape(marks)
+    points = None if marks is None else _aligned_on(marks, crop)
+    crop_image = _warp(image, alignment_matrix(face, crop, size, points), size)
+    return crop_image, None if marks is None else mouth_shape(marks)
 
 
 def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -113,10 +107,7 @@ def _warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
 
 def align_faces(image: np.ndarray, faces: Sequence[Face], crop: CropSpec, size: int) -> np.ndarray:
     """All faces of one image as a batch (N, size, size, 3), ready for one batched inference."""
-    out = np.empty((len(faces), size, size, 3), dtype=np.uint8)
-    for i, face in enumerate(faces):
-        out[i] = align_face(image, face, crop, size)
-    return out
+    return align_faces_and_shapes(image, faces, crop, size)[0]
 
 
 def align_faces_and_shapes(image: np.ndarray, faces: Sequence[Face], crop: CropSpec, size: int
